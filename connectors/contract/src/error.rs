@@ -1,0 +1,60 @@
+//! Errors connectors report to the engine. Each says whether trying again
+//! can help, because that decides between a retry and a stall or a failure.
+
+use thiserror::Error;
+
+/// A source failed to read, pause, commit or release.
+#[derive(Debug, Error)]
+pub enum SourceError {
+    /// The broker or file could not be reached or read; trying again may help.
+    #[error("{source_name}: {message}")]
+    Unavailable {
+        /// Which source (connector kind and stream).
+        source_name: String,
+        /// What went wrong, for the operator.
+        message: String,
+    },
+    /// The source cannot continue (fenced, misconfigured, data corrupt).
+    #[error("{source_name}: {message}")]
+    Fatal {
+        /// Which source (connector kind and stream).
+        source_name: String,
+        /// What went wrong and what to do about it.
+        message: String,
+    },
+}
+
+impl SourceError {
+    /// True when the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+/// A sink failed to write or flush a record.
+#[derive(Debug, Error)]
+pub enum SinkError {
+    /// The write was not acknowledged but may be later (broker down, timeout).
+    #[error("{sink_name}: {message}")]
+    Unavailable {
+        /// Which sink (connector kind and target).
+        sink_name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The record can never be written (too large, rejected by schema).
+    #[error("{sink_name}: record rejected: {message}")]
+    Rejected {
+        /// Which sink (connector kind and target).
+        sink_name: String,
+        /// Why the record was refused.
+        message: String,
+    },
+}
+
+impl SinkError {
+    /// True when writing the same record again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}

@@ -1,0 +1,62 @@
+//! How a connector is named in a pipeline file, validated and built.
+//!
+//! Building is two-phase, so `spate validate` can check a file without
+//! touching a broker: [`ConnectorFactory::source`] / [`ConnectorFactory::sink`]
+//! only read configuration (collecting every error in the [`ConfigReader`]),
+//! and the returned builder does the I/O later, when the pipeline runs.
+
+use async_trait::async_trait;
+
+use crate::config::ConfigReader;
+use crate::error::{SinkError, SourceError};
+use crate::sink::Sink;
+use crate::source::Source;
+
+/// What a connector can promise, checked when a pipeline file is loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Can take part in `exactly_once` delivery (transactional or
+    /// idempotent writes tied to source positions).
+    pub exactly_once: bool,
+    /// Keeps durable positions, so `at_least_once` means something (a
+    /// core-NATS subscription, for example, does not).
+    pub durable_positions: bool,
+}
+
+/// Builds a source once the pipeline runs.
+#[async_trait]
+pub trait SourceBuilder: Send + Sync {
+    /// Connects and returns the source.
+    async fn build(&self) -> Result<Box<dyn Source>, SourceError>;
+}
+
+/// Builds a sink once the pipeline runs.
+#[async_trait]
+pub trait SinkBuilder: Send + Sync {
+    /// Connects and returns the sink.
+    async fn build(&self) -> Result<Box<dyn Sink>, SinkError>;
+}
+
+/// One connector family, as named by `type:` in a pipeline file.
+pub trait ConnectorFactory: Send + Sync {
+    /// The `type:` name (`kafka`, `file`, `generate`, …).
+    fn kind(&self) -> &'static str;
+
+    /// What sources of this kind can promise, or `None` if it has no source.
+    fn source_capabilities(&self) -> Option<Capabilities>;
+
+    /// What sinks of this kind can promise, or `None` if it has no sink.
+    fn sink_capabilities(&self) -> Option<Capabilities>;
+
+    /// Reads a source's settings; errors go into `config`.
+    fn source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
+        let _ = config;
+        None
+    }
+
+    /// Reads a sink's settings; errors go into `config`.
+    fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
+        let _ = config;
+        None
+    }
+}

@@ -1,0 +1,85 @@
+//! The source half of the contract.
+//!
+//! # The delivery rules a source must keep
+//!
+//! 1. **Stage on read, apply on commit.** Reading an event never moves the
+//!    source's durable position. Only [`Source::commit`] does, and only to the
+//!    positions the engine passes, which the engine computes as the contiguous
+//!    watermark of finished events. A source must never commit on its own
+//!    (no auto-commit) unless the pipeline asked for `at_most_once`, in which
+//!    case the engine itself commits on receipt.
+//! 2. **Order within a partition.** Events of one partition are returned in
+//!    increasing offset order, and a partition's events are never reordered
+//!    across calls to [`Source::next`].
+//! 3. **Pause means pause.** After [`Source::pause`] returns, `next` returns no
+//!    more events of those partitions until [`Source::resume`]. This is how the
+//!    engine bounds memory: a source that keeps delivering breaks backpressure.
+//! 4. **Revocation is a hand-over.** When the broker takes partitions away the
+//!    source returns [`SourceMessage::Revoked`] and must keep those partitions'
+//!    ownership (e.g. hold the rebalance) until the engine has drained, committed
+//!    and called [`Source::release`].
+//! 5. **Cancel safety.** `next` is called inside `tokio::select!`; dropping its
+//!    future before it completes must lose no event (keep partial state in
+//!    `self`, not in the future).
+
+use async_trait::async_trait;
+
+use crate::error::SourceError;
+use crate::event::{Event, PartitionId};
+
+/// What a source hands the engine from one call to [`Source::next`].
+#[derive(Debug)]
+pub enum SourceMessage {
+    /// Events, in order within each partition. Never empty.
+    Events(Vec<Event>),
+    /// The source now owns these partitions (start of consumption or a
+    /// rebalance). Events of a partition come only after its assignment.
+    Assigned(Vec<PartitionId>),
+    /// The source is losing these partitions; see rule 4.
+    Revoked(Vec<PartitionId>),
+    /// A finite source has nothing more to read, ever.
+    End,
+}
+
+/// A durable position for one partition: every offset *below* `next_offset`
+/// is finished. This is the Kafka convention ("the next offset to read").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitPosition {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The first offset not yet finished.
+    pub next_offset: u64,
+}
+
+/// A stream of events with durable, engine-driven positions.
+#[async_trait]
+pub trait Source: Send {
+    /// A short name for logs and dead-letter headers (`kind:stream`).
+    fn name(&self) -> &str;
+
+    /// Waits for the next happening. At most `max_events` events are returned
+    /// at once, so the engine's in-flight bound is overshot by one batch at
+    /// most. Must be cancel safe (rule 5).
+    async fn next(&mut self, max_events: usize) -> Result<SourceMessage, SourceError>;
+
+    /// Stops delivering events of these partitions (rule 3).
+    fn pause(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError>;
+
+    /// Delivers events of these partitions again.
+    fn resume(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError>;
+
+    /// Durably records that everything below each position is finished.
+    async fn commit(&mut self, positions: &[CommitPosition]) -> Result<(), SourceError>;
+
+    /// Gives back revoked partitions after the engine drained and committed
+    /// them (rule 4). Sources without rebalancing can ignore it.
+    async fn release(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
+        let _ = partitions;
+        Ok(())
+    }
+
+    /// Ends the session with the broker; called once after the final commit.
+    async fn close(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! The partitioned dispatch engine.

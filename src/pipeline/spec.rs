@@ -1,0 +1,142 @@
+//! The validated, typed form of a pipeline file: what the engine runs.
+//!
+//! Every value here has passed validation; defaults are applied by the
+//! loader (`pipeline::load`), the only place that knows them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use spate_connector::{Capabilities, SinkBuilder, SourceBuilder, Span};
+
+use crate::handler::Handler;
+
+/// A loaded pipeline file.
+pub struct PipelineSpec {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its functions, in file order.
+    pub functions: Vec<FunctionSpec>,
+    /// Process-wide settings.
+    pub settings: SettingsSpec,
+}
+
+/// Process-wide settings (`settings:` in the file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettingsSpec {
+    /// Prometheus/health endpoint address, `None` to disable.
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// In-flight bound over every function of the process.
+    pub max_in_flight: InFlightLimits,
+}
+
+/// The delivery promise of a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Commit only what is finished (the default).
+    AtLeastOnce,
+    /// Outputs and source positions commit atomically.
+    ExactlyOnce,
+    /// Commit on receipt.
+    AtMostOnce,
+}
+
+/// The ordering unit within a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ordering {
+    /// One event of a partition at a time.
+    Partition,
+    /// One event of each key at a time; keys run in parallel.
+    Key,
+    /// No ordering; every event runs as soon as a task is free.
+    None,
+}
+
+/// Bounds on events held by the engine (read but not finished).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlightLimits {
+    /// Most events.
+    pub events: usize,
+    /// Most bytes (key + payload + headers).
+    pub bytes: u64,
+}
+
+/// How handler concurrency may move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConcurrencySpec {
+    /// Fewest handler tasks (0 lets an idle function hold none).
+    pub min: usize,
+    /// Most handler tasks.
+    pub max: usize,
+}
+
+/// Retry policy for handler failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 = no retry).
+    pub max_attempts: u32,
+    /// Backoff before the second attempt.
+    pub initial_backoff: Duration,
+    /// Backoff never grows past this.
+    pub max_backoff: Duration,
+    /// Each attempt is cut off after this long (a retryable failure).
+    pub timeout: Duration,
+}
+
+/// One input of a function.
+pub struct SourceSpec {
+    /// Connector kind (`type:`).
+    pub kind: String,
+    /// Builds the source when the pipeline runs.
+    pub builder: Box<dyn SourceBuilder>,
+    /// What the source can promise.
+    pub capabilities: Capabilities,
+    /// Where it is declared.
+    pub span: Span,
+}
+
+/// One output or dead-letter destination of a function.
+pub struct SinkSpec {
+    /// The output's name, which handlers use to route (`name:`, else the kind).
+    pub name: String,
+    /// Connector kind (`type:`).
+    pub kind: String,
+    /// Builds the sink when the pipeline runs.
+    pub builder: Arc<dyn SinkBuilder>,
+    /// What the sink can promise.
+    pub capabilities: Capabilities,
+    /// Where it is declared.
+    pub span: Span,
+}
+
+/// One function: inputs → handler → outputs, and how it is run.
+pub struct FunctionSpec {
+    /// Unique within the file.
+    pub name: String,
+    /// Where it is declared.
+    pub span: Span,
+    /// Its sources.
+    pub inputs: Vec<SourceSpec>,
+    /// Registered name of the handler.
+    pub handler_name: String,
+    /// The handler, resolved and configured.
+    pub handler: Arc<dyn Handler>,
+    /// Where outputs go.
+    pub outputs: Vec<SinkSpec>,
+    /// Where events that cannot be handled go.
+    pub dead_letter: SinkSpec,
+    /// The delivery promise.
+    pub delivery: Delivery,
+    /// The ordering unit.
+    pub ordering: Ordering,
+    /// Handler task bounds.
+    pub concurrency: ConcurrencySpec,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Per-partition in-flight bound.
+    pub max_in_flight: InFlightLimits,
+    /// How often finished positions are committed.
+    pub commit_interval: Duration,
+    /// How long revoke and shutdown wait for in-flight events.
+    pub drain_timeout: Duration,
+}
