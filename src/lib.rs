@@ -9,6 +9,7 @@
 
 pub mod engine;
 pub mod handler;
+pub mod observability;
 pub mod pipeline;
 
 pub use handler::{Context, ErrorKind, Handler, HandlerError, Output, Registry};

@@ -1,1 +1,163 @@
-//! The partitioned dispatch engine.
+//! The partitioned dispatch engine: runs one function over its sources.
+//!
+//! # What it guarantees
+//!
+//! - **Order.** With `ordering: partition` a partition's events run one at a
+//!   time in offset order; with `key`, one event per key at a time in offset
+//!   order while other keys of the partition run in parallel; with `none`,
+//!   events run as tasks are free. A retrying event holds back only its own
+//!   lane (see [`work::LaneKey`]).
+//! - **Bounded memory.** Per partition, the span from the first unfinished
+//!   event to the last one read is bounded in events, and the unfinished
+//!   events in bytes; past either bound the partition is paused at the source
+//!   and resumed once it drained to half. A process-wide budget does the same
+//!   over every function. Every queue inside is bounded by those limits.
+//! - **Commits never skip.** A position is committed only when every event
+//!   below it is finished — handled with all outputs acknowledged, or
+//!   dead-lettered with the dead letter acknowledged — whatever order events
+//!   finished in. Commits happen every `commit_interval`, after draining a
+//!   revoked partition, and at shutdown.
+//! - **Nothing is dropped.** An event ends as handled or as a dead letter.
+//!   Output and dead-letter writes that fail are retried with backoff for as
+//!   long as it takes; the partition's position waits for them.
+//!
+//! `at_most_once` commits each batch's positions on receipt, before the
+//! handler runs. `exactly_once` needs a transactional connector to drive it;
+//! the pipeline loader rejects it for every connector that cannot.
+
+pub mod backoff;
+pub mod budget;
+mod lanes;
+pub mod scaler;
+mod scheduler;
+pub mod watermark;
+pub mod work;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spate_connector::{Sink, Source, SourceError};
+use tokio_util::sync::CancellationToken;
+
+pub use budget::ProcessBudget;
+pub use scaler::ScalerTuning;
+pub use worker::NamedSink;
+
+use crate::handler::Handler;
+use crate::pipeline::{ConcurrencySpec, Delivery, InFlightLimits, Ordering, RetryPolicy};
+
+/// Everything needed to run one function, with its connectors built.
+pub struct FunctionPlan {
+    /// The function's name.
+    pub name: Arc<str>,
+    /// The handler.
+    pub handler: Arc<dyn Handler>,
+    /// Its sources, in input order.
+    pub sources: Vec<Box<dyn Source>>,
+    /// Its outputs.
+    pub outputs: Vec<NamedSink>,
+    /// Its dead-letter sink.
+    pub dead_letter: Arc<dyn Sink>,
+    /// The delivery promise.
+    pub delivery: Delivery,
+    /// The ordering unit.
+    pub ordering: Ordering,
+    /// Handler task bounds.
+    pub concurrency: ConcurrencySpec,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Per-partition in-flight bound.
+    pub max_in_flight: InFlightLimits,
+    /// How often finished positions are committed.
+    pub commit_interval: Duration,
+    /// How long revoke and shutdown wait for running events.
+    pub drain_timeout: Duration,
+}
+
+/// Engine settings that are not part of a pipeline file.
+#[derive(Clone)]
+pub struct EngineOptions {
+    /// Most events asked of a source at once.
+    pub max_batch: usize,
+    /// The concurrency control rule's tuning.
+    pub scaler: ScalerTuning,
+    /// The process-wide in-flight budget, shared by every function.
+    pub budget: Arc<ProcessBudget>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 512,
+            scaler: ScalerTuning::default(),
+            budget: Arc::new(ProcessBudget::new(InFlightLimits {
+                events: 100_000,
+                bytes: 256 << 20,
+            })),
+        }
+    }
+}
+
+/// What a function did, reported when it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionReport {
+    /// The function's name.
+    pub function: String,
+    /// Events read.
+    pub events_in: u64,
+    /// Events the handler finished.
+    pub handled: u64,
+    /// Output records acknowledged.
+    pub outputs: u64,
+    /// Events dead-lettered.
+    pub dead_lettered: u64,
+    /// Retries scheduled.
+    pub retries: u64,
+    /// Wall time from start to end.
+    pub elapsed: Duration,
+}
+
+/// Why a function stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A source failed in a way retrying cannot fix.
+    #[error("function `{function}`: source failed: {source}")]
+    Source {
+        /// The function.
+        function: String,
+        /// The error.
+        #[source]
+        source: SourceError,
+    },
+    /// A source broke the contract (offsets not increasing).
+    #[error("function `{function}`: source `{source_name}` partition {partition}: {error}")]
+    Contract {
+        /// The function.
+        function: String,
+        /// The source.
+        source_name: String,
+        /// The partition.
+        partition: u32,
+        /// What was wrong.
+        error: watermark::WatermarkError,
+    },
+    /// The plan cannot run.
+    #[error("function `{function}`: {message}")]
+    Plan {
+        /// The function.
+        function: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Runs a function until its sources end (finite sources) or `shutdown` is
+/// cancelled; either way it drains, commits and closes before returning.
+pub async fn run_function(
+    plan: FunctionPlan,
+    options: EngineOptions,
+    shutdown: CancellationToken,
+) -> Result<FunctionReport, EngineError> {
+    scheduler::Scheduler::start(plan, options)?.run(shutdown).await
+}

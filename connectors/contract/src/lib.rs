@@ -8,6 +8,7 @@
 //! at-least-once for every pipeline that uses it.
 
 pub mod config;
+pub mod dead_letter;
 pub mod error;
 pub mod event;
 pub mod factory;

@@ -78,6 +78,13 @@ pub trait Source: Send {
         Ok(())
     }
 
+    /// Events in partition `partition` not yet read, if the source knows
+    /// (exported as consumer lag).
+    fn lag(&self, partition: PartitionId) -> Option<u64> {
+        let _ = partition;
+        None
+    }
+
     /// Ends the session with the broker; called once after the final commit.
     async fn close(&mut self) -> Result<(), SourceError> {
         Ok(())

@@ -1,0 +1,678 @@
+//! The per-function scheduler: one task that owns all of a function's
+//! bookkeeping (partitions, lanes, watermarks, retries) so none of it needs a
+//! lock. Handler tasks only see work items and send back completions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use spate_connector::{CommitPosition, Event, PartitionId, Source, SourceError, SourceMessage};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::DelayQueue;
+use tracing::{debug, error, info, info_span, warn};
+
+use super::lanes::Lanes;
+use super::scaler::{self, LatencyMean, Load};
+use super::watermark::Watermark;
+use super::work::{Completion, LaneKey, PartKey, Stage, Verdict, WorkItem};
+use super::worker::{self, FunctionShared, Pool, Tally};
+use super::{backoff, EngineError, EngineOptions, FunctionPlan, FunctionReport};
+use crate::observability::FunctionMetrics;
+use crate::pipeline::{Delivery, InFlightLimits, Ordering};
+
+/// Why a partition is being drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DrainReason {
+    Revoked,
+    Shutdown,
+}
+
+struct PartitionState {
+    epoch: u64,
+    watermark: Watermark,
+    /// Items admitted and not finished or abandoned.
+    unfinished: usize,
+    /// Items handed to handler tasks and not reported back.
+    running: usize,
+    /// Bytes of unfinished items.
+    bytes: u64,
+    paused: bool,
+    committed: Option<u64>,
+    draining: Option<(Instant, DrainReason)>,
+}
+
+impl PartitionState {
+    fn new(epoch: u64) -> Self {
+        Self {
+            epoch,
+            watermark: Watermark::new(),
+            unfinished: 0,
+            running: 0,
+            bytes: 0,
+            paused: false,
+            committed: None,
+            draining: None,
+        }
+    }
+
+    fn is_full(&self, limits: &InFlightLimits) -> bool {
+        self.watermark.span() >= limits.events || self.bytes >= limits.bytes
+    }
+
+    fn has_room(&self, limits: &InFlightLimits) -> bool {
+        self.watermark.span() <= limits.events / 2 && self.bytes <= limits.bytes / 2
+    }
+}
+
+struct SourceSlot {
+    source: Box<dyn Source>,
+    /// False once the source said `End`.
+    open: bool,
+    failures: u32,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+/// The scheduler of one function.
+pub struct Scheduler {
+    shared: Arc<FunctionShared>,
+    sources: Vec<SourceSlot>,
+    delivery: Delivery,
+    ordering: Ordering,
+    max_tasks: usize,
+    limits: InFlightLimits,
+    commit_interval: Duration,
+    drain_timeout: Duration,
+    options: EngineOptions,
+    partitions: HashMap<PartKey, PartitionState>,
+    lanes: Lanes,
+    parked: DelayQueue<WorkItem>,
+    work_tx: async_channel::Sender<WorkItem>,
+    work_rx: async_channel::Receiver<WorkItem>,
+    done_tx: mpsc::Sender<Completion>,
+    done_rx: mpsc::Receiver<Completion>,
+    latency: LatencyMean,
+    next_epoch: u64,
+    stopping: bool,
+    fatal: Option<EngineError>,
+    events_in: u64,
+    last_commit: Instant,
+    started: Instant,
+}
+
+async fn next_message(sources: &mut [SourceSlot], max: usize) -> (usize, Result<SourceMessage, SourceError>) {
+    let waits = sources.iter_mut().enumerate().filter(|(_, s)| s.open).map(|(i, slot)| {
+        Box::pin(async move {
+            if let Some(at) = slot.retry_at {
+                tokio::time::sleep_until(at).await;
+            }
+            (i, slot.source.next(max).await)
+        })
+    });
+    futures::future::select_all(waits).await.0
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Scheduler {
+    /// Checks the plan and prepares the scheduler; starts `min` tasks.
+    pub fn start(plan: FunctionPlan, options: EngineOptions) -> Result<Self, EngineError> {
+        let function = plan.name.to_string();
+        if plan.delivery == Delivery::ExactlyOnce {
+            return Err(EngineError::Plan {
+                function,
+                message: "`exactly_once` needs a transactional connector to coordinate it, and none of this \
+                          function's connectors is one; use `delivery: at_least_once`"
+                    .to_owned(),
+            });
+        }
+        if plan.sources.is_empty() || plan.concurrency.max == 0 {
+            return Err(EngineError::Plan {
+                function,
+                message: "a function needs at least one input and `concurrency.max` of at least 1".to_owned(),
+            });
+        }
+        let metrics = FunctionMetrics::new(&plan.name);
+        let shared = Arc::new(FunctionShared {
+            name: plan.name.clone(),
+            handler: plan.handler,
+            outputs: plan.outputs,
+            dead_letter: plan.dead_letter,
+            source_names: plan.sources.iter().map(|s| s.name().to_owned()).collect(),
+            retry: plan.retry,
+            min_tasks: plan.concurrency.min.min(plan.concurrency.max),
+            idle_retire_after: options.scaler.idle_retire_after,
+            metrics,
+            pool: Pool::default(),
+            tally: Tally::default(),
+        });
+        // The hand-off channel holds at most one item per task; everything
+        // else waits in lanes, bounded by the in-flight limits.
+        let (work_tx, work_rx) = async_channel::bounded(plan.concurrency.max);
+        let (done_tx, done_rx) = mpsc::channel(plan.concurrency.max.max(16));
+        let mut scheduler = Self {
+            shared,
+            sources: plan
+                .sources
+                .into_iter()
+                .map(|source| SourceSlot {
+                    source,
+                    open: true,
+                    failures: 0,
+                    retry_at: None,
+                })
+                .collect(),
+            delivery: plan.delivery,
+            ordering: plan.ordering,
+            max_tasks: plan.concurrency.max,
+            limits: plan.max_in_flight,
+            commit_interval: plan.commit_interval,
+            drain_timeout: plan.drain_timeout,
+            options,
+            partitions: HashMap::new(),
+            lanes: Lanes::default(),
+            parked: DelayQueue::new(),
+            work_tx,
+            work_rx,
+            done_tx,
+            done_rx,
+            latency: LatencyMean::default(),
+            next_epoch: 0,
+            stopping: false,
+            fatal: None,
+            events_in: 0,
+            last_commit: Instant::now(),
+            started: Instant::now(),
+        };
+        let min = scheduler.shared.min_tasks;
+        if min > 0 {
+            scheduler.spawn_tasks(min, &format!("`concurrency.min` is {min}"));
+        }
+        Ok(scheduler)
+    }
+
+    /// Runs until the sources end or `shutdown` fires, then drains, commits
+    /// and closes.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<FunctionReport, EngineError> {
+        let tick_every = self.commit_interval.min(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        info!(function = %self.shared.name, "function started");
+        loop {
+            self.dispatch();
+            if self.is_done() {
+                break;
+            }
+            let intake = !self.stopping && self.sources.iter().any(|s| s.open);
+            let max_batch = self.options.max_batch;
+            tokio::select! {
+                biased;
+                Some(completion) = self.done_rx.recv() => {
+                    self.on_completion(completion);
+                    while let Ok(completion) = self.done_rx.try_recv() {
+                        self.on_completion(completion);
+                    }
+                    self.apply_backpressure();
+                    self.finish_drains().await;
+                }
+                Some(expired) = self.parked.next(), if !self.parked.is_empty() => {
+                    self.unpark(expired.into_inner());
+                }
+                _ = shutdown.cancelled(), if !self.stopping => {
+                    info!(function = %self.shared.name, "stopping intake, draining in-flight events");
+                    self.begin_stop();
+                    self.finish_drains().await;
+                }
+                _ = tick.tick() => {
+                    self.housekeeping().await;
+                }
+                (index, message) = next_message(&mut self.sources, max_batch), if intake => {
+                    self.on_message(index, message).await?;
+                }
+            }
+        }
+        self.commit(None).await;
+        self.close().await;
+        if let Some(error) = self.fatal.take() {
+            return Err(error);
+        }
+        let tally = &self.shared.tally;
+        Ok(FunctionReport {
+            function: self.shared.name.to_string(),
+            events_in: self.events_in,
+            handled: tally.handled.load(AtomicOrdering::Relaxed),
+            outputs: tally.outputs.load(AtomicOrdering::Relaxed),
+            dead_lettered: tally.dead_lettered.load(AtomicOrdering::Relaxed),
+            retries: tally.retries.load(AtomicOrdering::Relaxed),
+            elapsed: self.started.elapsed(),
+        })
+    }
+
+    /// Done when intake is over and nothing is left to finish: after
+    /// shutdown, every partition drained; after the sources ended, every
+    /// event finished.
+    fn is_done(&self) -> bool {
+        if self.stopping {
+            return self.partitions.is_empty();
+        }
+        !self.sources.iter().any(|s| s.open)
+            && self.partitions.values().all(|p| p.unfinished == 0)
+            && self.parked.is_empty()
+    }
+
+    async fn on_message(&mut self, index: usize, message: Result<SourceMessage, SourceError>) -> Result<(), EngineError> {
+        let slot = &mut self.sources[index];
+        match message {
+            Err(error) if error.is_retryable() => {
+                slot.failures += 1;
+                let delay = backoff::delay(Duration::from_millis(100), Duration::from_secs(5), slot.failures);
+                slot.retry_at = Some(tokio::time::Instant::now() + delay);
+                warn!(function = %self.shared.name, source = slot.source.name(), %error, retry_in = ?delay, "source read failed");
+            }
+            Err(error) => {
+                error!(function = %self.shared.name, source = slot.source.name(), %error, "source failed; stopping the function");
+                self.fatal = Some(EngineError::Source {
+                    function: self.shared.name.to_string(),
+                    source: error,
+                });
+                self.begin_stop();
+            }
+            Ok(SourceMessage::Events(events)) => {
+                slot.failures = 0;
+                slot.retry_at = None;
+                let span = info_span!("batch", function = %self.shared.name, events = events.len());
+                let _entered = span.enter();
+                for event in events {
+                    self.admit(index, event)?;
+                }
+                drop(_entered);
+                if self.delivery == Delivery::AtMostOnce {
+                    self.commit(None).await;
+                }
+                self.apply_backpressure();
+            }
+            Ok(SourceMessage::Assigned(parts)) => {
+                info!(function = %self.shared.name, source = slot.source.name(), partitions = ?parts, "partitions assigned");
+                for partition in parts {
+                    let key = PartKey { input: index, partition };
+                    self.next_epoch += 1;
+                    if let Some(old) = self.partitions.insert(key, PartitionState::new(self.next_epoch)) {
+                        self.forget(&old);
+                    }
+                }
+            }
+            Ok(SourceMessage::Revoked(parts)) => {
+                info!(function = %self.shared.name, source = slot.source.name(), partitions = ?parts, "partitions revoked; draining");
+                let keys: Vec<PartKey> = parts.iter().map(|&partition| PartKey { input: index, partition }).collect();
+                self.begin_drain(&keys, DrainReason::Revoked);
+                self.finish_drains().await;
+            }
+            Ok(SourceMessage::End) => {
+                debug!(function = %self.shared.name, source = slot.source.name(), "source ended");
+                slot.open = false;
+            }
+        }
+        Ok(())
+    }
+
+    fn admit(&mut self, input: usize, event: Event) -> Result<(), EngineError> {
+        let key = PartKey {
+            input,
+            partition: event.position.partition,
+        };
+        if !self.partitions.contains_key(&key) {
+            // A source without assignments (or one that skipped it): the
+            // partition is ours from its first event.
+            self.next_epoch += 1;
+            self.partitions.insert(key, PartitionState::new(self.next_epoch));
+        }
+        let Some(part) = self.partitions.get_mut(&key) else {
+            return Ok(());
+        };
+        if part.draining.is_some() {
+            debug!(function = %self.shared.name, partition = key.partition, "event of a draining partition left for its next owner");
+            return Ok(());
+        }
+        part.watermark
+            .receive(event.position.offset, event.timestamp_ms)
+            .map_err(|error| EngineError::Contract {
+                function: self.shared.name.to_string(),
+                source_name: self.shared.source_names[input].clone(),
+                partition: key.partition,
+                error,
+            })?;
+        let bytes = event.byte_len() as u64;
+        part.unfinished += 1;
+        part.bytes += bytes;
+        self.options.budget.add(bytes);
+        self.events_in += 1;
+        self.shared.metrics.events_in.increment(1);
+        self.shared.metrics.in_flight.increment(1.0);
+        let lane = match self.ordering {
+            Ordering::Partition => Some(LaneKey::Partition(key)),
+            Ordering::Key => Some(LaneKey::Key(key, event.key.clone())),
+            Ordering::None => None,
+        };
+        self.lanes.admit(WorkItem {
+            event,
+            part: key,
+            epoch: part.epoch,
+            lane,
+            bytes,
+            stage: Stage::Handle,
+            attempts: 0,
+            write_failures: 0,
+            failure: None,
+        });
+        Ok(())
+    }
+
+    /// Hands runnable items to tasks and scales the pool.
+    fn dispatch(&mut self) {
+        while let Some(item) = self.lanes.ready.pop_front() {
+            let (key, epoch) = (item.part, item.epoch);
+            match self.work_tx.try_send(item) {
+                Ok(()) => {
+                    if let Some(part) = self.partitions.get_mut(&key).filter(|p| p.epoch == epoch) {
+                        part.running += 1;
+                    }
+                }
+                Err(async_channel::TrySendError::Full(item) | async_channel::TrySendError::Closed(item)) => {
+                    self.lanes.ready.push_front(item);
+                    break;
+                }
+            }
+        }
+        let load = Load {
+            backlog: self.lanes.ready.len() + self.work_tx.len(),
+            tasks: self.shared.pool.alive.load(AtomicOrdering::Acquire),
+            busy: self.shared.pool.busy.load(AtomicOrdering::Relaxed),
+            latency: self.latency.get(),
+        };
+        if let Some(up) = scaler::scale_up(load, self.max_tasks, &self.options.scaler) {
+            self.spawn_tasks(up.add, &up.reason);
+        }
+    }
+
+    fn spawn_tasks(&mut self, count: usize, reason: &str) {
+        let before = self.shared.pool.alive.fetch_add(count, AtomicOrdering::AcqRel);
+        self.shared.metrics.concurrency.increment(count as f64);
+        self.shared.metrics.scaled_up.increment(1);
+        info!(function = %self.shared.name, from = before, to = before + count, reason, "handler concurrency up");
+        for _ in 0..count {
+            tokio::spawn(worker::run_task(
+                self.shared.clone(),
+                self.work_rx.clone(),
+                self.done_tx.clone(),
+            ));
+        }
+    }
+
+    fn on_completion(&mut self, completion: Completion) {
+        if let Some(time) = completion.handler_time {
+            self.latency.observe(time);
+        }
+        let item = completion.item;
+        let Some(part) = self.partitions.get_mut(&item.part).filter(|p| p.epoch == item.epoch) else {
+            return; // its partition was released; the next owner redoes it
+        };
+        part.running = part.running.saturating_sub(1);
+        match completion.verdict {
+            Verdict::RetryAfter(delay) => {
+                if part.draining.is_none() && !self.stopping {
+                    self.parked.insert(item, delay);
+                } else {
+                    self.abandon(&item);
+                }
+            }
+            Verdict::Finished(_) => {
+                part.watermark.finish(item.event.position.offset);
+                part.unfinished -= 1;
+                part.bytes -= item.bytes;
+                let draining = part.draining.is_some();
+                self.options.budget.sub(1, item.bytes);
+                self.shared.metrics.in_flight.decrement(1.0);
+                if !draining {
+                    if let Some(lane) = &item.lane {
+                        self.lanes.release(lane);
+                    }
+                }
+            }
+        }
+    }
+
+    fn unpark(&mut self, item: WorkItem) {
+        let live = self
+            .partitions
+            .get(&item.part)
+            .is_some_and(|p| p.epoch == item.epoch && p.draining.is_none());
+        if live && !self.stopping {
+            self.lanes.ready.push_back(item);
+        } else {
+            self.abandon(&item);
+        }
+    }
+
+    /// Lets go of an item that will not finish here (its partition is being
+    /// drained): it stays unfinished in the watermark, so its offset is not
+    /// committed and the next owner reads it again.
+    fn abandon(&mut self, item: &WorkItem) {
+        if let Some(part) = self.partitions.get_mut(&item.part).filter(|p| p.epoch == item.epoch) {
+            part.unfinished -= 1;
+            part.bytes -= item.bytes;
+            self.options.budget.sub(1, item.bytes);
+            self.shared.metrics.in_flight.decrement(1.0);
+        }
+    }
+
+    /// Releases what a dropped partition state still held in the budget.
+    fn forget(&self, part: &PartitionState) {
+        self.options.budget.sub(part.unfinished, part.bytes);
+        self.shared.metrics.in_flight.decrement(part.unfinished as f64);
+    }
+
+    /// Pauses partitions past their bound (or all, past the process bound)
+    /// and resumes those drained to half.
+    fn apply_backpressure(&mut self) {
+        let process_full = self.options.budget.is_full();
+        let process_room = self.options.budget.has_room();
+        let mut changes: BTreeMap<usize, (Vec<PartitionId>, Vec<PartitionId>)> = BTreeMap::new();
+        for (key, part) in &mut self.partitions {
+            if part.draining.is_some() {
+                continue;
+            }
+            if !part.paused && (process_full || part.is_full(&self.limits)) {
+                part.paused = true;
+                changes.entry(key.input).or_default().0.push(key.partition);
+            } else if part.paused && process_room && part.has_room(&self.limits) {
+                part.paused = false;
+                changes.entry(key.input).or_default().1.push(key.partition);
+            }
+        }
+        for (input, (pause, resume)) in changes {
+            let source = &mut self.sources[input].source;
+            if !pause.is_empty() {
+                debug!(function = %self.shared.name, partitions = ?pause, "pausing partitions at the in-flight bound");
+                if let Err(error) = source.pause(&pause) {
+                    warn!(function = %self.shared.name, %error, "pause failed");
+                }
+            }
+            if !resume.is_empty() {
+                debug!(function = %self.shared.name, partitions = ?resume, "resuming drained partitions");
+                if let Err(error) = source.resume(&resume) {
+                    warn!(function = %self.shared.name, %error, "resume failed");
+                }
+            }
+        }
+        let paused = self.partitions.values().filter(|p| p.paused).count();
+        self.shared.metrics.paused.set(paused as f64);
+    }
+
+    /// Marks partitions as draining: their not-yet-started items are
+    /// dropped (left uncommitted for the next owner) and running ones get
+    /// until the drain deadline.
+    fn begin_drain(&mut self, keys: &[PartKey], reason: DrainReason) {
+        let deadline = Instant::now() + self.drain_timeout;
+        for key in keys {
+            if let Some(part) = self.partitions.get_mut(key) {
+                part.draining = Some((deadline, reason));
+            }
+        }
+        let partitions = &self.partitions;
+        let removed = self
+            .lanes
+            .remove_partitions(&|key| partitions.get(key).is_some_and(|p| p.draining.is_some()));
+        for item in &removed {
+            self.abandon(item);
+        }
+    }
+
+    fn begin_stop(&mut self) {
+        self.stopping = true;
+        let keys: Vec<PartKey> = self.partitions.keys().copied().collect();
+        self.begin_drain(&keys, DrainReason::Shutdown);
+        self.parked.clear();
+    }
+
+    /// Commits and lets go of partitions whose drain is over (nothing
+    /// running, or the deadline passed).
+    async fn finish_drains(&mut self) {
+        let now = Instant::now();
+        let mut done: Vec<PartKey> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.draining.is_some_and(|(deadline, _)| p.running == 0 || now >= deadline))
+            .map(|(k, _)| *k)
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        done.sort();
+        self.commit(Some(&done)).await;
+        let mut released: BTreeMap<usize, Vec<PartitionId>> = BTreeMap::new();
+        for key in done {
+            let Some(part) = self.partitions.remove(&key) else {
+                continue;
+            };
+            if part.running > 0 {
+                warn!(
+                    function = %self.shared.name,
+                    partition = key.partition,
+                    running = part.running,
+                    "drain deadline passed with events still running; they stay uncommitted and will be redelivered"
+                );
+            }
+            self.forget(&part);
+            if matches!(part.draining, Some((_, DrainReason::Revoked))) {
+                released.entry(key.input).or_default().push(key.partition);
+            }
+        }
+        for (input, parts) in released {
+            let source = &mut self.sources[input].source;
+            if let Err(error) = source.release(&parts).await {
+                warn!(function = %self.shared.name, %error, "releasing revoked partitions failed");
+            } else {
+                info!(function = %self.shared.name, partitions = ?parts, "revoked partitions drained, committed and released");
+            }
+        }
+    }
+
+    /// Commits finished positions of `only` (or of every partition).
+    async fn commit(&mut self, only: Option<&[PartKey]>) {
+        self.last_commit = Instant::now();
+        for input in 0..self.sources.len() {
+            let mut positions = Vec::new();
+            for (key, part) in &self.partitions {
+                if key.input != input || only.is_some_and(|o| !o.contains(key)) {
+                    continue;
+                }
+                let position = match self.delivery {
+                    Delivery::AtMostOnce => part.watermark.received_position(),
+                    _ => part.watermark.committable(),
+                };
+                if let Some(next_offset) = position.filter(|p| part.committed.is_none_or(|c| *p > c)) {
+                    positions.push(CommitPosition {
+                        partition: key.partition,
+                        next_offset,
+                    });
+                }
+            }
+            if positions.is_empty() {
+                continue;
+            }
+            positions.sort_by_key(|p| p.partition);
+            let started = Instant::now();
+            let source = &mut self.sources[input].source;
+            match source.commit(&positions).await {
+                Ok(()) => {
+                    self.shared.metrics.commits.increment(1);
+                    self.shared.metrics.commit_seconds.record(started.elapsed().as_secs_f64());
+                    for position in positions {
+                        let key = PartKey {
+                            input,
+                            partition: position.partition,
+                        };
+                        if let Some(part) = self.partitions.get_mut(&key) {
+                            part.committed = Some(position.next_offset);
+                        }
+                    }
+                }
+                Err(error) => {
+                    self.shared.metrics.commit_failures.increment(1);
+                    warn!(function = %self.shared.name, source = source.name(), %error, "commit failed; will try again");
+                }
+            }
+        }
+    }
+
+    async fn housekeeping(&mut self) {
+        if self.last_commit.elapsed() >= self.commit_interval {
+            self.commit(None).await;
+            self.export_partition_metrics();
+        }
+        self.apply_backpressure();
+        self.finish_drains().await;
+    }
+
+    fn export_partition_metrics(&self) {
+        let now = now_ms();
+        for (key, part) in &self.partitions {
+            let slot = &self.sources[key.input];
+            let age = part
+                .watermark
+                .oldest_unfinished_timestamp_ms()
+                .map_or(0.0, |t| (now - t).max(0) as f64 / 1e3);
+            self.shared.metrics.partition(
+                &self.shared.source_names[key.input],
+                key.partition,
+                part.watermark.span(),
+                slot.source.lag(key.partition),
+                age,
+            );
+        }
+    }
+
+    async fn close(&mut self) {
+        self.work_tx.close();
+        for slot in &mut self.sources {
+            if let Err(error) = slot.source.close().await {
+                warn!(function = %self.shared.name, source = slot.source.name(), %error, "closing source failed");
+            }
+        }
+        for output in &self.shared.outputs {
+            if let Err(error) = output.sink.flush().await {
+                warn!(function = %self.shared.name, output = %output.name, %error, "flushing output failed");
+            }
+        }
+        if let Err(error) = self.shared.dead_letter.flush().await {
+            warn!(function = %self.shared.name, %error, "flushing dead-letter sink failed");
+        }
+        info!(function = %self.shared.name, events = self.events_in, "function stopped");
+    }
+}

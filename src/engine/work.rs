@@ -1,0 +1,106 @@
+//! A unit of work as it moves between the scheduler and handler tasks, and
+//! what a handler task reports back.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use spate_connector::{Event, PartitionId, Record};
+
+/// A partition of one of a function's inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartKey {
+    /// Index of the input in the function's `inputs`.
+    pub input: usize,
+    /// The source's partition.
+    pub partition: PartitionId,
+}
+
+/// The ordering unit an event belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LaneKey {
+    /// `ordering: partition`: the whole partition.
+    Partition(PartKey),
+    /// `ordering: key`: one key of a partition (`None` for keyless events,
+    /// which keep their partition order among themselves).
+    Key(PartKey, Option<Bytes>),
+}
+
+/// What is left to do for an event.
+#[derive(Debug)]
+pub enum Stage {
+    /// Run the handler (again).
+    Handle,
+    /// Write these outputs: (index into the function's outputs, record).
+    Emit(Vec<(usize, Record)>),
+    /// Write this dead letter.
+    DeadLetter(Record),
+}
+
+/// Why an event failed, kept for its dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Dead-letter reason word (see `spate_connector::dead_letter::REASON`).
+    pub reason: &'static str,
+    /// The error message.
+    pub message: String,
+    /// First failure, ms since the epoch.
+    pub first_ms: i64,
+    /// Last failure, ms since the epoch.
+    pub last_ms: i64,
+}
+
+/// One event and its progress.
+#[derive(Debug)]
+pub struct WorkItem {
+    /// The event as read.
+    pub event: Event,
+    /// Its partition.
+    pub part: PartKey,
+    /// The assignment generation of that partition when it was read; work of
+    /// an older generation no longer counts.
+    pub epoch: u64,
+    /// Its lane, if the ordering mode has lanes.
+    pub lane: Option<LaneKey>,
+    /// Bytes counted against the in-flight bound.
+    pub bytes: u64,
+    /// What is left to do.
+    pub stage: Stage,
+    /// Handler attempts made.
+    pub attempts: u32,
+    /// Failed output / dead-letter writes in a row, for their backoff.
+    pub write_failures: u32,
+    /// The failure history, once it failed.
+    pub failure: Option<Failure>,
+}
+
+/// How an event ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler succeeded and this many output records were acknowledged.
+    Handled {
+        /// Output records written.
+        outputs: usize,
+    },
+    /// The event's dead letter was acknowledged.
+    DeadLettered,
+}
+
+/// What a handler task reports for one item.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Finished: the offset may be committed.
+    Finished(Outcome),
+    /// Try the item's stage again after this delay.
+    RetryAfter(Duration),
+}
+
+/// A handler task's report.
+#[derive(Debug)]
+pub struct Completion {
+    /// The item, with its stage and counters updated.
+    pub item: WorkItem,
+    /// What happened.
+    pub verdict: Verdict,
+    /// Handler time of this round, if the handler ran.
+    pub handler_time: Option<Duration>,
+}

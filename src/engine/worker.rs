@@ -1,0 +1,382 @@
+//! Handler tasks: take a work item, run its stage, report back.
+//!
+//! A task runs one event at a time: the handler attempt (with its timeout;
+//! a panic is caught and becomes a permanent failure), then the writes of
+//! its outputs, then, if it failed for good, its dead letter. A write is
+//! finished only when the sink acknowledged it. Anything that must wait for a
+//! retry goes back to the scheduler with a delay, so a backing-off event
+//! holds no task — only its own lane.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::FutureExt;
+use spate_connector::{dead_letter, Record, Sink};
+use tracing::{debug, info, warn};
+
+use super::backoff;
+use super::work::{Completion, Failure, Outcome, Stage, Verdict, WorkItem};
+use crate::handler::{Context, ErrorKind, Handler, Output};
+use crate::observability::FunctionMetrics;
+use crate::pipeline::RetryPolicy;
+
+/// A named output sink.
+#[derive(Clone)]
+pub struct NamedSink {
+    /// The output name handlers route to.
+    pub name: Arc<str>,
+    /// The sink.
+    pub sink: Arc<dyn Sink>,
+}
+
+/// Counters a function reports when it ends.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Events finished by the handler.
+    pub handled: AtomicU64,
+    /// Output records acknowledged.
+    pub outputs: AtomicU64,
+    /// Events dead-lettered.
+    pub dead_lettered: AtomicU64,
+    /// Retries scheduled.
+    pub retries: AtomicU64,
+}
+
+/// Handler-task pool bookkeeping shared with the scheduler.
+#[derive(Debug, Default)]
+pub struct Pool {
+    /// Tasks alive.
+    pub alive: AtomicUsize,
+    /// Tasks running an item.
+    pub busy: AtomicUsize,
+}
+
+/// What every handler task of one function shares.
+pub struct FunctionShared {
+    /// The function's name.
+    pub name: Arc<str>,
+    /// The handler.
+    pub handler: Arc<dyn Handler>,
+    /// Declared outputs.
+    pub outputs: Vec<NamedSink>,
+    /// The dead-letter sink.
+    pub dead_letter: Arc<dyn Sink>,
+    /// Name of the source of each input, for dead-letter headers.
+    pub source_names: Vec<String>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Fewest tasks.
+    pub min_tasks: usize,
+    /// Idle time after which a task retires.
+    pub idle_retire_after: Duration,
+    /// Metric handles.
+    pub metrics: FunctionMetrics,
+    /// Pool bookkeeping.
+    pub pool: Pool,
+    /// End-of-run counters.
+    pub tally: Tally,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Runs until the work channel closes or the task retires for idleness.
+pub async fn run_task(
+    shared: Arc<FunctionShared>,
+    work: async_channel::Receiver<WorkItem>,
+    done: tokio::sync::mpsc::Sender<Completion>,
+) {
+    loop {
+        let item = match tokio::time::timeout(shared.idle_retire_after, work.recv()).await {
+            Ok(Ok(item)) => item,
+            Ok(Err(_closed)) => break,
+            Err(_idle) => {
+                if try_retire(&shared) {
+                    info!(
+                        function = %shared.name,
+                        tasks = shared.pool.alive.load(AtomicOrdering::Relaxed),
+                        reason = %format!("idle for {:?}", shared.idle_retire_after),
+                        "handler concurrency down"
+                    );
+                    return;
+                }
+                continue;
+            }
+        };
+        shared.pool.busy.fetch_add(1, AtomicOrdering::Relaxed);
+        let completion = process(&shared, item).await;
+        shared.pool.busy.fetch_sub(1, AtomicOrdering::Relaxed);
+        if done.send(completion).await.is_err() {
+            break;
+        }
+    }
+    shared.pool.alive.fetch_sub(1, AtomicOrdering::Relaxed);
+    shared.metrics.concurrency.decrement(1.0);
+}
+
+/// Retires this task if more than `min` remain.
+fn try_retire(shared: &FunctionShared) -> bool {
+    let retired = shared
+        .pool
+        .alive
+        .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |alive| {
+            (alive > shared.min_tasks).then(|| alive - 1)
+        })
+        .is_ok();
+    if retired {
+        shared.metrics.concurrency.decrement(1.0);
+        shared.metrics.scaled_down.increment(1);
+    }
+    retired
+}
+
+/// Runs an item's stages until it finishes or must wait for a retry.
+pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion {
+    let mut handler_time = None;
+    loop {
+        let stage = std::mem::replace(&mut item.stage, Stage::Handle);
+        let verdict = match stage {
+            Stage::Handle => {
+                let (verdict, elapsed) = handle(shared, &mut item).await;
+                handler_time = elapsed;
+                verdict
+            }
+            Stage::Emit(pending) => emit(shared, &mut item, pending).await,
+            Stage::DeadLetter(record) => write_dead_letter(shared, &mut item, record).await,
+        };
+        match verdict {
+            Some(verdict) => {
+                if let Verdict::RetryAfter(_) = verdict {
+                    shared.metrics.retries.increment(1);
+                    shared.tally.retries.fetch_add(1, AtomicOrdering::Relaxed);
+                }
+                return Completion {
+                    item,
+                    verdict,
+                    handler_time,
+                };
+            }
+            None => continue, // moved on to the next stage
+        }
+    }
+}
+
+/// Runs the handler once. Returns `None` when the item moved to another
+/// stage to run now.
+async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> (Option<Verdict>, Option<Duration>) {
+    if let Some(reason) = item.event.headers.get_str(dead_letter::DECODE_ERROR) {
+        let message = reason.to_owned();
+        fail(shared, item, "decode-error", message, false);
+        return (None, None);
+    }
+    item.attempts += 1;
+    let ctx = Context {
+        function: shared.name.clone(),
+        attempt: item.attempts,
+    };
+    let started = Instant::now();
+    let call = AssertUnwindSafe(shared.handler.handle(item.event.clone(), &ctx)).catch_unwind();
+    let result = tokio::time::timeout(shared.retry.timeout, call).await;
+    let elapsed = started.elapsed();
+    shared.metrics.handler_seconds.record(elapsed.as_secs_f64());
+    let verdict = match result {
+        Ok(Ok(Ok(outputs))) => route(shared, item, outputs),
+        Ok(Ok(Err(error))) => {
+            let retryable = error.kind == ErrorKind::Retryable;
+            fail(shared, item, "handler-error", error.message, retryable)
+        }
+        Ok(Err(panic)) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            fail(shared, item, "panic", format!("handler panicked: {message}"), false)
+        }
+        Err(_elapsed) => fail(
+            shared,
+            item,
+            "timeout",
+            format!("attempt {} timed out after {:?}", item.attempts, shared.retry.timeout),
+            true,
+        ),
+    };
+    (verdict, Some(elapsed))
+}
+
+/// Resolves outputs to sinks; moves the item to `Emit` (or finishes it when
+/// there is nothing to write).
+fn route(shared: &FunctionShared, item: &mut WorkItem, outputs: Vec<Output>) -> Option<Verdict> {
+    let mut pending = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        match &output.to {
+            None => {
+                let count = shared.outputs.len();
+                for index in 0..count.saturating_sub(1) {
+                    pending.push((index, output.record.clone()));
+                }
+                if count > 0 {
+                    pending.push((count - 1, output.record));
+                }
+            }
+            Some(name) => match shared.outputs.iter().position(|o| o.name == *name) {
+                Some(index) => pending.push((index, output.record)),
+                None => {
+                    let declared: Vec<&str> = shared.outputs.iter().map(|o| &*o.name).collect();
+                    let message = format!(
+                        "handler routed an output to `{name}`, which this function does not declare (outputs: {})",
+                        if declared.is_empty() { "none".to_owned() } else { declared.join(", ") }
+                    );
+                    return fail(shared, item, "unknown-output", message, false);
+                }
+            },
+        }
+    }
+    if pending.is_empty() {
+        return Some(finished_handled(shared, 0));
+    }
+    item.stage = Stage::Emit(pending);
+    None
+}
+
+fn finished_handled(shared: &FunctionShared, outputs: usize) -> Verdict {
+    shared.metrics.handled.increment(1);
+    shared.tally.handled.fetch_add(1, AtomicOrdering::Relaxed);
+    Verdict::Finished(Outcome::Handled { outputs })
+}
+
+/// Records a failure; schedules a retry or moves the item to its dead letter.
+fn fail(shared: &FunctionShared, item: &mut WorkItem, reason: &'static str, message: String, retryable: bool) -> Option<Verdict> {
+    shared.metrics.failed.increment(1);
+    let now = now_ms();
+    let failure = item.failure.get_or_insert(Failure {
+        reason,
+        message: String::new(),
+        first_ms: now,
+        last_ms: now,
+    });
+    failure.reason = reason;
+    failure.message = message;
+    failure.last_ms = now;
+    if retryable && item.attempts < shared.retry.max_attempts {
+        debug!(function = %shared.name, attempt = item.attempts, error = %failure.message, "attempt failed; retrying");
+        item.stage = Stage::Handle;
+        return Some(Verdict::RetryAfter(backoff::delay(
+            shared.retry.initial_backoff,
+            shared.retry.max_backoff,
+            item.attempts,
+        )));
+    }
+    item.stage = Stage::DeadLetter(dead_letter_record(shared, item));
+    None
+}
+
+/// The dead letter of an item: the original event plus provenance headers.
+pub fn dead_letter_record(shared: &FunctionShared, item: &WorkItem) -> Record {
+    let event = &item.event;
+    let mut headers = event.headers.clone();
+    headers.set(dead_letter::FUNCTION, shared.name.to_string());
+    let source = shared.source_names.get(item.part.input).cloned().unwrap_or_default();
+    headers.set(dead_letter::SOURCE, source);
+    headers.set(dead_letter::STREAM, event.position.stream.to_string());
+    headers.set(dead_letter::PARTITION, event.position.partition.to_string());
+    headers.set(dead_letter::OFFSET, event.position.offset.to_string());
+    if let Some(key) = &event.key {
+        headers.set(dead_letter::KEY, key.clone());
+    }
+    headers.set(dead_letter::ATTEMPTS, item.attempts.to_string());
+    if let Some(failure) = &item.failure {
+        headers.set(dead_letter::REASON, failure.reason);
+        headers.set(dead_letter::ERROR, failure.message.clone());
+        headers.set(dead_letter::FIRST_FAILURE_MS, failure.first_ms.to_string());
+        headers.set(dead_letter::LAST_FAILURE_MS, failure.last_ms.to_string());
+    }
+    Record {
+        key: event.key.clone(),
+        payload: event.payload.clone(),
+        headers,
+        timestamp_ms: event.timestamp_ms,
+    }
+}
+
+/// Writes pending outputs; all must be acknowledged before the event counts
+/// as finished. Only the writes that failed are tried again.
+async fn emit(shared: &FunctionShared, item: &mut WorkItem, pending: Vec<(usize, Record)>) -> Option<Verdict> {
+    let total = pending.len();
+    let results = futures::future::join_all(
+        pending
+            .iter()
+            .map(|(index, record)| shared.outputs[*index].sink.write(record.clone())),
+    )
+    .await;
+    let mut failed = Vec::new();
+    let mut rejected = None;
+    for ((index, record), result) in pending.into_iter().zip(results) {
+        match result {
+            Ok(()) => shared.metrics.out.increment(1),
+            Err(error) if error.is_retryable() => {
+                warn!(function = %shared.name, output = %shared.outputs[index].name, %error, "output write failed; will retry");
+                failed.push((index, record));
+            }
+            Err(error) => rejected = Some(error.to_string()),
+        }
+    }
+    if let Some(message) = rejected {
+        return fail(shared, item, "output-rejected", message, false);
+    }
+    if failed.is_empty() {
+        item.write_failures = 0;
+        shared.tally.outputs.fetch_add(total as u64, AtomicOrdering::Relaxed);
+        return Some(finished_handled(shared, total));
+    }
+    shared
+        .tally
+        .outputs
+        .fetch_add((total - failed.len()) as u64, AtomicOrdering::Relaxed);
+    item.write_failures += 1;
+    item.stage = Stage::Emit(failed);
+    Some(Verdict::RetryAfter(backoff::delay(
+        shared.retry.initial_backoff,
+        shared.retry.max_backoff,
+        item.write_failures,
+    )))
+}
+
+/// Writes the dead letter; until it is acknowledged the event stays
+/// unfinished, so its offset is not committed.
+async fn write_dead_letter(shared: &FunctionShared, item: &mut WorkItem, record: Record) -> Option<Verdict> {
+    match shared.dead_letter.write(record.clone()).await {
+        Ok(()) => {
+            item.write_failures = 0;
+            shared.metrics.dead_lettered.increment(1);
+            shared.tally.dead_lettered.fetch_add(1, AtomicOrdering::Relaxed);
+            if let Some(failure) = &item.failure {
+                warn!(
+                    function = %shared.name,
+                    stream = %item.event.position.stream,
+                    partition = item.event.position.partition,
+                    offset = item.event.position.offset,
+                    reason = failure.reason,
+                    error = %failure.message,
+                    "event dead-lettered"
+                );
+            }
+            Some(Verdict::Finished(Outcome::DeadLettered))
+        }
+        Err(error) => {
+            warn!(function = %shared.name, %error, "dead-letter write failed; the offset stays uncommitted until it succeeds");
+            item.write_failures += 1;
+            item.stage = Stage::DeadLetter(record);
+            Some(Verdict::RetryAfter(backoff::delay(
+                shared.retry.initial_backoff,
+                shared.retry.max_backoff,
+                item.write_failures,
+            )))
+        }
+    }
+}
