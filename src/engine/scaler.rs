@@ -11,7 +11,10 @@
 //!   it under the target (Little's law: `backlog × latency / target`), at
 //!   least one, at most up to `max`. With no task at all, one starts at once.
 //!   Only runnable events count, so a single hot key never scales a function
-//!   that could not run it in parallel anyway.
+//!   that could not run it in parallel anyway. The latency used is the
+//!   larger of the mean and the time every task has been busy with no event
+//!   finishing: a handler stuck on a slow dependency produces no samples, yet
+//!   is exactly when more tasks help the other lanes.
 //! - **Down.** A task that found no work for the idle period retires, as
 //!   long as more than `min` remain. With `min: 0` an idle function holds no
 //!   task at all.

@@ -94,6 +94,8 @@ pub struct Scheduler {
     done_tx: mpsc::Sender<Completion>,
     done_rx: mpsc::Receiver<Completion>,
     latency: LatencyMean,
+    /// Since when every task has been busy with no event finishing.
+    all_busy_since: Option<Instant>,
     next_epoch: u64,
     stopping: bool,
     fatal: Option<EngineError>,
@@ -183,6 +185,7 @@ impl Scheduler {
             done_tx,
             done_rx,
             latency: LatencyMean::default(),
+            all_busy_since: None,
             next_epoch: 0,
             stopping: false,
             fatal: None,
@@ -389,11 +392,23 @@ impl Scheduler {
                 }
             }
         }
+        let tasks = self.shared.pool.alive.load(AtomicOrdering::Acquire);
+        let busy = self.shared.pool.busy.load(AtomicOrdering::Relaxed);
+        if tasks == 0 || busy < tasks {
+            self.all_busy_since = None;
+        } else if self.all_busy_since.is_none() {
+            self.all_busy_since = Some(Instant::now());
+        }
+        let stalled = self.all_busy_since.map(|since| since.elapsed());
+        let latency = match (self.latency.get(), stalled) {
+            (Some(mean), Some(stalled)) => Some(mean.max(stalled)),
+            (mean, stalled) => mean.or(stalled),
+        };
         let load = Load {
             backlog: self.lanes.ready.len() + self.work_tx.len(),
-            tasks: self.shared.pool.alive.load(AtomicOrdering::Acquire),
-            busy: self.shared.pool.busy.load(AtomicOrdering::Relaxed),
-            latency: self.latency.get(),
+            tasks,
+            busy,
+            latency,
         };
         if let Some(up) = scaler::scale_up(load, self.max_tasks, &self.options.scaler) {
             self.spawn_tasks(up.add, &up.reason);
@@ -417,6 +432,9 @@ impl Scheduler {
     fn on_completion(&mut self, completion: Completion) {
         if let Some(time) = completion.handler_time {
             self.latency.observe(time);
+        }
+        if self.all_busy_since.is_some() {
+            self.all_busy_since = Some(Instant::now());
         }
         let item = completion.item;
         let Some(part) = self.partitions.get_mut(&item.part).filter(|p| p.epoch == item.epoch) else {
