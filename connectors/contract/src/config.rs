@@ -200,7 +200,13 @@ impl<'a> ConfigReader<'a> {
     }
 
     /// Records a problem at `span`.
-    pub fn error(&self, span: Span, path: impl Into<String>, message: impl Into<String>, hint: Option<String>) {
+    pub fn error(
+        &self,
+        span: Span,
+        path: impl Into<String>,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
         self.errors.borrow_mut().push(ConfigError {
             span,
             path: path.into(),
@@ -231,7 +237,11 @@ impl<'a> ConfigReader<'a> {
             self.known.push(key);
         }
         match self.raw(key) {
-            Some(ConfigNode { kind: NodeKind::Null, .. }) | None => None,
+            Some(ConfigNode {
+                kind: NodeKind::Null,
+                ..
+            })
+            | None => None,
             Some(node) => Some(node),
         }
     }
@@ -241,16 +251,17 @@ impl<'a> ConfigReader<'a> {
         self.error(
             self.node.span,
             self.child_path(key),
-            format!("missing required field `{key}` in `{}`", self.display_path()),
+            format!("missing required field `{key}` {}", self.location()),
             hint,
         );
     }
 
-    fn display_path(&self) -> &str {
+    /// "in `path`", or "at the top level of the file" for the root mapping.
+    fn location(&self) -> String {
         if self.path.is_empty() {
-            "the file"
+            "at the top level of the file".to_owned()
         } else {
-            &self.path
+            format!("in `{}`", self.path)
         }
     }
 
@@ -352,7 +363,10 @@ impl<'a> ConfigReader<'a> {
                     key,
                     node,
                     "a size in bytes",
-                    Some("write bytes or a number with a unit: `65536`, `64KiB`, `16MiB`, `1GB`".to_owned()),
+                    Some(
+                        "write bytes or a number with a unit: `65536`, `64KiB`, `16MiB`, `1GB`"
+                            .to_owned(),
+                    ),
                 );
                 None
             }
@@ -417,7 +431,7 @@ impl Drop for ConfigReader<'_> {
             self.errors.borrow_mut().push(ConfigError {
                 span: *span,
                 path: self.child_path(key),
-                message: format!("unknown key `{key}` in `{}`", self.display_path()),
+                message: format!("unknown key `{key}` {}", self.location()),
                 hint,
             });
         }
@@ -425,7 +439,10 @@ impl Drop for ConfigReader<'_> {
 }
 
 /// The candidate closest to `word`, if it is close enough to be a typo.
-pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+pub fn did_you_mean<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -451,7 +468,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .ok_or_else(|| format!("`{text}` has no unit"))?;
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a number"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
     let seconds = match unit.trim() {
         "us" | "µs" => value / 1_000_000.0,
         "ms" => value / 1_000.0,
@@ -466,9 +485,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses `65536`, `64KiB`, `16MiB`, `1GB`, `10kb`.
 pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     let text = text.trim().replace('_', "");
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: u64 = number.parse().map_err(|_| format!("`{text}` is not a size"))?;
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size"))?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" => 1_000,
@@ -479,7 +502,9 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         other => return Err(format!("unknown unit `{other}`")),
     };
-    value.checked_mul(factor).ok_or_else(|| format!("`{text}` is too large"))
+    value
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 #[cfg(test)]
@@ -529,11 +554,17 @@ mod tests {
             assert_eq!(reader.duration("initial_backoff"), None);
         }
         let errors = errors.into_inner();
-        let lines: Vec<(u32, &str)> = errors.iter().map(|e| (e.span.line, e.message.as_str())).collect();
+        let lines: Vec<(u32, &str)> = errors
+            .iter()
+            .map(|e| (e.span.line, e.message.as_str()))
+            .collect();
         assert_eq!(
             lines,
             vec![
-                (2, "`max_attempts` must be a whole number (0 or more), found `three`"),
+                (
+                    2,
+                    "`max_attempts` must be a whole number (0 or more), found `three`"
+                ),
                 (4, "`initial_backoff` must be a duration, found `100`"),
                 (3, "unknown key `timout` in `retry`"),
             ]
@@ -547,7 +578,10 @@ mod tests {
         let errors = ConfigErrors::default();
         {
             let mut reader = ConfigReader::new(&node, "", &errors);
-            assert_eq!(reader.one_of("ordering", &["partition", "key", "none"]), None);
+            assert_eq!(
+                reader.one_of("ordering", &["partition", "key", "none"]),
+                None
+            );
         }
         let errors = errors.into_inner();
         assert_eq!(errors[0].message, "unknown ordering `partiton`");

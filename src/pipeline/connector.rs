@@ -1,0 +1,418 @@
+//! Connector mappings of a function (`input`, `inputs`, `outputs`,
+//! `dead_letter`) and the delivery rules they must meet.
+//!
+//! A connector mapping is `{type: <kind>, <connector keys>}` (outputs may add
+//! `name:`). The loader reads `type` and `name` with the same
+//! [`ConfigReader`] it then hands to the connector's factory, so an unknown
+//! key is reported once, with a "did you mean" drawn from every key either
+//! side asked for. When the kind is unknown or used in the wrong role, the
+//! other keys are not checked (nobody knows their schema) and no reader is
+//! made.
+//!
+//! Delivery rules, each reported at the offending connector's `type:`:
+//! `exactly_once` needs every input, output and the dead letter to support
+//! exactly-once; `at_least_once` and `exactly_once` need every source to
+//! keep durable positions.
+
+use std::sync::Arc;
+
+use spate_connector::config::{did_you_mean, quote_list, ConfigErrors};
+use spate_connector::{
+    Capabilities, ConfigError, ConfigNode, ConfigReader, ConnectorFactory, NodeKind, Span,
+};
+
+use super::spec::{Delivery, SinkSpec, SourceSpec};
+use crate::handler::Registry;
+
+/// The part a connector plays in a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// `input` / `inputs[i]`.
+    Input,
+    /// `outputs[i]`.
+    Output,
+    /// `dead_letter`.
+    DeadLetter,
+}
+
+impl Role {
+    fn capabilities(self, factory: &dyn ConnectorFactory) -> Option<Capabilities> {
+        match self {
+            Self::Input => factory.source_capabilities(),
+            Self::Output | Self::DeadLetter => factory.sink_capabilities(),
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Input => "an input",
+            Self::Output => "an output",
+            Self::DeadLetter => "a dead letter",
+        }
+    }
+
+    /// "an input can be" etc., before a list of kinds.
+    fn can_be(self) -> String {
+        format!("{} can be", self.noun())
+    }
+}
+
+/// A loaded input and where its `type:` is written.
+pub(super) struct LoadedSource {
+    pub spec: SourceSpec,
+    pub path: String,
+    pub type_span: Span,
+}
+
+/// A loaded output or dead letter and where its `type:` is written.
+pub(super) struct LoadedSink {
+    pub spec: SinkSpec,
+    pub path: String,
+    pub type_span: Span,
+}
+
+fn push(errors: &ConfigErrors, span: Span, path: &str, message: String, hint: Option<String>) {
+    errors.borrow_mut().push(ConfigError {
+        span,
+        path: path.to_owned(),
+        message,
+        hint,
+    });
+}
+
+/// Kinds usable in `role`, in name order.
+fn kinds_for(registry: &Registry, role: Role) -> Vec<&'static str> {
+    registry
+        .connector_kinds()
+        .filter(|kind| {
+            registry
+                .connector(kind)
+                .is_some_and(|f| role.capabilities(f.as_ref()).is_some())
+        })
+        .collect()
+}
+
+/// Kinds usable in `role` whose capabilities pass `test`.
+fn kinds_with(
+    registry: &Registry,
+    role: Role,
+    test: fn(Capabilities) -> bool,
+) -> Vec<&'static str> {
+    registry
+        .connector_kinds()
+        .filter(|kind| {
+            registry
+                .connector(kind)
+                .and_then(|f| role.capabilities(f.as_ref()))
+                .is_some_and(test)
+        })
+        .collect()
+}
+
+/// `a, b` — kinds named in a hint.
+fn plain_list(kinds: &[&str]) -> String {
+    kinds.join(", ")
+}
+
+/// Checks the mapping and its `type:`; returns the factory, its
+/// capabilities in `role` and the span of `type:`. Reports and returns
+/// `None` when the kind cannot be used here.
+fn resolve<'r>(
+    node: &ConfigNode,
+    path: &str,
+    role: Role,
+    registry: &'r Registry,
+    errors: &ConfigErrors,
+) -> Option<(&'r Arc<dyn ConnectorFactory>, Capabilities, Span)> {
+    let usable = kinds_for(registry, role);
+    let example = usable.first().copied().unwrap_or("file");
+    if !matches!(node.kind, NodeKind::Map(_)) {
+        let found = match node.as_text() {
+            Some(text) => format!("`{text}`"),
+            None => node.type_name().to_owned(),
+        };
+        let hint = match node.as_text() {
+            Some(text) if registry.connector(text).is_some() => format!("write `{{type: {text}}}`"),
+            _ => format!("write it as a mapping with a `type:`, e.g. `{{type: {example}}}`"),
+        };
+        push(
+            errors,
+            node.span,
+            path,
+            format!("`{path}` must be a connector mapping, found {found}"),
+            Some(hint),
+        );
+        return None;
+    }
+    let known = if usable.is_empty() {
+        format!("no connector registered here can be {}", role.noun())
+    } else {
+        format!("{} {}", role.can_be(), quote_list(&usable))
+    };
+    let Some(type_node) = node.get("type").filter(|n| n.kind != NodeKind::Null) else {
+        push(
+            errors,
+            node.span,
+            &format!("{path}.type"),
+            format!("missing required field `type` in `{path}`"),
+            Some(format!(
+                "name the connector kind, e.g. `type: {example}` ({known})"
+            )),
+        );
+        return None;
+    };
+    let Some(kind) = type_node.as_text() else {
+        push(
+            errors,
+            type_node.span,
+            &format!("{path}.type"),
+            format!(
+                "`type` must be a connector kind, found {}",
+                type_node.type_name()
+            ),
+            Some(format!("e.g. `type: {example}` ({known})")),
+        );
+        return None;
+    };
+    let Some(factory) = registry.connector(kind) else {
+        let hint = match did_you_mean(kind, usable.iter().copied()) {
+            Some(best) => format!("did you mean `{best}`? ({known})"),
+            None => known,
+        };
+        push(
+            errors,
+            type_node.span,
+            &format!("{path}.type"),
+            format!("unknown connector type `{kind}`"),
+            Some(hint),
+        );
+        return None;
+    };
+    let Some(capabilities) = role.capabilities(factory.as_ref()) else {
+        let is = match (factory.source_capabilities(), factory.sink_capabilities()) {
+            (Some(_), _) => "it is only a source",
+            (None, Some(_)) => "it is only a sink",
+            (None, None) => "it has neither a source nor a sink",
+        };
+        let elsewhere = match role {
+            Role::Input => "use it under `outputs:` or `dead_letter:`",
+            Role::Output | Role::DeadLetter => "use it under `input:`",
+        };
+        push(
+            errors,
+            type_node.span,
+            &format!("{path}.type"),
+            format!("`{kind}` cannot be {}: {is}", role.noun()),
+            Some(format!("{elsewhere}; {known}")),
+        );
+        return None;
+    };
+    Some((factory, capabilities, type_node.span))
+}
+
+/// Reads one input.
+pub(super) fn read_source(
+    node: &ConfigNode,
+    path: &str,
+    registry: &Registry,
+    errors: &ConfigErrors,
+) -> Option<LoadedSource> {
+    let (factory, capabilities, type_span) = resolve(node, path, Role::Input, registry, errors)?;
+    let mut reader = ConfigReader::new(node, path, errors);
+    let kind = reader.string("type")?;
+    let mark = errors.borrow().len();
+    let builder = factory.source(&mut reader);
+    if builder.is_none() && errors.borrow().len() == mark {
+        reader.error(
+            type_span,
+            reader.child_path("type"),
+            format!("the `{kind}` connector did not accept these settings"),
+            None,
+        );
+    }
+    Some(LoadedSource {
+        spec: SourceSpec {
+            kind,
+            builder: builder?,
+            capabilities,
+            span: node.span,
+        },
+        path: path.to_owned(),
+        type_span,
+    })
+}
+
+/// Reads one output (`role` Output, which may carry `name:`) or the dead
+/// letter.
+pub(super) fn read_sink(
+    node: &ConfigNode,
+    path: &str,
+    role: Role,
+    registry: &Registry,
+    errors: &ConfigErrors,
+) -> Option<LoadedSink> {
+    let (factory, capabilities, type_span) = resolve(node, path, role, registry, errors)?;
+    let mut reader = ConfigReader::new(node, path, errors);
+    let kind = reader.string("type")?;
+    let name = match role {
+        Role::Output if reader.has("name") => {
+            let span = reader.node("name").map_or(type_span, |n| n.span);
+            let name = reader.string("name");
+            name.and_then(|n| check_output_name(&reader, n, span))
+        }
+        Role::Output | Role::Input | Role::DeadLetter => Some(kind.clone()),
+    };
+    let mark = errors.borrow().len();
+    let builder = factory.sink(&mut reader);
+    if builder.is_none() && errors.borrow().len() == mark {
+        reader.error(
+            type_span,
+            reader.child_path("type"),
+            format!("the `{kind}` connector did not accept these settings"),
+            None,
+        );
+    }
+    Some(LoadedSink {
+        spec: SinkSpec {
+            name: name?,
+            kind,
+            builder: Arc::from(builder?),
+            capabilities,
+            span: node.span,
+        },
+        path: path.to_owned(),
+        type_span,
+    })
+}
+
+fn check_output_name(reader: &ConfigReader<'_>, name: String, span: Span) -> Option<String> {
+    if super::load::is_valid_name(&name) {
+        return Some(name);
+    }
+    reader.error(
+        span,
+        reader.child_path("name"),
+        format!("output name `{name}` may only hold letters, digits, `_`, `.` and `-`"),
+        Some("handlers route to outputs by this name, e.g. `name: valid`".to_owned()),
+    );
+    None
+}
+
+/// Reports outputs of one function that share a name (`name:`, else the
+/// kind), whether or not their settings were valid.
+pub(super) fn check_output_names(items: &[ConfigNode], path: &str, errors: &ConfigErrors) {
+    let named: Vec<(usize, &str, Span)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(index, item)| {
+            let name = item
+                .get("name")
+                .filter(|n| n.as_text().is_some())
+                .or_else(|| item.get("type"))?;
+            Some((index, name.as_text()?, name.span))
+        })
+        .collect();
+    for (position, (index, name, span)) in named.iter().enumerate() {
+        let Some((_, _, first)) = named[..position].iter().find(|(_, other, _)| other == name)
+        else {
+            continue;
+        };
+        push(
+            errors,
+            *span,
+            &format!("{path}[{index}].name"),
+            format!("two outputs are named `{name}`"),
+            Some(format!(
+                "give each output its own `name:` (handlers route by it); the other is at line {}",
+                first.line
+            )),
+        );
+    }
+}
+
+/// Checks what `delivery` asks of the function's connectors; one error per
+/// connector that cannot give it, at its `type:`.
+pub(super) fn check_delivery(
+    delivery: Delivery,
+    inputs: &[LoadedSource],
+    sinks: &[(&LoadedSink, Role)],
+    registry: &Registry,
+    errors: &ConfigErrors,
+) {
+    let word = match delivery {
+        Delivery::AtMostOnce => return,
+        Delivery::AtLeastOnce => "at_least_once",
+        Delivery::ExactlyOnce => "exactly_once",
+    };
+    let exactly_once = delivery == Delivery::ExactlyOnce;
+    let transaction = "`exactly_once` needs every input and output to take part in a transaction";
+    for input in inputs {
+        let kind = &input.spec.kind;
+        let path = format!("{}.type", input.path);
+        if !input.spec.capabilities.durable_positions {
+            let durable = kinds_with(registry, Role::Input, |c| c.durable_positions);
+            let hint = match durable.is_empty() {
+                true => "use `delivery: at_most_once`".to_owned(),
+                false => format!(
+                    "use `delivery: at_most_once`, or an input that keeps positions ({})",
+                    plain_list(&durable)
+                ),
+            };
+            push(
+                errors,
+                input.type_span,
+                &path,
+                format!(
+                    "`{word}` needs committed positions to resume from, but source `{kind}` keeps no durable position, so it can only give `at_most_once`"
+                ),
+                Some(hint),
+            );
+        } else if exactly_once && !input.spec.capabilities.exactly_once {
+            let able = kinds_with(registry, Role::Input, |c| c.exactly_once);
+            push(
+                errors,
+                input.type_span,
+                &path,
+                format!("{transaction}, but input `{kind}` cannot"),
+                Some(exactly_once_hint("an input", &able)),
+            );
+        }
+    }
+    if !exactly_once {
+        return;
+    }
+    for (sink, role) in sinks {
+        if sink.spec.capabilities.exactly_once {
+            continue;
+        }
+        let able = kinds_with(registry, *role, |c| c.exactly_once);
+        let (what, noun) = match role {
+            Role::DeadLetter => (
+                format!("the dead letter `{}`", sink.spec.kind),
+                "a dead letter",
+            ),
+            Role::Output | Role::Input => (
+                format!("output `{}` ({})", sink.spec.name, sink.spec.kind),
+                "an output",
+            ),
+        };
+        push(
+            errors,
+            sink.type_span,
+            &format!("{}.type", sink.path),
+            format!("{transaction}, but {what} cannot"),
+            Some(exactly_once_hint(noun, &able)),
+        );
+    }
+}
+
+fn exactly_once_hint(noun: &str, able: &[&str]) -> String {
+    if able.is_empty() {
+        format!("use `delivery: at_least_once`; no connector registered here can be {noun} with exactly-once")
+    } else {
+        format!(
+            "use `delivery: at_least_once`, or {noun} that supports exactly-once ({})",
+            plain_list(able)
+        )
+    }
+}

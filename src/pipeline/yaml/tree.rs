@@ -1,0 +1,382 @@
+//! The tree builder behind [`super::parse`]: turns parser events into
+//! [`ConfigNode`]s with their spans, resolving anchors, aliases and `<<`
+//! merges, refusing alias bombs, reporting duplicate and non-text keys, and
+//! interpolating `${...}` in values.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{ScalarStyle, Tag};
+use spate_connector::{ConfigError, ConfigNode, NodeKind, Span};
+
+use super::{fatal, Document, Interpolated, MAX_VALUES};
+use crate::pipeline::env::{expand, Environment};
+
+fn is_null(text: &str) -> bool {
+    matches!(text, "" | "~" | "null" | "Null" | "NULL")
+}
+
+fn is_str_tag(tag: Option<&Tag>) -> bool {
+    tag.is_some_and(|t| t.is_yaml_core_schema() && t.suffix == "str")
+}
+
+fn size_of(node: &ConfigNode) -> usize {
+    1 + match &node.kind {
+        NodeKind::Null | NodeKind::Scalar { .. } => 0,
+        NodeKind::Seq(items) => items.iter().map(size_of).sum(),
+        NodeKind::Map(entries) => entries.iter().map(|(_, _, v)| size_of(v)).sum(),
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// What a mapping frame waits for next.
+enum Key {
+    /// A key.
+    Awaiting,
+    /// The value of this key (`plain`: written without quotes).
+    Valid {
+        text: String,
+        span: Span,
+        plain: bool,
+    },
+    /// The value of a key that was not plain text (dropped).
+    Invalid,
+}
+
+/// A collection being built.
+struct Frame {
+    span: Span,
+    anchor: usize,
+    path: String,
+    body: Body,
+}
+
+enum Body {
+    Seq(Vec<ConfigNode>),
+    Map {
+        entries: Vec<(String, Span, ConfigNode)>,
+        key: Key,
+        merges: Vec<ConfigNode>,
+    },
+}
+
+pub(super) struct Builder<'e> {
+    env: &'e dyn Environment,
+    stack: Vec<Frame>,
+    root: Option<ConfigNode>,
+    anchors: HashMap<usize, (ConfigNode, usize)>,
+    values: usize,
+    problems: Vec<ConfigError>,
+    interpolated: Vec<Interpolated>,
+    failed: Vec<Span>,
+}
+
+impl<'e> Builder<'e> {
+    pub(super) fn new(env: &'e dyn Environment) -> Self {
+        Self {
+            env,
+            stack: Vec::new(),
+            root: None,
+            anchors: HashMap::new(),
+            values: 0,
+            problems: Vec::new(),
+            interpolated: Vec::new(),
+            failed: Vec::new(),
+        }
+    }
+
+    pub(super) fn finish(self) -> Document {
+        let root = self.root.unwrap_or(ConfigNode {
+            kind: NodeKind::Null,
+            span: Span { line: 1, column: 1 },
+        });
+        Document {
+            root,
+            problems: self.problems,
+            interpolated: self.interpolated,
+            failed: self.failed,
+        }
+    }
+
+    /// The path of the node that starts next.
+    fn next_path(&self) -> String {
+        match self.stack.last() {
+            None => String::new(),
+            Some(Frame {
+                path,
+                body: Body::Seq(items),
+                ..
+            }) => format!("{path}[{}]", items.len()),
+            Some(Frame {
+                path,
+                body:
+                    Body::Map {
+                        key: Key::Valid { text, .. },
+                        ..
+                    },
+                ..
+            }) => join(path, text),
+            Some(frame) => frame.path.clone(),
+        }
+    }
+
+    fn at_key(&self) -> bool {
+        matches!(
+            self.stack.last(),
+            Some(Frame {
+                body: Body::Map {
+                    key: Key::Awaiting,
+                    ..
+                },
+                ..
+            })
+        )
+    }
+
+    pub(super) fn scalar(
+        &mut self,
+        value: &str,
+        style: ScalarStyle,
+        anchor: usize,
+        tag: Option<&Tag>,
+        span: Span,
+    ) -> Result<(), ConfigError> {
+        let plain = style == ScalarStyle::Plain && !is_str_tag(tag);
+        let kind = if plain && is_null(value) {
+            NodeKind::Null
+        } else if self.at_key() {
+            NodeKind::Scalar {
+                text: value.to_owned(),
+                quoted: !plain,
+            }
+        } else {
+            let expanded = expand(value, self.env);
+            if !expanded.problems.is_empty() {
+                self.failed.push(span);
+                let path = self.next_path();
+                for problem in &expanded.problems {
+                    let (message, hint) = problem.describe();
+                    self.problems.push(ConfigError {
+                        span,
+                        path: path.clone(),
+                        message,
+                        hint: Some(hint),
+                    });
+                }
+            }
+            if !expanded.from_env.is_empty() {
+                self.interpolated.push(Interpolated {
+                    span,
+                    written: value.to_owned(),
+                    text: expanded.text.clone(),
+                    from_env: expanded.from_env,
+                });
+            }
+            NodeKind::Scalar {
+                text: expanded.text,
+                quoted: !plain,
+            }
+        };
+        self.complete(ConfigNode { kind, span }, anchor)
+    }
+
+    pub(super) fn open(&mut self, anchor: usize, span: Span, map: bool) {
+        let path = self.next_path();
+        let body = if map {
+            Body::Map {
+                entries: Vec::new(),
+                key: Key::Awaiting,
+                merges: Vec::new(),
+            }
+        } else {
+            Body::Seq(Vec::new())
+        };
+        self.stack.push(Frame {
+            span,
+            anchor,
+            path,
+            body,
+        });
+    }
+
+    pub(super) fn close(&mut self) -> Result<(), ConfigError> {
+        let Some(frame) = self.stack.pop() else {
+            return Ok(());
+        };
+        let kind = match frame.body {
+            Body::Seq(items) => NodeKind::Seq(items),
+            Body::Map {
+                mut entries,
+                merges,
+                ..
+            } => {
+                self.merge(&frame.path, &mut entries, merges);
+                NodeKind::Map(entries)
+            }
+        };
+        self.complete(
+            ConfigNode {
+                kind,
+                span: frame.span,
+            },
+            frame.anchor,
+        )
+    }
+
+    /// Adds the keys of `<<` mappings that are not written explicitly; the
+    /// first merged mapping that has a key wins.
+    fn merge(
+        &mut self,
+        path: &str,
+        entries: &mut Vec<(String, Span, ConfigNode)>,
+        merges: Vec<ConfigNode>,
+    ) {
+        let explicit = entries.len();
+        for merged in merges {
+            let sources = match merged.kind {
+                NodeKind::Seq(items) => items,
+                _ => vec![merged],
+            };
+            for source in sources {
+                let NodeKind::Map(more) = source.kind else {
+                    self.problems.push(ConfigError {
+                        span: source.span,
+                        path: join(path, "<<"),
+                        message: format!("`<<` merges mappings, found {}", source.type_name()),
+                        hint: Some("write `<<: *name`, where `&name` marks a mapping".to_owned()),
+                    });
+                    continue;
+                };
+                for (key, span, value) in more {
+                    if !entries.iter().any(|(k, _, _)| *k == key) {
+                        entries.push((key, span, value));
+                    }
+                }
+            }
+        }
+        // Explicit keys first, then merged ones, each in file order.
+        entries[explicit..].sort_by_key(|(_, span, _)| *span);
+    }
+
+    pub(super) fn alias(&mut self, id: usize, span: Span) -> Result<(), ConfigError> {
+        let Some((node, size)) = self.anchors.get(&id) else {
+            return Err(fatal(
+                span,
+                "this alias names no anchor",
+                "define it with `&name` before `*name`",
+            ));
+        };
+        let mut copy = node.clone();
+        let size = *size;
+        self.count(size, span)?;
+        let original = copy.span;
+        copy.span = span;
+        if self.failed.contains(&original) {
+            self.failed.push(span);
+        }
+        if let Some(value) = self.interpolated.iter().find(|v| v.span == original) {
+            let value = Interpolated {
+                span,
+                ..value.clone()
+            };
+            self.interpolated.push(value);
+        }
+        self.deliver(copy);
+        Ok(())
+    }
+
+    fn count(&mut self, values: usize, span: Span) -> Result<(), ConfigError> {
+        self.values = self.values.saturating_add(values);
+        if self.values > MAX_VALUES {
+            return Err(fatal(
+                span,
+                &format!("this file expands to more than {MAX_VALUES} values through aliases"),
+                "use fewer nested aliases (`*name`)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, node: ConfigNode, anchor: usize) -> Result<(), ConfigError> {
+        self.count(1, node.span)?;
+        if anchor != 0 {
+            let size = size_of(&node);
+            self.anchors.insert(anchor, (node.clone(), size));
+        }
+        self.deliver(node);
+        Ok(())
+    }
+
+    fn deliver(&mut self, node: ConfigNode) {
+        let Some(frame) = self.stack.last_mut() else {
+            self.root = Some(node);
+            return;
+        };
+        let problem = match &mut frame.body {
+            Body::Seq(items) => {
+                items.push(node);
+                None
+            }
+            Body::Map {
+                entries,
+                key,
+                merges,
+            } => match std::mem::replace(key, Key::Awaiting) {
+                Key::Awaiting => match node.kind {
+                    NodeKind::Scalar { text, quoted } => {
+                        *key = Key::Valid {
+                            text,
+                            span: node.span,
+                            plain: !quoted,
+                        };
+                        None
+                    }
+                    _ => {
+                        *key = Key::Invalid;
+                        Some(ConfigError {
+                            span: node.span,
+                            path: frame.path.clone(),
+                            message: format!("a key must be text, found {}", node.type_name()),
+                            hint: Some("write each key as `name: value`".to_owned()),
+                        })
+                    }
+                },
+                Key::Invalid => None,
+                Key::Valid {
+                    text, plain: true, ..
+                } if text == "<<" => {
+                    merges.push(node);
+                    None
+                }
+                Key::Valid { text, span, .. } => {
+                    if let Some((_, first, _)) = entries.iter().find(|(k, _, _)| *k == text) {
+                        let container = if frame.path.is_empty() {
+                            "the file"
+                        } else {
+                            &frame.path
+                        };
+                        Some(ConfigError {
+                            span,
+                            path: join(&frame.path, &text),
+                            message: format!("duplicate key `{text}` in `{container}`"),
+                            hint: Some(format!(
+                                "write each key once; the first `{text}` (line {}) is the one used",
+                                first.line
+                            )),
+                        })
+                    } else {
+                        entries.push((text, span, node));
+                        None
+                    }
+                }
+            },
+        };
+        self.problems.extend(problem);
+    }
+}
