@@ -11,6 +11,8 @@ pub mod engine;
 pub mod handler;
 pub mod observability;
 pub mod pipeline;
+pub mod runtime;
 
 pub use handler::{Context, ErrorKind, Handler, HandlerError, Output, Registry};
+pub use runtime::Runtime;
 pub use spate_connector::{Event, Headers, Record};

@@ -105,7 +105,14 @@ impl FunctionMetrics {
     }
 
     /// Sets the per-partition gauges.
-    pub fn partition(&self, stream: &str, partition: u32, uncommitted: usize, lag: Option<u64>, age_secs: f64) {
+    pub fn partition(
+        &self,
+        stream: &str,
+        partition: u32,
+        uncommitted: usize,
+        lag: Option<u64>,
+        age_secs: f64,
+    ) {
         let labels = [
             ("function", self.function.to_string()),
             ("stream", stream.to_owned()),

@@ -13,7 +13,8 @@ use rand::Rng;
 pub fn delay(initial: Duration, max: Duration, retry: u32) -> Duration {
     let base = exponential(initial, max, retry);
     let half = base / 2;
-    let jitter_nanos = rand::rng().random_range(0..=half.as_nanos().min(u128::from(u64::MAX)) as u64);
+    let jitter_nanos =
+        rand::rng().random_range(0..=half.as_nanos().min(u128::from(u64::MAX)) as u64);
     half + Duration::from_nanos(jitter_nanos)
 }
 
@@ -46,7 +47,11 @@ mod tests {
             let base = exponential(i, m, retry);
             for _ in 0..50 {
                 let d = delay(i, m, retry);
-                assert!(d >= base / 2 && d <= base, "{d:?} outside [{:?}, {base:?}]", base / 2);
+                assert!(
+                    d >= base / 2 && d <= base,
+                    "{d:?} outside [{:?}, {base:?}]",
+                    base / 2
+                );
             }
         }
     }

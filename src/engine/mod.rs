@@ -159,5 +159,7 @@ pub async fn run_function(
     options: EngineOptions,
     shutdown: CancellationToken,
 ) -> Result<FunctionReport, EngineError> {
-    scheduler::Scheduler::start(plan, options)?.run(shutdown).await
+    scheduler::Scheduler::start(plan, options)?
+        .run(shutdown)
+        .await
 }

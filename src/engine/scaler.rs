@@ -5,8 +5,10 @@
 //!
 //! - **Up.** When runnable events wait (the *backlog*: events whose lane is
 //!   free but no task has taken them) and every task is busy, estimate the
-//!   time the backlog needs with the current tasks from the observed handler
-//!   latency (an exponentially weighted mean): `backlog × latency / tasks`.
+//!   time the backlog needs with the current tasks from the observed service
+//!   time — handler plus the acknowledgement of its outputs, what actually
+//!   occupies a task — as an exponentially weighted mean:
+//!   `backlog × latency / tasks`.
 //!   If that exceeds the target queueing delay, add the tasks needed to bring
 //!   it under the target (Little's law: `backlog × latency / target`), at
 //!   least one, at most up to `max`. With no task at all, one starts at once.

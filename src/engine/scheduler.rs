@@ -104,15 +104,22 @@ pub struct Scheduler {
     started: Instant,
 }
 
-async fn next_message(sources: &mut [SourceSlot], max: usize) -> (usize, Result<SourceMessage, SourceError>) {
-    let waits = sources.iter_mut().enumerate().filter(|(_, s)| s.open).map(|(i, slot)| {
-        Box::pin(async move {
-            if let Some(at) = slot.retry_at {
-                tokio::time::sleep_until(at).await;
-            }
-            (i, slot.source.next(max).await)
-        })
-    });
+async fn next_message(
+    sources: &mut [SourceSlot],
+    max: usize,
+) -> (usize, Result<SourceMessage, SourceError>) {
+    let waits = sources
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, s)| s.open)
+        .map(|(i, slot)| {
+            Box::pin(async move {
+                if let Some(at) = slot.retry_at {
+                    tokio::time::sleep_until(at).await;
+                }
+                (i, slot.source.next(max).await)
+            })
+        });
     futures::future::select_all(waits).await.0
 }
 
@@ -137,7 +144,8 @@ impl Scheduler {
         if plan.sources.is_empty() || plan.concurrency.max == 0 {
             return Err(EngineError::Plan {
                 function,
-                message: "a function needs at least one input and `concurrency.max` of at least 1".to_owned(),
+                message: "a function needs at least one input and `concurrency.max` of at least 1"
+                    .to_owned(),
             });
         }
         let metrics = FunctionMetrics::new(&plan.name);
@@ -269,12 +277,20 @@ impl Scheduler {
             && self.parked.is_empty()
     }
 
-    async fn on_message(&mut self, index: usize, message: Result<SourceMessage, SourceError>) -> Result<(), EngineError> {
+    async fn on_message(
+        &mut self,
+        index: usize,
+        message: Result<SourceMessage, SourceError>,
+    ) -> Result<(), EngineError> {
         let slot = &mut self.sources[index];
         match message {
             Err(error) if error.is_retryable() => {
                 slot.failures += 1;
-                let delay = backoff::delay(Duration::from_millis(100), Duration::from_secs(5), slot.failures);
+                let delay = backoff::delay(
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                    slot.failures,
+                );
                 slot.retry_at = Some(tokio::time::Instant::now() + delay);
                 warn!(function = %self.shared.name, source = slot.source.name(), %error, retry_in = ?delay, "source read failed");
             }
@@ -303,16 +319,28 @@ impl Scheduler {
             Ok(SourceMessage::Assigned(parts)) => {
                 info!(function = %self.shared.name, source = slot.source.name(), partitions = ?parts, "partitions assigned");
                 for partition in parts {
-                    let key = PartKey { input: index, partition };
+                    let key = PartKey {
+                        input: index,
+                        partition,
+                    };
                     self.next_epoch += 1;
-                    if let Some(old) = self.partitions.insert(key, PartitionState::new(self.next_epoch)) {
+                    if let Some(old) = self
+                        .partitions
+                        .insert(key, PartitionState::new(self.next_epoch))
+                    {
                         self.forget(&old);
                     }
                 }
             }
             Ok(SourceMessage::Revoked(parts)) => {
                 info!(function = %self.shared.name, source = slot.source.name(), partitions = ?parts, "partitions revoked; draining");
-                let keys: Vec<PartKey> = parts.iter().map(|&partition| PartKey { input: index, partition }).collect();
+                let keys: Vec<PartKey> = parts
+                    .iter()
+                    .map(|&partition| PartKey {
+                        input: index,
+                        partition,
+                    })
+                    .collect();
                 self.begin_drain(&keys, DrainReason::Revoked);
                 self.finish_drains().await;
             }
@@ -333,7 +361,8 @@ impl Scheduler {
             // A source without assignments (or one that skipped it): the
             // partition is ours from its first event.
             self.next_epoch += 1;
-            self.partitions.insert(key, PartitionState::new(self.next_epoch));
+            self.partitions
+                .insert(key, PartitionState::new(self.next_epoch));
         }
         let Some(part) = self.partitions.get_mut(&key) else {
             return Ok(());
@@ -386,7 +415,10 @@ impl Scheduler {
                         part.running += 1;
                     }
                 }
-                Err(async_channel::TrySendError::Full(item) | async_channel::TrySendError::Closed(item)) => {
+                Err(
+                    async_channel::TrySendError::Full(item)
+                    | async_channel::TrySendError::Closed(item),
+                ) => {
                     self.lanes.ready.push_front(item);
                     break;
                 }
@@ -416,7 +448,11 @@ impl Scheduler {
     }
 
     fn spawn_tasks(&mut self, count: usize, reason: &str) {
-        let before = self.shared.pool.alive.fetch_add(count, AtomicOrdering::AcqRel);
+        let before = self
+            .shared
+            .pool
+            .alive
+            .fetch_add(count, AtomicOrdering::AcqRel);
         self.shared.metrics.concurrency.increment(count as f64);
         self.shared.metrics.scaled_up.increment(1);
         info!(function = %self.shared.name, from = before, to = before + count, reason, "handler concurrency up");
@@ -430,14 +466,16 @@ impl Scheduler {
     }
 
     fn on_completion(&mut self, completion: Completion) {
-        if let Some(time) = completion.handler_time {
-            self.latency.observe(time);
-        }
+        self.latency.observe(completion.service_time);
         if self.all_busy_since.is_some() {
             self.all_busy_since = Some(Instant::now());
         }
         let item = completion.item;
-        let Some(part) = self.partitions.get_mut(&item.part).filter(|p| p.epoch == item.epoch) else {
+        let Some(part) = self
+            .partitions
+            .get_mut(&item.part)
+            .filter(|p| p.epoch == item.epoch)
+        else {
             return; // its partition was released; the next owner redoes it
         };
         part.running = part.running.saturating_sub(1);
@@ -481,7 +519,11 @@ impl Scheduler {
     /// drained): it stays unfinished in the watermark, so its offset is not
     /// committed and the next owner reads it again.
     fn abandon(&mut self, item: &WorkItem) {
-        if let Some(part) = self.partitions.get_mut(&item.part).filter(|p| p.epoch == item.epoch) {
+        if let Some(part) = self
+            .partitions
+            .get_mut(&item.part)
+            .filter(|p| p.epoch == item.epoch)
+        {
             part.unfinished -= 1;
             part.bytes -= item.bytes;
             self.options.budget.sub(1, item.bytes);
@@ -492,7 +534,10 @@ impl Scheduler {
     /// Releases what a dropped partition state still held in the budget.
     fn forget(&self, part: &PartitionState) {
         self.options.budget.sub(part.unfinished, part.bytes);
-        self.shared.metrics.in_flight.decrement(part.unfinished as f64);
+        self.shared
+            .metrics
+            .in_flight
+            .decrement(part.unfinished as f64);
     }
 
     /// Pauses partitions past their bound (or all, past the process bound)
@@ -565,7 +610,10 @@ impl Scheduler {
         let mut done: Vec<PartKey> = self
             .partitions
             .iter()
-            .filter(|(_, p)| p.draining.is_some_and(|(deadline, _)| p.running == 0 || now >= deadline))
+            .filter(|(_, p)| {
+                p.draining
+                    .is_some_and(|(deadline, _)| p.running == 0 || now >= deadline)
+            })
             .map(|(k, _)| *k)
             .collect();
         if done.is_empty() {
@@ -614,7 +662,9 @@ impl Scheduler {
                     Delivery::AtMostOnce => part.watermark.received_position(),
                     _ => part.watermark.committable(),
                 };
-                if let Some(next_offset) = position.filter(|p| part.committed.is_none_or(|c| *p > c)) {
+                if let Some(next_offset) =
+                    position.filter(|p| part.committed.is_none_or(|c| *p > c))
+                {
                     positions.push(CommitPosition {
                         partition: key.partition,
                         next_offset,
@@ -630,7 +680,10 @@ impl Scheduler {
             match source.commit(&positions).await {
                 Ok(()) => {
                     self.shared.metrics.commits.increment(1);
-                    self.shared.metrics.commit_seconds.record(started.elapsed().as_secs_f64());
+                    self.shared
+                        .metrics
+                        .commit_seconds
+                        .record(started.elapsed().as_secs_f64());
                     for position in positions {
                         let key = PartKey {
                             input,

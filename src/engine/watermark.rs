@@ -50,7 +50,11 @@ impl Watermark {
 
     /// Records that `offset` (with its event time, if known) was received
     /// and is not finished.
-    pub fn receive(&mut self, offset: u64, timestamp_ms: Option<i64>) -> Result<(), WatermarkError> {
+    pub fn receive(
+        &mut self,
+        offset: u64,
+        timestamp_ms: Option<i64>,
+    ) -> Result<(), WatermarkError> {
         if let Some(previous) = self.last_received {
             if offset <= previous {
                 return Err(WatermarkError::NotIncreasing { offset, previous });
@@ -131,7 +135,11 @@ mod tests {
         assert_eq!(w.committable(), Some(10));
         assert!(w.finish(13));
         assert!(w.finish(20));
-        assert_eq!(w.committable(), Some(10), "later events finished first must not move it");
+        assert_eq!(
+            w.committable(),
+            Some(10),
+            "later events finished first must not move it"
+        );
         assert!(w.finish(10));
         assert_eq!(w.committable(), Some(11));
         assert!(w.finish(11));
@@ -146,7 +154,10 @@ mod tests {
         w.receive(5, None).unwrap();
         assert_eq!(
             w.receive(5, None),
-            Err(WatermarkError::NotIncreasing { offset: 5, previous: 5 })
+            Err(WatermarkError::NotIncreasing {
+                offset: 5,
+                previous: 5
+            })
         );
     }
 

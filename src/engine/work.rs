@@ -101,6 +101,7 @@ pub struct Completion {
     pub item: WorkItem,
     /// What happened.
     pub verdict: Verdict,
-    /// Handler time of this round, if the handler ran.
-    pub handler_time: Option<Duration>,
+    /// How long the task was occupied with the item this round (handler
+    /// plus output and dead-letter writes): what the scaler plans with.
+    pub service_time: Duration,
 }

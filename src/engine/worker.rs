@@ -137,15 +137,11 @@ fn try_retire(shared: &FunctionShared) -> bool {
 
 /// Runs an item's stages until it finishes or must wait for a retry.
 pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion {
-    let mut handler_time = None;
+    let started = Instant::now();
     loop {
         let stage = std::mem::replace(&mut item.stage, Stage::Handle);
         let verdict = match stage {
-            Stage::Handle => {
-                let (verdict, elapsed) = handle(shared, &mut item).await;
-                handler_time = elapsed;
-                verdict
-            }
+            Stage::Handle => handle(shared, &mut item).await,
             Stage::Emit(pending) => emit(shared, &mut item, pending).await,
             Stage::DeadLetter(record) => write_dead_letter(shared, &mut item, record).await,
         };
@@ -158,7 +154,7 @@ pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion 
                 return Completion {
                     item,
                     verdict,
-                    handler_time,
+                    service_time: started.elapsed(),
                 };
             }
             None => continue, // moved on to the next stage
@@ -168,11 +164,10 @@ pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion 
 
 /// Runs the handler once. Returns `None` when the item moved to another
 /// stage to run now.
-async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> (Option<Verdict>, Option<Duration>) {
+async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> Option<Verdict> {
     if let Some(reason) = item.event.headers.get_str(dead_letter::DECODE_ERROR) {
         let message = reason.to_owned();
-        fail(shared, item, "decode-error", message, false);
-        return (None, None);
+        return fail(shared, item, "decode-error", message, false);
     }
     item.attempts += 1;
     let ctx = Context {
@@ -196,17 +191,26 @@ async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> (Option<Verdict
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_owned());
-            fail(shared, item, "panic", format!("handler panicked: {message}"), false)
+            fail(
+                shared,
+                item,
+                "panic",
+                format!("handler panicked: {message}"),
+                false,
+            )
         }
         Err(_elapsed) => fail(
             shared,
             item,
             "timeout",
-            format!("attempt {} timed out after {:?}", item.attempts, shared.retry.timeout),
+            format!(
+                "attempt {} timed out after {:?}",
+                item.attempts, shared.retry.timeout
+            ),
             true,
         ),
     };
-    (verdict, Some(elapsed))
+    verdict
 }
 
 /// Resolves outputs to sinks; moves the item to `Emit` (or finishes it when
@@ -251,7 +255,13 @@ fn finished_handled(shared: &FunctionShared, outputs: usize) -> Verdict {
 }
 
 /// Records a failure; schedules a retry or moves the item to its dead letter.
-fn fail(shared: &FunctionShared, item: &mut WorkItem, reason: &'static str, message: String, retryable: bool) -> Option<Verdict> {
+fn fail(
+    shared: &FunctionShared,
+    item: &mut WorkItem,
+    reason: &'static str,
+    message: String,
+    retryable: bool,
+) -> Option<Verdict> {
     shared.metrics.failed.increment(1);
     let now = now_ms();
     let failure = item.failure.get_or_insert(Failure {
@@ -281,7 +291,11 @@ pub fn dead_letter_record(shared: &FunctionShared, item: &WorkItem) -> Record {
     let event = &item.event;
     let mut headers = event.headers.clone();
     headers.set(dead_letter::FUNCTION, shared.name.to_string());
-    let source = shared.source_names.get(item.part.input).cloned().unwrap_or_default();
+    let source = shared
+        .source_names
+        .get(item.part.input)
+        .cloned()
+        .unwrap_or_default();
     headers.set(dead_letter::SOURCE, source);
     headers.set(dead_letter::STREAM, event.position.stream.to_string());
     headers.set(dead_letter::PARTITION, event.position.partition.to_string());
@@ -306,7 +320,11 @@ pub fn dead_letter_record(shared: &FunctionShared, item: &WorkItem) -> Record {
 
 /// Writes pending outputs; all must be acknowledged before the event counts
 /// as finished. Only the writes that failed are tried again.
-async fn emit(shared: &FunctionShared, item: &mut WorkItem, pending: Vec<(usize, Record)>) -> Option<Verdict> {
+async fn emit(
+    shared: &FunctionShared,
+    item: &mut WorkItem,
+    pending: Vec<(usize, Record)>,
+) -> Option<Verdict> {
     let total = pending.len();
     let results = futures::future::join_all(
         pending
@@ -331,7 +349,10 @@ async fn emit(shared: &FunctionShared, item: &mut WorkItem, pending: Vec<(usize,
     }
     if failed.is_empty() {
         item.write_failures = 0;
-        shared.tally.outputs.fetch_add(total as u64, AtomicOrdering::Relaxed);
+        shared
+            .tally
+            .outputs
+            .fetch_add(total as u64, AtomicOrdering::Relaxed);
         return Some(finished_handled(shared, total));
     }
     shared
@@ -349,12 +370,19 @@ async fn emit(shared: &FunctionShared, item: &mut WorkItem, pending: Vec<(usize,
 
 /// Writes the dead letter; until it is acknowledged the event stays
 /// unfinished, so its offset is not committed.
-async fn write_dead_letter(shared: &FunctionShared, item: &mut WorkItem, record: Record) -> Option<Verdict> {
+async fn write_dead_letter(
+    shared: &FunctionShared,
+    item: &mut WorkItem,
+    record: Record,
+) -> Option<Verdict> {
     match shared.dead_letter.write(record.clone()).await {
         Ok(()) => {
             item.write_failures = 0;
             shared.metrics.dead_lettered.increment(1);
-            shared.tally.dead_lettered.fetch_add(1, AtomicOrdering::Relaxed);
+            shared
+                .tally
+                .dead_lettered
+                .fetch_add(1, AtomicOrdering::Relaxed);
             if let Some(failure) = &item.failure {
                 warn!(
                     function = %shared.name,

@@ -55,7 +55,16 @@ enum Condition {
     LessOrEqual(f64),
 }
 
-const CONDITIONS: &[&str] = &["exists", "equals", "not_equals", "one_of", "gt", "gte", "lt", "lte"];
+const CONDITIONS: &[&str] = &[
+    "exists",
+    "equals",
+    "not_equals",
+    "one_of",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+];
 
 impl Condition {
     fn holds(&self, field: Option<&Value>) -> bool {
@@ -86,8 +95,12 @@ struct Filter {
 #[async_trait]
 impl Handler for Filter {
     async fn handle(&self, event: Event, _ctx: &Context) -> Result<Vec<Output>, HandlerError> {
-        let document: Value = serde_json::from_slice(&event.payload)
-            .map_err(|e| HandlerError::permanent(format!("filter on `{}`: payload is not JSON: {e}", self.field)))?;
+        let document: Value = serde_json::from_slice(&event.payload).map_err(|e| {
+            HandlerError::permanent(format!(
+                "filter on `{}`: payload is not JSON: {e}",
+                self.field
+            ))
+        })?;
         if self.condition.holds(document.pointer(&self.pointer)) {
             Ok(vec![passthrough_output(event)])
         } else {
@@ -104,7 +117,10 @@ impl BuiltinHandler for FilterBuiltin {
     fn configure(&self, config: &mut ConfigReader<'_>) -> Option<Arc<dyn Handler>> {
         let field = config.required_string(
             "field",
-            Some("name the JSON field to test, with dots for nesting: `field: reading.temperature`".to_owned()),
+            Some(
+                "name the JSON field to test, with dots for nesting: `field: reading.temperature`"
+                    .to_owned(),
+            ),
         );
         let mut conditions = Vec::new();
         if let Some(v) = config.bool("exists") {
@@ -118,7 +134,10 @@ impl BuiltinHandler for FilterBuiltin {
         }
         if let Some(items) = config.list("one_of") {
             conditions.push(Condition::OneOf(
-                items.iter().map(|n| json_value(&n.to_json_text())).collect(),
+                items
+                    .iter()
+                    .map(|n| json_value(&n.to_json_text()))
+                    .collect(),
             ));
         }
         for (key, make) in [
@@ -147,13 +166,22 @@ impl BuiltinHandler for FilterBuiltin {
                     config.span(),
                     config.path().to_owned(),
                     "filter takes exactly one condition",
-                    Some("use several functions, or a `map`/`route` handler, to combine conditions".to_owned()),
+                    Some(
+                        "use several functions, or a `map`/`route` handler, to combine conditions"
+                            .to_owned(),
+                    ),
                 );
                 None
             }
         };
         let field = field?;
-        let pointer = format!("/{}", field.replace('~', "~0").replace('/', "~1").replace('.', "/"));
+        let pointer = format!(
+            "/{}",
+            field
+                .replace('~', "~0")
+                .replace('/', "~1")
+                .replace('.', "/")
+        );
         Some(Arc::new(Filter {
             pointer,
             field,
@@ -200,14 +228,20 @@ mod tests {
             field: "reading.temperature".to_owned(),
             condition: Condition::GreaterOrEqual(-40.0),
         };
-        let kept = filter.handle(event(r#"{"reading":{"temperature":21.5}}"#), &ctx()).await;
+        let kept = filter
+            .handle(event(r#"{"reading":{"temperature":21.5}}"#), &ctx())
+            .await;
         assert_eq!(kept.map(|o| o.len()), Ok(1));
-        let dropped = filter.handle(event(r#"{"reading":{"temperature":-90}}"#), &ctx()).await;
+        let dropped = filter
+            .handle(event(r#"{"reading":{"temperature":-90}}"#), &ctx())
+            .await;
         assert_eq!(dropped.map(|o| o.len()), Ok(0));
         let missing = filter.handle(event(r#"{"reading":{}}"#), &ctx()).await;
         assert_eq!(missing.map(|o| o.len()), Ok(0));
         let error = filter.handle(event("not json"), &ctx()).await.unwrap_err();
         assert_eq!(error.kind, super::super::ErrorKind::Permanent);
-        assert!(error.message.starts_with("filter on `reading.temperature`: payload is not JSON"));
+        assert!(error
+            .message
+            .starts_with("filter on `reading.temperature`: payload is not JSON"));
     }
 }

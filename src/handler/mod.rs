@@ -173,9 +173,55 @@ pub(crate) fn passthrough_output(event: Event) -> Output {
         record: Record {
             key,
             payload,
-            headers: if headers.is_empty() { Headers::new() } else { headers },
+            headers: if headers.is_empty() {
+                Headers::new()
+            } else {
+                headers
+            },
             timestamp_ms,
         },
         to: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spate_connector::Position;
+
+    async fn shout(event: Event, ctx: &Context) -> Result<Vec<Output>, HandlerError> {
+        let text = String::from_utf8_lossy(&event.payload).to_uppercase();
+        Ok(vec![Output::from_event(
+            &event,
+            format!("{text} from {}", ctx.function),
+        )])
+    }
+
+    #[tokio::test]
+    async fn a_plain_async_fn_registers_and_runs() {
+        let mut registry = Registry::empty();
+        registry.register("shout", shout);
+        let Some(HandlerEntry::Function(handler)) = registry.handler("shout") else {
+            panic!("not registered as a function");
+        };
+        let event = Event {
+            key: Some(Bytes::from_static(b"k")),
+            payload: Bytes::from_static(b"hi"),
+            headers: Headers::new(),
+            timestamp_ms: Some(5),
+            position: Position {
+                stream: Arc::from("s"),
+                partition: 0,
+                offset: 0,
+            },
+        };
+        let ctx = Context {
+            function: Arc::from("f"),
+            attempt: 1,
+        };
+        let outputs = handler.handle(event, &ctx).await.unwrap();
+        assert_eq!(outputs[0].record.payload, Bytes::from_static(b"HI from f"));
+        assert_eq!(outputs[0].record.key, Some(Bytes::from_static(b"k")));
+        assert_eq!(outputs[0].record.timestamp_ms, Some(5));
     }
 }

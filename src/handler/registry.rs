@@ -67,7 +67,11 @@ impl Registry {
     }
 
     /// Registers a built-in configured from YAML.
-    pub fn register_builtin(&mut self, name: &str, builtin: impl BuiltinHandler + 'static) -> &mut Self {
+    pub fn register_builtin(
+        &mut self,
+        name: &str,
+        builtin: impl BuiltinHandler + 'static,
+    ) -> &mut Self {
         self.handlers
             .insert(name.to_owned(), HandlerEntry::Builtin(Arc::new(builtin)));
         self
