@@ -46,7 +46,10 @@ impl Handler for Faulty {
         }
         self.calls.fetch_add(1, AtomicOrdering::SeqCst);
         match self.mode {
-            "retryable" => Err(HandlerError::retryable(format!("dependency down (attempt {})", ctx.attempt))),
+            "retryable" => Err(HandlerError::retryable(format!(
+                "dependency down (attempt {})",
+                ctx.attempt
+            ))),
             "permanent" => Err(HandlerError::permanent("reading out of range")),
             "panic" => panic!("bad reading {n}"),
             "slow" => {
@@ -82,10 +85,18 @@ async fn retries_then_dead_letters_with_every_provenance_header() {
     let log = log_with(10);
     let handler = Faulty::new(&[6], "retryable");
     let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
-    let report = run_function(plan(&log, handler.clone(), Ordering::Key, &out, &dlq), options(), CancellationToken::new())
-        .await
-        .unwrap();
-    assert_eq!(handler.calls.load(AtomicOrdering::SeqCst), 3, "max_attempts is 3");
+    let report = run_function(
+        plan(&log, handler.clone(), Ordering::Key, &out, &dlq),
+        options(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        handler.calls.load(AtomicOrdering::SeqCst),
+        3,
+        "max_attempts is 3"
+    );
     assert_eq!(report.dead_lettered, 1);
     assert_eq!(report.handled, 9);
     assert_eq!(report.retries, 2);
@@ -93,7 +104,11 @@ async fn retries_then_dead_letters_with_every_provenance_header() {
     let letters = dlq.records();
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
-    assert_eq!(letter.payload, Bytes::from_static(b"6"), "the original payload is kept");
+    assert_eq!(
+        letter.payload,
+        Bytes::from_static(b"6"),
+        "the original payload is kept"
+    );
     assert_eq!(letter.key.as_deref(), Some(&b"device-2"[..]));
     assert_eq!(header(letter, dl::FUNCTION), "test-fn");
     assert_eq!(header(letter, dl::SOURCE), "memory:telemetry");
@@ -106,8 +121,15 @@ async fn retries_then_dead_letters_with_every_provenance_header() {
     assert_eq!(header(letter, dl::ATTEMPTS), "3");
     let first: i64 = header(letter, dl::FIRST_FAILURE_MS).parse().unwrap();
     let last: i64 = header(letter, dl::LAST_FAILURE_MS).parse().unwrap();
-    assert!(first > 1_600_000_000_000 && first <= last, "failure times {first}..{last}");
-    assert_eq!(log.committed(0), Some(10), "a dead-lettered event is finished");
+    assert!(
+        first > 1_600_000_000_000 && first <= last,
+        "failure times {first}..{last}"
+    );
+    assert_eq!(
+        log.committed(0),
+        Some(10),
+        "a dead-lettered event is finished"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,11 +169,16 @@ async fn a_timed_out_attempt_is_retried_then_dead_lettered() {
     let mut plan = plan(&log, handler.clone(), Ordering::Key, &out, &dlq);
     plan.retry.timeout = Duration::from_millis(30);
     plan.retry.max_attempts = 2;
-    run_function(plan, options(), CancellationToken::new()).await.unwrap();
+    run_function(plan, options(), CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(handler.calls.load(AtomicOrdering::SeqCst), 2);
     let letters = dlq.records();
     assert_eq!(header(&letters[0], dl::REASON), "timeout");
-    assert_eq!(header(&letters[0], dl::ERROR), "attempt 2 timed out after 30ms");
+    assert_eq!(
+        header(&letters[0], dl::ERROR),
+        "attempt 2 timed out after 30ms"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,12 +186,22 @@ async fn a_flaky_handler_recovers_within_its_attempts() {
     let log = log_with(4);
     let handler = Faulty::new(&[2], "recovers");
     let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
-    let report = run_function(plan(&log, handler, Ordering::Key, &out, &dlq), options(), CancellationToken::new())
-        .await
-        .unwrap();
-    assert_eq!((report.handled, report.dead_lettered, report.retries), (4, 0, 2));
+    let report = run_function(
+        plan(&log, handler, Ordering::Key, &out, &dlq),
+        options(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.handled, report.dead_lettered, report.retries),
+        (4, 0, 2)
+    );
     assert!(dlq.is_empty());
-    assert!(out.records().iter().any(|r| r.payload == Bytes::from_static(b"recovered 2")));
+    assert!(out
+        .records()
+        .iter()
+        .any(|r| r.payload == Bytes::from_static(b"recovered 2")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,11 +215,20 @@ async fn events_with_a_decode_error_go_straight_to_the_dead_letters() {
     let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
     let mut plan = plan(&log, handler.clone(), Ordering::Key, &out, &dlq);
     plan.sources = vec![Box::new(DecodeFailing(log.source()))];
-    run_function(plan, options(), CancellationToken::new()).await.unwrap();
-    assert_eq!(handler.calls.load(AtomicOrdering::SeqCst), 0, "the handler never sees it");
+    run_function(plan, options(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        handler.calls.load(AtomicOrdering::SeqCst),
+        0,
+        "the handler never sees it"
+    );
     let letters = dlq.records();
     assert_eq!(header(&letters[0], dl::REASON), "decode-error");
-    assert_eq!(header(&letters[0], dl::ERROR), "line 1: expected value at column 1");
+    assert_eq!(
+        header(&letters[0], dl::ERROR),
+        "line 1: expected value at column 1"
+    );
     assert_eq!(header(&letters[0], dl::ATTEMPTS), "0");
 }
 
@@ -194,11 +240,16 @@ impl spate_connector::Source for DecodeFailing {
     fn name(&self) -> &str {
         self.0.name()
     }
-    async fn next(&mut self, max: usize) -> Result<spate_connector::SourceMessage, spate_connector::SourceError> {
+    async fn next(
+        &mut self,
+        max: usize,
+    ) -> Result<spate_connector::SourceMessage, spate_connector::SourceError> {
         let mut message = self.0.next(max).await?;
         if let spate_connector::SourceMessage::Events(events) = &mut message {
             for event in events {
-                event.headers.set(dl::DECODE_ERROR, "line 1: expected value at column 1");
+                event
+                    .headers
+                    .set(dl::DECODE_ERROR, "line 1: expected value at column 1");
             }
         }
         Ok(message)
@@ -209,7 +260,10 @@ impl spate_connector::Source for DecodeFailing {
     fn resume(&mut self, p: &[u32]) -> Result<(), spate_connector::SourceError> {
         self.0.resume(p)
     }
-    async fn commit(&mut self, p: &[spate_connector::CommitPosition]) -> Result<(), spate_connector::SourceError> {
+    async fn commit(
+        &mut self,
+        p: &[spate_connector::CommitPosition],
+    ) -> Result<(), spate_connector::SourceError> {
         self.0.commit(p).await
     }
 }
@@ -230,11 +284,21 @@ async fn a_failing_dead_letter_write_holds_the_commit_until_it_succeeds() {
         shutdown.clone(),
     ));
     wait_for("the other 19 events to be handled", || out.len() == 19).await;
-    wait_for("the dead-letter write to be retried", || dlq.attempts() >= 3).await;
+    wait_for("the dead-letter write to be retried", || {
+        dlq.attempts() >= 3
+    })
+    .await;
     // Commits went on for the events before the poison one, never past it.
-    wait_for("commit up to the poison event", || log.committed(0) == Some(5)).await;
+    wait_for("commit up to the poison event", || {
+        log.committed(0) == Some(5)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(log.committed(0), Some(5), "commit moved past an event whose dead letter is not written");
+    assert_eq!(
+        log.committed(0),
+        Some(5),
+        "commit moved past an event whose dead letter is not written"
+    );
     dlq.set_failing(false);
     wait_for("the dead letter to land", || dlq.len() == 1).await;
     wait_for("commit past it", || log.committed(0) == Some(20)).await;
@@ -258,7 +322,11 @@ async fn outputs_must_be_acknowledged_before_the_offset_moves() {
         shutdown.clone(),
     ));
     wait_for("output writes to be retried", || out.attempts() >= 20).await;
-    assert_eq!(log.committed(0).unwrap_or(0), 0, "committed events whose outputs were not written");
+    assert_eq!(
+        log.committed(0).unwrap_or(0),
+        0,
+        "committed events whose outputs were not written"
+    );
     out.set_failing(false);
     wait_for("all outputs written", || out.len() == 10).await;
     wait_for("all committed", || log.committed(0) == Some(10)).await;

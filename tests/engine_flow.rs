@@ -79,7 +79,10 @@ async fn pauses_at_the_in_flight_bound_and_resumes_when_drained() {
     wait_for("all committed", || log.committed(0) == Some(200)).await;
     let log_of_pauses = log.pause_log();
     assert!(log_of_pauses.contains(&(0, false)), "never resumed");
-    assert!(log_of_pauses.iter().filter(|(_, paused)| *paused).count() > 1, "paused only once in 200 events");
+    assert!(
+        log_of_pauses.iter().filter(|(_, paused)| *paused).count() > 1,
+        "paused only once in 200 events"
+    );
     shutdown.cancel();
     run.await.unwrap().unwrap();
 }
@@ -101,7 +104,10 @@ async fn the_byte_bound_pauses_too() {
     let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
     wait_for("the partition to be paused", || log.paused().contains(&0)).await;
     let read = 50 - log.unread();
-    assert!(read <= 5 + 8, "read {read} KB-sized events with a 5 KB bound");
+    assert!(
+        read <= 5 + 8,
+        "read {read} KB-sized events with a 5 KB bound"
+    );
     handler.gate.open(1_000);
     wait_for("all committed", || log.committed(0) == Some(50)).await;
     shutdown.cancel();
@@ -137,10 +143,17 @@ async fn revoke_drains_commits_then_releases_while_other_partitions_flow() {
         log.append(1, Some("b"), format!("{n}"));
     }
     wait_for("new partition-1 events", || handler.finished() == 15).await;
-    assert!(log.released().is_empty(), "released before the running event finished");
+    assert!(
+        log.released().is_empty(),
+        "released before the running event finished"
+    );
     handler.gate.open(100);
     wait_for("partition 0 to be released", || log.released() == vec![0]).await;
-    assert_eq!(log.committed(0), Some(1), "commit covers exactly the finished event");
+    assert_eq!(
+        log.committed(0),
+        Some(1),
+        "commit covers exactly the finished event"
+    );
     let finished = handler.finished.lock().unwrap().clone();
     assert_eq!(
         finished.iter().filter(|(p, _)| *p == 0).collect::<Vec<_>>(),
@@ -149,7 +162,10 @@ async fn revoke_drains_commits_then_releases_while_other_partitions_flow() {
     );
     // The partition comes back: the next owner (us again) resumes at 1.
     log.assign(&[0]);
-    wait_for("partition 0 finished after reassignment", || log.committed(0) == Some(10)).await;
+    wait_for("partition 0 finished after reassignment", || {
+        log.committed(0) == Some(10)
+    })
+    .await;
     let offsets: Vec<u64> = handler
         .finished
         .lock()
@@ -158,7 +174,11 @@ async fn revoke_drains_commits_then_releases_while_other_partitions_flow() {
         .filter(|(p, _)| *p == 0)
         .map(|(_, o)| *o)
         .collect();
-    assert_eq!(offsets, (0..10).collect::<Vec<u64>>(), "no event lost or repeated over the hand-over");
+    assert_eq!(
+        offsets,
+        (0..10).collect::<Vec<u64>>(),
+        "no event lost or repeated over the hand-over"
+    );
     shutdown.cancel();
     run.await.unwrap().unwrap();
 }
@@ -175,15 +195,28 @@ async fn shutdown_stops_intake_drains_running_events_and_commits_them() {
     plan.concurrency.max = 4;
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
-    wait_for("four events running", || handler.started.load(AtomicOrdering::SeqCst) == 4).await;
+    wait_for("four events running", || {
+        handler.started.load(AtomicOrdering::SeqCst) == 4
+    })
+    .await;
     shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!run.is_finished(), "returned before running events finished");
+    assert!(
+        !run.is_finished(),
+        "returned before running events finished"
+    );
     handler.gate.open(1_000);
     run.await.unwrap().unwrap();
     let finished = handler.finished();
-    assert!((4..=8).contains(&finished), "{finished} events ran; only those handed to tasks should");
-    assert_eq!(log.committed(0), Some(finished as u64), "commit = exactly the finished prefix");
+    assert!(
+        (4..=8).contains(&finished),
+        "{finished} events ran; only those handed to tasks should"
+    );
+    assert_eq!(
+        log.committed(0),
+        Some(finished as u64),
+        "commit = exactly the finished prefix"
+    );
     assert!(log.closed());
 }
 
@@ -199,7 +232,10 @@ async fn shutdown_gives_up_at_the_drain_deadline_without_committing_unfinished_w
     plan.drain_timeout = Duration::from_millis(100);
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
-    wait_for("an event running", || handler.started.load(AtomicOrdering::SeqCst) == 1).await;
+    wait_for("an event running", || {
+        handler.started.load(AtomicOrdering::SeqCst) == 1
+    })
+    .await;
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), run)
         .await
@@ -249,7 +285,10 @@ async fn a_failing_commit_is_retried_and_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert_eq!(log.committed(0), None);
     log.fail_commits(false);
-    wait_for("committed once the source accepts commits", || log.committed(0) == Some(10)).await;
+    wait_for("committed once the source accepts commits", || {
+        log.committed(0) == Some(10)
+    })
+    .await;
     shutdown.cancel();
     run.await.unwrap().unwrap();
 }

@@ -91,7 +91,11 @@ async fn per_key_order_holds_while_keys_run_in_parallel() {
         let expected: Vec<u64> = (0..per_key).collect();
         assert_eq!(order, &expected, "key {key} handled out of order");
     }
-    assert_eq!(recorder.overlap_within_key.load(AtomicOrdering::SeqCst), 0, "two events of one key ran at once");
+    assert_eq!(
+        recorder.overlap_within_key.load(AtomicOrdering::SeqCst),
+        0,
+        "two events of one key ran at once"
+    );
     assert!(
         recorder.max_running.load(AtomicOrdering::SeqCst) > 1,
         "keys of one partition never ran in parallel"
@@ -107,7 +111,9 @@ async fn per_key_order_holds_while_keys_run_in_parallel() {
             .or_default()
             .push(payload_number(&record.payload));
     }
-    assert!(per_key_out.values().all(|v| v.windows(2).all(|w| w[0] < w[1])));
+    assert!(per_key_out
+        .values()
+        .all(|v| v.windows(2).all(|w| w[0] < w[1])));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,15 +138,32 @@ async fn a_slow_key_holds_back_only_itself() {
     ));
     // Every fast event finishes while the slow key's first event is held.
     wait_for("fast keys to finish", || {
-        recorder.seen.lock().unwrap().iter().filter(|(k, _)| k.starts_with("fast")).map(|(_, v)| v.len()).sum::<usize>() == 100
+        recorder
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("fast"))
+            .map(|(_, v)| v.len())
+            .sum::<usize>()
+            == 100
     })
     .await;
     assert!(!recorder.seen.lock().unwrap().contains_key("slow"));
     // Its offset (0) is unfinished, so nothing may be committed yet.
-    assert!(log.committed(0).unwrap_or(0) == 0, "commit passed the held event");
+    assert!(
+        log.committed(0).unwrap_or(0) == 0,
+        "commit passed the held event"
+    );
     recorder.gate.open(5);
     wait_for("slow key to finish", || {
-        recorder.seen.lock().unwrap().get("slow").map_or(0, Vec::len) == 5
+        recorder
+            .seen
+            .lock()
+            .unwrap()
+            .get("slow")
+            .map_or(0, Vec::len)
+            == 5
     })
     .await;
     assert_eq!(recorder.seen.lock().unwrap()["slow"], vec![0, 1, 2, 3, 4]);
@@ -155,7 +178,11 @@ async fn partition_ordering_runs_one_event_per_partition_in_offset_order() {
     for seq in 0..40 {
         for p in 0..3 {
             // Many keys, but partition ordering ignores them.
-            log.append(p, Some(&format!("k{}", seq % 7)), format!("{}", p as u64 * 1000 + seq));
+            log.append(
+                p,
+                Some(&format!("k{}", seq % 7)),
+                format!("{}", p as u64 * 1000 + seq),
+            );
         }
     }
     log.end();
@@ -178,7 +205,12 @@ async fn partition_ordering_runs_one_event_per_partition_in_offset_order() {
                 }
             }
             tokio::time::sleep(Duration::from_millis(payload_number(&event.payload) % 2)).await;
-            self.order.lock().unwrap().entry(p).or_default().push(event.position.offset);
+            self.order
+                .lock()
+                .unwrap()
+                .entry(p)
+                .or_default()
+                .push(event.position.offset);
             *self.running.lock().unwrap().get_mut(&p).unwrap() -= 1;
             Ok(vec![])
         }

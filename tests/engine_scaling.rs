@@ -55,7 +55,9 @@ fn concurrency(snapshotter: &Snapshotter) -> Option<f64> {
 async fn scales_up_under_backlog_and_down_to_zero_when_idle() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    recorder.install().expect("first recorder of this test binary");
+    recorder
+        .install()
+        .expect("first recorder of this test binary");
 
     let log = MemoryLog::new("telemetry", 1);
     let handler = Arc::new(Slow::default());
@@ -67,21 +69,37 @@ async fn scales_up_under_backlog_and_down_to_zero_when_idle() {
 
     // Idle from the start: no task at all.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(concurrency(&snapshotter).unwrap_or(0.0), 0.0, "tasks held while idle");
+    assert_eq!(
+        concurrency(&snapshotter).unwrap_or(0.0),
+        0.0,
+        "tasks held while idle"
+    );
 
     for n in 0..400 {
         log.append(0, None, format!("{n}"));
     }
-    wait_for("the backlog to be handled", || handler.done.load(AtomicOrdering::SeqCst) == 400).await;
+    wait_for("the backlog to be handled", || {
+        handler.done.load(AtomicOrdering::SeqCst) == 400
+    })
+    .await;
     let peak = handler.max_running.load(AtomicOrdering::SeqCst);
-    assert!(peak >= 8, "only {peak} events ran at once under a backlog of 10 ms events");
+    assert!(
+        peak >= 8,
+        "only {peak} events ran at once under a backlog of 10 ms events"
+    );
     assert!(peak <= 32, "ran {peak} at once with max 32");
 
-    wait_for("tasks to retire when idle", || concurrency(&snapshotter) == Some(0.0)).await;
+    wait_for("tasks to retire when idle", || {
+        concurrency(&snapshotter) == Some(0.0)
+    })
+    .await;
 
     // Work arriving again starts tasks again.
     log.append(0, None, "400");
-    wait_for("the new event to be handled", || handler.done.load(AtomicOrdering::SeqCst) == 401).await;
+    wait_for("the new event to be handled", || {
+        handler.done.load(AtomicOrdering::SeqCst) == 401
+    })
+    .await;
     wait_for("commit", || log.committed(0) == Some(401)).await;
     shutdown.cancel();
     run.await.unwrap().unwrap();

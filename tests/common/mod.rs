@@ -12,7 +12,13 @@ use spate::pipeline::{ConcurrencySpec, Delivery, InFlightLimits, Ordering, Retry
 use spate_connector::testkit::{MemoryLog, MemorySink};
 
 /// A plan with test-friendly defaults: fast retries, short intervals.
-pub fn plan(log: &MemoryLog, handler: Arc<dyn Handler>, ordering: Ordering, out: &MemorySink, dlq: &MemorySink) -> FunctionPlan {
+pub fn plan(
+    log: &MemoryLog,
+    handler: Arc<dyn Handler>,
+    ordering: Ordering,
+    out: &MemorySink,
+    dlq: &MemorySink,
+) -> FunctionPlan {
     FunctionPlan {
         name: Arc::from("test-fn"),
         handler,
@@ -60,7 +66,10 @@ pub fn options() -> EngineOptions {
 pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -70,7 +70,12 @@ impl MemoryLog {
 
     /// Appends an event and returns its offset (offsets start at 0 and leave
     /// no gaps).
-    pub fn append(&self, partition: PartitionId, key: Option<&str>, payload: impl Into<Bytes>) -> u64 {
+    pub fn append(
+        &self,
+        partition: PartitionId,
+        key: Option<&str>,
+        payload: impl Into<Bytes>,
+    ) -> u64 {
         let mut state = self.state();
         let events = state.partitions.entry(partition).or_default();
         let offset = events.len() as u64;
@@ -99,7 +104,9 @@ impl MemoryLog {
         state.paused.clear();
         state.closed = false;
         state.control.clear();
-        state.control.push_back(SourceMessage::Assigned(parts.clone()));
+        state
+            .control
+            .push_back(SourceMessage::Assigned(parts.clone()));
         for p in parts {
             let start = state.committed.get(&p).copied().unwrap_or(0) as usize;
             state.cursors.insert(p, start);
@@ -123,7 +130,9 @@ impl MemoryLog {
         for p in partitions {
             state.cursors.remove(p);
         }
-        state.control.push_back(SourceMessage::Revoked(partitions.to_vec()));
+        state
+            .control
+            .push_back(SourceMessage::Revoked(partitions.to_vec()));
         drop(state);
         self.shared.wake.notify_one();
     }
@@ -136,7 +145,9 @@ impl MemoryLog {
             let start = state.committed.get(p).copied().unwrap_or(0) as usize;
             state.cursors.insert(*p, start);
         }
-        state.control.push_back(SourceMessage::Assigned(partitions.to_vec()));
+        state
+            .control
+            .push_back(SourceMessage::Assigned(partitions.to_vec()));
         drop(state);
         self.shared.wake.notify_one();
     }
@@ -182,7 +193,12 @@ impl MemoryLog {
         state
             .cursors
             .iter()
-            .map(|(p, c)| state.partitions.get(p).map_or(0, |e| e.len().saturating_sub(*c)))
+            .map(|(p, c)| {
+                state
+                    .partitions
+                    .get(p)
+                    .map_or(0, |e| e.len().saturating_sub(*c))
+            })
             .sum()
     }
 }
