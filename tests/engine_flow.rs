@@ -292,3 +292,57 @@ async fn a_failing_commit_is_retried_and_loses_nothing() {
     shutdown.cancel();
     run.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_wide_bound_pauses_every_function() {
+    let first = MemoryLog::new("a", 2);
+    let second = MemoryLog::new("b", 1);
+    for n in 0..100 {
+        first.append(n % 2, None, format!("{n}"));
+        second.append(0, None, format!("{n}"));
+    }
+    let handler = Held::all();
+    let options = common::options();
+    let options = spate::engine::EngineOptions {
+        budget: Arc::new(spate::engine::ProcessBudget::new(InFlightLimits {
+            events: 20,
+            bytes: 1 << 20,
+        })),
+        ..options
+    };
+    let shutdown = CancellationToken::new();
+    let mut runs = Vec::new();
+    for log in [&first, &second] {
+        let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+        // Partition bounds far above the process bound.
+        let plan = plan(log, handler.clone(), Ordering::None, &out, &dlq);
+        runs.push(tokio::spawn(run_function(
+            plan,
+            options.clone(),
+            shutdown.clone(),
+        )));
+    }
+    wait_for("both functions paused", || {
+        first.paused().len() == 2 && second.paused().contains(&0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let read = (100 - first.unread()) + (100 - second.unread());
+    // The bound, plus at most one batch (8) per partition read before the
+    // pause took effect.
+    assert!(
+        read <= 20 + 3 * 8,
+        "read {read} events with a process bound of 20"
+    );
+    handler.gate.open(1_000);
+    wait_for("everything committed", || {
+        first.committed(0) == Some(50)
+            && first.committed(1) == Some(50)
+            && second.committed(0) == Some(100)
+    })
+    .await;
+    shutdown.cancel();
+    for run in runs {
+        run.await.unwrap().unwrap();
+    }
+}
