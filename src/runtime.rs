@@ -257,13 +257,7 @@ async fn build_plan(function: FunctionSpec) -> Result<FunctionPlan, RunError> {
         sources,
         outputs,
         dead_letter: Arc::from(dead_letter),
-        delivery: function.delivery,
-        ordering: function.ordering,
-        concurrency: function.concurrency,
-        retry: function.retry,
-        max_in_flight: function.max_in_flight,
-        commit_interval: function.commit_interval,
-        drain_timeout: function.drain_timeout,
+        policy: function.policy,
     })
 }
 

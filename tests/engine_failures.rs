@@ -167,8 +167,8 @@ async fn a_timed_out_attempt_is_retried_then_dead_lettered() {
     let handler = Faulty::new(&[1], "slow");
     let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
     let mut plan = plan(&log, handler.clone(), Ordering::Key, &out, &dlq);
-    plan.retry.timeout = Duration::from_millis(30);
-    plan.retry.max_attempts = 2;
+    plan.policy.retry.timeout = Duration::from_millis(30);
+    plan.policy.retry.max_attempts = 2;
     run_function(plan, options(), CancellationToken::new())
         .await
         .unwrap();

@@ -62,7 +62,7 @@ async fn pauses_at_the_in_flight_bound_and_resumes_when_drained() {
     let handler = Held::all();
     let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
     let mut plan = plan(&log, handler.clone(), Ordering::None, &out, &dlq);
-    plan.max_in_flight = InFlightLimits {
+    plan.policy.max_in_flight = InFlightLimits {
         events: 10,
         bytes: 1 << 20,
     };
@@ -96,7 +96,7 @@ async fn the_byte_bound_pauses_too() {
     let handler = Held::all();
     let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
     let mut plan = plan(&log, handler.clone(), Ordering::None, &out, &dlq);
-    plan.max_in_flight = InFlightLimits {
+    plan.policy.max_in_flight = InFlightLimits {
         events: 1_000,
         bytes: 5_000,
     };
@@ -192,7 +192,7 @@ async fn shutdown_stops_intake_drains_running_events_and_commits_them() {
     let handler = Held::all();
     let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
     let mut plan = plan(&log, handler.clone(), Ordering::None, &out, &dlq);
-    plan.concurrency.max = 4;
+    plan.policy.concurrency.max = 4;
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
     wait_for("four events running", || {
@@ -229,7 +229,7 @@ async fn shutdown_gives_up_at_the_drain_deadline_without_committing_unfinished_w
     let handler = Held::all();
     let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
     let mut plan = plan(&log, handler.clone(), Ordering::Partition, &out, &dlq);
-    plan.drain_timeout = Duration::from_millis(100);
+    plan.policy.drain_timeout = Duration::from_millis(100);
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
     wait_for("an event running", || {
@@ -254,7 +254,7 @@ async fn at_most_once_commits_on_receipt() {
     let handler = Held::all();
     let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
     let mut plan = plan(&log, handler.clone(), Ordering::None, &out, &dlq);
-    plan.delivery = Delivery::AtMostOnce;
+    plan.policy.delivery = Delivery::AtMostOnce;
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
     wait_for("commit before handling", || log.committed(0) == Some(5)).await;

@@ -63,7 +63,7 @@ async fn scales_up_under_backlog_and_down_to_zero_when_idle() {
     let handler = Arc::new(Slow::default());
     let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
     let mut plan = plan(&log, handler.clone(), Ordering::None, &out, &dlq);
-    plan.concurrency.max = 32;
+    plan.policy.concurrency.max = 32;
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
 

@@ -45,7 +45,7 @@ pub use scaler::ScalerTuning;
 pub use worker::NamedSink;
 
 use crate::handler::Handler;
-use crate::pipeline::{ConcurrencySpec, Delivery, InFlightLimits, Ordering, RetryPolicy};
+use crate::pipeline::{InFlightLimits, RunPolicy};
 
 /// Everything needed to run one function, with its connectors built.
 pub struct FunctionPlan {
@@ -59,20 +59,8 @@ pub struct FunctionPlan {
     pub outputs: Vec<NamedSink>,
     /// Its dead-letter sink.
     pub dead_letter: Arc<dyn Sink>,
-    /// The delivery promise.
-    pub delivery: Delivery,
-    /// The ordering unit.
-    pub ordering: Ordering,
-    /// Handler task bounds.
-    pub concurrency: ConcurrencySpec,
-    /// Retry policy.
-    pub retry: RetryPolicy,
-    /// Per-partition in-flight bound.
-    pub max_in_flight: InFlightLimits,
-    /// How often finished positions are committed.
-    pub commit_interval: Duration,
-    /// How long revoke and shutdown wait for running events.
-    pub drain_timeout: Duration,
+    /// How it is run.
+    pub policy: RunPolicy,
 }
 
 /// Engine settings that are not part of a pipeline file.

@@ -133,7 +133,8 @@ impl Scheduler {
     /// Checks the plan and prepares the scheduler; starts `min` tasks.
     pub fn start(plan: FunctionPlan, options: EngineOptions) -> Result<Self, EngineError> {
         let function = plan.name.to_string();
-        if plan.delivery == Delivery::ExactlyOnce {
+        let policy = plan.policy;
+        if policy.delivery == Delivery::ExactlyOnce {
             return Err(EngineError::Plan {
                 function,
                 message: "`exactly_once` needs a transactional connector to coordinate it, and none of this \
@@ -141,7 +142,7 @@ impl Scheduler {
                     .to_owned(),
             });
         }
-        if plan.sources.is_empty() || plan.concurrency.max == 0 {
+        if plan.sources.is_empty() || policy.concurrency.max == 0 {
             return Err(EngineError::Plan {
                 function,
                 message: "a function needs at least one input and `concurrency.max` of at least 1"
@@ -155,8 +156,8 @@ impl Scheduler {
             outputs: plan.outputs,
             dead_letter: plan.dead_letter,
             source_names: plan.sources.iter().map(|s| s.name().to_owned()).collect(),
-            retry: plan.retry,
-            min_tasks: plan.concurrency.min.min(plan.concurrency.max),
+            retry: policy.retry,
+            min_tasks: policy.concurrency.min.min(policy.concurrency.max),
             idle_retire_after: options.scaler.idle_retire_after,
             metrics,
             pool: Pool::default(),
@@ -164,8 +165,8 @@ impl Scheduler {
         });
         // The hand-off channel holds at most one item per task; everything
         // else waits in lanes, bounded by the in-flight limits.
-        let (work_tx, work_rx) = async_channel::bounded(plan.concurrency.max);
-        let (done_tx, done_rx) = mpsc::channel(plan.concurrency.max.max(16));
+        let (work_tx, work_rx) = async_channel::bounded(policy.concurrency.max);
+        let (done_tx, done_rx) = mpsc::channel(policy.concurrency.max.max(16));
         let mut scheduler = Self {
             shared,
             sources: plan
@@ -178,12 +179,12 @@ impl Scheduler {
                     retry_at: None,
                 })
                 .collect(),
-            delivery: plan.delivery,
-            ordering: plan.ordering,
-            max_tasks: plan.concurrency.max,
-            limits: plan.max_in_flight,
-            commit_interval: plan.commit_interval,
-            drain_timeout: plan.drain_timeout,
+            delivery: policy.delivery,
+            ordering: policy.ordering,
+            max_tasks: policy.concurrency.max,
+            limits: policy.max_in_flight,
+            commit_interval: policy.commit_interval,
+            drain_timeout: policy.drain_timeout,
             options,
             partitions: HashMap::new(),
             lanes: Lanes::default(),

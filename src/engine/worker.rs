@@ -359,13 +359,19 @@ async fn emit(
         .tally
         .outputs
         .fetch_add((total - failed.len()) as u64, AtomicOrdering::Relaxed);
+    Some(retry_write(shared, item, Stage::Emit(failed)))
+}
+
+/// Schedules another try of a failed output or dead-letter write, backing
+/// off on consecutive write failures (not handler attempts).
+fn retry_write(shared: &FunctionShared, item: &mut WorkItem, stage: Stage) -> Verdict {
     item.write_failures += 1;
-    item.stage = Stage::Emit(failed);
-    Some(Verdict::RetryAfter(backoff::delay(
+    item.stage = stage;
+    Verdict::RetryAfter(backoff::delay(
         shared.retry.initial_backoff,
         shared.retry.max_backoff,
         item.write_failures,
-    )))
+    ))
 }
 
 /// Writes the dead letter; until it is acknowledged the event stays
@@ -398,13 +404,7 @@ async fn write_dead_letter(
         }
         Err(error) => {
             warn!(function = %shared.name, %error, "dead-letter write failed; the offset stays uncommitted until it succeeds");
-            item.write_failures += 1;
-            item.stage = Stage::DeadLetter(record);
-            Some(Verdict::RetryAfter(backoff::delay(
-                shared.retry.initial_backoff,
-                shared.retry.max_backoff,
-                item.write_failures,
-            )))
+            Some(retry_write(shared, item, Stage::DeadLetter(record)))
         }
     }
 }

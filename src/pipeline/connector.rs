@@ -222,14 +222,7 @@ pub(super) fn read_source(
     let kind = reader.string("type")?;
     let mark = errors.borrow().len();
     let builder = factory.source(&mut reader);
-    if builder.is_none() && errors.borrow().len() == mark {
-        reader.error(
-            type_span,
-            reader.child_path("type"),
-            format!("the `{kind}` connector did not accept these settings"),
-            None,
-        );
-    }
+    note_silent_refusal(builder.is_none(), mark, &reader, type_span, &kind);
     Some(LoadedSource {
         spec: SourceSpec {
             kind,
@@ -264,14 +257,7 @@ pub(super) fn read_sink(
     };
     let mark = errors.borrow().len();
     let builder = factory.sink(&mut reader);
-    if builder.is_none() && errors.borrow().len() == mark {
-        reader.error(
-            type_span,
-            reader.child_path("type"),
-            format!("the `{kind}` connector did not accept these settings"),
-            None,
-        );
-    }
+    note_silent_refusal(builder.is_none(), mark, &reader, type_span, &kind);
     Some(LoadedSink {
         spec: SinkSpec {
             name: name?,
@@ -414,5 +400,24 @@ fn exactly_once_hint(noun: &str, able: &[&str]) -> String {
             "use `delivery: at_least_once`, or {noun} that supports exactly-once ({})",
             plain_list(able)
         )
+    }
+}
+
+/// A factory that returned nothing must have said why; if it recorded no
+/// error, say at least which connector refused, so no problem goes unreported.
+fn note_silent_refusal(
+    refused: bool,
+    mark: usize,
+    reader: &ConfigReader<'_>,
+    type_span: Span,
+    kind: &str,
+) {
+    if refused && reader.errors().borrow().len() == mark {
+        reader.error(
+            type_span,
+            reader.child_path("type"),
+            format!("the `{kind}` connector did not accept these settings"),
+            None,
+        );
     }
 }

@@ -249,12 +249,12 @@ mod tests {
             ("stdout", "stdout")
         );
         assert_eq!(
-            (f.delivery, f.ordering),
+            (f.policy.delivery, f.policy.ordering),
             (Delivery::AtLeastOnce, Ordering::Partition)
         );
-        assert_eq!(f.concurrency, ConcurrencySpec { min: 0, max: 16 });
+        assert_eq!(f.policy.concurrency, ConcurrencySpec { min: 0, max: 16 });
         assert_eq!(
-            f.retry,
+            f.policy.retry,
             RetryPolicy {
                 max_attempts: 3,
                 initial_backoff: Duration::from_millis(100),
@@ -263,14 +263,14 @@ mod tests {
             }
         );
         assert_eq!(
-            f.max_in_flight,
+            f.policy.max_in_flight,
             InFlightLimits {
                 events: 1000,
                 bytes: 16 << 20,
             }
         );
         assert_eq!(
-            (f.commit_interval, f.drain_timeout),
+            (f.policy.commit_interval, f.policy.drain_timeout),
             (Duration::from_secs(1), Duration::from_secs(30))
         );
     }
@@ -326,21 +326,21 @@ functions:
             .collect();
         assert_eq!(outputs, [("valid", "file"), ("stdout", "stdout")]);
         assert_eq!(
-            (f.delivery, f.ordering),
+            (f.policy.delivery, f.policy.ordering),
             (Delivery::AtMostOnce, Ordering::Key)
         );
-        assert_eq!(f.concurrency, ConcurrencySpec { min: 2, max: 4 });
-        assert_eq!(f.retry.max_attempts, 1);
-        assert_eq!(f.retry.initial_backoff, Duration::ZERO);
+        assert_eq!(f.policy.concurrency, ConcurrencySpec { min: 2, max: 4 });
+        assert_eq!(f.policy.retry.max_attempts, 1);
+        assert_eq!(f.policy.retry.initial_backoff, Duration::ZERO);
         assert_eq!(
-            f.max_in_flight,
+            f.policy.max_in_flight,
             InFlightLimits {
                 events: 10,
                 bytes: 4096
             }
         );
         assert_eq!(
-            (f.commit_interval, f.drain_timeout),
+            (f.policy.commit_interval, f.policy.drain_timeout),
             (Duration::from_millis(250), Duration::ZERO)
         );
     }

@@ -109,6 +109,26 @@ pub struct SinkSpec {
     pub span: Span,
 }
 
+/// How a function is run: the settings the engine applies, read from the
+/// pipeline file (defaults applied there) and handed to the engine as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunPolicy {
+    /// The delivery promise.
+    pub delivery: Delivery,
+    /// The ordering unit.
+    pub ordering: Ordering,
+    /// Handler task bounds.
+    pub concurrency: ConcurrencySpec,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Per-partition in-flight bound.
+    pub max_in_flight: InFlightLimits,
+    /// How often finished positions are committed.
+    pub commit_interval: Duration,
+    /// How long revoke and shutdown wait for running events.
+    pub drain_timeout: Duration,
+}
+
 /// One function: inputs → handler → outputs, and how it is run.
 pub struct FunctionSpec {
     /// Unique within the file.
@@ -125,18 +145,6 @@ pub struct FunctionSpec {
     pub outputs: Vec<SinkSpec>,
     /// Where events that cannot be handled go.
     pub dead_letter: SinkSpec,
-    /// The delivery promise.
-    pub delivery: Delivery,
-    /// The ordering unit.
-    pub ordering: Ordering,
-    /// Handler task bounds.
-    pub concurrency: ConcurrencySpec,
-    /// Retry policy.
-    pub retry: RetryPolicy,
-    /// Per-partition in-flight bound.
-    pub max_in_flight: InFlightLimits,
-    /// How often finished positions are committed.
-    pub commit_interval: Duration,
-    /// How long revoke and shutdown wait for in-flight events.
-    pub drain_timeout: Duration,
+    /// How the engine runs it.
+    pub policy: RunPolicy,
 }

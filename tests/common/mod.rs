@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use spate::engine::{EngineOptions, FunctionPlan, NamedSink, ProcessBudget, ScalerTuning};
 use spate::handler::Handler;
-use spate::pipeline::{ConcurrencySpec, Delivery, InFlightLimits, Ordering, RetryPolicy};
+use spate::pipeline::{
+    ConcurrencySpec, Delivery, InFlightLimits, Ordering, RetryPolicy, RunPolicy,
+};
 use spate_connector::testkit::{MemoryLog, MemorySink};
 
 /// A plan with test-friendly defaults: fast retries, short intervals.
@@ -28,21 +30,23 @@ pub fn plan(
             sink: Arc::new(out.clone()),
         }],
         dead_letter: Arc::new(dlq.clone()),
-        delivery: Delivery::AtLeastOnce,
-        ordering,
-        concurrency: ConcurrencySpec { min: 0, max: 16 },
-        retry: RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(5),
-            timeout: Duration::from_secs(10),
+        policy: RunPolicy {
+            delivery: Delivery::AtLeastOnce,
+            ordering,
+            concurrency: ConcurrencySpec { min: 0, max: 16 },
+            retry: RetryPolicy {
+                max_attempts: 3,
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(5),
+                timeout: Duration::from_secs(10),
+            },
+            max_in_flight: InFlightLimits {
+                events: 10_000,
+                bytes: 64 << 20,
+            },
+            commit_interval: Duration::from_millis(20),
+            drain_timeout: Duration::from_secs(10),
         },
-        max_in_flight: InFlightLimits {
-            events: 10_000,
-            bytes: 64 << 20,
-        },
-        commit_interval: Duration::from_millis(20),
-        drain_timeout: Duration::from_secs(10),
     }
 }
 

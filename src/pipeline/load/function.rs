@@ -13,7 +13,7 @@ use super::tuning::{or_default, read_concurrency, read_limits, read_retry};
 use crate::handler::Registry;
 use crate::pipeline::connector::{self, LoadedSink, LoadedSource, Role};
 use crate::pipeline::handler_ref::read_handler;
-use crate::pipeline::spec::{Delivery, FunctionSpec, InFlightLimits, Ordering};
+use crate::pipeline::spec::{Delivery, FunctionSpec, InFlightLimits, Ordering, RunPolicy};
 
 /// Reads the `functions:` list; `None` if any function is invalid.
 pub(super) fn read_functions(
@@ -184,13 +184,15 @@ fn read_function(
         handler,
         outputs: outputs?.into_iter().map(|o| o.spec).collect(),
         dead_letter: dead_letter?.spec,
-        delivery: delivery?,
-        ordering: ordering?,
-        concurrency: concurrency?,
-        retry: retry?,
-        max_in_flight: max_in_flight?,
-        commit_interval: commit_interval.filter(|d| !d.is_zero())?,
-        drain_timeout: drain_timeout?,
+        policy: RunPolicy {
+            delivery: delivery?,
+            ordering: ordering?,
+            concurrency: concurrency?,
+            retry: retry?,
+            max_in_flight: max_in_flight?,
+            commit_interval: commit_interval.filter(|d| !d.is_zero())?,
+            drain_timeout: drain_timeout?,
+        },
     })
 }
 
