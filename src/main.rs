@@ -135,11 +135,11 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     let mut failed = false;
     for file in files {
         match pipeline::load_file(file, runtime.registry()) {
-            Ok(spec) => println!(
-                "{}: ok ({} functions)",
-                file.display(),
-                spec.functions.len()
-            ),
+            Ok(spec) => {
+                let count = spec.functions.len();
+                let noun = if count == 1 { "function" } else { "functions" };
+                println!("{}: ok ({count} {noun})", file.display());
+            }
             Err(error) => {
                 failed = true;
                 print_load_errors(std::slice::from_ref(&error));

@@ -319,6 +319,27 @@ impl Scheduler {
             }
             Ok(SourceMessage::Assigned(parts)) => {
                 info!(function = %self.shared.name, source = slot.source.name(), partitions = ?parts, "partitions assigned");
+                // A partition given back while still draining: end that drain
+                // now (commit what finished, release) before starting afresh.
+                let now = Instant::now();
+                let mut cut_short = false;
+                for partition in &parts {
+                    let key = PartKey {
+                        input: index,
+                        partition: *partition,
+                    };
+                    if let Some((deadline, _)) = self
+                        .partitions
+                        .get_mut(&key)
+                        .and_then(|p| p.draining.as_mut())
+                    {
+                        *deadline = now;
+                        cut_short = true;
+                    }
+                }
+                if cut_short {
+                    self.finish_drains().await;
+                }
                 for partition in parts {
                     let key = PartKey {
                         input: index,
