@@ -12,6 +12,7 @@ pub mod handler;
 pub mod observability;
 pub mod pipeline;
 pub mod runtime;
+pub mod serve;
 
 pub use handler::{Context, ErrorKind, Handler, HandlerError, Output, Registry};
 pub use runtime::Runtime;

@@ -173,9 +173,25 @@ async fn run(files: &[PathBuf], metrics_address: Option<&str>) -> anyhow::Result
             spec.settings.metrics_address = parsed;
         }
     }
-    // SERVE-START
+    // The recorder must be installed before any function registers its
+    // metric handles, so the endpoint starts first.
+    let health = spate::serve::Health::new();
+    let server = match specs.first().and_then(|s| s.settings.metrics_address) {
+        Some(address) => {
+            let server = spate::serve::start(address, health.clone()).await?;
+            tracing::info!(address = %server.local_addr(), "serving /metrics, /health/live and /health/ready");
+            Some(server)
+        }
+        None => None,
+    };
     let shutdown = runtime::shutdown_on_signals();
-    let reports = runtime.run(specs, shutdown).await?;
+    health.set_ready(true);
+    let result = runtime.run(specs, shutdown).await;
+    health.set_ready(false);
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    let reports = result?;
     print_summary(&reports);
     Ok(ExitCode::SUCCESS)
 }

@@ -187,3 +187,99 @@ fn validate_accepts_the_examples_and_rejects_a_broken_file_with_its_location() {
         "no file:line for the min > max problem in: {stderr}"
     );
 }
+
+/// Kills the child if the test fails before handing it back.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn into_inner(mut self) -> std::process::Child {
+        self.0.take().expect("child present")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    );
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+#[cfg(unix)]
+#[test]
+fn a_running_pipeline_serves_its_metrics_and_readiness() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    fs::write(&input, "{\"payload\":1}\n{\"payload\":2}\nnot json\n").unwrap();
+    let pipeline = dir.path().join("p.yaml");
+    fs::write(
+        &pipeline,
+        format!(
+            "settings:\n  metrics_address: 127.0.0.1:{port}\nfunctions:\n  - name: watched\n    input: {{type: file, path: {}, follow: true}}\n    handler: passthrough\n    outputs: [{{type: file, path: {}}}]\n    dead_letter: {{type: file, path: {}}}\n    commit_interval: 50ms\n",
+            input.display(),
+            dir.path().join("out.jsonl").display(),
+            dir.path().join("dead.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let child = KillOnDrop(Some(
+        spate()
+            .args(["run", pipeline.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    wait_until("ready", || {
+        http_get(port, "/health/ready").starts_with("HTTP/1.1 200")
+    });
+    // The per-partition gauges are set just after each commit: wait for
+    // everything together rather than racing them.
+    wait_until("metrics of the run", || {
+        let metrics = http_get(port, "/metrics");
+        [
+            "spate_events_in_total{function=\"watched\"} 3",
+            "spate_events_dead_lettered_total{function=\"watched\"} 1",
+            "spate_commits_total{function=\"watched\"}",
+            "spate_handler_duration_seconds_bucket{function=\"watched\"",
+            "spate_partition_uncommitted_events{function=\"watched\"",
+            "spate_handler_concurrency{function=\"watched\"}",
+        ]
+        .iter()
+        .all(|line| metrics.contains(line))
+    });
+    let child = child.into_inner();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let finished = child.wait_with_output().unwrap();
+    assert!(
+        finished.status.success(),
+        "{}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    assert!(
+        http_get(port, "/health/live").is_empty(),
+        "still serving after exit"
+    );
+}

@@ -156,7 +156,7 @@ impl Telemetry {
             "{{\"device\":\"{name}\",\"seq\":{seq},\"ts\":{ts},\"temperature\":{temperature:.1},\
              \"humidity\":{humidity:.1},\"battery\":{battery:.2}"
         );
-        if self.malformed_every > 0 && (g + 1) % self.malformed_every == 0 {
+        if self.malformed_every > 0 && (g + 1).is_multiple_of(self.malformed_every) {
             // A cut-off object: valid UTF-8, never valid JSON.
             text.truncate(text.len() / 2);
             return text;
