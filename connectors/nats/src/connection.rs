@@ -1,0 +1,248 @@
+//! Connection settings shared by every NATS source and sink: server URL and
+//! credentials, read from the pipeline file (values may come from the
+//! environment through the loader's `${VAR}` interpolation).
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `url` | `nats://127.0.0.1:4222` | server URL; several may be given separated by commas |
+//! | `user` / `password` | none | user and password authentication (both or neither) |
+//! | `token` | none | token authentication |
+//! | `creds_file` | none | path of a `.creds` file (JWT + NKey seed) |
+//! | `connect_timeout` | `5s` | how long the first connection may take |
+//!
+//! At most one of `user`/`password`, `token` and `creds_file` may be set.
+//! Credentials never appear in logs, errors or `Debug` output: errors name
+//! the URL only, stripped of any `user:password@` part.
+//!
+//! Once connected, `async-nats` reconnects by itself, forever, with backoff:
+//! a restarted server is picked up again and publishes and acks wait for the
+//! connection instead of failing the pipeline.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, Event};
+use spate_connector::ConfigReader;
+
+/// Default `url`.
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+/// Default `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to authenticate.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// No credentials.
+    None,
+    /// `user` and `password`.
+    UserPassword(String, String),
+    /// `token`.
+    Token(String),
+    /// `creds_file`.
+    CredsFile(PathBuf),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print secrets.
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::UserPassword(user, _) => write!(f, "UserPassword({user:?}, <redacted>)"),
+            Auth::Token(_) => f.write_str("Token(<redacted>)"),
+            Auth::CredsFile(path) => write!(f, "CredsFile({path:?})"),
+        }
+    }
+}
+
+/// Where and how to connect.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectSettings {
+    /// The server URL(s) as written (may contain credentials; see
+    /// [`ConnectSettings::display_url`]).
+    pub url: String,
+    /// Credentials.
+    pub auth: Auth,
+    /// First-connection timeout.
+    pub connect_timeout: Duration,
+}
+
+impl fmt::Debug for ConnectSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectSettings")
+            .field("url", &self.display_url())
+            .field("auth", &self.auth)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+impl ConnectSettings {
+    /// Reads `url`, credentials and `connect_timeout`, recording problems.
+    pub fn read(config: &mut ConfigReader<'_>) -> Self {
+        let url = config
+            .string("url")
+            .unwrap_or_else(|| DEFAULT_URL.to_owned());
+        if url.trim().is_empty() {
+            config.error_at_key(
+                "url",
+                "`url` is empty",
+                Some(format!("write a server URL such as `{DEFAULT_URL}`")),
+            );
+        }
+        let user = config.string("user");
+        let password = config.string("password");
+        let token = config.string("token");
+        let creds_file = config.string("creds_file");
+        let connect_timeout = config
+            .duration("connect_timeout")
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let mut auth = Auth::None;
+        let mut kinds = 0;
+        match (user, password) {
+            (Some(user), Some(password)) => {
+                auth = Auth::UserPassword(user, password);
+                kinds += 1;
+            }
+            (Some(_), None) => config.missing(
+                "password",
+                Some("`user` needs `password`; write `password: ${NATS_PASSWORD}` to take it from the environment".to_owned()),
+            ),
+            (None, Some(_)) => config.missing("user", Some("`password` needs `user`".to_owned())),
+            (None, None) => {}
+        }
+        if let Some(token) = token {
+            auth = Auth::Token(token);
+            kinds += 1;
+        }
+        if let Some(path) = creds_file {
+            auth = Auth::CredsFile(PathBuf::from(path));
+            kinds += 1;
+        }
+        if kinds > 1 {
+            config.error(
+                config.span(),
+                config.path().to_owned(),
+                "more than one kind of NATS credentials is set",
+                Some("use exactly one of `user`/`password`, `token` or `creds_file`".to_owned()),
+            );
+        }
+        Self {
+            url,
+            auth,
+            connect_timeout,
+        }
+    }
+
+    /// The URL(s) without any `user:password@` part, for messages.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// Connects. The error message names the URL (never credentials) and
+    /// says what to check.
+    pub async fn connect(&self, component: &str) -> Result<Client, String> {
+        let display = self.display_url();
+        let mut options = ConnectOptions::new()
+            .connection_timeout(self.connect_timeout)
+            .name(format!("spate {component}"))
+            .max_reconnects(None);
+        let url_for_events = display.clone();
+        let component_for_events = component.to_owned();
+        options = options.event_callback(move |event| {
+            let url = url_for_events.clone();
+            let component = component_for_events.clone();
+            async move {
+                match event {
+                    Event::Disconnected => {
+                        tracing::warn!(%url, %component, "NATS connection lost; reconnecting")
+                    }
+                    Event::Connected => {
+                        tracing::info!(%url, %component, "NATS connection (re)established")
+                    }
+                    Event::SlowConsumer(sid) => {
+                        tracing::warn!(%url, %component, sid, "NATS slow consumer: messages dropped by the client")
+                    }
+                    other => tracing::debug!(%url, %component, event = %other, "NATS event"),
+                }
+            }
+        });
+        options = match &self.auth {
+            Auth::None => options,
+            Auth::UserPassword(user, password) => {
+                options.user_and_password(user.clone(), password.clone())
+            }
+            Auth::Token(token) => options.token(token.clone()),
+            Auth::CredsFile(path) => options.credentials_file(path).await.map_err(|e| {
+                format!(
+                    "cannot read NATS credentials file `{}`: {e}; check `creds_file`",
+                    path.display()
+                )
+            })?,
+        };
+        let servers: Vec<&str> = self.url.split(',').map(str::trim).collect();
+        let addrs: Vec<async_nats::ServerAddr> = servers
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("invalid NATS url `{display}`: {e}"))?;
+        options.connect(addrs).await.map_err(|e| {
+            // The error text of async-nats never contains the password, but
+            // keep to our own words to be sure.
+            let kind = e.kind();
+            format!(
+                "cannot connect to NATS at `{display}` ({kind}); check that nats-server is running and reachable there{}",
+                match kind {
+                    async_nats::ConnectErrorKind::Authentication
+                    | async_nats::ConnectErrorKind::AuthorizationViolation => {
+                        " and that the credentials (`user`/`password`, `token` or `creds_file`) are right"
+                    }
+                    _ => "",
+                }
+            )
+        })
+    }
+}
+
+/// Strips `user:password@` / `token@` from every URL of a comma list.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let one = one.trim();
+            let (scheme, rest) = match one.find("://") {
+                Some(i) => (&one[..i + 3], &one[i + 3..]),
+                None => ("", one),
+            };
+            match rest.rfind('@') {
+                Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
+                None => one.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("nats://alice:s3cret@host:4222"),
+            "nats://***@host:4222"
+        );
+        assert_eq!(
+            redact_url("nats://a:4222, tls://tok@b:4222"),
+            "nats://a:4222,tls://***@b:4222"
+        );
+        assert_eq!(redact_url("localhost:4222"), "localhost:4222");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let auth = Auth::UserPassword("alice".into(), "s3cret".into());
+        assert!(!format!("{auth:?}").contains("s3cret"));
+        assert!(!format!("{:?}", Auth::Token("t0k".into())).contains("t0k"));
+    }
+}

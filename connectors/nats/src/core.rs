@@ -1,0 +1,330 @@
+//! The `nats` connector: core NATS publish/subscribe.
+//!
+//! Core NATS keeps no positions: a message published while nobody listens
+//! is gone, and a message received is never redelivered. The source is
+//! therefore at-most-once by nature (capabilities `{exactly_once: false,
+//! durable_positions: false}`; the loader accepts only `at_most_once` on it)
+//! and `commit` does nothing.
+//!
+//! **Source** — one subscription, one partition (`0`), offsets are a counter
+//! of this session starting at 0 (they restart at 0 with every new source).
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `subject` | required | subject to subscribe to; wildcards `*` and `>` allowed |
+//! | `queue_group` | none | share the subject's messages with every subscriber of this queue group (several spate processes) |
+//! | `url`, `user`, `password`, `token`, `creds_file`, `connect_timeout` | | see [`connection`](crate::connection) |
+//!
+//! Pausing stops `next` from returning events; messages that keep arriving
+//! wait in the client's subscription buffer, and when that fills the client
+//! drops them (a NATS "slow consumer", logged) — core NATS has no
+//! flow control, which is why it is at-most-once.
+//!
+//! **Sink** — publishes each record to a fixed subject. A write resolves once
+//! the client has flushed the message to the server's socket (`flush` after
+//! the publish): core NATS has no broker acknowledgement, so that is the
+//! strongest promise it can give (capabilities `{false, false}`).
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `subject` | required | subject to publish to (no wildcards) |
+//! | `url`, `user`, `password`, `token`, `creds_file`, `connect_timeout` | | see [`connection`](crate::connection) |
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures_util::{FutureExt, StreamExt};
+use spate_connector::{
+    Capabilities, CommitPosition, ConfigReader, ConnectorFactory, Event, PartitionId, Position,
+    Record, Sink, SinkBuilder, SinkError, Source, SourceBuilder, SourceError, SourceMessage,
+};
+
+use crate::connection::ConnectSettings;
+use crate::{error_mark, event_headers, has_new_errors, nats_headers};
+
+/// What core NATS sources promise: nothing durable.
+pub const SOURCE_CAPABILITIES: Capabilities = Capabilities {
+    exactly_once: false,
+    durable_positions: false,
+};
+
+/// What core NATS sinks promise: flushed to the server, no acknowledgement.
+pub const SINK_CAPABILITIES: Capabilities = Capabilities {
+    exactly_once: false,
+    durable_positions: false,
+};
+
+/// The `nats` connector family.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NatsFactory;
+
+impl ConnectorFactory for NatsFactory {
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+
+    fn source_capabilities(&self) -> Option<Capabilities> {
+        Some(SOURCE_CAPABILITIES)
+    }
+
+    fn sink_capabilities(&self) -> Option<Capabilities> {
+        Some(SINK_CAPABILITIES)
+    }
+
+    fn source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
+        let mark = error_mark(config);
+        let subject = config.required_string(
+            "subject",
+            Some("the subject to subscribe to, e.g. `telemetry.>`".to_owned()),
+        );
+        let queue_group = config.string("queue_group");
+        let connect = ConnectSettings::read(config);
+        if has_new_errors(config, mark) {
+            return None;
+        }
+        Some(Box::new(NatsSourceBuilder {
+            subject: subject?,
+            queue_group,
+            connect,
+        }))
+    }
+
+    fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
+        let mark = error_mark(config);
+        let subject = config.required_string(
+            "subject",
+            Some("the subject to publish to, e.g. `orders.processed`".to_owned()),
+        );
+        if let Some(subject) = &subject {
+            if subject.contains(['*', '>']) {
+                config.error_at_key(
+                    "subject",
+                    format!("cannot publish to the wildcard subject `{subject}`"),
+                    Some("a sink publishes to one concrete subject".to_owned()),
+                );
+            }
+        }
+        let connect = ConnectSettings::read(config);
+        if has_new_errors(config, mark) {
+            return None;
+        }
+        Some(Box::new(NatsSinkBuilder {
+            subject: subject?,
+            connect,
+        }))
+    }
+}
+
+struct NatsSourceBuilder {
+    subject: String,
+    queue_group: Option<String>,
+    connect: ConnectSettings,
+}
+
+#[async_trait]
+impl SourceBuilder for NatsSourceBuilder {
+    async fn build(&self) -> Result<Box<dyn Source>, SourceError> {
+        let name = format!("nats:{}", self.subject);
+        let unavailable = |message: String| SourceError::Unavailable {
+            source_name: name.clone(),
+            message,
+        };
+        let client = self.connect.connect(&name).await.map_err(unavailable)?;
+        let subscriber = match &self.queue_group {
+            Some(group) => {
+                client
+                    .queue_subscribe(self.subject.clone(), group.clone())
+                    .await
+            }
+            None => client.subscribe(self.subject.clone()).await,
+        }
+        .map_err(|e| unavailable(format!("cannot subscribe to `{}`: {e}", self.subject)))?;
+        Ok(Box::new(NatsSource {
+            stream: Arc::from(self.subject.as_str()),
+            name,
+            client,
+            subscriber,
+            assigned: false,
+            paused: false,
+            next_offset: 0,
+        }))
+    }
+}
+
+/// A core NATS subscription as a one-partition source.
+pub struct NatsSource {
+    name: String,
+    stream: Arc<str>,
+    client: async_nats::Client,
+    subscriber: async_nats::Subscriber,
+    assigned: bool,
+    paused: bool,
+    next_offset: u64,
+}
+
+impl NatsSource {
+    fn make_event(&mut self, message: async_nats::Message) -> Event {
+        let (key, headers) = event_headers(message.subject.as_str(), message.headers.as_ref());
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        Event {
+            key,
+            payload: message.payload,
+            headers,
+            // Core NATS messages carry no time; use the receive time.
+            timestamp_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as i64),
+            position: Position {
+                stream: self.stream.clone(),
+                partition: 0,
+                offset,
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Source for NatsSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn next(&mut self, max_events: usize) -> Result<SourceMessage, SourceError> {
+        if !self.assigned {
+            self.assigned = true;
+            return Ok(SourceMessage::Assigned(vec![0]));
+        }
+        if self.paused {
+            // Pause means pause; the engine calls `next` in a select, so
+            // waiting here forever is what it expects.
+            std::future::pending::<()>().await;
+        }
+        // Receiving from the subscription is cancel safe (a channel recv).
+        let Some(first) = self.subscriber.next().await else {
+            return Err(SourceError::Unavailable {
+                source_name: self.name.clone(),
+                message: "the NATS subscription was closed".to_owned(),
+            });
+        };
+        let max_events = max_events.max(1);
+        let mut events = Vec::with_capacity(max_events.min(256));
+        events.push(self.make_event(first));
+        while events.len() < max_events {
+            match self.subscriber.next().now_or_never() {
+                Some(Some(message)) => {
+                    let event = self.make_event(message);
+                    events.push(event);
+                }
+                _ => break,
+            }
+        }
+        Ok(SourceMessage::Events(events))
+    }
+
+    fn pause(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
+        if partitions.contains(&0) {
+            self.paused = true;
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
+        if partitions.contains(&0) {
+            self.paused = false;
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, _positions: &[CommitPosition]) -> Result<(), SourceError> {
+        // Core NATS keeps no positions.
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        let _ = self.subscriber.unsubscribe().await;
+        let _ = self.client.flush().await;
+        Ok(())
+    }
+}
+
+struct NatsSinkBuilder {
+    subject: String,
+    connect: ConnectSettings,
+}
+
+#[async_trait]
+impl SinkBuilder for NatsSinkBuilder {
+    async fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
+        let name = format!("nats:{}", self.subject);
+        let client =
+            self.connect
+                .connect(&name)
+                .await
+                .map_err(|message| SinkError::Unavailable {
+                    sink_name: name.clone(),
+                    message,
+                })?;
+        Ok(Box::new(NatsSink {
+            name,
+            subject: async_nats::Subject::from(self.subject.as_str()),
+            client,
+        }))
+    }
+}
+
+/// Publishes records to one core NATS subject.
+pub struct NatsSink {
+    name: String,
+    subject: async_nats::Subject,
+    client: async_nats::Client,
+}
+
+#[async_trait]
+impl Sink for NatsSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn write(&self, record: Record) -> Result<(), SinkError> {
+        let headers = nats_headers(record.key.as_ref(), &record.headers).map_err(|message| {
+            SinkError::Rejected {
+                sink_name: self.name.clone(),
+                message,
+            }
+        })?;
+        let unavailable = |e: String| SinkError::Unavailable {
+            sink_name: self.name.clone(),
+            message: e,
+        };
+        match headers {
+            Some(headers) => {
+                self.client
+                    .publish_with_headers(self.subject.clone(), headers, record.payload)
+                    .await
+            }
+            None => {
+                self.client
+                    .publish(self.subject.clone(), record.payload)
+                    .await
+            }
+        }
+        .map_err(|e| unavailable(format!("publish failed: {e}")))?;
+        self.client
+            .flush()
+            .await
+            .map_err(|e| unavailable(format!("flush failed: {e}")))
+    }
+
+    async fn flush(&self) -> Result<(), SinkError> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| SinkError::Unavailable {
+                sink_name: self.name.clone(),
+                message: format!("flush failed: {e}"),
+            })
+    }
+}

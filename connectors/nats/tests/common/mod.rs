@@ -1,0 +1,321 @@
+//! Helpers shared by the integration tests: a real nats-server (the one at
+//! `NATS_URL`, or one started for the test), hand-built configuration trees,
+//! factories looked up by kind, and event collection.
+//!
+//! If nothing answers at `NATS_URL` (default `127.0.0.1:4222`), every test
+//! starts its own `nats-server -js` on a free port with a temporary store
+//! directory and stops it when the [`Server`] guard is dropped. Every test
+//! uses its own stream, subject and durable names (random suffix).
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use spate_connector::config::ConfigErrors;
+use spate_connector::{
+    ConfigError, ConfigNode, ConfigReader, ConnectorFactory, Event, NodeKind, Sink, SinkBuilder,
+    Source, SourceBuilder, SourceMessage, Span,
+};
+
+/// A running nats-server: ours (stopped on drop) or the one at `NATS_URL`.
+pub struct Server {
+    /// `nats://host:port`.
+    pub url: String,
+    child: Option<Child>,
+    _store: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn answers(addr: &str) -> bool {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
+}
+
+fn nats_server_binary() -> String {
+    std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| {
+        if std::path::Path::new("/usr/sbin/nats-server").exists() {
+            "/usr/sbin/nats-server".to_owned()
+        } else {
+            "nats-server".to_owned()
+        }
+    })
+}
+
+/// The server at `NATS_URL` if one answers, else a fresh one of our own.
+pub fn server() -> Server {
+    let env_url = std::env::var("NATS_URL").unwrap_or_else(|_| "127.0.0.1:4222".to_owned());
+    let host_port = env_url
+        .trim_start_matches("nats://")
+        .trim_end_matches('/')
+        .to_owned();
+    if answers(&host_port) {
+        return Server {
+            url: format!("nats://{host_port}"),
+            child: None,
+            _store: None,
+        };
+    }
+    start_own()
+}
+
+/// Starts a nats-server of our own on a free port.
+pub fn start_own() -> Server {
+    let store = tempfile::tempdir().expect("temp dir");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let (child, url) = spawn_server(port, store.path());
+    Server {
+        url,
+        child: Some(child),
+        _store: Some(store),
+    }
+}
+
+fn spawn_server(port: u16, store: &std::path::Path) -> (Child, String) {
+    let child = Command::new(nats_server_binary())
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server starts (Debian package `nats-server`, or set NATS_URL)");
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !answers(&addr) {
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not come up on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, format!("nats://{addr}"))
+}
+
+impl Server {
+    /// Stops our own server and starts it again on the same port and store
+    /// (for reconnect tests). Returns false if the server is not ours.
+    pub fn restart(&mut self, down_for: Duration) -> bool {
+        let (Some(child), Some(store)) = (self.child.as_mut(), self._store.as_ref()) else {
+            return false;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(down_for);
+        let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        let (child, _) = spawn_server(port, store.path());
+        self.child = Some(child);
+        true
+    }
+
+    /// A plain async-nats client for setting up and checking.
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.url)
+            .await
+            .expect("test client connects")
+    }
+}
+
+/// A short random suffix for stream, subject and durable names.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let salt: u32 = std::process::id();
+    format!("{prefix}_{salt}_{}", nanos % 1_000_000_000_000)
+}
+
+/// A mapping node of unquoted scalars; key `i` sits on line `i + 2`.
+pub fn config(entries: &[(&str, &str)]) -> ConfigNode {
+    ConfigNode {
+        kind: NodeKind::Map(
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, (key, value))| {
+                    let line = i as u32 + 2;
+                    let value = ConfigNode {
+                        kind: NodeKind::Scalar {
+                            text: (*value).to_owned(),
+                            quoted: false,
+                        },
+                        span: Span { line, column: 12 },
+                    };
+                    ((*key).to_owned(), Span { line, column: 5 }, value)
+                })
+                .collect(),
+        ),
+        span: Span { line: 1, column: 5 },
+    }
+}
+
+/// The factory of `kind` from the crate's list.
+pub fn factory(kind: &str) -> Arc<dyn ConnectorFactory> {
+    spate_nats::connectors()
+        .into_iter()
+        .find(|f| f.kind() == kind)
+        .unwrap_or_else(|| panic!("no connector `{kind}`"))
+}
+
+/// Reads a source configuration; returns the builder (if any) and every
+/// problem recorded, unknown keys included.
+pub fn read_source(
+    kind: &str,
+    entries: &[(&str, &str)],
+) -> (Option<Box<dyn SourceBuilder>>, Vec<ConfigError>) {
+    let node = config(entries);
+    let errors = ConfigErrors::default();
+    let builder = {
+        let mut reader = ConfigReader::new(&node, "inputs[0]", &errors);
+        factory(kind).source(&mut reader)
+    };
+    (builder, errors.into_inner())
+}
+
+/// Reads a sink configuration; see [`read_source`].
+pub fn read_sink(
+    kind: &str,
+    entries: &[(&str, &str)],
+) -> (Option<Box<dyn SinkBuilder>>, Vec<ConfigError>) {
+    let node = config(entries);
+    let errors = ConfigErrors::default();
+    let builder = {
+        let mut reader = ConfigReader::new(&node, "outputs[0]", &errors);
+        factory(kind).sink(&mut reader)
+    };
+    (builder, errors.into_inner())
+}
+
+/// A source builder from a configuration that must be valid.
+pub fn source_builder(kind: &str, entries: &[(&str, &str)]) -> Box<dyn SourceBuilder> {
+    let (builder, errors) = read_source(kind, entries);
+    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
+    builder.expect("a builder for a valid configuration")
+}
+
+/// A built sink from a configuration that must be valid.
+pub async fn sink(kind: &str, entries: &[(&str, &str)]) -> Box<dyn Sink> {
+    let (builder, errors) = read_sink(kind, entries);
+    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
+    builder
+        .expect("a builder")
+        .build()
+        .await
+        .expect("sink builds")
+}
+
+/// Builds a source and consumes its initial assignment.
+pub async fn open(builder: &dyn SourceBuilder) -> Box<dyn Source> {
+    let mut source = builder.build().await.expect("source builds");
+    match next(&mut *source, 10).await {
+        SourceMessage::Assigned(partitions) => assert_eq!(partitions, vec![0]),
+        other => panic!("expected Assigned first, got {other:?}"),
+    }
+    source
+}
+
+/// `next` with a generous timeout so a broken source fails instead of hanging.
+pub async fn next(source: &mut dyn Source, max: usize) -> SourceMessage {
+    tokio::time::timeout(Duration::from_secs(15), source.next(max))
+        .await
+        .expect("next did not return within 15s")
+        .expect("next failed")
+}
+
+/// `next`, or `None` if it returns nothing within `wait`.
+pub async fn next_within(
+    source: &mut dyn Source,
+    max: usize,
+    wait: Duration,
+) -> Option<SourceMessage> {
+    tokio::time::timeout(wait, source.next(max))
+        .await
+        .ok()
+        .map(|r| r.expect("next failed"))
+}
+
+/// Reads until at least `n` events arrived, checking batch bounds.
+pub async fn read_n(source: &mut dyn Source, n: usize, max: usize) -> Vec<Event> {
+    let mut events = Vec::new();
+    while events.len() < n {
+        match next(source, max).await {
+            SourceMessage::Events(batch) => {
+                assert!(!batch.is_empty(), "an Events message is never empty");
+                assert!(batch.len() <= max, "batch of {} > max {max}", batch.len());
+                events.extend(batch);
+            }
+            other => panic!("unexpected {other:?} after {} events", events.len()),
+        }
+    }
+    events
+}
+
+/// The messages of every problem.
+pub fn messages(errors: &[ConfigError]) -> Vec<String> {
+    errors.iter().map(|e| e.message.clone()).collect()
+}
+
+/// Creates a stream with these subjects.
+pub async fn create_stream(client: &async_nats::Client, name: &str, subjects: &[String]) {
+    async_nats::jetstream::new(client.clone())
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: name.to_owned(),
+            subjects: subjects.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("stream created");
+}
+
+/// Deletes a stream (end of test).
+pub async fn delete_stream(client: &async_nats::Client, name: &str) {
+    let _ = async_nats::jetstream::new(client.clone())
+        .delete_stream(name)
+        .await;
+}
+
+/// Publishes `n` messages `msg-<i>` with key `key-<i % 3>` and a header
+/// `n: <i>` to `subject`, waiting for each publish ack.
+pub async fn publish_n(client: &async_nats::Client, subject: &str, n: usize) {
+    let context = async_nats::jetstream::new(client.clone());
+    for i in 0..n {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("spate-key", format!("key-{}", i % 3).as_str());
+        headers.insert("n", i.to_string().as_str());
+        context
+            .publish_with_headers(subject.to_owned(), headers, format!("msg-{i}").into())
+            .await
+            .expect("publish")
+            .await
+            .expect("publish ack");
+    }
+}
+
+/// The consumer's number of delivered-but-unacked messages.
+pub async fn ack_pending(client: &async_nats::Client, stream: &str, durable: &str) -> usize {
+    let context = async_nats::jetstream::new(client.clone());
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = context
+        .get_consumer_from_stream(durable, stream)
+        .await
+        .expect("consumer exists");
+    consumer
+        .info()
+        .await
+        .expect("consumer info")
+        .num_ack_pending
+}

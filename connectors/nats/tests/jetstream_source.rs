@@ -1,0 +1,388 @@
+//! The `jetstream` source against a real nats-server, through the contract.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use spate_connector::{CommitPosition, SourceMessage};
+
+struct Names {
+    stream: String,
+    subject: String,
+    durable: String,
+}
+
+fn names(prefix: &str) -> Names {
+    let base = unique(prefix);
+    Names {
+        stream: base.to_uppercase(),
+        subject: format!("{base}.events"),
+        durable: format!("{base}_fn"),
+    }
+}
+
+fn entries<'a>(
+    server: &'a Server,
+    n: &'a Names,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut e = vec![
+        ("url", server.url.as_str()),
+        ("stream", n.stream.as_str()),
+        ("subjects", n.subject.as_str()),
+        ("durable", n.durable.as_str()),
+    ];
+    e.extend_from_slice(extra);
+    e
+}
+
+#[tokio::test]
+async fn reads_in_sequence_order_with_headers_and_key() {
+    let server = server();
+    let client = server.client().await;
+    let n = names("order");
+    let builder = source_builder("jetstream", &entries(&server, &n, &[]));
+    // The source creates the stream from `subjects`.
+    let mut source = open(&*builder).await;
+    publish_n(&client, &n.subject, 25).await;
+
+    let events = read_n(&mut *source, 25, 7).await;
+    assert_eq!(events.len(), 25);
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(
+            event.position.offset,
+            i as u64 + 1,
+            "offset = stream sequence"
+        );
+        assert_eq!(event.position.partition, 0);
+        assert_eq!(&*event.position.stream, n.stream.as_str());
+        assert_eq!(event.payload, format!("msg-{i}").as_bytes());
+        assert_eq!(
+            event.key.as_deref(),
+            Some(format!("key-{}", i % 3).as_bytes())
+        );
+        assert_eq!(event.headers.get_str("n"), Some(i.to_string().as_str()));
+        assert_eq!(
+            event.headers.get_str("spate-nats-subject"),
+            Some(n.subject.as_str())
+        );
+        assert!(event.timestamp_ms.unwrap() > 1_600_000_000_000);
+    }
+    assert_eq!(source.lag(0), Some(0));
+    source
+        .commit(&[CommitPosition {
+            partition: 0,
+            next_offset: 26,
+        }])
+        .await
+        .unwrap();
+    source.close().await.unwrap();
+    delete_stream(&client, &n.stream).await;
+}
+
+#[tokio::test]
+async fn commit_acks_exactly_the_messages_below_the_position() {
+    let server = server();
+    let client = server.client().await;
+    let n = names("commit");
+    create_stream(&client, &n.stream, std::slice::from_ref(&n.subject)).await;
+    publish_n(&client, &n.subject, 10).await;
+    // Bind the existing stream (no `subjects`).
+    let config = vec![
+        ("url", server.url.as_str()),
+        ("stream", n.stream.as_str()),
+        ("durable", n.durable.as_str()),
+        ("ack_wait", "1s"),
+    ];
+    let builder = source_builder("jetstream", &config);
+
+    let mut source = open(&*builder).await;
+    let events = read_n(&mut *source, 10, 100).await;
+    assert_eq!(
+        events.iter().map(|e| e.position.offset).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    // The engine finished 1..=5: every offset below 6.
+    source
+        .commit(&[CommitPosition {
+            partition: 0,
+            next_offset: 6,
+        }])
+        .await
+        .unwrap();
+    // Wait until the server processed the acks.
+    let mut pending = 0;
+    for _ in 0..50 {
+        pending = ack_pending(&client, &n.stream, &n.durable).await;
+        if pending == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending, 5, "6..=10 still unacked");
+    // A crash: no close, no more acks.
+    drop(source);
+
+    // A new session on the same durable gets exactly the unacked ones back
+    // (after ack_wait).
+    let mut source = open(&*builder).await;
+    let events = read_n(&mut *source, 5, 100).await;
+    assert_eq!(
+        events.iter().map(|e| e.position.offset).collect::<Vec<_>>(),
+        vec![6, 7, 8, 9, 10]
+    );
+    assert!(
+        next_within(&mut *source, 100, Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "nothing else is redelivered"
+    );
+    source
+        .commit(&[CommitPosition {
+            partition: 0,
+            next_offset: 11,
+        }])
+        .await
+        .unwrap();
+    source.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(ack_pending(&client, &n.stream, &n.durable).await, 0);
+    delete_stream(&client, &n.stream).await;
+}
+
+#[tokio::test]
+async fn close_hands_unfinished_messages_back_at_once() {
+    let server = server();
+    let client = server.client().await;
+    let n = names("close");
+    let builder = source_builder(
+        "jetstream",
+        &entries(&server, &n, &[("ack_wait", "30s"), ("fetch_wait", "1s")]),
+    );
+    let mut source = open(&*builder).await;
+    publish_n(&client, &n.subject, 4).await;
+    let events = read_n(&mut *source, 4, 100).await;
+    assert_eq!(events.len(), 4);
+    source
+        .commit(&[CommitPosition {
+            partition: 0,
+            next_offset: 3,
+        }])
+        .await
+        .unwrap();
+    source.close().await.unwrap();
+    drop(source);
+    // No waiting for the 30s ack_wait: 3 and 4 come back after fetch_wait.
+    let started = std::time::Instant::now();
+    let mut source = open(&*builder).await;
+    let events = read_n(&mut *source, 2, 100).await;
+    assert_eq!(
+        events.iter().map(|e| e.position.offset).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    source.close().await.unwrap();
+    delete_stream(&client, &n.stream).await;
+}
+
+#[tokio::test]
+async fn batches_respect_max_events() {
+    let server = server();
+    let client = server.client().await;
+    let n = names("batch");
+    let builder = source_builder("jetstream", &entries(&server, &n, &[]));
+    let mut source = open(&*builder).await;
+    publish_n(&client, &n.subject, 20).await;
+    let mut total = 0;
+    while total < 20 {
+        match next(&mut *source, 3).await {
+            SourceMessage::Events(batch) => {
+                assert!(!batch.is_empty() && batch.len() <= 3);
+                total += batch.len();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Never more than one batch (3) delivered beyond what was handed out.
+    source.close().await.unwrap();
+    delete_stream(&client, &n.stream).await;
+}
+
+#[tokio::test]
+async fn pause_stops_fetching() {
+    let server = server();
+    let client = server.client().await;
+    let n = names("pause");
+    let builder = source_builder("jetstream", &entries(&server, &n, &[]));
+    let mut source = open(&*builder).await;
+    source.pause(&[0]).unwrap();
+    publish_n(&client, &n.subject, 5).await;
+    assert!(
+        next_within(&mut *source, 100, Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "a paused source returns no events"
+    );
+    // Nothing was even fetched: the server has delivered nothing.
+    assert_eq!(ack_pending(&client, &n.stream, &n.durable).await, 0);
+
+    source.resume(&[0]).unwrap();
+    let events = read_n(&mut *source, 5, 100).await;
+    assert_eq!(events.len(), 5);
+
+    // Paused again with events in hand: still nothing more.
+    source.pause(&[0]).unwrap();
+    publish_n(&client, &n.subject, 3).await;
+    assert!(next_within(&mut *source, 100, Duration::from_millis(800))
+        .await
+        .is_none());
+    source.resume(&[0]).unwrap();
+    let events = read_n(&mut *source, 3, 100).await;
+    assert_eq!(events[0].position.offset, 6);
+    source.close().await.unwrap();
+    delete_stream(&client, &n.stream).await;
+}
+
+#[tokio::test]
+async fn in_progress_acks_keep_long_running_events_from_redelivery() {
+    let server = server();
+    let client = server.client().await;
+    let n = names("progress");
+    let builder = source_builder("jetstream", &entries(&server, &n, &[("ack_wait", "1s")]));
+    let mut source = open(&*builder).await;
+    publish_n(&client, &n.subject, 3).await;
+    let events = read_n(&mut *source, 3, 100).await;
+    assert_eq!(events.len(), 3);
+    // A "slow handler": 3.5 × ack_wait without commit while the engine
+    // keeps polling `next`.
+    assert!(next_within(&mut *source, 100, Duration::from_millis(3500))
+        .await
+        .is_none());
+    let context = async_nats::jetstream::new(client.clone());
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = context
+        .get_consumer_from_stream(&n.durable, &n.stream)
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.num_redelivered, 0, "no redelivery while in progress");
+    assert_eq!(info.num_ack_pending, 3);
+    source.close().await.unwrap();
+    delete_stream(&client, &n.stream).await;
+}
+
+#[tokio::test]
+async fn a_redelivery_below_the_handed_out_sequence_restarts_the_partition() {
+    let server = server();
+    let client = server.client().await;
+    let n = names("handover");
+    let builder = source_builder("jetstream", &entries(&server, &n, &[("ack_wait", "1s")]));
+    // Process A takes 1..=3 and dies without acking.
+    let mut a = open(&*builder).await;
+    publish_n(&client, &n.subject, 3).await;
+    let first = read_n(&mut *a, 3, 3).await;
+    assert_eq!(first.len(), 3);
+    // Process B on the same durable takes 4..=6.
+    let mut b = open(&*builder).await;
+    drop(a);
+    publish_n(&client, &n.subject, 3).await;
+    let second = read_n(&mut *b, 3, 100).await;
+    assert_eq!(
+        second.iter().map(|e| e.position.offset).collect::<Vec<_>>(),
+        vec![4, 5, 6]
+    );
+    // 1..=3 come back to B after ack_wait; B cannot hand them out in order,
+    // so it hands the partition over and back.
+    match next(&mut *b, 100).await {
+        SourceMessage::Revoked(p) => assert_eq!(p, vec![0]),
+        other => panic!("expected Revoked, got {other:?}"),
+    }
+    b.commit(&[CommitPosition {
+        partition: 0,
+        next_offset: 7,
+    }])
+    .await
+    .unwrap();
+    b.release(&[0]).await.unwrap();
+    match next(&mut *b, 100).await {
+        SourceMessage::Assigned(p) => assert_eq!(p, vec![0]),
+        other => panic!("expected Assigned, got {other:?}"),
+    }
+    let again = read_n(&mut *b, 3, 100).await;
+    assert_eq!(
+        again.iter().map(|e| e.position.offset).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    b.commit(&[CommitPosition {
+        partition: 0,
+        next_offset: 4,
+    }])
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(ack_pending(&client, &n.stream, &n.durable).await, 0);
+    b.close().await.unwrap();
+    delete_stream(&client, &n.stream).await;
+}
+
+#[tokio::test]
+async fn a_server_restart_is_survived() {
+    let mut server = start_own();
+    let client = server.client().await;
+    let n = names("restart");
+    let builder = source_builder("jetstream", &entries(&server, &n, &[]));
+    let mut source = open(&*builder).await;
+    publish_n(&client, &n.subject, 3).await;
+    let events = read_n(&mut *source, 3, 100).await;
+    assert_eq!(events.len(), 3);
+    source
+        .commit(&[CommitPosition {
+            partition: 0,
+            next_offset: 4,
+        }])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    assert!(server.restart(Duration::from_millis(300)));
+    // Publish after the restart (the test client reconnects too).
+    let mut published = false;
+    for _ in 0..100 {
+        let context = async_nats::jetstream::new(client.clone());
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), async {
+            context
+                .publish(n.subject.clone(), "after".into())
+                .await?
+                .await
+        })
+        .await
+        {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(published, "publish after restart");
+    // The source may report retryable errors while the server is away, but
+    // gets the new message.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let event = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no event after restart"
+        );
+        match tokio::time::timeout(Duration::from_secs(10), source.next(100)).await {
+            Ok(Ok(SourceMessage::Events(batch))) => break batch[0].clone(),
+            Ok(Ok(other)) => panic!("unexpected {other:?}"),
+            Ok(Err(e)) => {
+                assert!(e.is_retryable(), "fatal after restart: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(_) => {}
+        }
+    };
+    assert_eq!(event.position.offset, 4);
+    assert_eq!(event.payload, "after".as_bytes());
+    source.close().await.unwrap();
+    delete_stream(&client, &n.stream).await;
+}
