@@ -407,3 +407,62 @@ impl Sink for MemorySink {
         Ok(())
     }
 }
+
+/// A mapping node of unquoted scalars, as a pipeline file would give a
+/// connector; key `i` sits on line `i + 2` so errors have distinct places.
+pub fn config_map(entries: &[(&str, &str)]) -> crate::ConfigNode {
+    use crate::{ConfigNode, NodeKind, Span};
+    ConfigNode {
+        kind: NodeKind::Map(
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, (key, value))| {
+                    let line = i as u32 + 2;
+                    let value = ConfigNode {
+                        kind: NodeKind::Scalar {
+                            text: (*value).to_owned(),
+                            quoted: false,
+                        },
+                        span: Span { line, column: 12 },
+                    };
+                    ((*key).to_owned(), Span { line, column: 5 }, value)
+                })
+                .collect(),
+        ),
+        span: Span { line: 1, column: 5 },
+    }
+}
+
+/// Reads a source configuration through `factory` the way the pipeline
+/// loader does; returns the builder (if any) and every problem recorded,
+/// unknown keys included.
+pub fn read_source_config(
+    factory: &dyn crate::ConnectorFactory,
+    entries: &[(&str, &str)],
+) -> (
+    Option<Box<dyn crate::SourceBuilder>>,
+    Vec<crate::ConfigError>,
+) {
+    let node = config_map(entries);
+    let errors = crate::config::ConfigErrors::default();
+    let builder = {
+        let mut reader = crate::ConfigReader::new(&node, "inputs[0]", &errors);
+        factory.source(&mut reader)
+    };
+    (builder, errors.into_inner())
+}
+
+/// Reads a sink configuration; see [`read_source_config`].
+pub fn read_sink_config(
+    factory: &dyn crate::ConnectorFactory,
+    entries: &[(&str, &str)],
+) -> (Option<Box<dyn crate::SinkBuilder>>, Vec<crate::ConfigError>) {
+    let node = config_map(entries);
+    let errors = crate::config::ConfigErrors::default();
+    let builder = {
+        let mut reader = crate::ConfigReader::new(&node, "outputs[0]", &errors);
+        factory.sink(&mut reader)
+    };
+    (builder, errors.into_inner())
+}

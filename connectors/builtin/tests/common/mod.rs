@@ -6,34 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use spate_connector::config::ConfigErrors;
 use spate_connector::{
-    ConfigError, ConfigNode, ConfigReader, ConnectorFactory, Event, NodeKind, Sink, Source,
-    SourceMessage, Span,
+    ConfigError, ConfigNode, ConnectorFactory, Event, Sink, Source, SourceMessage,
 };
 
-/// A mapping node of unquoted scalars; key `i` sits on line `i + 2`.
+/// A mapping node of unquoted scalars (see
+/// [`spate_connector::testkit::config_map`]).
 pub fn config(entries: &[(&str, &str)]) -> ConfigNode {
-    ConfigNode {
-        kind: NodeKind::Map(
-            entries
-                .iter()
-                .enumerate()
-                .map(|(i, (key, value))| {
-                    let line = i as u32 + 2;
-                    let value = ConfigNode {
-                        kind: NodeKind::Scalar {
-                            text: (*value).to_owned(),
-                            quoted: false,
-                        },
-                        span: Span { line, column: 12 },
-                    };
-                    ((*key).to_owned(), Span { line, column: 5 }, value)
-                })
-                .collect(),
-        ),
-        span: Span { line: 1, column: 5 },
-    }
+    spate_connector::testkit::config_map(entries)
 }
 
 /// The factory of `kind` from the crate's list.
@@ -53,13 +33,7 @@ pub fn read_source(
     Option<Box<dyn spate_connector::SourceBuilder>>,
     Vec<ConfigError>,
 ) {
-    let node = config(entries);
-    let errors = ConfigErrors::default();
-    let builder = {
-        let mut reader = ConfigReader::new(&node, "inputs[0]", &errors);
-        factory(kind).source(&mut reader)
-    };
-    (builder, errors.into_inner())
+    spate_connector::testkit::read_source_config(&*factory(kind), entries)
 }
 
 /// Reads a sink configuration; see [`read_source`].
@@ -70,13 +44,7 @@ pub fn read_sink(
     Option<Box<dyn spate_connector::SinkBuilder>>,
     Vec<ConfigError>,
 ) {
-    let node = config(entries);
-    let errors = ConfigErrors::default();
-    let builder = {
-        let mut reader = ConfigReader::new(&node, "outputs[0]", &errors);
-        factory(kind).sink(&mut reader)
-    };
-    (builder, errors.into_inner())
+    spate_connector::testkit::read_sink_config(&*factory(kind), entries)
 }
 
 /// A source builder from a configuration that must be valid.

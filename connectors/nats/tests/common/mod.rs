@@ -14,10 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use spate_connector::config::ConfigErrors;
 use spate_connector::{
-    ConfigError, ConfigNode, ConfigReader, ConnectorFactory, Event, NodeKind, Sink, SinkBuilder,
-    Source, SourceBuilder, SourceMessage, Span,
+    ConfigError, ConfigNode, ConnectorFactory, Event, Sink, SinkBuilder, Source, SourceBuilder,
+    SourceMessage,
 };
 
 /// A running nats-server: ours (stopped on drop) or the one at `NATS_URL`.
@@ -140,28 +139,10 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{salt}_{}", nanos % 1_000_000_000_000)
 }
 
-/// A mapping node of unquoted scalars; key `i` sits on line `i + 2`.
+/// A mapping node of unquoted scalars (see
+/// [`spate_connector::testkit::config_map`]).
 pub fn config(entries: &[(&str, &str)]) -> ConfigNode {
-    ConfigNode {
-        kind: NodeKind::Map(
-            entries
-                .iter()
-                .enumerate()
-                .map(|(i, (key, value))| {
-                    let line = i as u32 + 2;
-                    let value = ConfigNode {
-                        kind: NodeKind::Scalar {
-                            text: (*value).to_owned(),
-                            quoted: false,
-                        },
-                        span: Span { line, column: 12 },
-                    };
-                    ((*key).to_owned(), Span { line, column: 5 }, value)
-                })
-                .collect(),
-        ),
-        span: Span { line: 1, column: 5 },
-    }
+    spate_connector::testkit::config_map(entries)
 }
 
 /// The factory of `kind` from the crate's list.
@@ -178,13 +159,7 @@ pub fn read_source(
     kind: &str,
     entries: &[(&str, &str)],
 ) -> (Option<Box<dyn SourceBuilder>>, Vec<ConfigError>) {
-    let node = config(entries);
-    let errors = ConfigErrors::default();
-    let builder = {
-        let mut reader = ConfigReader::new(&node, "inputs[0]", &errors);
-        factory(kind).source(&mut reader)
-    };
-    (builder, errors.into_inner())
+    spate_connector::testkit::read_source_config(&*factory(kind), entries)
 }
 
 /// Reads a sink configuration; see [`read_source`].
@@ -192,13 +167,7 @@ pub fn read_sink(
     kind: &str,
     entries: &[(&str, &str)],
 ) -> (Option<Box<dyn SinkBuilder>>, Vec<ConfigError>) {
-    let node = config(entries);
-    let errors = ConfigErrors::default();
-    let builder = {
-        let mut reader = ConfigReader::new(&node, "outputs[0]", &errors);
-        factory(kind).sink(&mut reader)
-    };
-    (builder, errors.into_inner())
+    spate_connector::testkit::read_sink_config(&*factory(kind), entries)
 }
 
 /// A source builder from a configuration that must be valid.
