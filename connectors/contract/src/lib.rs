@@ -15,6 +15,7 @@ pub mod factory;
 pub mod sink;
 pub mod source;
 pub mod testkit;
+pub mod transaction;
 
 pub use config::{ConfigError, ConfigNode, ConfigReader, NodeKind, Span};
 pub use error::{SinkError, SourceError};
@@ -22,3 +23,4 @@ pub use event::{Event, Headers, PartitionId, Position, Record};
 pub use factory::{Capabilities, ConnectorFactory, SinkBuilder, SourceBuilder};
 pub use sink::Sink;
 pub use source::{CommitPosition, Source, SourceMessage};
+pub use transaction::{TransactionError, TransactionSession, TransactionalTarget};

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 
 use crate::error::SinkError;
 use crate::event::Record;
+use crate::transaction::TransactionalTarget;
 
 /// A destination for handler outputs and dead letters.
 #[async_trait]
@@ -26,6 +27,12 @@ pub trait Sink: Send + Sync {
 
     /// Writes one record and resolves once it is acknowledged.
     async fn write(&self, record: Record) -> Result<(), SinkError>;
+
+    /// Where this sink's records go inside an exactly-once transaction, or
+    /// `None` if it cannot take part in one (see [`crate::transaction`]).
+    fn transactional_target(&self) -> Option<TransactionalTarget> {
+        None
+    }
 
     /// Makes everything acknowledged so far durable and releases buffers;
     /// called on shutdown.

@@ -26,6 +26,7 @@ use async_trait::async_trait;
 
 use crate::error::SourceError;
 use crate::event::{Event, PartitionId};
+use crate::transaction::TransactionSession;
 
 /// What a source hands the engine from one call to [`Source::next`].
 #[derive(Debug)]
@@ -83,6 +84,19 @@ pub trait Source: Send {
     fn lag(&self, partition: PartitionId) -> Option<u64> {
         let _ = partition;
         None
+    }
+
+    /// Opens the exactly-once session that commits this source's positions
+    /// together with output records (see [`crate::transaction`]). Called
+    /// once, before the first `next`, for `delivery: exactly_once`; the
+    /// engine then commits through the session and never calls
+    /// [`Source::commit`]. Sources whose factory does not claim
+    /// `exactly_once` keep the default, which refuses.
+    async fn begin_exactly_once(&mut self) -> Result<Box<dyn TransactionSession>, SourceError> {
+        Err(SourceError::Fatal {
+            source_name: self.name().to_owned(),
+            message: "this source cannot take part in an exactly-once transaction".to_owned(),
+        })
     }
 
     /// Ends the session with the broker; called once after the final commit.
