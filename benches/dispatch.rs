@@ -129,6 +129,7 @@ fn policy(ordering: Ordering) -> RunPolicy {
         },
         commit_interval: Duration::from_secs(1),
         drain_timeout: Duration::from_secs(30),
+        transaction: spate::pipeline::TransactionPolicy::default(),
     }
 }
 

@@ -22,8 +22,10 @@
 //!   long as it takes; the partition's position waits for them.
 //!
 //! `at_most_once` commits each batch's positions on receipt, before the
-//! handler runs. `exactly_once` needs a transactional connector to drive it;
-//! the pipeline loader rejects it for every connector that cannot.
+//! handler runs. `exactly_once` commits outputs, dead letters and positions
+//! in one transaction of the input's connector (see
+//! `scheduler/transact.rs` for how out-of-order completion is kept out of
+//! it); the pipeline loader rejects it for every connector that cannot.
 
 pub mod backoff;
 pub mod budget;
@@ -130,6 +132,16 @@ pub enum EngineError {
         /// What was wrong.
         error: watermark::WatermarkError,
     },
+    /// The exactly-once session failed for good (fenced by another
+    /// process, or refused by the broker).
+    #[error("function `{function}`: {source}")]
+    Transaction {
+        /// The function.
+        function: String,
+        /// The error.
+        #[source]
+        source: spate_connector::TransactionError,
+    },
     /// The plan cannot run.
     #[error("function `{function}`: {message}")]
     Plan {
@@ -147,7 +159,7 @@ pub async fn run_function(
     options: EngineOptions,
     shutdown: CancellationToken,
 ) -> Result<FunctionReport, EngineError> {
-    scheduler::Scheduler::start(plan, options)?
-        .run(shutdown)
-        .await
+    let mut scheduler = scheduler::Scheduler::start(plan, options)?;
+    scheduler.open_transactions().await?;
+    scheduler.run(shutdown).await
 }

@@ -94,6 +94,15 @@ pub enum Verdict {
     RetryAfter(Duration),
 }
 
+/// Where a staged record goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// The function's output of this index.
+    Output(usize),
+    /// The function's dead-letter sink.
+    DeadLetter,
+}
+
 /// A handler task's report.
 #[derive(Debug)]
 pub struct Completion {
@@ -101,6 +110,10 @@ pub struct Completion {
     pub item: WorkItem,
     /// What happened.
     pub verdict: Verdict,
+    /// Under `exactly_once`, the records of a finished event, which the
+    /// scheduler writes into a transaction once the watermark passes the
+    /// event; empty otherwise.
+    pub staged: Vec<(Destination, Record)>,
     /// How long the task was occupied with the item this round (handler
     /// plus output and dead-letter writes): what the scaler plans with.
     pub service_time: Duration,

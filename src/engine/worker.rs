@@ -17,7 +17,7 @@ use spate_connector::{dead_letter, Record, Sink};
 use tracing::{debug, info, warn};
 
 use super::backoff;
-use super::work::{Completion, Failure, Outcome, Stage, Verdict, WorkItem};
+use super::work::{Completion, Destination, Failure, Outcome, Stage, Verdict, WorkItem};
 use crate::handler::{Context, ErrorKind, Handler, Output};
 use crate::observability::FunctionMetrics;
 use crate::pipeline::RetryPolicy;
@@ -67,6 +67,10 @@ pub struct FunctionShared {
     pub source_names: Vec<String>,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// `exactly_once`: tasks stage outputs and dead letters in their
+    /// completion instead of writing them; the scheduler writes them into
+    /// a transaction.
+    pub staging: bool,
     /// Fewest tasks.
     pub min_tasks: usize,
     /// Idle time after which a task retires.
@@ -138,11 +142,25 @@ fn try_retire(shared: &FunctionShared) -> bool {
 /// Runs an item's stages until it finishes or must wait for a retry.
 pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion {
     let started = Instant::now();
+    let mut staged = Vec::new();
     loop {
         let stage = std::mem::replace(&mut item.stage, Stage::Handle);
         let verdict = match stage {
             Stage::Handle => handle(shared, &mut item).await,
+            Stage::Emit(pending) if shared.staging => {
+                let outputs = pending.len();
+                staged.extend(
+                    pending
+                        .into_iter()
+                        .map(|(index, record)| (Destination::Output(index), record)),
+                );
+                Some(finished_handled(shared, outputs))
+            }
             Stage::Emit(pending) => emit(shared, &mut item, pending).await,
+            Stage::DeadLetter(record) if shared.staging => {
+                staged.push((Destination::DeadLetter, record));
+                Some(Verdict::Finished(Outcome::DeadLettered))
+            }
             Stage::DeadLetter(record) => write_dead_letter(shared, &mut item, record).await,
         };
         match verdict {
@@ -154,6 +172,7 @@ pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion 
                 return Completion {
                     item,
                     verdict,
+                    staged,
                     service_time: started.elapsed(),
                 };
             }

@@ -367,6 +367,18 @@ pub(super) fn check_delivery(
     if !exactly_once {
         return;
     }
+    if let [_, extra, ..] = inputs {
+        push(
+            errors,
+            extra.type_span,
+            &format!("{}.type", extra.path),
+            format!(
+                "`exactly_once` takes one input, but this function has {}: one transaction commits the positions of one source",
+                inputs.len()
+            ),
+            Some("give each input a function of its own, or use `delivery: at_least_once`".to_owned()),
+        );
+    }
     for (sink, role) in sinks {
         if sink.spec.capabilities.exactly_once {
             continue;

@@ -26,6 +26,8 @@
 //!     max_in_flight: {events: 1000, bytes: 16MiB}       # per partition
 //!     commit_interval: 1s
 //!     drain_timeout: 30s
+//!     transaction_interval: 100ms          # exactly_once only: commit at least this often
+//!     transaction_max_events: 10000        # exactly_once only: or once this many events wait
 //! ```
 
 use std::path::{Path, PathBuf};

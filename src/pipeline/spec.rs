@@ -127,6 +127,27 @@ pub struct RunPolicy {
     pub commit_interval: Duration,
     /// How long revoke and shutdown wait for running events.
     pub drain_timeout: Duration,
+    /// How `exactly_once` transactions are cut.
+    pub transaction: TransactionPolicy,
+}
+
+/// When an `exactly_once` transaction commits: after `interval`, or once it
+/// holds `max_events` events, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionPolicy {
+    /// `transaction_interval` (default 100 ms).
+    pub interval: Duration,
+    /// `transaction_max_events` (default 10,000).
+    pub max_events: usize,
+}
+
+impl Default for TransactionPolicy {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(100),
+            max_events: 10_000,
+        }
+    }
 }
 
 /// One function: inputs → handler → outputs, and how it is run.

@@ -46,6 +46,7 @@ pub fn plan(
             },
             commit_interval: Duration::from_millis(20),
             drain_timeout: Duration::from_secs(10),
+            transaction: spate::pipeline::TransactionPolicy::default(),
         },
     }
 }

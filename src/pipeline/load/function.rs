@@ -13,7 +13,9 @@ use super::tuning::{or_default, read_concurrency, read_limits, read_retry};
 use crate::handler::Registry;
 use crate::pipeline::connector::{self, LoadedSink, LoadedSource, Role};
 use crate::pipeline::handler_ref::read_handler;
-use crate::pipeline::spec::{Delivery, FunctionSpec, InFlightLimits, Ordering, RunPolicy};
+use crate::pipeline::spec::{
+    Delivery, FunctionSpec, InFlightLimits, Ordering, RunPolicy, TransactionPolicy,
+};
 
 /// Reads the `functions:` list; `None` if any function is invalid.
 pub(super) fn read_functions(
@@ -163,6 +165,7 @@ fn read_function(
         Duration::from_secs(30),
         ConfigReader::duration,
     );
+    let transaction = read_transaction(&mut f, delivery);
 
     if let (Some(delivery), Some(inputs), Some(outputs), Some(dead_letter)) = (
         delivery,
@@ -192,7 +195,56 @@ fn read_function(
             max_in_flight: max_in_flight?,
             commit_interval: commit_interval.filter(|d| !d.is_zero())?,
             drain_timeout: drain_timeout?,
+            transaction: transaction?,
         },
+    })
+}
+
+/// `transaction_interval` and `transaction_max_events`, which only mean
+/// something under `exactly_once`.
+fn read_transaction(
+    f: &mut ConfigReader<'_>,
+    delivery: Option<Delivery>,
+) -> Option<TransactionPolicy> {
+    let defaults = TransactionPolicy::default();
+    for key in ["transaction_interval", "transaction_max_events"] {
+        if f.has(key) && delivery.is_some_and(|d| d != Delivery::ExactlyOnce) {
+            f.error_at_key(
+                key,
+                format!("`{key}` only applies to `delivery: exactly_once`"),
+                Some(format!("remove `{key}`, or set `delivery: exactly_once`")),
+            );
+        }
+    }
+    let interval = or_default(
+        f,
+        "transaction_interval",
+        defaults.interval,
+        ConfigReader::duration,
+    );
+    if interval == Some(Duration::ZERO) {
+        f.error_at_key(
+            "transaction_interval",
+            "`transaction_interval` must be longer than zero",
+            Some("e.g. `transaction_interval: 100ms`".to_owned()),
+        );
+    }
+    let max_events = or_default(
+        f,
+        "transaction_max_events",
+        defaults.max_events as u64,
+        ConfigReader::u64,
+    );
+    if max_events == Some(0) {
+        f.error_at_key(
+            "transaction_max_events",
+            "`transaction_max_events` must be at least 1",
+            Some("e.g. `transaction_max_events: 10000`".to_owned()),
+        );
+    }
+    Some(TransactionPolicy {
+        interval: interval.filter(|d| !d.is_zero())?,
+        max_events: usize::try_from(max_events.filter(|n| *n > 0)?).ok()?,
     })
 }
 

@@ -2,70 +2,32 @@
 //! bookkeeping (partitions, lanes, watermarks, retries) so none of it needs a
 //! lock. Handler tasks only see work items and send back completions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use spate_connector::{CommitPosition, Event, PartitionId, Source, SourceError, SourceMessage};
+use spate_connector::{Event, Source, SourceError, SourceMessage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 use tracing::{debug, error, info, info_span, warn};
 
+mod drain;
+mod partition;
+mod transact;
+
+use partition::{DrainReason, PartitionState};
+use transact::Transactions;
+
 use super::lanes::Lanes;
 use super::scaler::{self, LatencyMean, Load};
-use super::watermark::Watermark;
 use super::work::{Completion, LaneKey, PartKey, Stage, Verdict, WorkItem};
 use super::worker::{self, FunctionShared, Pool, Tally};
 use super::{backoff, EngineError, EngineOptions, FunctionPlan, FunctionReport};
 use crate::observability::FunctionMetrics;
-use crate::pipeline::{Delivery, InFlightLimits, Ordering};
-
-/// Why a partition is being drained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DrainReason {
-    Revoked,
-    Shutdown,
-}
-
-struct PartitionState {
-    epoch: u64,
-    watermark: Watermark,
-    /// Items admitted and not finished or abandoned.
-    unfinished: usize,
-    /// Items handed to handler tasks and not reported back.
-    running: usize,
-    /// Bytes of unfinished items.
-    bytes: u64,
-    paused: bool,
-    committed: Option<u64>,
-    draining: Option<(Instant, DrainReason)>,
-}
-
-impl PartitionState {
-    fn new(epoch: u64) -> Self {
-        Self {
-            epoch,
-            watermark: Watermark::new(),
-            unfinished: 0,
-            running: 0,
-            bytes: 0,
-            paused: false,
-            committed: None,
-            draining: None,
-        }
-    }
-
-    fn is_full(&self, limits: &InFlightLimits) -> bool {
-        self.watermark.span() >= limits.events || self.bytes >= limits.bytes
-    }
-
-    fn has_room(&self, limits: &InFlightLimits) -> bool {
-        self.watermark.span() <= limits.events / 2 && self.bytes <= limits.bytes / 2
-    }
-}
+use crate::pipeline::{Delivery, InFlightLimits, Ordering, TransactionPolicy};
 
 struct SourceSlot {
     source: Box<dyn Source>,
@@ -99,6 +61,9 @@ pub struct Scheduler {
     next_epoch: u64,
     stopping: bool,
     fatal: Option<EngineError>,
+    /// `exactly_once` settings, and its session once open.
+    transaction: TransactionPolicy,
+    transactions: Option<Transactions>,
     events_in: u64,
     last_commit: Instant,
     started: Instant,
@@ -134,14 +99,6 @@ impl Scheduler {
     pub fn start(plan: FunctionPlan, options: EngineOptions) -> Result<Self, EngineError> {
         let function = plan.name.to_string();
         let policy = plan.policy;
-        if policy.delivery == Delivery::ExactlyOnce {
-            return Err(EngineError::Plan {
-                function,
-                message: "`exactly_once` needs a transactional connector to coordinate it, and none of this \
-                          function's connectors is one; use `delivery: at_least_once`"
-                    .to_owned(),
-            });
-        }
         if plan.sources.is_empty() || policy.concurrency.max == 0 {
             return Err(EngineError::Plan {
                 function,
@@ -157,6 +114,7 @@ impl Scheduler {
             dead_letter: plan.dead_letter,
             source_names: plan.sources.iter().map(|s| s.name().to_owned()).collect(),
             retry: policy.retry,
+            staging: policy.delivery == Delivery::ExactlyOnce,
             min_tasks: policy.concurrency.min.min(policy.concurrency.max),
             idle_retire_after: options.scaler.idle_retire_after,
             metrics,
@@ -198,6 +156,8 @@ impl Scheduler {
             next_epoch: 0,
             stopping: false,
             fatal: None,
+            transaction: policy.transaction,
+            transactions: None,
             events_in: 0,
             last_commit: Instant::now(),
             started: Instant::now(),
@@ -212,7 +172,10 @@ impl Scheduler {
     /// Runs until the sources end or `shutdown` fires, then drains, commits
     /// and closes.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<FunctionReport, EngineError> {
-        let tick_every = self.commit_interval.min(Duration::from_millis(100));
+        let mut tick_every = self.commit_interval.min(Duration::from_millis(100));
+        if self.transactions.is_some() {
+            tick_every = tick_every.min(self.transaction.interval);
+        }
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         info!(function = %self.shared.name, "function started");
@@ -229,6 +192,12 @@ impl Scheduler {
                     self.on_completion(completion);
                     while let Ok(completion) = self.done_rx.try_recv() {
                         self.on_completion(completion);
+                    }
+                    if self.transactions.is_some() {
+                        self.write_ready().await;
+                        if self.transaction_due() {
+                            self.commit_transaction(&[]).await;
+                        }
                     }
                     self.apply_backpressure();
                     self.finish_drains().await;
@@ -249,7 +218,11 @@ impl Scheduler {
                 }
             }
         }
-        self.commit(None).await;
+        if self.transactions.is_some() {
+            self.final_transaction().await;
+        } else {
+            self.commit(None).await;
+        }
         self.close().await;
         if let Some(error) = self.fatal.take() {
             return Err(error);
@@ -512,9 +485,15 @@ impl Scheduler {
             Verdict::Finished(_) => {
                 part.watermark.finish(item.event.position.offset);
                 part.unfinished -= 1;
-                part.bytes -= item.bytes;
                 let draining = part.draining.is_some();
-                self.options.budget.sub(1, item.bytes);
+                if completion.staged.is_empty() {
+                    part.bytes -= item.bytes;
+                    self.options.budget.sub(1, item.bytes);
+                } else {
+                    // The bytes stay counted until the records commit.
+                    self.options.budget.sub(1, 0);
+                    self.stage(&item, completion.staged);
+                }
                 self.shared.metrics.in_flight.decrement(1.0);
                 if !draining {
                     if let Some(lane) = &item.lane {
@@ -562,193 +541,21 @@ impl Scheduler {
             .decrement(part.unfinished as f64);
     }
 
-    /// Pauses partitions past their bound (or all, past the process bound)
-    /// and resumes those drained to half.
-    fn apply_backpressure(&mut self) {
-        let process_full = self.options.budget.is_full();
-        let process_room = self.options.budget.has_room();
-        let mut changes: BTreeMap<usize, (Vec<PartitionId>, Vec<PartitionId>)> = BTreeMap::new();
-        for (key, part) in &mut self.partitions {
-            if part.draining.is_some() {
-                continue;
-            }
-            if !part.paused && (process_full || part.is_full(&self.limits)) {
-                part.paused = true;
-                changes.entry(key.input).or_default().0.push(key.partition);
-            } else if part.paused && process_room && part.has_room(&self.limits) {
-                part.paused = false;
-                changes.entry(key.input).or_default().1.push(key.partition);
-            }
-        }
-        for (input, (pause, resume)) in changes {
-            let source = &mut self.sources[input].source;
-            if !pause.is_empty() {
-                debug!(function = %self.shared.name, partitions = ?pause, "pausing partitions at the in-flight bound");
-                if let Err(error) = source.pause(&pause) {
-                    warn!(function = %self.shared.name, %error, "pause failed");
-                }
-            }
-            if !resume.is_empty() {
-                debug!(function = %self.shared.name, partitions = ?resume, "resuming drained partitions");
-                if let Err(error) = source.resume(&resume) {
-                    warn!(function = %self.shared.name, %error, "resume failed");
-                }
-            }
-        }
-        let paused = self.partitions.values().filter(|p| p.paused).count();
-        self.shared.metrics.paused.set(paused as f64);
-    }
-
-    /// Marks partitions as draining: their not-yet-started items are
-    /// dropped (left uncommitted for the next owner) and running ones get
-    /// until the drain deadline.
-    fn begin_drain(&mut self, keys: &[PartKey], reason: DrainReason) {
-        let deadline = Instant::now() + self.drain_timeout;
-        for key in keys {
-            if let Some(part) = self.partitions.get_mut(key) {
-                part.draining = Some((deadline, reason));
-            }
-        }
-        let partitions = &self.partitions;
-        let removed = self
-            .lanes
-            .remove_partitions(&|key| partitions.get(key).is_some_and(|p| p.draining.is_some()));
-        for item in &removed {
-            self.abandon(item);
-        }
-    }
-
-    fn begin_stop(&mut self) {
-        self.stopping = true;
-        let keys: Vec<PartKey> = self.partitions.keys().copied().collect();
-        self.begin_drain(&keys, DrainReason::Shutdown);
-        self.parked.clear();
-    }
-
-    /// Commits and lets go of partitions whose drain is over (nothing
-    /// running, or the deadline passed).
-    async fn finish_drains(&mut self) {
-        let now = Instant::now();
-        let mut done: Vec<PartKey> = self
-            .partitions
-            .iter()
-            .filter(|(_, p)| {
-                p.draining
-                    .is_some_and(|(deadline, _)| p.running == 0 || now >= deadline)
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        if done.is_empty() {
-            return;
-        }
-        done.sort();
-        self.commit(Some(&done)).await;
-        let mut released: BTreeMap<usize, Vec<PartitionId>> = BTreeMap::new();
-        for key in done {
-            let Some(part) = self.partitions.remove(&key) else {
-                continue;
-            };
-            if part.running > 0 {
-                warn!(
-                    function = %self.shared.name,
-                    partition = key.partition,
-                    running = part.running,
-                    "drain deadline passed with events still running; they stay uncommitted and will be redelivered"
-                );
-            }
-            self.forget(&part);
-            if matches!(part.draining, Some((_, DrainReason::Revoked))) {
-                released.entry(key.input).or_default().push(key.partition);
-            }
-        }
-        for (input, parts) in released {
-            let source = &mut self.sources[input].source;
-            if let Err(error) = source.release(&parts).await {
-                warn!(function = %self.shared.name, %error, "releasing revoked partitions failed");
-            } else {
-                info!(function = %self.shared.name, partitions = ?parts, "revoked partitions drained, committed and released");
-            }
-        }
-    }
-
-    /// Commits finished positions of `only` (or of every partition).
-    async fn commit(&mut self, only: Option<&[PartKey]>) {
-        self.last_commit = Instant::now();
-        for input in 0..self.sources.len() {
-            let mut positions = Vec::new();
-            for (key, part) in &self.partitions {
-                if key.input != input || only.is_some_and(|o| !o.contains(key)) {
-                    continue;
-                }
-                let position = match self.delivery {
-                    Delivery::AtMostOnce => part.watermark.received_position(),
-                    _ => part.watermark.committable(),
-                };
-                if let Some(next_offset) =
-                    position.filter(|p| part.committed.is_none_or(|c| *p > c))
-                {
-                    positions.push(CommitPosition {
-                        partition: key.partition,
-                        next_offset,
-                    });
-                }
-            }
-            if positions.is_empty() {
-                continue;
-            }
-            positions.sort_by_key(|p| p.partition);
-            let started = Instant::now();
-            let source = &mut self.sources[input].source;
-            match source.commit(&positions).await {
-                Ok(()) => {
-                    self.shared.metrics.commits.increment(1);
-                    self.shared
-                        .metrics
-                        .commit_seconds
-                        .record(started.elapsed().as_secs_f64());
-                    for position in positions {
-                        let key = PartKey {
-                            input,
-                            partition: position.partition,
-                        };
-                        if let Some(part) = self.partitions.get_mut(&key) {
-                            part.committed = Some(position.next_offset);
-                        }
-                    }
-                }
-                Err(error) => {
-                    self.shared.metrics.commit_failures.increment(1);
-                    warn!(function = %self.shared.name, source = source.name(), %error, "commit failed; will try again");
-                }
-            }
-        }
-    }
-
     async fn housekeeping(&mut self) {
-        if self.last_commit.elapsed() >= self.commit_interval {
+        if self.transactions.is_some() {
+            if self.transaction_due() {
+                self.commit_transaction(&[]).await;
+            }
+            if self.last_commit.elapsed() >= self.commit_interval {
+                self.last_commit = Instant::now();
+                self.export_partition_metrics();
+            }
+        } else if self.last_commit.elapsed() >= self.commit_interval {
             self.commit(None).await;
             self.export_partition_metrics();
         }
         self.apply_backpressure();
         self.finish_drains().await;
-    }
-
-    fn export_partition_metrics(&self) {
-        let now = now_ms();
-        for (key, part) in &self.partitions {
-            let slot = &self.sources[key.input];
-            let age = part
-                .watermark
-                .oldest_unfinished_timestamp_ms()
-                .map_or(0.0, |t| (now - t).max(0) as f64 / 1e3);
-            self.shared.metrics.partition(
-                &self.shared.source_names[key.input],
-                key.partition,
-                part.watermark.span(),
-                slot.source.lag(key.partition),
-                age,
-            );
-        }
     }
 
     async fn close(&mut self) {

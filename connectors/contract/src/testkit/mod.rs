@@ -6,6 +6,15 @@
 //! committed position, pause/resume/revoke/release follow the contract, and
 //! every commit, pause and release is recorded so tests can assert on them.
 //! Failures can be switched on to exercise the engine's error paths.
+//!
+//! The log can also be the input of an `exactly_once` function: its source
+//! opens a [`MemoryTransaction`] that commits records to attached
+//! [`MemorySink`]s together with the log's committed positions, all at once
+//! (see [`transaction`]).
+
+mod transaction;
+
+pub use transaction::MemoryTransaction;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,6 +28,7 @@ use crate::error::{SinkError, SourceError};
 use crate::event::{Event, Headers, PartitionId, Position, Record};
 use crate::sink::Sink;
 use crate::source::{CommitPosition, Source, SourceMessage};
+use crate::transaction::{TransactionSession, TransactionalTarget};
 
 #[derive(Default)]
 struct LogState {
@@ -34,6 +44,7 @@ struct LogState {
     ended: bool,
     fail_commits: bool,
     closed: bool,
+    transactions: transaction::TransactionState,
 }
 
 struct Shared {
@@ -318,6 +329,10 @@ impl Source for MemorySource {
         Ok(())
     }
 
+    async fn begin_exactly_once(&mut self) -> Result<Box<dyn TransactionSession>, SourceError> {
+        Ok(Box::new(MemoryTransaction::open(self.log.clone())))
+    }
+
     async fn close(&mut self) -> Result<(), SourceError> {
         self.log.state().closed = true;
         Ok(())
@@ -378,6 +393,11 @@ impl MemorySink {
         self.state().failing = failing;
     }
 
+    /// Appends records committed by a transaction, all at once.
+    fn append_committed(&self, records: Vec<Record>) {
+        self.state().records.extend(records);
+    }
+
     /// Every write waits this long before it is acknowledged.
     pub fn set_latency(&self, latency: Duration) {
         *self.latency.lock().unwrap_or_else(|e| e.into_inner()) = latency;
@@ -388,6 +408,14 @@ impl MemorySink {
 impl Sink for MemorySink {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn transactional_target(&self) -> Option<TransactionalTarget> {
+        Some(TransactionalTarget {
+            kind: "memory",
+            cluster: "memory".to_owned(),
+            destination: self.name.to_string(),
+        })
     }
 
     async fn write(&self, record: Record) -> Result<(), SinkError> {
