@@ -19,7 +19,7 @@ use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::{Delivery, Ordering, TransactionPolicy};
 use spate::Event;
 use spate_connector::testkit::{MemoryLog, MemorySink};
-use spate_connector::{Record, Sink, SinkError};
+use spate_connector::{Record, Sink, SinkError, RECORD_ID_HEADER};
 use tokio_util::sync::CancellationToken;
 
 /// Tags each output with its event's position after a random short delay,
@@ -145,6 +145,30 @@ async fn crashes_at_twenty_points_lose_nothing_and_duplicate_nothing() {
     }
     let bad = (0..per_partition).filter(|o| o % 97 == 13).count() * partitions as usize;
     assert_eq!(dlq.len(), bad, "each poison event is dead-lettered once");
+    // Every record carries its stable id: output n of the event, or its
+    // dead letter.
+    for record in out.records() {
+        let tag = String::from_utf8_lossy(&record.payload).into_owned();
+        let (position, n) = match tag.strip_suffix("/copy") {
+            Some(position) => (position.to_owned(), 1),
+            None => (tag.clone(), 0),
+        };
+        let expected = format!("readings/{}/{n}", position.replace(':', "/"));
+        assert_eq!(
+            record.headers.get_str(RECORD_ID_HEADER),
+            Some(expected.as_str())
+        );
+    }
+    for record in dlq.records() {
+        let id = record
+            .headers
+            .get_str(RECORD_ID_HEADER)
+            .expect("dead letter has an id");
+        assert!(
+            id.starts_with("readings/") && id.ends_with("/dead-letter"),
+            "{id}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

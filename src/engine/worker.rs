@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
-use spate_connector::{dead_letter, Record, Sink};
+use spate_connector::{dead_letter, transaction, Record, Sink, RECORD_ID_HEADER};
 use tracing::{debug, info, warn};
 
 use super::backoff;
@@ -145,24 +145,31 @@ pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion 
     let mut staged = Vec::new();
     loop {
         let stage = std::mem::replace(&mut item.stage, Stage::Handle);
-        let verdict = match stage {
-            Stage::Handle => handle(shared, &mut item).await,
-            Stage::Emit(pending) if shared.staging => {
-                let outputs = pending.len();
-                staged.extend(
-                    pending
-                        .into_iter()
-                        .map(|(index, record)| (Destination::Output(index), record)),
-                );
-                Some(finished_handled(shared, outputs))
-            }
-            Stage::Emit(pending) => emit(shared, &mut item, pending).await,
-            Stage::DeadLetter(record) if shared.staging => {
-                staged.push((Destination::DeadLetter, record));
-                Some(Verdict::Finished(Outcome::DeadLettered))
-            }
-            Stage::DeadLetter(record) => write_dead_letter(shared, &mut item, record).await,
-        };
+        let verdict =
+            match stage {
+                Stage::Handle => handle(shared, &mut item).await,
+                Stage::Emit(pending) if shared.staging => {
+                    let outputs = pending.len();
+                    let position = &item.event.position;
+                    staged.extend(pending.into_iter().enumerate().map(
+                        |(n, (index, mut record))| {
+                            record
+                                .headers
+                                .set(RECORD_ID_HEADER, transaction::record_id(position, Some(n)));
+                            (Destination::Output(index), record)
+                        },
+                    ));
+                    Some(finished_handled(shared, outputs))
+                }
+                Stage::Emit(pending) => emit(shared, &mut item, pending).await,
+                Stage::DeadLetter(mut record) if shared.staging => {
+                    let id = transaction::record_id(&item.event.position, None);
+                    record.headers.set(RECORD_ID_HEADER, id);
+                    staged.push((Destination::DeadLetter, record));
+                    Some(Verdict::Finished(Outcome::DeadLettered))
+                }
+                Stage::DeadLetter(record) => write_dead_letter(shared, &mut item, record).await,
+            };
         match verdict {
             Some(verdict) => {
                 if let Verdict::RetryAfter(_) = verdict {

@@ -23,4 +23,6 @@ pub use event::{Event, Headers, PartitionId, Position, Record};
 pub use factory::{Capabilities, ConnectorFactory, SinkBuilder, SourceBuilder};
 pub use sink::Sink;
 pub use source::{CommitPosition, Source, SourceMessage};
-pub use transaction::{TransactionError, TransactionSession, TransactionalTarget};
+pub use transaction::{
+    TransactionError, TransactionSession, TransactionalTarget, RECORD_ID_HEADER,
+};

@@ -31,10 +31,29 @@
 //! [`Source::begin_exactly_once`]: crate::Source::begin_exactly_once
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use thiserror::Error;
 
 use crate::event::Record;
 use crate::source::CommitPosition;
+
+/// Header the engine puts on every record it writes under `exactly_once`:
+/// `{stream}/{partition}/{offset}/{n}` for the event's `n`-th output, or
+/// `{stream}/{partition}/{offset}/dead-letter`. The same event always gives
+/// the same ids, so a connector that de-duplicates by id (a JetStream
+/// `Nats-Msg-Id`, a database key) can use it, and readers can check that no
+/// record was committed twice.
+pub const RECORD_ID_HEADER: &str = "spate-record-id";
+
+/// The [`RECORD_ID_HEADER`] value of an event's output `n` (`None`: its dead
+/// letter).
+pub fn record_id(position: &crate::event::Position, output: Option<usize>) -> Bytes {
+    let suffix = output.map_or_else(|| "dead-letter".to_owned(), |n| n.to_string());
+    Bytes::from(format!(
+        "{}/{}/{}/{suffix}",
+        position.stream, position.partition, position.offset
+    ))
+}
 
 /// Where a sink's records go inside a transaction: the sink's answer to
 /// [`Sink::transactional_target`](crate::Sink::transactional_target).
