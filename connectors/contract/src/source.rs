@@ -88,10 +88,14 @@ pub trait Source: Send {
 
     /// Opens the exactly-once session that commits this source's positions
     /// together with output records (see [`crate::transaction`]). Called
-    /// once, before the first `next`, for `delivery: exactly_once`; the
-    /// engine then commits through the session and never calls
-    /// [`Source::commit`]. Sources whose factory does not claim
-    /// `exactly_once` keep the default, which refuses.
+    /// once, before the first `next`, for `delivery: exactly_once`. The
+    /// engine then commits through the session, and after each successful
+    /// session commit calls [`Source::commit`] with the same positions: a
+    /// source whose session already stored them (a Kafka transaction) does
+    /// nothing there; one whose session only made the records durable (a
+    /// JetStream publish de-duplicated by id) acknowledges its input then.
+    /// Sources whose factory does not claim `exactly_once` keep the
+    /// default, which refuses.
     async fn begin_exactly_once(&mut self) -> Result<Box<dyn TransactionSession>, SourceError> {
         Err(SourceError::Fatal {
             source_name: self.name().to_owned(),

@@ -20,7 +20,13 @@
 //! 1. **All or nothing.** [`TransactionSession::commit`] resolves `Ok` only
 //!    once every record written since the last commit and the positions are
 //!    durable together. If it resolves `Err`, none of them may become visible
-//!    to readers that read committed data only.
+//!    to readers that read committed data only. A connector without atomic
+//!    transactions may instead make the records *idempotent*: durable at
+//!    commit, and de-duplicated by their [`RECORD_ID_HEADER`] when written
+//!    again, with its source acknowledging the positions in
+//!    [`Source::commit`](crate::Source::commit), which the engine calls
+//!    right after every successful session commit. It must then state how
+//!    long its de-duplication lasts.
 //! 2. **Abort is clean.** After [`TransactionError::Abortable`] the engine
 //!    calls [`TransactionSession::abort`], then writes the same records again
 //!    into a new transaction; the session must accept that.

@@ -313,8 +313,21 @@ impl Scheduler {
         };
         match result {
             Ok(()) => {
-                self.on_transaction_committed(&positions, started.elapsed());
-                true
+                // The records are durable; now the source's own side of the
+                // positions (a no-op where the transaction stored them).
+                let source = &mut self.sources[0].source;
+                match source.commit(&commit).await {
+                    Ok(()) => {
+                        self.on_transaction_committed(&positions, started.elapsed());
+                        true
+                    }
+                    Err(error) => {
+                        warn!(function = %self.shared.name, source = source.name(), %error, "records committed but the source could not store its positions; trying again with the next transaction");
+                        self.shared.metrics.commit_failures.increment(1);
+                        self.on_transaction_committed(&[], started.elapsed());
+                        false
+                    }
+                }
             }
             Err(error) => {
                 self.on_transaction_error(error, "commit");
