@@ -4,7 +4,7 @@
 //! | kind | source | sink | positions | capabilities (source / sink) |
 //! | --- | --- | --- | --- | --- |
 //! | [`nats`](mod@core) | subscription (wildcards, optional queue group), one partition, offset = per-session counter | publish + flush | none | `{false, false}` / `{false, false}` |
-//! | [`jetstream`] | durable pull consumer, explicit acks on commit, one partition, offset = stream sequence | publish, resolves on the publish ack | the consumer's ack state on the server | `{false, true}` / `{false, false}` |
+//! | [`jetstream`] | durable pull consumer, explicit acks on commit, one partition, offset = stream sequence | publish, resolves on the publish ack | the consumer's ack state on the server | `{true, true}` / `{true, false}` (exactly-once by `Nats-Msg-Id`, see [`jetstream::exactly_once`]) |
 //!
 //! Connection settings (`url`, `user`/`password`, `token`, `creds_file`,
 //! `connect_timeout`) are the same for every kind; see [`connection`].

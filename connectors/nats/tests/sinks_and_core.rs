@@ -283,9 +283,15 @@ fn capabilities_are_as_documented() {
     assert_eq!(
         js.source_capabilities(),
         Some(spate_connector::Capabilities {
-            exactly_once: false,
+            exactly_once: true,
             durable_positions: true
         })
     );
-    assert_eq!(js.sink_capabilities(), Some(none));
+    assert_eq!(
+        js.sink_capabilities(),
+        Some(spate_connector::Capabilities {
+            exactly_once: true,
+            durable_positions: false
+        })
+    );
 }

@@ -1,246 +1,36 @@
-//! The `jetstream` connector: a durable pull consumer as a source, and
-//! publishes that wait for the stream's acknowledgement as a sink.
-//!
-//! # Source
-//!
-//! One durable pull consumer with explicit acks, read as one partition
-//! (`0`) whose offsets are the **stream sequences** of the messages.
-//! Capabilities `{exactly_once: false, durable_positions: true}`: the
-//! consumer's ack state on the server is the durable position.
-//!
-//! | key | default | meaning |
-//! | --- | --- | --- |
-//! | `stream` | required | the stream to consume |
-//! | `subjects` | none | subjects of the stream; when given, the stream is created with them if it does not exist (an existing stream is bound as it is). Without it the stream must exist |
-//! | `durable` | required | durable consumer name, shared by every process of the pipeline; created if missing, its settings updated if present |
-//! | `filter_subject` | none | consume only the stream's messages on this subject (wildcards allowed) |
-//! | `max_ack_pending` | `1000` | most messages delivered but not yet acked, over all processes of the durable |
-//! | `ack_wait` | `30s` | how long the server waits for an ack before delivering again |
-//! | `fetch_wait` | `5s` | how long one pull request waits on the server for messages |
-//! | `url`, `user`, `password`, `token`, `creds_file`, `connect_timeout` | | see [`connection`](crate::connection) |
-//!
-//! How the delivery rules of the contract are kept:
-//!
-//! * **Stage on read, apply on commit.** A delivered message is handed to the
-//!   engine and its ack handle held (ordered by sequence). Only
-//!   [`Source::commit`] acks, and it acks exactly the held messages below the
-//!   committed position (`AckKind::Ack`, in sequence order, then a flush).
-//!   JetStream acks are per message, so acking never covers a message the
-//!   engine did not finish.
-//! * **Long handlers.** Every held (or received but not yet handed out)
-//!   message gets an in-progress ack (`AckKind::Progress`) once it has waited
-//!   half of `ack_wait`, so the server does not redeliver work in progress.
-//! * **Pause means pause.** Pull requests of at most `max_events` messages
-//!   are sent only while the partition is not paused and nothing received is
-//!   waiting to be handed out; a request sent before the pause may still
-//!   deliver (at most one batch), and those messages wait in the source.
-//! * **Cancel safety.** Pull requests run in a task of their own and hand
-//!   messages over through a channel, so dropping `next` loses nothing.
-//! * **Offsets strictly increase.** JetStream redelivers: after `ack_wait`,
-//!   after a reconnect, or when another process on the same durable stops
-//!   without acking. A redelivered message whose sequence is still held
-//!   (handed out, not yet committed) is a duplicate of work in progress: it
-//!   is dropped and its newer ack handle kept. A redelivered message with a
-//!   sequence at or below the last one handed out that is *not* held cannot
-//!   be given to the engine in order, yet must not be lost (it may never have
-//!   been handed out here). The source then hands partition 0 over as in a
-//!   rebalance: it returns [`SourceMessage::Revoked`], the engine drains and
-//!   commits, and after [`Source::release`] the source returns
-//!   [`SourceMessage::Assigned`] again and starts the partition afresh with
-//!   the waiting messages first. Held messages the engine did not finish by
-//!   then are `Nak`ed, so the server delivers them again. This costs a
-//!   drain, and may process a message twice (at-least-once), but never skips
-//!   one.
-//!
-//! [`Source::close`] `Nak`s every message received but not acked, so
-//! another process on the durable gets them after `fetch_wait` (the longest
-//! a pull request of the closed session can stay open); a process that dies
-//! without closing leaves them to be redelivered after `ack_wait`.
-//!
-//! Consumer lag ([`Source::lag`]) is the server's pending count as of the
-//! last message received.
-//!
-//! # Sink
-//!
-//! Publishes each record to a fixed subject and resolves once the stream's
-//! publish acknowledgement arrives: that ack is what makes an output
-//! "acknowledged". A subject no stream captures fails with a hint.
-//! Capabilities `{false, false}` for now (`Nats-Msg-Id` de-duplication for
-//! exactly-once is not built yet).
-//!
-//! | key | default | meaning |
-//! | --- | --- | --- |
-//! | `subject` | required | subject to publish to; a stream must capture it |
-//! | `ack_timeout` | `5s` | how long to wait for the publish ack before the write fails (retryably) |
-//! | `url`, `user`, `password`, `token`, `creds_file`, `connect_timeout` | | see [`connection`](crate::connection) |
+//! The JetStream source: a durable pull consumer read as one partition,
+//! acknowledged only behind finished events (see the module above for the
+//! rules it keeps).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, Consumer};
-use async_nats::jetstream::context::ContextBuilder;
 use async_nats::jetstream::message::{AckKind, Acker};
 use async_nats::jetstream::{self as js, stream};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use spate_connector::{
-    Capabilities, CommitPosition, ConfigReader, ConnectorFactory, Event, PartitionId, Position,
-    Record, Sink, SinkBuilder, SinkError, Source, SourceBuilder, SourceError, SourceMessage,
+    CommitPosition, Event, PartitionId, Position, Source, SourceBuilder, SourceError,
+    SourceMessage, TransactionSession,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::JetStreamTransaction;
 use crate::connection::ConnectSettings;
-use crate::{error_mark, event_headers, has_new_errors, nats_headers};
+use crate::event_headers;
 
-/// What JetStream sources promise: durable positions (the consumer's acks).
-pub const SOURCE_CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: false,
-    durable_positions: true,
-};
-
-/// What JetStream sinks promise for now: acknowledged writes, no
-/// exactly-once.
-pub const SINK_CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: false,
-    durable_positions: false,
-};
-
-/// Default `max_ack_pending`.
-pub const DEFAULT_MAX_ACK_PENDING: u64 = 1000;
-/// Default `ack_wait`.
-pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
-/// Default `fetch_wait`.
-pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_secs(5);
-/// Default sink `ack_timeout`.
-pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The `jetstream` connector family.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct JetStreamFactory;
-
-impl ConnectorFactory for JetStreamFactory {
-    fn kind(&self) -> &'static str {
-        "jetstream"
-    }
-
-    fn source_capabilities(&self) -> Option<Capabilities> {
-        Some(SOURCE_CAPABILITIES)
-    }
-
-    fn sink_capabilities(&self) -> Option<Capabilities> {
-        Some(SINK_CAPABILITIES)
-    }
-
-    fn source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
-        let mark = error_mark(config);
-        let stream = config.required_string(
-            "stream",
-            Some("the JetStream stream to consume, e.g. `ORDERS`".to_owned()),
-        );
-        let subjects: Vec<String> = config
-            .list("subjects")
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|node| match node.as_text() {
-                Some(text) => Some(text.to_owned()),
-                None => {
-                    config.error(
-                        node.span,
-                        config.child_path("subjects"),
-                        format!("each subject must be a string, found {}", node.type_name()),
-                        None,
-                    );
-                    None
-                }
-            })
-            .collect();
-        let durable = config.required_string(
-            "durable",
-            Some(
-                "the durable consumer name every process of this pipeline shares, e.g. `orders-fn`"
-                    .to_owned(),
-            ),
-        );
-        let filter_subject = config.string("filter_subject");
-        let max_ack_pending = config
-            .u64("max_ack_pending")
-            .unwrap_or(DEFAULT_MAX_ACK_PENDING);
-        if max_ack_pending == 0 {
-            config.error_at_key(
-                "max_ack_pending",
-                "`max_ack_pending` must be at least 1",
-                None,
-            );
-        }
-        let ack_wait = config.duration("ack_wait").unwrap_or(DEFAULT_ACK_WAIT);
-        if ack_wait < Duration::from_secs(1) {
-            config.error_at_key(
-                "ack_wait",
-                "`ack_wait` must be at least 1s",
-                Some("in-progress acks are sent every half `ack_wait`".to_owned()),
-            );
-        }
-        let fetch_wait = config.duration("fetch_wait").unwrap_or(DEFAULT_FETCH_WAIT);
-        if fetch_wait < Duration::from_millis(100) {
-            config.error_at_key("fetch_wait", "`fetch_wait` must be at least 100ms", None);
-        }
-        let connect = ConnectSettings::read(config);
-        if has_new_errors(config, mark) {
-            return None;
-        }
-        Some(Box::new(JetStreamSourceBuilder {
-            stream: stream?,
-            subjects,
-            durable: durable?,
-            filter_subject,
-            max_ack_pending: i64::try_from(max_ack_pending).unwrap_or(i64::MAX),
-            ack_wait,
-            fetch_wait,
-            connect,
-        }))
-    }
-
-    fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
-        let mark = error_mark(config);
-        let subject = config.required_string(
-            "subject",
-            Some("the subject to publish to; a stream must capture it".to_owned()),
-        );
-        if let Some(subject) = &subject {
-            if subject.contains(['*', '>']) {
-                config.error_at_key(
-                    "subject",
-                    format!("cannot publish to the wildcard subject `{subject}`"),
-                    Some("a sink publishes to one concrete subject".to_owned()),
-                );
-            }
-        }
-        let ack_timeout = config
-            .duration("ack_timeout")
-            .unwrap_or(DEFAULT_ACK_TIMEOUT);
-        let connect = ConnectSettings::read(config);
-        if has_new_errors(config, mark) {
-            return None;
-        }
-        Some(Box::new(JetStreamSinkBuilder {
-            subject: subject?,
-            ack_timeout,
-            connect,
-        }))
-    }
-}
-
-struct JetStreamSourceBuilder {
-    stream: String,
-    subjects: Vec<String>,
-    durable: String,
-    filter_subject: Option<String>,
-    max_ack_pending: i64,
-    ack_wait: Duration,
-    fetch_wait: Duration,
-    connect: ConnectSettings,
+pub(super) struct JetStreamSourceBuilder {
+    pub(super) stream: String,
+    pub(super) subjects: Vec<String>,
+    pub(super) durable: String,
+    pub(super) filter_subject: Option<String>,
+    pub(super) max_ack_pending: i64,
+    pub(super) ack_wait: Duration,
+    pub(super) fetch_wait: Duration,
+    pub(super) connect: ConnectSettings,
 }
 
 #[async_trait]
@@ -338,6 +128,9 @@ impl SourceBuilder for JetStreamSourceBuilder {
             progress_tick,
             fetch_wait: self.fetch_wait,
             lag: None,
+            cluster: self.connect.display_url(),
+            ack_wait: self.ack_wait,
+            exactly_once: false,
         }))
     }
 }
@@ -437,9 +230,46 @@ pub struct JetStreamSource {
     progress_tick: tokio::time::Interval,
     fetch_wait: Duration,
     lag: Option<u64>,
+    /// For the exactly-once session: the server URL as configured and the
+    /// consumer's `ack_wait`.
+    cluster: String,
+    ack_wait: Duration,
+    /// An exactly-once session is open: acks wait for the server's reply.
+    exactly_once: bool,
 }
 
 impl JetStreamSource {
+    /// Exactly-once acks: all at once, each waiting for the server's
+    /// confirmation, so a committed position is really stored before the
+    /// engine goes on. Acked messages leave `held` even if others fail.
+    async fn double_ack(&mut self, sequences: &[u64]) -> Result<(), SourceError> {
+        let acks = futures_util::future::join_all(
+            sequences
+                .iter()
+                .filter_map(|s| self.held.get(s))
+                .map(|entry| entry.acker.double_ack_with(AckKind::Ack)),
+        )
+        .await;
+        let mut first_error = None;
+        for (sequence, result) in sequences.iter().zip(acks) {
+            match result {
+                Ok(()) => {
+                    self.held.remove(sequence);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(format!("ack of sequence {sequence} failed: {e}"));
+                }
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(message) => Err(SourceError::Unavailable {
+                source_name: self.name.clone(),
+                message,
+            }),
+        }
+    }
+
     fn to_event(&self, message: &async_nats::Message, sequence: u64, time_ms: i64) -> Event {
         let (key, headers) = event_headers(message.subject.as_str(), message.headers.as_ref());
         Event {
@@ -628,6 +458,9 @@ impl Source for JetStreamSource {
             return Ok(());
         };
         let sequences: Vec<u64> = self.held.range(..next_offset).map(|(s, _)| *s).collect();
+        if self.exactly_once {
+            return self.double_ack(&sequences).await;
+        }
         for sequence in sequences {
             let acked = match self.held.get(&sequence) {
                 Some(entry) => entry.acker.ack_with(AckKind::Ack).await,
@@ -648,6 +481,16 @@ impl Source for JetStreamSource {
                 source_name: self.name.clone(),
                 message: format!("flushing acks failed: {e}"),
             })
+    }
+
+    async fn begin_exactly_once(&mut self) -> Result<Box<dyn TransactionSession>, SourceError> {
+        self.exactly_once = true;
+        Ok(Box::new(JetStreamTransaction::new(
+            format!("{}:exactly-once", self.name),
+            self.cluster.clone(),
+            self.client.clone(),
+            self.ack_wait,
+        )))
     }
 
     async fn release(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
@@ -696,95 +539,5 @@ impl Source for JetStreamSource {
 impl Drop for JetStreamSource {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-struct JetStreamSinkBuilder {
-    subject: String,
-    ack_timeout: Duration,
-    connect: ConnectSettings,
-}
-
-#[async_trait]
-impl SinkBuilder for JetStreamSinkBuilder {
-    async fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
-        let name = format!("jetstream:{}", self.subject);
-        let client =
-            self.connect
-                .connect(&name)
-                .await
-                .map_err(|message| SinkError::Unavailable {
-                    sink_name: name.clone(),
-                    message,
-                })?;
-        let context = ContextBuilder::new()
-            .timeout(self.ack_timeout)
-            .build(client);
-        Ok(Box::new(JetStreamSink {
-            name,
-            subject: async_nats::Subject::from(self.subject.as_str()),
-            context,
-        }))
-    }
-}
-
-/// Publishes records to one subject captured by a JetStream stream.
-pub struct JetStreamSink {
-    name: String,
-    subject: async_nats::Subject,
-    context: js::Context,
-}
-
-impl JetStreamSink {
-    fn publish_error(&self, e: js::context::PublishError) -> SinkError {
-        use js::context::PublishErrorKind as Kind;
-        match e.kind() {
-            Kind::MaxPayloadExceeded => SinkError::Rejected {
-                sink_name: self.name.clone(),
-                message: e.to_string(),
-            },
-            Kind::StreamNotFound => SinkError::Unavailable {
-                sink_name: self.name.clone(),
-                message: format!(
-                    "no stream captures subject `{}`; create one whose subjects include it",
-                    self.subject
-                ),
-            },
-            _ => SinkError::Unavailable {
-                sink_name: self.name.clone(),
-                message: format!("publish not acknowledged: {e}"),
-            },
-        }
-    }
-}
-
-#[async_trait]
-impl Sink for JetStreamSink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn write(&self, record: Record) -> Result<(), SinkError> {
-        let headers = nats_headers(record.key.as_ref(), &record.headers).map_err(|message| {
-            SinkError::Rejected {
-                sink_name: self.name.clone(),
-                message,
-            }
-        })?;
-        let ack = match headers {
-            Some(headers) => {
-                self.context
-                    .publish_with_headers(self.subject.clone(), headers, record.payload)
-                    .await
-            }
-            None => {
-                self.context
-                    .publish(self.subject.clone(), record.payload)
-                    .await
-            }
-        }
-        .map_err(|e| self.publish_error(e))?;
-        ack.await.map_err(|e| self.publish_error(e))?;
-        Ok(())
     }
 }

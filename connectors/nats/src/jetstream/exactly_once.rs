@@ -1,0 +1,190 @@
+//! Exactly-once JetStream → JetStream, by idempotent publishes: every
+//! output is published with `Nats-Msg-Id` set to the engine's stable record
+//! id (`stream/partition/sequence/n`, see
+//! [`RECORD_ID_HEADER`](spate_connector::RECORD_ID_HEADER)), and the input
+//! is acknowledged — with a double ack that waits for the server's
+//! confirmation — only after every output's publish ack.
+//!
+//! JetStream has no transactions, so this is not all-or-nothing: after a
+//! crash between the publish acks and the input acks, the input is
+//! delivered again, the handler runs again, and the stream drops the
+//! republished outputs as duplicates of ids it has seen. That holds for as
+//! long as the output stream remembers ids: its `duplicate_window` must
+//! exceed the longest time between a first publish and a republish, which is
+//! at least the input's `ack_wait` (the server redelivers an unacked message
+//! after it) plus the time a restart takes. The session checks, before the
+//! first publish to a subject, that the capturing stream's window is at least
+//! twice `ack_wait`, and stops with the fix otherwise.
+
+use std::collections::HashSet;
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::{self as js};
+use async_trait::async_trait;
+use spate_connector::{
+    CommitPosition, Record, TransactionError, TransactionSession, TransactionalTarget,
+    RECORD_ID_HEADER,
+};
+
+use crate::nats_headers;
+
+/// The header JetStream de-duplicates publishes by.
+pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+
+/// A JetStream source's exactly-once session (see the module docs).
+pub struct JetStreamTransaction {
+    name: String,
+    cluster: String,
+    context: js::Context,
+    ack_wait: Duration,
+    pending: Vec<PublishAckFuture>,
+    /// Subjects whose stream's duplicate window was checked.
+    checked: HashSet<String>,
+}
+
+impl JetStreamTransaction {
+    /// A session publishing through `client` to streams on `cluster` (the
+    /// server URL as configured), for an input whose `ack_wait` is given.
+    pub fn new(
+        name: String,
+        cluster: String,
+        client: async_nats::Client,
+        ack_wait: Duration,
+    ) -> Self {
+        Self {
+            name,
+            cluster,
+            context: js::new(client),
+            ack_wait,
+            pending: Vec::new(),
+            checked: HashSet::new(),
+        }
+    }
+
+    fn abortable(&self, message: String) -> TransactionError {
+        TransactionError::Abortable {
+            session: self.name.clone(),
+            message,
+        }
+    }
+
+    fn fatal(&self, message: String) -> TransactionError {
+        TransactionError::Fatal {
+            session: self.name.clone(),
+            message,
+        }
+    }
+
+    /// Checks once per subject that its stream remembers ids long enough.
+    async fn check_window(&mut self, subject: &str) -> Result<(), TransactionError> {
+        if self.checked.contains(subject) {
+            return Ok(());
+        }
+        let stream_name = self.context.stream_by_subject(subject).await.map_err(|e| {
+            self.abortable(format!("cannot find the stream capturing `{subject}`: {e}"))
+        })?;
+        let mut stream = self
+            .context
+            .get_stream(&stream_name)
+            .await
+            .map_err(|e| self.abortable(format!("cannot read stream `{stream_name}`: {e}")))?;
+        let window = stream
+            .info()
+            .await
+            .map_err(|e| self.abortable(format!("cannot read stream `{stream_name}`: {e}")))?
+            .config
+            .duplicate_window;
+        let needed = self.ack_wait * 2;
+        if window < needed {
+            return Err(self.fatal(format!(
+                "stream `{stream_name}` (capturing `{subject}`) de-duplicates for {window:?}, but exactly-once needs at least {needed:?} (twice the input's ack_wait of {:?}): an output published again after a redelivery could be stored twice; raise its duplicate window, e.g. `nats stream edit {stream_name} --dupe-window {}s`",
+                self.ack_wait,
+                needed.as_secs().max(1)
+            )));
+        }
+        self.checked.insert(subject.to_owned());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TransactionSession for JetStreamTransaction {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn accepts(&self, target: &TransactionalTarget) -> Result<(), String> {
+        if target.kind != "jetstream" {
+            return Err(format!(
+                "a JetStream input can only make `jetstream` outputs exactly-once, not `{}`",
+                target.kind
+            ));
+        }
+        if target.cluster != self.cluster {
+            return Err(format!(
+                "the output is on `{}` but the input on `{}`; both must use the same `url`",
+                target.cluster, self.cluster
+            ));
+        }
+        Ok(())
+    }
+
+    async fn write(
+        &mut self,
+        target: &TransactionalTarget,
+        record: Record,
+    ) -> Result<(), TransactionError> {
+        self.check_window(&target.destination).await?;
+        let Some(id) = record.headers.get_str(RECORD_ID_HEADER).map(str::to_owned) else {
+            return Err(self.fatal(format!(
+                "record for `{}` has no `{RECORD_ID_HEADER}` header to de-duplicate by",
+                target.destination
+            )));
+        };
+        let mut headers = nats_headers(record.key.as_ref(), &record.headers)
+            .map_err(|message| {
+                self.fatal(format!(
+                    "cannot publish to `{}`: {message}",
+                    target.destination
+                ))
+            })?
+            .unwrap_or_default();
+        headers.insert(MSG_ID_HEADER, id.as_str());
+        let ack = self
+            .context
+            .publish_with_headers(target.destination.clone(), headers, record.payload)
+            .await
+            .map_err(|e| {
+                self.abortable(format!("publish to `{}` failed: {e}", target.destination))
+            })?;
+        self.pending.push(ack);
+        Ok(())
+    }
+
+    async fn commit(&mut self, _positions: &[CommitPosition]) -> Result<(), TransactionError> {
+        // The positions are acknowledged by the source's `commit`, which the
+        // engine calls once this returns `Ok`.
+        let acks = futures_util::future::join_all(
+            std::mem::take(&mut self.pending)
+                .into_iter()
+                .map(IntoFuture::into_future),
+        )
+        .await;
+        let failed = acks.iter().filter(|a| a.is_err()).count();
+        if let Some(Err(first)) = acks.into_iter().find(|a| a.is_err()) {
+            return Err(self.abortable(format!(
+                "{failed} publish(es) not acknowledged, first: {first}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn abort(&mut self) -> Result<(), TransactionError> {
+        // Published records cannot be taken back; the engine publishes them
+        // again with the same ids, which the stream drops as duplicates.
+        self.pending.clear();
+        Ok(())
+    }
+}

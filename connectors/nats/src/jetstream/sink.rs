@@ -1,0 +1,113 @@
+//! The JetStream sink: publishes that resolve on the stream's publish
+//! acknowledgement.
+
+use std::time::Duration;
+
+use async_nats::jetstream as js;
+use async_nats::jetstream::context::ContextBuilder;
+use async_trait::async_trait;
+use spate_connector::{Record, Sink, SinkBuilder, SinkError, TransactionalTarget};
+
+use crate::connection::ConnectSettings;
+use crate::nats_headers;
+
+pub(super) struct JetStreamSinkBuilder {
+    pub(super) subject: String,
+    pub(super) ack_timeout: Duration,
+    pub(super) connect: ConnectSettings,
+}
+
+#[async_trait]
+impl SinkBuilder for JetStreamSinkBuilder {
+    async fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
+        let name = format!("jetstream:{}", self.subject);
+        let client =
+            self.connect
+                .connect(&name)
+                .await
+                .map_err(|message| SinkError::Unavailable {
+                    sink_name: name.clone(),
+                    message,
+                })?;
+        let context = ContextBuilder::new()
+            .timeout(self.ack_timeout)
+            .build(client);
+        Ok(Box::new(JetStreamSink {
+            name,
+            cluster: self.connect.display_url(),
+            subject: async_nats::Subject::from(self.subject.as_str()),
+            context,
+        }))
+    }
+}
+
+/// Publishes records to one subject captured by a JetStream stream.
+pub struct JetStreamSink {
+    name: String,
+    /// The server URL as configured, naming the cluster for exactly-once.
+    cluster: String,
+    subject: async_nats::Subject,
+    context: js::Context,
+}
+
+impl JetStreamSink {
+    fn publish_error(&self, e: js::context::PublishError) -> SinkError {
+        use js::context::PublishErrorKind as Kind;
+        match e.kind() {
+            Kind::MaxPayloadExceeded => SinkError::Rejected {
+                sink_name: self.name.clone(),
+                message: e.to_string(),
+            },
+            Kind::StreamNotFound => SinkError::Unavailable {
+                sink_name: self.name.clone(),
+                message: format!(
+                    "no stream captures subject `{}`; create one whose subjects include it",
+                    self.subject
+                ),
+            },
+            _ => SinkError::Unavailable {
+                sink_name: self.name.clone(),
+                message: format!("publish not acknowledged: {e}"),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for JetStreamSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn transactional_target(&self) -> Option<TransactionalTarget> {
+        Some(TransactionalTarget {
+            kind: "jetstream",
+            cluster: self.cluster.clone(),
+            destination: self.subject.to_string(),
+        })
+    }
+
+    async fn write(&self, record: Record) -> Result<(), SinkError> {
+        let headers = nats_headers(record.key.as_ref(), &record.headers).map_err(|message| {
+            SinkError::Rejected {
+                sink_name: self.name.clone(),
+                message,
+            }
+        })?;
+        let ack = match headers {
+            Some(headers) => {
+                self.context
+                    .publish_with_headers(self.subject.clone(), headers, record.payload)
+                    .await
+            }
+            None => {
+                self.context
+                    .publish(self.subject.clone(), record.payload)
+                    .await
+            }
+        }
+        .map_err(|e| self.publish_error(e))?;
+        ack.await.map_err(|e| self.publish_error(e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,131 @@
+//! The JetStream exactly-once session on a real nats-server: publishes carry
+//! `Nats-Msg-Id` from the record id so a republish is dropped; a foreign
+//! output is refused; an output stream whose duplicate window is too short
+//! for the input's `ack_wait` stops the session with the fix.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{create_stream, open, server, source_builder, unique};
+use spate_connector::{Headers, Record, TransactionError, TransactionalTarget, RECORD_ID_HEADER};
+
+fn record(id: &str, payload: &str) -> Record {
+    let mut headers = Headers::new();
+    headers.push(RECORD_ID_HEADER, Bytes::copy_from_slice(id.as_bytes()));
+    Record {
+        key: None,
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        headers,
+        timestamp_ms: None,
+    }
+}
+
+#[tokio::test]
+async fn republished_records_are_dropped_by_id_and_foreign_outputs_refused() {
+    let server = server();
+    let client = server.client().await;
+    let tag = unique("eos");
+    let (input, output) = (format!("IN_{tag}"), format!("OUT_{tag}"));
+    create_stream(&client, &input, &[format!("in.{tag}")]).await;
+    create_stream(&client, &output, &[format!("out.{tag}")]).await;
+    let durable = format!("d_{tag}");
+    let builder = source_builder(
+        "jetstream",
+        &[
+            ("url", server.url.as_str()),
+            ("stream", input.as_str()),
+            ("durable", durable.as_str()),
+        ],
+    );
+    let mut source = open(&*builder).await;
+    let mut session = source.begin_exactly_once().await.expect("session opens");
+    let target = TransactionalTarget {
+        kind: "jetstream",
+        cluster: server.url.clone(),
+        destination: format!("out.{tag}"),
+    };
+    session
+        .accepts(&target)
+        .expect("same server, jetstream output");
+    let elsewhere = TransactionalTarget {
+        cluster: "nats://10.0.0.9:4222".to_owned(),
+        ..target.clone()
+    };
+    let why = session
+        .accepts(&elsewhere)
+        .expect_err("another server is refused");
+    assert!(why.contains("same `url`"), "{why}");
+    let kafka = TransactionalTarget {
+        kind: "kafka",
+        ..target.clone()
+    };
+    assert!(session.accepts(&kafka).is_err());
+
+    for round in 0..2 {
+        // The second round republishes the same ids, as after a crash.
+        for n in 0..5 {
+            session
+                .write(
+                    &target,
+                    record(&format!("{input}/0/{n}/0"), &format!("out-{n}-{round}")),
+                )
+                .await
+                .expect("publish");
+        }
+        session.commit(&[]).await.expect("publish acks");
+    }
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js.get_stream(&output).await.expect("stream");
+    let stored = stream.info().await.expect("info").state.messages;
+    assert_eq!(stored, 5, "republished ids are dropped as duplicates");
+}
+
+#[tokio::test]
+async fn a_duplicate_window_shorter_than_the_redelivery_delay_stops_the_session() {
+    let server = server();
+    let client = server.client().await;
+    let tag = unique("window");
+    let (input, output) = (format!("IN_{tag}"), format!("OUT_{tag}"));
+    create_stream(&client, &input, &[format!("in.{tag}")]).await;
+    async_nats::jetstream::new(client.clone())
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: output.clone(),
+            subjects: vec![format!("out.{tag}")],
+            duplicate_window: Duration::from_secs(10),
+            ..Default::default()
+        })
+        .await
+        .expect("output stream");
+    let durable = format!("d_{tag}");
+    let builder = source_builder(
+        "jetstream",
+        &[
+            ("url", server.url.as_str()),
+            ("stream", input.as_str()),
+            ("durable", durable.as_str()),
+            ("ack_wait", "30s"),
+        ],
+    );
+    let mut source = open(&*builder).await;
+    let mut session = source.begin_exactly_once().await.expect("session opens");
+    let target = TransactionalTarget {
+        kind: "jetstream",
+        cluster: server.url.clone(),
+        destination: format!("out.{tag}"),
+    };
+    let error = session
+        .write(&target, record("x/0/1/0", "out"))
+        .await
+        .expect_err("a 10s window cannot cover a 30s ack_wait");
+    match error {
+        TransactionError::Fatal { message, .. } => {
+            assert!(
+                message.contains(&output) && message.contains("dupe-window"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a fatal error, got {other}"),
+    }
+}

@@ -1,0 +1,260 @@
+//! The `spate` binary on a real nats-server with JetStream: kill -9 at 20
+//! points then a restart, under exactly-once (the output stream, read whole,
+//! holds each expected output exactly once) and at-least-once (every input
+//! has its output), with poison events in a dead-letter stream.
+//!
+//! Exactly-once here is JetStream's: outputs are published with
+//! `Nats-Msg-Id` = the engine's stable record id and the input is
+//! double-acked only after the publish acks, so a redelivered input's
+//! outputs are dropped by the output stream's duplicate window.
+
+#[path = "../connectors/nats/tests/common/mod.rs"]
+mod nats_common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use nats_common::{create_stream, server, unique};
+use rand::Rng;
+
+const ORDERS: usize = 3000;
+
+fn is_poison(order: usize) -> bool {
+    order % 250 == 3
+}
+
+struct Setup {
+    url: String,
+    input_stream: String,
+    output_stream: String,
+    dead_stream: String,
+    pipeline: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(client: &async_nats::Client, url: &str, delivery: &str) -> Setup {
+    let tag = unique(delivery);
+    let (input_stream, output_stream, dead_stream) = (
+        format!("IN_{tag}"),
+        format!("OUT_{tag}"),
+        format!("DEAD_{tag}"),
+    );
+    create_stream(client, &input_stream, &[format!("in.{tag}")]).await;
+    create_stream(client, &output_stream, &[format!("out.{tag}")]).await;
+    create_stream(client, &dead_stream, &[format!("dead.{tag}")]).await;
+    let js = jetstream::new(client.clone());
+    let mut acks = Vec::with_capacity(ORDERS);
+    for order in 0..ORDERS {
+        let payload = if is_poison(order) {
+            format!("not json {order}")
+        } else {
+            format!(r#"{{"order":{order},"amount":{}}}"#, order % 40)
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("spate-key", format!("customer-{}", order % 29).as_str());
+        acks.push(
+            js.publish_with_headers(format!("in.{tag}"), headers, payload.into())
+                .await
+                .expect("publish"),
+        );
+    }
+    for ack in acks {
+        ack.await.expect("input stored");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let timing = if delivery == "exactly_once" {
+        "transaction_interval: 50ms"
+    } else {
+        "commit_interval: 50ms"
+    };
+    let text = format!(
+        r#"settings:
+  metrics_address: off
+functions:
+  - name: orders
+    input:
+      type: jetstream
+      url: {url}
+      stream: {input_stream}
+      durable: orders-{tag}
+      ack_wait: 2s
+      fetch_wait: 500ms
+    handler: {{name: filter, field: amount, gte: 0}}
+    outputs: [{{type: jetstream, url: {url}, subject: out.{tag}}}]
+    dead_letter: {{type: jetstream, url: {url}, subject: dead.{tag}}}
+    delivery: {delivery}
+    ordering: key
+    concurrency: {{min: 1, max: 16}}
+    {timing}
+    drain_timeout: 2s
+"#
+    );
+    let pipeline = dir.path().join("pipeline.yaml");
+    std::fs::write(&pipeline, text).expect("pipeline written");
+    Setup {
+        url: url.to_owned(),
+        input_stream,
+        output_stream,
+        dead_stream,
+        pipeline: pipeline.to_string_lossy().into_owned(),
+        _dir: dir,
+    }
+}
+
+fn start(pipeline: &str, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_spate"))
+        .args(["run", pipeline])
+        .env("SPATE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spate starts")
+}
+
+/// Every message of a stream: (order number from the payload or the
+/// dead-letter payload, record id header).
+async fn read_stream(client: &async_nats::Client, stream: &str) -> Vec<(usize, Option<String>)> {
+    let js = jetstream::new(client.clone());
+    let mut stream = js.get_stream(stream).await.expect("stream");
+    let count = stream.info().await.expect("info").state.messages as usize;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("reader");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .expect("stream read in time")
+            .expect("open")
+            .expect("message");
+        let text = String::from_utf8_lossy(&message.payload).into_owned();
+        let order = match text.strip_prefix("not json ") {
+            Some(n) => n.parse().expect("dead-letter payload"),
+            None => {
+                let value: serde_json::Value = serde_json::from_str(&text).expect("JSON output");
+                value["order"].as_u64().expect("order") as usize
+            }
+        };
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("spate-record-id"))
+            .map(|v| v.as_str().to_owned());
+        out.push((order, id));
+    }
+    out
+}
+
+async fn stream_len(client: &async_nats::Client, stream: &str) -> usize {
+    let js = jetstream::new(client.clone());
+    let mut stream = js.get_stream(stream).await.expect("stream");
+    stream.info().await.expect("info").state.messages as usize
+}
+
+async fn run_with_kills(setup: &Setup, client: &async_nats::Client, kills: usize) {
+    let mut rng = rand::rng();
+    let dir = tempfile::tempdir().expect("log dir");
+    for round in 0..kills {
+        let mut child = start(&setup.pipeline, &dir.path().join(format!("{round}.log")));
+        tokio::time::sleep(Duration::from_millis(rng.random_range(150..700))).await;
+        child.kill().expect("kill -9");
+        child.wait().expect("reaped");
+    }
+    let child = start(&setup.pipeline, &dir.path().join("final.log"));
+    let valid = (0..ORDERS).filter(|o| !is_poison(*o)).count();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (outputs, dead) = (
+            stream_len(client, &setup.output_stream).await,
+            stream_len(client, &setup.dead_stream).await,
+        );
+        if outputs >= valid && dead >= ORDERS - valid {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {outputs} outputs and {dead} dead letters after the last restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let mut child = child;
+    let exit = child.wait().expect("spate exits");
+    assert!(exit.success(), "SIGTERM ends the run cleanly: {exit}");
+    let _ = &setup.url;
+    let _ = &setup.input_stream;
+}
+
+fn counts(records: &[(usize, Option<String>)]) -> BTreeMap<usize, usize> {
+    let mut counts = BTreeMap::new();
+    for (order, _) in records {
+        *counts.entry(*order).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_holds_each_output_once_across_twenty_kills() {
+    let server = server();
+    let client = server.client().await;
+    let setup = setup(&client, &server.url, "exactly_once").await;
+    run_with_kills(&setup, &client, 20).await;
+    // Let any late redelivery show up before reading everything.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let outputs = read_stream(&client, &setup.output_stream).await;
+    let dead = read_stream(&client, &setup.dead_stream).await;
+    let (output_counts, dead_counts) = (counts(&outputs), counts(&dead));
+    for order in 0..ORDERS {
+        let (expected_out, expected_dead) = if is_poison(order) { (0, 1) } else { (1, 0) };
+        assert_eq!(
+            output_counts.get(&order).copied().unwrap_or(0),
+            expected_out,
+            "outputs of order {order}"
+        );
+        assert_eq!(
+            dead_counts.get(&order).copied().unwrap_or(0),
+            expected_dead,
+            "dead letters of order {order}"
+        );
+    }
+    for (order, id) in &outputs {
+        let id = id.as_deref().expect("every output carries its record id");
+        assert!(
+            id.starts_with(&format!("{}/0/", setup.input_stream)) && id.ends_with("/0"),
+            "order {order}: {id}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_loses_nothing_across_twenty_kills() {
+    let server = server();
+    let client = server.client().await;
+    let setup = setup(&client, &server.url, "at_least_once").await;
+    run_with_kills(&setup, &client, 20).await;
+    let outputs = counts(&read_stream(&client, &setup.output_stream).await);
+    let dead = counts(&read_stream(&client, &setup.dead_stream).await);
+    for order in 0..ORDERS {
+        if is_poison(order) {
+            assert!(
+                dead.contains_key(&order),
+                "poison order {order} has no dead letter"
+            );
+        } else {
+            assert!(outputs.contains_key(&order), "order {order} was lost");
+        }
+    }
+}
