@@ -154,6 +154,8 @@ fn validate(files: &[PathBuf]) -> ExitCode {
 }
 
 async fn run(files: &[PathBuf], metrics_address: Option<&str>) -> anyhow::Result<ExitCode> {
+    // First, so a SIGTERM while connectors connect still stops cleanly.
+    let shutdown = runtime::shutdown_on_signals();
     let runtime = Runtime::new();
     let mut specs = match runtime.load(files) {
         Ok(specs) => specs,
@@ -184,7 +186,6 @@ async fn run(files: &[PathBuf], metrics_address: Option<&str>) -> anyhow::Result
         }
         None => None,
     };
-    let shutdown = runtime::shutdown_on_signals();
     health.set_ready(true);
     let result = runtime.run(specs, shutdown).await;
     health.set_ready(false);

@@ -8,6 +8,7 @@
 //! double-acked only after the publish acks, so a redelivered input's
 //! outputs are dropped by the output stream's duplicate window.
 
+mod common;
 #[path = "../connectors/nats/tests/common/mod.rs"]
 mod nats_common;
 
@@ -186,11 +187,7 @@ async fn run_with_kills(setup: &Setup, client: &async_nats::Client, kills: usize
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
+    common::sigterm_when_handled(child.id());
     let mut child = child;
     let exit = child.wait().expect("spate exits");
     assert!(exit.success(), "SIGTERM ends the run cleanly: {exit}");

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use spate_connector::{Event, PartitionId, Record};
+use spate_connector::{Event, PartitionId, PendingWrite, Record};
 
 /// A partition of one of a function's inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,6 +85,16 @@ pub enum Outcome {
     DeadLettered,
 }
 
+/// Output writes a sink accepted in order and has not acknowledged yet:
+/// (index into the function's outputs, the record, its pending ack).
+pub struct Accepted(pub Vec<(usize, Record, PendingWrite)>);
+
+impl std::fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Accepted({} writes)", self.0.len())
+    }
+}
+
 /// What a handler task reports for one item.
 #[derive(Debug)]
 pub enum Verdict {
@@ -92,6 +102,10 @@ pub enum Verdict {
     Finished(Outcome),
     /// Try the item's stage again after this delay.
     RetryAfter(Duration),
+    /// The handler is done and every output was accepted in order: the
+    /// item's lane may move on, but the item finishes only once these
+    /// writes are acknowledged.
+    Written(Accepted),
 }
 
 /// Where a staged record goes.

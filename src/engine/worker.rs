@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
-use spate_connector::{dead_letter, transaction, Record, Sink, RECORD_ID_HEADER};
+use spate_connector::{dead_letter, transaction, Record, Sink, SinkError, RECORD_ID_HEADER};
 use tracing::{debug, info, warn};
 
 use super::backoff;
-use super::work::{Completion, Destination, Failure, Outcome, Stage, Verdict, WorkItem};
+use super::work::{Accepted, Completion, Destination, Failure, Outcome, Stage, Verdict, WorkItem};
 use crate::handler::{Context, ErrorKind, Handler, Output};
 use crate::observability::FunctionMetrics;
 use crate::pipeline::RetryPolicy;
@@ -344,23 +344,86 @@ pub fn dead_letter_record(shared: &FunctionShared, item: &WorkItem) -> Record {
     }
 }
 
-/// Writes pending outputs; all must be acknowledged before the event counts
-/// as finished. Only the writes that failed are tried again.
+/// Hands pending outputs to their sinks. When every one is accepted in
+/// order the item is reported `Written`, so its lane moves on while the
+/// acknowledgements are awaited by [`await_acks`]; otherwise the accepted
+/// ones are awaited here and only the failed ones are tried again.
 async fn emit(
     shared: &FunctionShared,
     item: &mut WorkItem,
     pending: Vec<(usize, Record)>,
 ) -> Option<Verdict> {
-    let total = pending.len();
-    let results = futures::future::join_all(
+    let sends = futures::future::join_all(
         pending
             .iter()
-            .map(|(index, record)| shared.outputs[*index].sink.write(record.clone())),
+            .map(|(index, record)| shared.outputs[*index].sink.send(record.clone())),
     )
     .await;
+    let mut accepted = Vec::with_capacity(pending.len());
+    let mut results = Vec::new();
+    for ((index, record), sent) in pending.into_iter().zip(sends) {
+        match sent {
+            Ok(ack) => accepted.push((index, record, ack)),
+            Err(error) => results.push((index, record, Err(error))),
+        }
+    }
+    if results.is_empty() {
+        return Some(Verdict::Written(Accepted(accepted)));
+    }
+    let acks = futures::future::join_all(
+        accepted
+            .into_iter()
+            .map(|(index, record, ack)| async move { (index, record, ack.await) }),
+    )
+    .await;
+    results.extend(acks);
+    settle(shared, item, results)
+}
+
+/// Waits for the acknowledgements of an item's accepted writes, then
+/// finishes it, retries what failed, or runs its dead letter.
+pub async fn await_acks(
+    shared: Arc<FunctionShared>,
+    mut item: WorkItem,
+    accepted: Accepted,
+) -> Completion {
+    let results = futures::future::join_all(
+        accepted
+            .0
+            .into_iter()
+            .map(|(index, record, ack)| async move { (index, record, ack.await) }),
+    )
+    .await;
+    match settle(&shared, &mut item, results) {
+        Some(verdict) => {
+            if let Verdict::RetryAfter(_) = verdict {
+                shared.metrics.retries.increment(1);
+                shared.tally.retries.fetch_add(1, AtomicOrdering::Relaxed);
+            }
+            Completion {
+                item,
+                verdict,
+                staged: Vec::new(),
+                // No task was occupied: nothing for the scaler to learn.
+                service_time: Duration::ZERO,
+            }
+        }
+        // Rejected: the item moved on to its dead letter.
+        None => process(&shared, item).await,
+    }
+}
+
+/// Judges an item's write results: finished when all were acknowledged,
+/// a dead letter when one was rejected, else a retry of the failed ones.
+fn settle(
+    shared: &FunctionShared,
+    item: &mut WorkItem,
+    results: Vec<(usize, Record, Result<(), SinkError>)>,
+) -> Option<Verdict> {
+    let total = results.len();
     let mut failed = Vec::new();
     let mut rejected = None;
-    for ((index, record), result) in pending.into_iter().zip(results) {
+    for (index, record, result) in results {
         match result {
             Ok(()) => shared.metrics.out.increment(1),
             Err(error) if error.is_retryable() => {
@@ -373,18 +436,14 @@ async fn emit(
     if let Some(message) = rejected {
         return fail(shared, item, "output-rejected", message, false);
     }
-    if failed.is_empty() {
-        item.write_failures = 0;
-        shared
-            .tally
-            .outputs
-            .fetch_add(total as u64, AtomicOrdering::Relaxed);
-        return Some(finished_handled(shared, total));
-    }
     shared
         .tally
         .outputs
         .fetch_add((total - failed.len()) as u64, AtomicOrdering::Relaxed);
+    if failed.is_empty() {
+        item.write_failures = 0;
+        return Some(finished_handled(shared, total));
+    }
     Some(retry_write(shared, item, Stage::Emit(failed)))
 }
 

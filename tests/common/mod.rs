@@ -3,8 +3,9 @@
 
 #![allow(dead_code)]
 
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use spate::engine::{EngineOptions, FunctionPlan, NamedSink, ProcessBudget, ScalerTuning};
 use spate::handler::Handler;
@@ -106,4 +107,31 @@ impl Gate {
     pub fn open(&self, n: usize) {
         self.0.add_permits(n);
     }
+}
+
+/// Sends SIGTERM once the process handles it (bit 15 of `SigCgt` in
+/// /proc), so the signal cannot land before spate installed its handler.
+pub fn sigterm_when_handled(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << 14) != 0);
+        if caught {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spate never installed its SIGTERM handler"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
 }

@@ -21,7 +21,7 @@ pub use config::{ConfigError, ConfigNode, ConfigReader, NodeKind, Span};
 pub use error::{SinkError, SourceError};
 pub use event::{Event, Headers, PartitionId, Position, Record};
 pub use factory::{Capabilities, ConnectorFactory, SinkBuilder, SourceBuilder};
-pub use sink::Sink;
+pub use sink::{PendingWrite, Sink};
 pub use source::{CommitPosition, Source, SourceMessage};
 pub use transaction::{
     TransactionError, TransactionSession, TransactionalTarget, RECORD_ID_HEADER,

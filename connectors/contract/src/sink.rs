@@ -12,12 +12,31 @@
 //! Writes may be called concurrently from many handler tasks; a sink is free
 //! to batch them internally (group commit) as long as each call resolves only
 //! when its own record is acknowledged.
+//!
+//! # Pipelined writes
+//!
+//! Waiting for each acknowledgement before the next event of a partition may
+//! start caps a partition at one event per round trip. A sink that keeps the
+//! order of what it accepts (a Kafka producer with idempotence) overrides
+//! [`Sink::send`]: it returns as soon as the record is *accepted in order*
+//! — queued behind every record accepted before it — with a
+//! [`PendingWrite`] that resolves on the acknowledgement. The engine then
+//! starts the partition's next event at once and counts the event finished
+//! (and its position committable) only when the pending write resolves
+//! `Ok`. The default `send` waits for the whole `write`.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use async_trait::async_trait;
 
 use crate::error::SinkError;
 use crate::event::Record;
 use crate::transaction::TransactionalTarget;
+
+/// A write accepted in order and not yet acknowledged; resolves `Ok` once
+/// the record is durable (see [`Sink::send`]).
+pub type PendingWrite = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;
 
 /// A destination for handler outputs and dead letters.
 #[async_trait]
@@ -27,6 +46,14 @@ pub trait Sink: Send + Sync {
 
     /// Writes one record and resolves once it is acknowledged.
     async fn write(&self, record: Record) -> Result<(), SinkError>;
+
+    /// Accepts one record in order and returns what resolves on its
+    /// acknowledgement (see the module docs). An `Err` here means the record
+    /// was not accepted at all. The default waits for [`Sink::write`].
+    async fn send(&self, record: Record) -> Result<PendingWrite, SinkError> {
+        self.write(record).await?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
 
     /// Where this sink's records go inside an exactly-once transaction, or
     /// `None` if it cannot take part in one (see [`crate::transaction`]).

@@ -461,7 +461,11 @@ impl Scheduler {
     }
 
     fn on_completion(&mut self, completion: Completion) {
-        self.latency.observe(completion.service_time);
+        // Waiting for acknowledgements occupies no task: it is not latency
+        // the scaler should plan with (those completions report zero).
+        if !completion.service_time.is_zero() {
+            self.latency.observe(completion.service_time);
+        }
         if self.all_busy_since.is_some() {
             self.all_busy_since = Some(Instant::now());
         }
@@ -473,9 +477,24 @@ impl Scheduler {
         else {
             return; // its partition was released; the next owner redoes it
         };
-        part.running = part.running.saturating_sub(1);
         match completion.verdict {
+            Verdict::Written(accepted) => {
+                // The lane moves on now; the item stays running (and its
+                // offset uncommitted) until its writes are acknowledged.
+                let mut item = item;
+                if let Some(lane) = item.lane.take() {
+                    if part.draining.is_none() {
+                        self.lanes.release(&lane);
+                    }
+                }
+                let (shared, done) = (self.shared.clone(), self.done_tx.clone());
+                tokio::spawn(async move {
+                    let completion = worker::await_acks(shared, item, accepted).await;
+                    let _ = done.send(completion).await;
+                });
+            }
             Verdict::RetryAfter(delay) => {
+                part.running = part.running.saturating_sub(1);
                 if part.draining.is_none() && !self.stopping {
                     self.parked.insert(item, delay);
                 } else {
@@ -483,6 +502,7 @@ impl Scheduler {
                 }
             }
             Verdict::Finished(_) => {
+                part.running = part.running.saturating_sub(1);
                 part.watermark.finish(item.event.position.offset);
                 part.unfinished -= 1;
                 let draining = part.draining.is_some();
