@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream as js;
 use async_nats::jetstream::context::ContextBuilder;
 use async_trait::async_trait;
-use spate_connector::{Record, Sink, SinkBuilder, SinkError, TransactionalTarget};
+use spate_connector::{PendingWrite, Record, Sink, SinkBuilder, SinkError, TransactionalTarget};
 
 use crate::connection::ConnectSettings;
 use crate::nats_headers;
@@ -50,26 +50,29 @@ pub struct JetStreamSink {
     context: js::Context,
 }
 
-impl JetStreamSink {
-    fn publish_error(&self, e: js::context::PublishError) -> SinkError {
-        use js::context::PublishErrorKind as Kind;
-        match e.kind() {
-            Kind::MaxPayloadExceeded => SinkError::Rejected {
-                sink_name: self.name.clone(),
-                message: e.to_string(),
-            },
-            Kind::StreamNotFound => SinkError::Unavailable {
-                sink_name: self.name.clone(),
-                message: format!(
-                    "no stream captures subject `{}`; create one whose subjects include it",
-                    self.subject
-                ),
-            },
-            _ => SinkError::Unavailable {
-                sink_name: self.name.clone(),
-                message: format!("publish not acknowledged: {e}"),
-            },
-        }
+/// Classifies a publish failure: too large is a rejection, everything
+/// else may succeed later.
+fn publish_error(
+    sink_name: &str,
+    subject: &async_nats::Subject,
+    e: js::context::PublishError,
+) -> SinkError {
+    use js::context::PublishErrorKind as Kind;
+    match e.kind() {
+        Kind::MaxPayloadExceeded => SinkError::Rejected {
+            sink_name: sink_name.to_owned(),
+            message: e.to_string(),
+        },
+        Kind::StreamNotFound => SinkError::Unavailable {
+            sink_name: sink_name.to_owned(),
+            message: format!(
+                "no stream captures subject `{subject}`; create one whose subjects include it"
+            ),
+        },
+        _ => SinkError::Unavailable {
+            sink_name: sink_name.to_owned(),
+            message: format!("publish not acknowledged: {e}"),
+        },
     }
 }
 
@@ -88,6 +91,13 @@ impl Sink for JetStreamSink {
     }
 
     async fn write(&self, record: Record) -> Result<(), SinkError> {
+        self.send(record).await?.await
+    }
+
+    /// Publishes (the client keeps publish order) and returns the publish
+    /// ack to wait for, so the engine can start the partition's next event
+    /// while this one's ack is on its way.
+    async fn send(&self, record: Record) -> Result<PendingWrite, SinkError> {
         let headers = nats_headers(record.key.as_ref(), &record.headers).map_err(|message| {
             SinkError::Rejected {
                 sink_name: self.name.clone(),
@@ -106,8 +116,12 @@ impl Sink for JetStreamSink {
                     .await
             }
         }
-        .map_err(|e| self.publish_error(e))?;
-        ack.await.map_err(|e| self.publish_error(e))?;
-        Ok(())
+        .map_err(|e| publish_error(&self.name, &self.subject, e))?;
+        let (name, subject) = (self.name.clone(), self.subject.clone());
+        Ok(Box::pin(async move {
+            ack.await
+                .map(|_| ())
+                .map_err(|e| publish_error(&name, &subject, e))
+        }))
     }
 }
