@@ -48,6 +48,9 @@ impl Registry {
         for factory in spate_builtin::connectors() {
             registry.add_connector(factory);
         }
+        for factory in spate_kafka::connectors() {
+            registry.add_connector(factory);
+        }
         for factory in spate_nats::connectors() {
             registry.add_connector(factory);
         }

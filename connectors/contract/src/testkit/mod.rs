@@ -436,6 +436,30 @@ impl Sink for MemorySink {
     }
 }
 
+/// `source.next(max)`, failing the test if it errors or has not returned
+/// within `limit`, so a broken source fails instead of hanging.
+pub async fn next_before(source: &mut dyn Source, max: usize, limit: Duration) -> SourceMessage {
+    match tokio::time::timeout(limit, source.next(max)).await {
+        Ok(Ok(message)) => message,
+        Ok(Err(error)) => panic!("next failed: {error}"),
+        Err(_) => panic!("next did not return within {limit:?}"),
+    }
+}
+
+/// `source.next(max)`, or `None` if it returns nothing within `wait`;
+/// fails the test if it errors.
+pub async fn next_within(
+    source: &mut dyn Source,
+    max: usize,
+    wait: Duration,
+) -> Option<SourceMessage> {
+    match tokio::time::timeout(wait, source.next(max)).await {
+        Ok(Ok(message)) => Some(message),
+        Ok(Err(error)) => panic!("next failed: {error}"),
+        Err(_) => None,
+    }
+}
+
 /// A mapping node of unquoted scalars, as a pipeline file would give a
 /// connector; key `i` sits on line `i + 2` so errors have distinct places.
 pub fn config_map(entries: &[(&str, &str)]) -> crate::ConfigNode {

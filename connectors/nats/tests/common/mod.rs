@@ -200,23 +200,11 @@ pub async fn open(builder: &dyn SourceBuilder) -> Box<dyn Source> {
 
 /// `next` with a generous timeout so a broken source fails instead of hanging.
 pub async fn next(source: &mut dyn Source, max: usize) -> SourceMessage {
-    tokio::time::timeout(Duration::from_secs(15), source.next(max))
-        .await
-        .expect("next did not return within 15s")
-        .expect("next failed")
+    spate_connector::testkit::next_before(source, max, Duration::from_secs(15)).await
 }
 
-/// `next`, or `None` if it returns nothing within `wait`.
-pub async fn next_within(
-    source: &mut dyn Source,
-    max: usize,
-    wait: Duration,
-) -> Option<SourceMessage> {
-    tokio::time::timeout(wait, source.next(max))
-        .await
-        .ok()
-        .map(|r| r.expect("next failed"))
-}
+#[allow(unused_imports)] // not every test file reads with a wait
+pub use spate_connector::testkit::next_within;
 
 /// Reads until at least `n` events arrived, checking batch bounds.
 pub async fn read_n(source: &mut dyn Source, n: usize, max: usize) -> Vec<Event> {

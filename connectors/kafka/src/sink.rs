@@ -1,0 +1,465 @@
+//! The Kafka sink: an idempotent producer whose writes resolve on the
+//! broker's delivery report.
+//!
+//! Capabilities `{exactly_once: true, durable_positions: false}`: on its own
+//! it writes at least once (idempotence removes the duplicates of its own
+//! retries, not those of a redelivered event), and inside an exactly-once
+//! function its records go through the source's
+//! [`KafkaTransaction`](crate::transaction::KafkaTransaction) instead, so
+//! they commit with the source's offsets. The sink names itself as
+//! [`TransactionalTarget`] `{kind: "kafka", cluster: bootstrap_servers,
+//! destination: topic}`.
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `topic` | required | topic to write to; a record header `spate-kafka-topic` overrides it for that record (the header itself is not written) |
+//! | `linger` | `5ms` | how long the producer waits to fill a batch |
+//! | `delivery_timeout` | `30s` | how long a record may take to be acknowledged, retries included, before the write fails (retryably) |
+//! | `compression` | `none` | `none`, `zstd`, `lz4`, `snappy` or `gzip`; all four codecs are compiled into spate's librdkafka (zstd through rdkafka's `zstd` feature, gzip through `libz`, lz4 and snappy bundled with librdkafka; a unit test checks `builtin.features`) |
+//! | `bootstrap_servers`, `connect_timeout`, `tls*`, `sasl_*`, `security`, `properties` | | see [`config`](crate::config) |
+//!
+//! Every record is written with `acks=all` and `enable.idempotence=true`.
+//! The key, headers (in order, repeated names kept) and timestamp (when the
+//! record has one; otherwise the broker's clock) are written as given.
+//! A write resolves `Ok` only on a successful delivery report. A full local
+//! queue makes the write wait, not fail. A record larger than the topic
+//! accepts, or naming an invalid topic, is [`SinkError::Rejected`]; anything
+//! else (broker away, timeout) is [`SinkError::Unavailable`]. When the
+//! idempotent producer hits a fatal error (it cannot keep its ordering
+//! promise any more) the sink replaces it and the write fails retryably.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientContext;
+use spate_connector::{
+    ConfigReader, PendingWrite, Record, Sink, SinkBuilder, SinkError, TransactionalTarget,
+};
+
+use crate::config::ConnectionSettings;
+use crate::error::{code_of, is_auth_error, producer_failure, Failure};
+
+/// Header that sends one record to another topic than the sink's `topic`.
+pub const TOPIC_HEADER: &str = "spate-kafka-topic";
+/// Default `linger`.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+/// Default `delivery_timeout`.
+pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest `flush` waits.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Every setting of a Kafka sink.
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
+    /// Cluster and security.
+    pub connection: ConnectionSettings,
+    /// `topic`.
+    pub topic: String,
+    /// `linger`.
+    pub linger: Duration,
+    /// `delivery_timeout`.
+    pub delivery_timeout: Duration,
+    /// `compression`, as librdkafka names it.
+    pub compression: &'static str,
+}
+
+impl SinkSettings {
+    /// Reads a sink's settings, recording every problem; `None` if any.
+    pub fn read(config: &mut ConfigReader<'_>) -> Option<Self> {
+        let mark = crate::error_mark(config);
+        let topic = config.required_string(
+            "topic",
+            Some("the topic to write to, e.g. `orders-enriched`".to_owned()),
+        );
+        if let Some(topic) = &topic {
+            if let Err(why) = check_topic_name(topic) {
+                config.error_at_key("topic", why, None);
+            }
+        }
+        let linger = config.duration("linger").unwrap_or(DEFAULT_LINGER);
+        let delivery_timeout = config
+            .duration("delivery_timeout")
+            .unwrap_or(DEFAULT_DELIVERY_TIMEOUT);
+        if delivery_timeout < Duration::from_secs(1) {
+            config.error_at_key(
+                "delivery_timeout",
+                "`delivery_timeout` must be at least 1s",
+                None,
+            );
+        } else if delivery_timeout <= linger {
+            config.error_at_key(
+                "delivery_timeout",
+                "`delivery_timeout` must be longer than `linger`",
+                None,
+            );
+        }
+        let compression = config
+            .one_of("compression", &["none", "zstd", "lz4", "snappy", "gzip"])
+            .unwrap_or("none");
+        let connection = ConnectionSettings::read(config);
+        if crate::has_new_errors(config, mark) {
+            return None;
+        }
+        Some(Self {
+            connection,
+            topic: topic?,
+            linger,
+            delivery_timeout,
+            compression,
+        })
+    }
+
+    /// The librdkafka producer configuration.
+    pub fn producer_config(&self) -> rdkafka::ClientConfig {
+        let mut config = self.connection.client_config();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", self.linger.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                self.delivery_timeout.as_millis().to_string(),
+            )
+            .set("compression.type", self.compression);
+        self.connection.finish(&mut config);
+        config
+    }
+}
+
+/// Kafka's rules for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.`
+/// or `..`.
+pub fn check_topic_name(topic: &str) -> Result<(), String> {
+    if topic.is_empty() || topic.len() > 249 || topic == "." || topic == ".." {
+        return Err(format!(
+            "`{topic}` is not a valid Kafka topic name (1 to 249 characters, not `.` or `..`)"
+        ));
+    }
+    if let Some(bad) = topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "`{topic}` is not a valid Kafka topic name: `{bad}` is not allowed (use letters, digits, `.`, `_` and `-`)"
+        ));
+    }
+    Ok(())
+}
+
+/// Builds [`KafkaSink`]s.
+pub struct KafkaSinkBuilder {
+    settings: Arc<SinkSettings>,
+}
+
+impl KafkaSinkBuilder {
+    /// A builder for these settings (no I/O until `build`).
+    pub fn new(settings: SinkSettings) -> Self {
+        Self {
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+#[async_trait]
+impl SinkBuilder for KafkaSinkBuilder {
+    async fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(Box::new(KafkaSink::open(self.settings.clone()).await?))
+    }
+}
+
+/// The producer's context: global errors go to the log.
+pub struct SinkContext {
+    name: String,
+}
+
+impl ClientContext for SinkContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(sink = %self.name, %error, reason, "Kafka producer error");
+    }
+}
+
+type KafkaProducer = FutureProducer<SinkContext>;
+
+/// How long to wait before enqueueing again into a full local queue.
+pub(crate) const QUEUE_FULL_WAIT: Duration = Duration::from_millis(20);
+
+/// An idempotent producer writing to one topic.
+pub struct KafkaSink {
+    name: String,
+    settings: Arc<SinkSettings>,
+    producer: RwLock<Arc<KafkaProducer>>,
+}
+
+impl KafkaSink {
+    /// Creates the producer and checks that the cluster answers within
+    /// `connect_timeout`.
+    pub async fn open(settings: Arc<SinkSettings>) -> Result<Self, SinkError> {
+        let name = format!("kafka:{}", settings.topic);
+        let producer = {
+            let settings = settings.clone();
+            let name_for_task = name.clone();
+            tokio::task::spawn_blocking(move || connect(&settings, &name_for_task))
+                .await
+                .map_err(|e| Failure::retryable(format!("starting the producer failed: {e}")))
+                .and_then(|r| r)
+                .map_err(|f| f.into_sink(&name))?
+        };
+        Ok(Self {
+            name,
+            settings,
+            producer: RwLock::new(Arc::new(producer)),
+        })
+    }
+
+    fn producer(&self) -> Arc<KafkaProducer> {
+        self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces a producer that hit a fatal error (once, however many
+    /// writes saw it).
+    fn replace_if_fatal(&self, failed: &Arc<KafkaProducer>) {
+        let Some((code, reason)) = failed.client().fatal_error() else {
+            return;
+        };
+        let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&current, failed) {
+            return;
+        }
+        match connect_without_probe(&self.settings, &self.name) {
+            Ok(fresh) => {
+                tracing::warn!(sink = %self.name, ?code, %reason, "the idempotent producer hit a fatal error; replaced it");
+                let old = std::mem::replace(&mut *current, Arc::new(fresh));
+                drop(current);
+                // Dropping a producer purges and joins its thread: not on
+                // the async runtime.
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "replacing the failed producer failed")
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn write(&self, record: Record) -> Result<(), SinkError> {
+        self.send(record).await?.await
+    }
+
+    /// Enqueues the record (the idempotent producer keeps the order of what
+    /// it accepted, per partition) and returns its delivery report to wait
+    /// for, so the engine can start the partition's next event meanwhile.
+    async fn send(&self, record: Record) -> Result<PendingWrite, SinkError> {
+        let prepared =
+            prepare(&record, &self.settings.topic).map_err(|f| f.into_sink(&self.name))?;
+        let mut producer = self.producer();
+        if producer.client().fatal_error().is_some() {
+            self.replace_if_fatal(&producer);
+            producer = self.producer();
+        }
+        let mut future = FutureRecord::to(&prepared.topic)
+            .payload(record.payload.as_ref())
+            .headers(prepared.headers);
+        if let Some(key) = record.key.as_deref() {
+            future = future.key(key);
+        }
+        if let Some(ts) = record.timestamp_ms {
+            future = future.timestamp(ts);
+        }
+        let delivery = loop {
+            match producer.send_result(future) {
+                Ok(delivery) => break delivery,
+                // A full local queue is waited out, not an error.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    future = back;
+                    tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                }
+                Err((error, _)) => {
+                    self.replace_if_fatal(&producer);
+                    return Err(producer_failure(
+                        &error,
+                        &self.settings.connection.bootstrap_servers,
+                        &prepared.topic,
+                    )
+                    .into_sink(&self.name));
+                }
+            }
+        };
+        let (name, servers, topic) = (
+            self.name.clone(),
+            self.settings.connection.bootstrap_servers.clone(),
+            prepared.topic.clone(),
+        );
+        Ok(Box::pin(async move {
+            match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((error, _))) => {
+                    if producer.client().fatal_error().is_some() {
+                        tracing::warn!(sink = %name, %error, "the producer hit a fatal error; the next write replaces it");
+                    }
+                    Err(producer_failure(&error, &servers, &topic).into_sink(&name))
+                }
+                Err(_canceled) => Err(SinkError::Unavailable {
+                    sink_name: name,
+                    message: "the producer was dropped before the delivery report".to_owned(),
+                }),
+            }
+        }))
+    }
+
+    fn transactional_target(&self) -> Option<TransactionalTarget> {
+        Some(TransactionalTarget {
+            kind: crate::KIND,
+            cluster: self.settings.connection.bootstrap_servers.clone(),
+            destination: self.settings.topic.clone(),
+        })
+    }
+
+    async fn flush(&self) -> Result<(), SinkError> {
+        let producer = self.producer();
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(FLUSH_TIMEOUT))
+            .await
+            .map_err(|e| SinkError::Unavailable {
+                sink_name: self.name.clone(),
+                message: format!("the flush task failed: {e}"),
+            })?;
+        flushed.map_err(|e| SinkError::Unavailable {
+            sink_name: self.name.clone(),
+            message: format!("records still unacknowledged after {FLUSH_TIMEOUT:?}: {e}"),
+        })
+    }
+}
+
+/// A record's destination topic and Kafka headers.
+pub(crate) struct Prepared {
+    pub topic: String,
+    pub headers: OwnedHeaders,
+}
+
+/// Picks the topic (the override header or `default_topic`) and converts
+/// the other headers.
+pub(crate) fn prepare(record: &Record, default_topic: &str) -> Result<Prepared, Failure> {
+    let topic = match record.headers.get(TOPIC_HEADER) {
+        None => default_topic.to_owned(),
+        Some(value) => {
+            let topic = std::str::from_utf8(value).map_err(|_| {
+                Failure::rejected(format!("header `{TOPIC_HEADER}` is not UTF-8 text"))
+            })?;
+            check_topic_name(topic)
+                .map_err(|why| Failure::rejected(format!("header `{TOPIC_HEADER}`: {why}")))?;
+            topic.to_owned()
+        }
+    };
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    for (name, value) in record.headers.iter() {
+        if name == TOPIC_HEADER {
+            continue;
+        }
+        headers = headers.insert(Header {
+            key: name,
+            value: Some(value.as_ref()),
+        });
+    }
+    Ok(Prepared { topic, headers })
+}
+
+fn connect_without_probe(settings: &SinkSettings, name: &str) -> Result<KafkaProducer, Failure> {
+    settings
+        .producer_config()
+        .create_with_context(SinkContext {
+            name: name.to_owned(),
+        })
+        .map_err(|e| {
+            Failure::fatal(format!(
+                "cannot create a Kafka producer for `{}`: {e}",
+                settings.connection.bootstrap_servers
+            ))
+        })
+}
+
+/// Creates the producer and waits for the cluster's first metadata answer.
+/// Blocking.
+fn connect(settings: &SinkSettings, name: &str) -> Result<KafkaProducer, Failure> {
+    let servers = &settings.connection.bootstrap_servers;
+    let producer = connect_without_probe(settings, name)?;
+    producer
+        .client()
+        .fetch_metadata(None, settings.connection.connect_timeout)
+        .map_err(|e| match code_of(&e) {
+            Some(code) if is_auth_error(code) => Failure::fatal(format!(
+                "Kafka at `{servers}` refused the credentials: {e}; check `sasl_*` and `tls_*`"
+            )),
+            _ => Failure::retryable(format!(
+                "cannot reach Kafka at `{servers}` within {:?} ({e}); check `bootstrap_servers` and that the brokers are running",
+                settings.connection.connect_timeout
+            )),
+        })?;
+    Ok(producer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use rdkafka::message::Headers as _;
+    use spate_connector::Headers;
+
+    #[test]
+    fn the_topic_header_overrides_and_is_not_written() {
+        let mut headers = Headers::new();
+        headers.push("a", Bytes::from_static(b"1"));
+        headers.push(TOPIC_HEADER, Bytes::from_static(b"other"));
+        headers.push("a", Bytes::from_static(b"2"));
+        let record = Record {
+            headers,
+            ..Record::default()
+        };
+        let prepared = prepare(&record, "main").unwrap();
+        assert_eq!(prepared.topic, "other");
+        let written: Vec<(String, Vec<u8>)> = prepared
+            .headers
+            .iter()
+            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+            .collect();
+        assert_eq!(
+            written,
+            vec![("a".into(), b"1".to_vec()), ("a".into(), b"2".to_vec())]
+        );
+        assert_eq!(prepare(&Record::default(), "main").unwrap().topic, "main");
+    }
+
+    #[test]
+    fn every_compression_codec_is_built_in() {
+        let config = rdkafka::ClientConfig::new().create_native_config().unwrap();
+        let features = config.get("builtin.features").unwrap();
+        for codec in ["zstd", "lz4", "snappy", "gzip"] {
+            assert!(
+                features.split(',').any(|f| f == codec),
+                "{codec} missing from {features}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_invalid_override_topic_is_rejected() {
+        let mut headers = Headers::new();
+        headers.push(TOPIC_HEADER, Bytes::from_static(b"no spaces"));
+        let record = Record {
+            headers,
+            ..Record::default()
+        };
+        let failure = prepare(&record, "main").err().unwrap();
+        assert_eq!(failure.kind, crate::error::FailureKind::Rejected);
+    }
+}

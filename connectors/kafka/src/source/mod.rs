@@ -1,0 +1,561 @@
+//! The Kafka source: a consumer-group member whose offsets move only when
+//! the engine commits finished events.
+//!
+//! Capabilities `{exactly_once: true, durable_positions: true}`: the group's
+//! committed offsets are the durable positions, and
+//! [`Source::begin_exactly_once`] opens a [`KafkaTransaction`] that commits
+//! them together with output records.
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `topics` | — | topic names to read (a list, or one name); exactly one of `topics` and `topic_pattern` |
+//! | `topic_pattern` | — | a regular expression; every matching topic is read (anchored: given to librdkafka as `^…`) |
+//! | `group_id` | required | consumer group shared by every process of the pipeline |
+//! | `assignment` | `cooperative` | `cooperative` (cooperative-sticky: a rebalance moves only the partitions that change owner) or `eager` (range, roundrobin: every rebalance revokes everything) |
+//! | `group_instance_id` | none | static membership: a restart within `session_timeout` keeps the partitions without a rebalance; unique per process |
+//! | `transactional_id` | `spate-{group_id}-{group_instance_id}` | transactional id for `delivery: exactly_once`; must stay the same across restarts of one process and differ between processes |
+//! | `start` | `earliest` | where a partition with no committed offset starts: `earliest` or `latest` |
+//! | `isolation` | `read_committed` | `read_committed` skips records of open and aborted transactions; `read_uncommitted` reads them |
+//! | `session_timeout` | librdkafka's (45s) | how long the group waits for a silent member before reassigning its partitions |
+//! | `commit_timeout` | `10s` | how long a commit waits for the group coordinator before it fails retryably (it may still complete later; the next commit waits for it first) |
+//! | `bootstrap_servers`, `connect_timeout`, `tls*`, `sasl_*`, `security`, `properties` | | see [`config`](crate::config) |
+//!
+//! # Events
+//!
+//! Key, payload (empty for a tombstone), headers in order, the record's
+//! timestamp, and [`Position`](spate_connector::Position) `{stream: topic,
+//! partition, offset}`. Partition ids are Kafka's partition numbers when
+//! `topics` names one topic, and ids handed out in order of first
+//! assignment otherwise (see [`consumer`](crate::consumer)).
+//!
+//! # How the delivery rules are kept
+//!
+//! 1. **Stage on read, apply on commit.** `enable.auto.commit` and
+//!    `enable.auto.offset.store` are off; [`Source::commit`] commits exactly
+//!    the positions the engine gives (synchronously, on tokio's blocking
+//!    pool). A committed offset is "the next offset to read", as in
+//!    [`CommitPosition`]. Once an exactly-once session is open,
+//!    [`Source::commit`] does nothing: the session's transactions carry the
+//!    offsets.
+//! 2. **Order.** One poll thread reads; events of a partition keep
+//!    librdkafka's order, and an event whose offset is not above the last one
+//!    taken in for its partition is dropped (librdkafka can hand one message
+//!    twice when a pause races a poll).
+//! 3. **Pause means pause.** [`Source::pause`] pauses the partitions in
+//!    librdkafka *and* holds back, in the source, events of them that were
+//!    already fetched; [`Source::resume`] hands the held events out first.
+//!    librdkafka resumes fetching after the last message it handed to the
+//!    poll thread, so nothing is lost or repeated.
+//! 4. **Revocation is a hand-over.** The rebalance callback returns
+//!    [`SourceMessage::Revoked`] and holds the rebalance until
+//!    [`Source::release`]; see [`consumer`](crate::consumer). Held events of
+//!    a revoked partition are dropped (they were never handed out, and the
+//!    next owner reads them from the committed offset).
+//! 5. **Cancel safety.** Everything received lives in `self`; `next` only
+//!    awaits a channel receive.
+//!
+//! [`Source::lag`] is the partition's end (last stable offset under
+//! `read_committed`, else high watermark) from librdkafka's statistics
+//! (every 5 s unless `properties` sets `statistics.interval.ms`), minus the
+//! offset after the last event handed to the engine.
+//!
+//! [`KafkaTransaction`]: crate::transaction::KafkaTransaction
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::Offset;
+use spate_connector::{
+    CommitPosition, Event, PartitionId, Source, SourceBuilder, SourceError, SourceMessage,
+    TransactionSession,
+};
+use tokio::sync::mpsc;
+
+use crate::consumer::{poll_loop, Interner, Item, KafkaConsumer, Shared, SpateContext};
+use crate::error::{code_of, consumer_failure, is_auth_error, Failure};
+use crate::transaction::KafkaTransaction;
+
+mod settings;
+
+pub use settings::{Assignment, SourceSettings, Subscription, DEFAULT_COMMIT_TIMEOUT};
+
+/// Items the poll thread may queue ahead of the source.
+const CHANNEL_CAPACITY: usize = 512;
+/// Longest `close` waits for the consumer to leave the group.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Builds [`KafkaSource`]s.
+pub struct KafkaSourceBuilder {
+    settings: Arc<SourceSettings>,
+}
+
+impl KafkaSourceBuilder {
+    /// A builder for these settings (no I/O until `build`).
+    pub fn new(settings: SourceSettings) -> Self {
+        Self {
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+#[async_trait]
+impl SourceBuilder for KafkaSourceBuilder {
+    async fn build(&self) -> Result<Box<dyn Source>, SourceError> {
+        Ok(Box::new(KafkaSource::open(self.settings.clone()).await?))
+    }
+}
+
+/// A consumer-group member as a spate source.
+pub struct KafkaSource {
+    name: String,
+    settings: Arc<SourceSettings>,
+    shared: Arc<Shared>,
+    consumer: Option<Arc<KafkaConsumer>>,
+    thread: Option<JoinHandle<()>>,
+    rx: mpsc::Receiver<Item>,
+    /// Control messages and errors, returned before any event.
+    control: VecDeque<Result<SourceMessage, SourceError>>,
+    /// Received events per partition, not handed out yet.
+    queues: BTreeMap<PartitionId, VecDeque<Event>>,
+    assigned: BTreeSet<PartitionId>,
+    paused: BTreeSet<PartitionId>,
+    /// Highest offset taken in per partition since its assignment.
+    last_offset: HashMap<PartitionId, u64>,
+    /// Offset after the last event handed to the engine, per partition.
+    handed: HashMap<PartitionId, u64>,
+    /// Where the next batch starts its round over the partitions.
+    cursor: PartitionId,
+    /// A commit still waiting for the group coordinator.
+    pending_commit: Option<tokio::task::JoinHandle<rdkafka::error::KafkaResult<()>>>,
+    /// An exactly-once session is open: its transactions commit the
+    /// offsets, and [`Source::commit`] does nothing.
+    exactly_once: bool,
+}
+
+impl KafkaSource {
+    /// Creates the consumer, checks that the cluster answers within
+    /// `connect_timeout`, subscribes and starts the poll thread.
+    pub async fn open(settings: Arc<SourceSettings>) -> Result<Self, SourceError> {
+        let name = settings.name();
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let single_topic = match &settings.subscription {
+            Subscription::Topics(topics) if topics.len() == 1 => Some(topics[0].as_str()),
+            _ => None,
+        };
+        let shared = Arc::new(Shared::new(
+            name.clone(),
+            Interner::new(single_topic),
+            tx,
+            settings.handover_limit(),
+            settings.read_committed,
+        ));
+        let consumer = {
+            let settings = settings.clone();
+            let shared = shared.clone();
+            // Creating, probing and (on failure) closing a consumer block.
+            tokio::task::spawn_blocking(move || connect(&settings, shared))
+                .await
+                .map_err(|e| Failure::fatal(format!("starting the consumer failed: {e}")))
+                .and_then(|r| r)
+                .map_err(|f| f.into_source(&name))?
+        };
+        let thread = {
+            let consumer = consumer.clone();
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("spate-kafka-poll".to_owned())
+                .spawn(move || poll_loop(consumer, shared))
+                .map_err(|e| SourceError::Fatal {
+                    source_name: name.clone(),
+                    message: format!("cannot start the poll thread: {e}"),
+                })?
+        };
+        Ok(Self {
+            name,
+            settings,
+            shared,
+            consumer: Some(consumer),
+            thread: Some(thread),
+            rx,
+            control: VecDeque::new(),
+            queues: BTreeMap::new(),
+            assigned: BTreeSet::new(),
+            paused: BTreeSet::new(),
+            last_offset: HashMap::new(),
+            handed: HashMap::new(),
+            cursor: 0,
+            pending_commit: None,
+            exactly_once: false,
+        })
+    }
+
+    fn consumer(&self) -> Result<&Arc<KafkaConsumer>, SourceError> {
+        self.consumer.as_ref().ok_or_else(|| SourceError::Fatal {
+            source_name: self.name.clone(),
+            message: "the source is closed".to_owned(),
+        })
+    }
+
+    fn servers(&self) -> &str {
+        &self.settings.connection.bootstrap_servers
+    }
+
+    /// Files one item from the poll thread.
+    fn accept(&mut self, item: Item) {
+        match item {
+            Item::Event(event) => {
+                let id = event.position.partition;
+                if !self.assigned.contains(&id) {
+                    tracing::debug!(source = %self.name, partition = id, "event of a partition not assigned dropped");
+                    return;
+                }
+                let offset = event.position.offset;
+                if self
+                    .last_offset
+                    .get(&id)
+                    .is_some_and(|last| offset <= *last)
+                {
+                    tracing::debug!(source = %self.name, partition = id, offset, "repeated message dropped");
+                    return;
+                }
+                self.last_offset.insert(id, offset);
+                self.queues.entry(id).or_default().push_back(event);
+            }
+            Item::Assigned(ids) => {
+                for id in &ids {
+                    self.assigned.insert(*id);
+                    self.paused.remove(id);
+                    self.last_offset.remove(id);
+                    self.handed.remove(id);
+                    self.queues.remove(id);
+                }
+                self.control.push_back(Ok(SourceMessage::Assigned(ids)));
+            }
+            Item::Revoked(ids) => {
+                for id in &ids {
+                    self.assigned.remove(id);
+                    self.paused.remove(id);
+                    self.last_offset.remove(id);
+                    self.handed.remove(id);
+                    self.queues.remove(id);
+                }
+                self.control.push_back(Ok(SourceMessage::Revoked(ids)));
+            }
+            Item::Error(error) => {
+                // One error at a time is enough; librdkafka repeats itself
+                // while a broker is away.
+                if self.control.iter().any(Result::is_err) {
+                    return;
+                }
+                let failure = consumer_failure(&error, self.servers());
+                self.control.push_back(Err(failure.into_source(&self.name)));
+            }
+            Item::Stopped(why) => self.control.push_back(Err(SourceError::Fatal {
+                source_name: self.name.clone(),
+                message: format!("the Kafka poll thread stopped: {why}"),
+            })),
+        }
+    }
+
+    /// Up to `max` events of unpaused partitions, one partition after the
+    /// other in turn.
+    fn take_events(&mut self, max: usize) -> Vec<Event> {
+        let mut batch = Vec::new();
+        let ready: Vec<PartitionId> = self
+            .queues
+            .iter()
+            .filter(|(id, q)| !q.is_empty() && !self.paused.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        if ready.is_empty() {
+            return batch;
+        }
+        // Start after the partition that started last time, for fairness.
+        let start = ready.iter().position(|id| *id >= self.cursor).unwrap_or(0);
+        let order: Vec<PartitionId> = ready[start..]
+            .iter()
+            .chain(&ready[..start])
+            .copied()
+            .collect();
+        self.cursor = order[0].wrapping_add(1);
+        let mut progressed = true;
+        while batch.len() < max && progressed {
+            progressed = false;
+            for id in &order {
+                if batch.len() >= max {
+                    break;
+                }
+                if let Some(event) = self.queues.get_mut(id).and_then(VecDeque::pop_front) {
+                    batch.push(event);
+                    progressed = true;
+                }
+            }
+        }
+        self.queues.retain(|_, q| !q.is_empty());
+        for event in &batch {
+            self.handed
+                .insert(event.position.partition, event.position.offset + 1);
+        }
+        batch
+    }
+
+    fn commit_unavailable(&self, why: String) -> SourceError {
+        SourceError::Unavailable {
+            source_name: self.name.clone(),
+            message: format!(
+                "committing offsets of group `{}` at `{}` failed: {why}",
+                self.settings.group_id,
+                self.servers()
+            ),
+        }
+    }
+
+    fn partition_list(&self, ids: &[PartitionId]) -> rdkafka::TopicPartitionList {
+        let interner = self.shared.interner();
+        interner.list(ids.iter().map(|id| (*id, Offset::Invalid))).0
+    }
+
+    /// Stops the poll thread and lets go of the consumer; the thread closes
+    /// it (leaving the group).
+    fn stop(&mut self) -> Option<(Arc<KafkaConsumer>, JoinHandle<()>)> {
+        self.shared.shut_down();
+        self.rx.close();
+        let consumer = self.consumer.take()?;
+        let thread = self.thread.take()?;
+        Some((consumer, thread))
+    }
+}
+
+#[async_trait]
+impl Source for KafkaSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn next(&mut self, max_events: usize) -> Result<SourceMessage, SourceError> {
+        let max_events = max_events.max(1);
+        loop {
+            if let Some(message) = self.control.pop_front() {
+                return message;
+            }
+            let events = self.take_events(max_events);
+            if !events.is_empty() {
+                return Ok(SourceMessage::Events(events));
+            }
+            if self.consumer.is_none() {
+                return Err(SourceError::Fatal {
+                    source_name: self.name.clone(),
+                    message: "the source is closed".to_owned(),
+                });
+            }
+            // Both branches are cancel safe: nothing is taken from the
+            // channel unless the branch completes.
+            tokio::select! {
+                item = self.rx.recv() => match item {
+                    Some(item) => self.accept(item),
+                    None => self.accept(Item::Stopped("its channel closed".to_owned())),
+                },
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if self.thread.as_ref().is_some_and(JoinHandle::is_finished) {
+                        self.accept(Item::Stopped("it ended unexpectedly".to_owned()));
+                    }
+                }
+            }
+            // Take in whatever else is already there (bounded by the
+            // channel), so one call returns a full batch when it can.
+            while let Ok(item) = self.rx.try_recv() {
+                self.accept(item);
+            }
+        }
+    }
+
+    fn pause(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
+        let ids: Vec<PartitionId> = partitions
+            .iter()
+            .copied()
+            .filter(|id| self.assigned.contains(id))
+            .collect();
+        self.paused.extend(ids.iter().copied());
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let tpl = self.partition_list(&ids);
+        self.consumer()?.pause(&tpl).map_err(|e| SourceError::Unavailable {
+            source_name: self.name.clone(),
+            message: format!("pausing partitions {ids:?} failed: {e}; their events are held back in spate meanwhile"),
+        })
+    }
+
+    fn resume(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
+        let ids: Vec<PartitionId> = partitions
+            .iter()
+            .copied()
+            .filter(|id| self.paused.remove(id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let tpl = self.partition_list(&ids);
+        self.consumer()?
+            .resume(&tpl)
+            .map_err(|e| SourceError::Unavailable {
+                source_name: self.name.clone(),
+                message: format!("resuming partitions {ids:?} failed: {e}"),
+            })
+    }
+
+    async fn commit(&mut self, positions: &[CommitPosition]) -> Result<(), SourceError> {
+        if self.exactly_once {
+            // The engine calls this after each successful session commit;
+            // that transaction already stored these offsets.
+            return Ok(());
+        }
+        let (tpl, unknown) = self.shared.interner().list(positions.iter().map(|p| {
+            (
+                p.partition,
+                Offset::Offset(i64::try_from(p.next_offset).unwrap_or(i64::MAX)),
+            )
+        }));
+        if !unknown.is_empty() {
+            tracing::warn!(source = %self.name, partitions = ?unknown, "commit for partitions this source never had ignored");
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        // librdkafka waits for the group coordinator without limit; wait at
+        // most `commit_timeout` here, and never start a second commit while
+        // an earlier one still waits (so at most one blocking thread).
+        let timeout = self.settings.commit_timeout;
+        if let Some(earlier) = self.pending_commit.as_mut() {
+            if tokio::time::timeout(timeout, earlier).await.is_err() {
+                return Err(self.commit_unavailable(
+                    "an earlier commit is still waiting for the group coordinator".to_owned(),
+                ));
+            }
+            // Its outcome was reported (as not confirmed) already.
+            self.pending_commit = None;
+        }
+        let consumer = self.consumer()?.clone();
+        let task = self
+            .pending_commit
+            .insert(tokio::task::spawn_blocking(move || {
+                consumer.commit(&tpl, CommitMode::Sync)
+            }));
+        let committed = match tokio::time::timeout(timeout, task).await {
+            Err(_) => {
+                return Err(self.commit_unavailable(format!(
+                    "the group coordinator did not confirm the commit within {timeout:?} (`commit_timeout`)"
+                )))
+            }
+            Ok(joined) => {
+                self.pending_commit = None;
+                joined.map_err(|e| SourceError::Fatal {
+                    source_name: self.name.clone(),
+                    message: format!("the commit task failed: {e}"),
+                })?
+            }
+        };
+        match committed {
+            Ok(()) => Ok(()),
+            Err(error) if code_of(&error).is_some_and(is_auth_error) => {
+                Err(consumer_failure(&error, self.servers()).into_source(&self.name))
+            }
+            Err(error) => Err(self.commit_unavailable(format!("{error}"))),
+        }
+    }
+
+    async fn release(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
+        self.shared.release(partitions);
+        Ok(())
+    }
+
+    fn lag(&self, partition: PartitionId) -> Option<u64> {
+        let offsets = self.shared.offsets(partition)?;
+        let position = self.handed.get(&partition).copied().or(offsets.position)?;
+        Some(offsets.end.saturating_sub(position))
+    }
+
+    async fn begin_exactly_once(&mut self) -> Result<Box<dyn TransactionSession>, SourceError> {
+        let consumer = self.consumer()?.clone();
+        let session = KafkaTransaction::open(
+            &self.name,
+            self.settings.clone(),
+            consumer,
+            self.shared.clone(),
+        )
+        .await?;
+        self.exactly_once = true;
+        Ok(Box::new(session))
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        let Some((consumer, thread)) = self.stop() else {
+            return Ok(());
+        };
+        self.queues.clear();
+        let joined = tokio::task::spawn_blocking(move || {
+            drop(consumer);
+            thread.join().is_ok()
+        });
+        match tokio::time::timeout(CLOSE_TIMEOUT, joined).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(_) => Err(SourceError::Fatal {
+                source_name: self.name.clone(),
+                message: "the Kafka poll thread panicked while closing".to_owned(),
+            }),
+            Err(_) => {
+                tracing::warn!(source = %self.name, "the consumer did not leave the group within {CLOSE_TIMEOUT:?}; leaving it to finish in the background");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        // The poll thread notices within one poll interval, ends, and closes
+        // the consumer; nothing here blocks.
+        let _ = self.stop();
+    }
+}
+
+/// Creates the consumer, waits for the cluster's first metadata answer and
+/// subscribes. Blocking.
+fn connect(settings: &SourceSettings, shared: Arc<Shared>) -> Result<Arc<KafkaConsumer>, Failure> {
+    let servers = &settings.connection.bootstrap_servers;
+    let consumer: KafkaConsumer = settings
+        .consumer_config()
+        .create_with_context(SpateContext::new(shared))
+        .map_err(|e| {
+            Failure::fatal(format!(
+                "cannot create a Kafka consumer for `{servers}`: {e}"
+            ))
+        })?;
+    let metadata = consumer
+        .fetch_metadata(None, settings.connection.connect_timeout)
+        .map_err(|e| match code_of(&e) {
+            Some(code) if is_auth_error(code) => consumer_failure(&e, servers),
+            _ => Failure::retryable(format!(
+                "cannot reach Kafka at `{servers}` within {:?} ({e}); check `bootstrap_servers` and that the brokers are running",
+                settings.connection.connect_timeout
+            )),
+        })?;
+    match &settings.subscription {
+        Subscription::Topics(topics) => {
+            for topic in topics {
+                if !metadata.topics().iter().any(|t| t.name() == topic) {
+                    tracing::warn!(%topic, servers = %servers, "topic does not exist (yet); reading starts once it does");
+                }
+            }
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&names)
+        }
+        Subscription::Pattern(pattern) => consumer.subscribe(&[pattern.as_str()]),
+    }
+    .map_err(|e| Failure::fatal(format!("cannot subscribe: {e}; check `topics` / `topic_pattern`")))?;
+    Ok(Arc::new(consumer))
+}

@@ -1,0 +1,261 @@
+//! A real Kafka-protocol broker for integration tests: Tansu 0.6.0, one per
+//! test, on a free port with in-memory storage (binary from
+//! `scripts/fetch-tansu`, or `$TANSU_BIN`), killed when the [`Broker`] guard
+//! drops; plus plain rdkafka clients to create topics, read them back and
+//! read a group's committed offsets. Shared by this crate's tests and the
+//! workspace's end-to-end tests and benchmarks (included by path).
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers as _, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// A running Tansu broker, killed on drop.
+pub struct Broker {
+    /// `127.0.0.1:port`.
+    pub bootstrap: String,
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Broker {
+    /// The broker's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn tansu_binary() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // Included by this crate's tests and by the workspace root's.
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let script = [
+            root.join("scripts/fetch-tansu"),
+            root.join("../../scripts/fetch-tansu"),
+        ]
+        .into_iter()
+        .find(|p| p.exists())
+        .expect("scripts/fetch-tansu in the workspace");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed; set TANSU_BIN to a tansu 0.6.0 binary",
+            script.display()
+        );
+        String::from_utf8(out.stdout)
+            .expect("a path")
+            .trim()
+            .to_owned()
+    })
+}
+
+fn answers(addr: &str) -> bool {
+    addr.parse()
+        .ok()
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok())
+}
+
+/// Starts a Tansu broker of our own on a free port.
+pub fn tansu() -> Broker {
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("tansu.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut child = Command::new(tansu_binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .spawn()
+            .expect("tansu starts");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if answers(&addr) {
+                return Broker {
+                    bootstrap: addr,
+                    child,
+                    log,
+                    _dir: dir,
+                };
+            }
+            if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                // Lost the port to someone else, most likely: try another.
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("tansu did not come up");
+}
+
+/// Creates a topic.
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create_topics");
+    for result in results {
+        result.unwrap_or_else(|(t, e)| panic!("creating topic {t} failed: {e}"));
+    }
+}
+
+/// One record read back with a plain consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBack {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Headers in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Timestamp (ms), if any.
+    pub timestamp: Option<i64>,
+}
+
+/// Reads every partition of `topic` from the beginning (assigned, not
+/// subscribed: no group join),
+/// until `expect` records arrived and then `quiet` passes with nothing new
+/// (or 20 s in all). Reads committed data only when `read_committed`.
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    read_committed: bool,
+    expect: usize,
+    quiet: Duration,
+) -> Vec<ReadBack> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.partition.eof", "false")
+        // assign() needs a group id; nothing joins or commits with it.
+        .set("group.id", "spate-test-reader")
+        .set("enable.auto.commit", "false")
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("offset");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The first fetch needs a connection, metadata and a ListOffsets round
+    // trip: give it 3 s more than `quiet`.
+    let mut last = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if out.len() >= expect && Instant::now().saturating_duration_since(last) >= quiet {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => {
+                last = Instant::now();
+                out.push(ReadBack {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    timestamp: m.timestamp().to_millis(),
+                });
+            }
+            Some(Err(e)) => panic!("reading {topic} back failed: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// The committed offset of each partition of `topic` for `group`
+/// (`None`: nothing committed).
+pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let offsets = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(
+            |p| match offsets.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            },
+        )
+        .collect()
+}
