@@ -1,0 +1,103 @@
+//! The Kafka connector's test broker (Tansu, see
+//! `connectors/kafka/tests/common/broker.rs`) behind a small synchronous
+//! face for the end-to-end tests and the benchmark: topics, bulk input,
+//! read-back and committed offsets.
+//!
+//! Known limits of this broker the tests respect: aborted transactional
+//! records stay visible to every reader (so reads here are uncommitted
+//! reads), ListOffsets "latest" is unreliable (reads stop on a count or on
+//! silence, never on the high watermark), and a group join takes half the
+//! session timeout (pipelines here set `session_timeout: 6s`).
+
+#![allow(dead_code)]
+
+#[path = "../../connectors/kafka/tests/common/broker.rs"]
+mod broker;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use broker::ReadBack;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
+
+/// A running Tansu broker, killed on drop.
+pub struct Tansu {
+    /// `127.0.0.1:PORT`.
+    pub bootstrap: String,
+    _broker: broker::Broker,
+}
+
+impl Tansu {
+    /// Starts a fresh broker on a free port.
+    pub fn start() -> Self {
+        let broker = broker::tansu();
+        Self {
+            bootstrap: broker.bootstrap.clone(),
+            _broker: broker,
+        }
+    }
+
+    /// Creates a topic with `partitions` partitions.
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(broker::create_topic(&self.bootstrap, name, partitions));
+    }
+
+    /// Produces records (key, payload) to `topic`, record `i` to partition
+    /// `i % partitions`, as fast as the producer takes them, and waits until
+    /// every one is acknowledged.
+    pub fn produce(&self, topic: &str, partitions: i32, records: &[(String, Vec<u8>)]) {
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        for (index, (key, payload)) in records.iter().enumerate() {
+            let mut record = BaseRecord::to(topic)
+                .key(key.as_bytes())
+                .payload(payload.as_slice())
+                .partition(index as i32 % partitions);
+            while let Err((_, back)) = producer.send(record) {
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        producer
+            .flush(Duration::from_secs(30))
+            .expect("every input record acknowledged");
+    }
+
+    /// Everything on `topic` (uncommitted reads), once `quiet` passed with
+    /// nothing new after at least `expect` records.
+    pub fn read_all(&self, topic: &str, expect: usize, quiet: Duration) -> Vec<ReadBack> {
+        broker::read_topic(&self.bootstrap, topic, false, expect, quiet)
+    }
+
+    /// The group's committed offsets on `topic`, by partition (absent: none).
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+        broker::committed(&self.bootstrap, group, topic, partitions)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(p, o)| o.map(|o| (p as i32, o)))
+            .collect()
+    }
+}
+
+/// A header's value as text.
+pub fn header<'m>(message: &'m ReadBack, name: &str) -> Option<&'m str> {
+    message
+        .headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+/// The payload as text.
+pub fn text(message: &ReadBack) -> String {
+    String::from_utf8_lossy(&message.payload).into_owned()
+}
