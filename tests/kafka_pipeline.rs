@@ -367,10 +367,21 @@ fn two_processes_share_the_group_and_a_killed_one_hands_its_partitions_over() {
         std::thread::sleep(Duration::from_millis(100));
     }
     kill_9(first);
+    // The dead process commits nothing more: its uncommitted window starts
+    // at these offsets, and only events in it may be handled twice.
+    let at_kill = broker.committed(&names.group, &names.input, PARTITIONS);
     let (outputs, dead) = wait_for_all(&broker, &names, &dir.path().join("second.log"));
     let status = sigterm(second);
     assert!(status.success(), "{status}");
     assert_complete(&outputs, &dead);
+    for (&order, &copies) in &outputs {
+        let partition = (order % PARTITIONS as usize) as i32;
+        let offset = (order / PARTITIONS as usize) as i64;
+        assert!(
+            copies == 1 || offset >= at_kill.get(&partition).copied().unwrap_or(0),
+            "order {order} (partition {partition}, offset {offset}) was output {copies} times though it was committed ({at_kill:?}) before the kill"
+        );
+    }
     let committed = broker.committed(&names.group, &names.input, PARTITIONS);
     let total: i64 = committed.values().sum();
     assert_eq!(
