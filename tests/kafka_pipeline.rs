@@ -26,15 +26,21 @@ use std::time::{Duration, Instant};
 use kafka_common::{header, text, Tansu};
 
 const PARTITIONS: i32 = 4;
-const ORDERS: usize = 20_000;
+/// Orders loaded at the start (the kill tests load more batches of the same
+/// size when a run gets through everything before its kill).
+const ORDERS_BATCH: usize = 12_000;
+/// Orders of the group test, enough for the kill to land mid-stream.
+const ORDERS_GROUP: usize = 40_000;
 
 /// Every 500th order is not JSON: the `filter` handler fails it for good.
 fn is_poison(order: usize) -> bool {
     order % 500 == 7
 }
 
-fn load_orders(broker: &Tansu, topic: &str) {
-    let records: Vec<(String, Vec<u8>)> = (0..ORDERS)
+/// Produces orders `from..to` (a multiple of the partition count apart, so
+/// order `i` stays at partition `i % 4`, offset `i / 4`).
+fn load_orders(broker: &Tansu, topic: &str, from: usize, to: usize) {
+    let records: Vec<(String, Vec<u8>)> = (from..to)
         .map(|i| {
             let payload = if is_poison(i) {
                 format!("not json {i}")
@@ -44,7 +50,7 @@ fn load_orders(broker: &Tansu, topic: &str) {
             (format!("customer-{}", i % 37), payload.into_bytes())
         })
         .collect();
-    broker.produce(topic, PARTITIONS, &records);
+    broker.produce_from(topic, PARTITIONS, from, &records);
 }
 
 /// Round-robin production: order `i` is at partition `i % 4`, offset `i / 4`.
@@ -53,14 +59,17 @@ fn order_at(partition: i32, offset: i64) -> usize {
 }
 
 struct Names {
+    /// Orders loaded so far.
+    orders: std::cell::Cell<usize>,
     input: String,
     output: String,
     dead: String,
     group: String,
 }
 
-fn names(prefix: &str) -> Names {
+fn names(prefix: &str, orders: usize) -> Names {
     Names {
+        orders: std::cell::Cell::new(orders),
         input: format!("{prefix}-orders"),
         output: format!("{prefix}-valid"),
         dead: format!("{prefix}-dead"),
@@ -77,7 +86,7 @@ fn pipeline(dir: &Path, broker: &Tansu, names: &Names, delivery: &str) -> String
     let timing = if delivery == "exactly_once" {
         "transaction_interval: 100ms"
     } else {
-        "commit_interval: 200ms"
+        "commit_interval: 20ms"
     };
     let text = format!(
         r#"settings:
@@ -195,49 +204,60 @@ fn wait_for_all(
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (outputs, dead) = tally(broker, names, Duration::from_millis(500));
-        if outputs.len() + dead.len() == ORDERS {
+        if outputs.len() + dead.len() == names.orders.get() {
             return (outputs, dead);
         }
         assert!(
             Instant::now() < deadline,
-            "only {} outputs and {} dead letters of {ORDERS} orders; the run's log ends:\n{}",
+            "only {} outputs and {} dead letters of {} orders; the run's log ends:\n{}",
             outputs.len(),
             dead.len(),
+            names.orders.get(),
             log_tail(log)
         );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
 
-/// Runs `rounds` times: start, wait until a commit shows progress in this
-/// run, let it go on for a random moment, kill -9, then call `check` with
-/// the committed offsets. Returns how many kills landed mid-stream (with
-/// part of the input still uncommitted).
+/// Kills runs until `wanted` kills landed mid-stream (with loaded input
+/// still uncommitted), at most `3 × wanted` rounds: start, wait until a
+/// commit shows progress in this run, let it go on for a moment, kill -9,
+/// call `check` with the committed offsets. When a run got through
+/// everything loaded before its kill, another batch of orders is loaded, so
+/// the outcome does not hang on how fast the machine is. Returns the number
+/// of mid-stream kills.
 fn kill_rounds(
     broker: &Tansu,
     names: &Names,
     file: &str,
     dir: &Path,
-    rounds: u64,
+    wanted: usize,
     mut check: impl FnMut(u64, &BTreeMap<i32, i64>),
 ) -> usize {
     let total = |c: &BTreeMap<i32, i64>| c.values().sum::<i64>() as usize;
+    let batch = names.orders.get();
     let mut mid_stream = 0;
     let mut before = total(&broker.committed(&names.group, &names.input, PARTITIONS));
-    for round in 0..rounds {
+    for round in 0..(3 * wanted as u64) {
+        if mid_stream >= wanted {
+            break;
+        }
+        if before >= names.orders.get() {
+            let loaded = names.orders.get();
+            load_orders(broker, &names.input, loaded, loaded + batch);
+            names.orders.set(loaded + batch);
+        }
         let child = start(file, &dir.join(format!("run-{round}.log")));
         let deadline = Instant::now() + Duration::from_secs(60);
-        while total(&broker.committed(&names.group, &names.input, PARTITIONS)) <= before
-            && before < ORDERS
-        {
+        while total(&broker.committed(&names.group, &names.input, PARTITIONS)) <= before {
             assert!(Instant::now() < deadline, "run {round} made no progress");
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(50 + (round * 97) % 300));
+        std::thread::sleep(Duration::from_millis((round * 37) % 60));
         kill_9(child);
         let committed = broker.committed(&names.group, &names.input, PARTITIONS);
         before = total(&committed);
-        if before < ORDERS {
+        if before < names.orders.get() {
             mid_stream += 1;
         }
         check(round, &committed);
@@ -245,18 +265,18 @@ fn kill_rounds(
     mid_stream
 }
 
-fn setup(prefix: &str) -> (Tansu, Names, tempfile::TempDir) {
+fn setup(prefix: &str, orders: usize) -> (Tansu, Names, tempfile::TempDir) {
     let broker = Tansu::start();
-    let names = names(prefix);
+    let names = names(prefix, orders);
     broker.create_topic(&names.input, PARTITIONS);
     broker.create_topic(&names.output, 1);
     broker.create_topic(&names.dead, 1);
-    load_orders(&broker, &names.input);
+    load_orders(&broker, &names.input, 0, orders);
     (broker, names, tempfile::tempdir().expect("temp dir"))
 }
 
-fn assert_complete(outputs: &BTreeMap<usize, u32>, dead: &BTreeSet<usize>) {
-    for order in 0..ORDERS {
+fn assert_complete(names: &Names, outputs: &BTreeMap<usize, u32>, dead: &BTreeSet<usize>) {
+    for order in 0..names.orders.get() {
         if is_poison(order) {
             assert!(
                 dead.contains(&order),
@@ -270,31 +290,32 @@ fn assert_complete(outputs: &BTreeMap<usize, u32>, dead: &BTreeSet<usize>) {
 
 #[test]
 fn at_least_once_survives_kill_9_and_loses_nothing() {
-    let (broker, names, dir) = setup("alo");
+    let (broker, names, dir) = setup("alo", ORDERS_BATCH);
     let file = pipeline(dir.path(), &broker, &names, "at_least_once");
-    let mid_stream = kill_rounds(&broker, &names, &file, dir.path(), 4, |_, _| {});
+    let mid_stream = kill_rounds(&broker, &names, &file, dir.path(), 3, |_, _| {});
     assert!(mid_stream >= 3, "only {mid_stream} kills landed mid-stream");
     let child = start(&file, &dir.path().join("final.log"));
     let (outputs, dead) = wait_for_all(&broker, &names, &dir.path().join("final.log"));
     let status = sigterm(child);
     assert!(status.success(), "SIGTERM ends a run cleanly: {status}");
-    assert_complete(&outputs, &dead);
+    assert_complete(&names, &outputs, &dead);
     let committed = broker.committed(&names.group, &names.input, PARTITIONS);
     let total: i64 = committed.values().sum();
     assert_eq!(
-        total as usize, ORDERS,
+        total as usize,
+        names.orders.get(),
         "after SIGTERM every input offset is committed: {committed:?}"
     );
 }
 
 #[test]
 fn exactly_once_commits_offsets_only_with_their_outputs_across_kill_points() {
-    let (broker, names, dir) = setup("eos");
+    let (broker, names, dir) = setup("eos", ORDERS_BATCH);
     let file = pipeline(dir.path(), &broker, &names, "exactly_once");
     // Outputs seen above the committed offsets at a kill: a real broker
     // hides them (their transaction never committed), Tansu does not.
     let mut left_open: BTreeMap<usize, u32> = BTreeMap::new();
-    let mid_stream = kill_rounds(&broker, &names, &file, dir.path(), 6, |round, committed| {
+    let mid_stream = kill_rounds(&broker, &names, &file, dir.path(), 5, |round, committed| {
         let (outputs, dead) = tally(&broker, &names, Duration::from_millis(800));
         eprintln!(
             "kill {round}: committed {committed:?}, {} outputs, {} dead letters",
@@ -319,12 +340,12 @@ fn exactly_once_commits_offsets_only_with_their_outputs_across_kill_points() {
             }
         }
     });
-    assert!(mid_stream >= 4, "only {mid_stream} kills landed mid-stream");
+    assert!(mid_stream >= 5, "only {mid_stream} kills landed mid-stream");
     let child = start(&file, &dir.path().join("final.log"));
     let (outputs, dead) = wait_for_all(&broker, &names, &dir.path().join("final.log"));
     let status = sigterm(child);
     assert!(status.success(), "SIGTERM ends a run cleanly: {status}");
-    assert_complete(&outputs, &dead);
+    assert_complete(&names, &outputs, &dead);
     for (order, copies) in &outputs {
         let allowed = 1 + left_open.get(order).copied().unwrap_or(0);
         assert!(
@@ -336,7 +357,8 @@ fn exactly_once_commits_offsets_only_with_their_outputs_across_kill_points() {
     let committed = broker.committed(&names.group, &names.input, PARTITIONS);
     let total: i64 = committed.values().sum();
     assert_eq!(
-        total as usize, ORDERS,
+        total as usize,
+        names.orders.get(),
         "every input offset committed: {committed:?}"
     );
     // Every output names the event it came from.
@@ -349,7 +371,7 @@ fn exactly_once_commits_offsets_only_with_their_outputs_across_kill_points() {
 
 #[test]
 fn two_processes_share_the_group_and_a_killed_one_hands_its_partitions_over() {
-    let (broker, names, dir) = setup("group");
+    let (broker, names, dir) = setup("group", ORDERS_GROUP);
     let file = pipeline(dir.path(), &broker, &names, "at_least_once");
     let first = start(&file, &dir.path().join("first.log"));
     let second = start(&file, &dir.path().join("second.log"));
@@ -373,7 +395,7 @@ fn two_processes_share_the_group_and_a_killed_one_hands_its_partitions_over() {
     let (outputs, dead) = wait_for_all(&broker, &names, &dir.path().join("second.log"));
     let status = sigterm(second);
     assert!(status.success(), "{status}");
-    assert_complete(&outputs, &dead);
+    assert_complete(&names, &outputs, &dead);
     for (&order, &copies) in &outputs {
         let partition = (order % PARTITIONS as usize) as i32;
         let offset = (order / PARTITIONS as usize) as i64;
@@ -385,7 +407,8 @@ fn two_processes_share_the_group_and_a_killed_one_hands_its_partitions_over() {
     let committed = broker.committed(&names.group, &names.input, PARTITIONS);
     let total: i64 = committed.values().sum();
     assert_eq!(
-        total as usize, ORDERS,
+        total as usize,
+        names.orders.get(),
         "the survivor committed every partition: {committed:?}"
     );
 }

@@ -51,6 +51,18 @@ impl Tansu {
     /// `i % partitions`, as fast as the producer takes them, and waits until
     /// every one is acknowledged.
     pub fn produce(&self, topic: &str, partitions: i32, records: &[(String, Vec<u8>)]) {
+        self.produce_from(topic, partitions, 0, records);
+    }
+
+    /// [`Tansu::produce`] for records numbered from `first` (record `i` of
+    /// the slice goes to partition `(first + i) % partitions`).
+    pub fn produce_from(
+        &self,
+        topic: &str,
+        partitions: i32,
+        first: usize,
+        records: &[(String, Vec<u8>)],
+    ) {
         let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .set("enable.idempotence", "true")
@@ -61,7 +73,7 @@ impl Tansu {
             let mut record = BaseRecord::to(topic)
                 .key(key.as_bytes())
                 .payload(payload.as_slice())
-                .partition(index as i32 % partitions);
+                .partition(((first + index) % partitions as usize) as i32);
             while let Err((_, back)) = producer.send(record) {
                 record = back;
                 std::thread::sleep(Duration::from_millis(5));
