@@ -460,6 +460,29 @@ pub async fn next_within(
     }
 }
 
+/// Reads until at least `n` events arrived, checking that no batch is empty
+/// or larger than `max`; any other message, or a `next` slower than `limit`,
+/// fails the test.
+pub async fn read_events(
+    source: &mut dyn Source,
+    n: usize,
+    max: usize,
+    limit: Duration,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    while events.len() < n {
+        match next_before(source, max, limit).await {
+            SourceMessage::Events(batch) => {
+                assert!(!batch.is_empty(), "an Events message is never empty");
+                assert!(batch.len() <= max, "batch of {} > max {max}", batch.len());
+                events.extend(batch);
+            }
+            other => panic!("unexpected {other:?} after {} events", events.len()),
+        }
+    }
+    events
+}
+
 /// A mapping node of unquoted scalars, as a pipeline file would give a
 /// connector; key `i` sits on line `i + 2` so errors have distinct places.
 pub fn config_map(entries: &[(&str, &str)]) -> crate::ConfigNode {

@@ -238,18 +238,7 @@ pub fn by_partition(events: &[Event]) -> BTreeMap<u32, Vec<u64>> {
 
 /// Reads until `n` events arrived (any other message fails the test).
 pub async fn read_n(source: &mut dyn Source, n: usize, max: usize) -> Vec<Event> {
-    let mut events = Vec::new();
-    while events.len() < n {
-        match next(source, max).await {
-            SourceMessage::Events(batch) => {
-                assert!(!batch.is_empty(), "an Events message is never empty");
-                assert!(batch.len() <= max, "batch of {} > max {max}", batch.len());
-                events.extend(batch);
-            }
-            other => panic!("unexpected {other:?} after {} events", events.len()),
-        }
-    }
-    events
+    spate_connector::testkit::read_events(source, n, max, Duration::from_secs(30)).await
 }
 
 /// The payload as text.

@@ -208,18 +208,7 @@ pub use spate_connector::testkit::next_within;
 
 /// Reads until at least `n` events arrived, checking batch bounds.
 pub async fn read_n(source: &mut dyn Source, n: usize, max: usize) -> Vec<Event> {
-    let mut events = Vec::new();
-    while events.len() < n {
-        match next(source, max).await {
-            SourceMessage::Events(batch) => {
-                assert!(!batch.is_empty(), "an Events message is never empty");
-                assert!(batch.len() <= max, "batch of {} > max {max}", batch.len());
-                events.extend(batch);
-            }
-            other => panic!("unexpected {other:?} after {} events", events.len()),
-        }
-    }
-    events
+    spate_connector::testkit::read_events(source, n, max, Duration::from_secs(15)).await
 }
 
 /// The messages of every problem.
