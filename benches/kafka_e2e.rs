@@ -22,9 +22,11 @@
 //! (exactly-once). Every case's output topic is read back and must hold at
 //! least `EVENTS` records (nothing lost) before its figure counts.
 //!
-//! Run: `cargo bench --bench kafka_e2e` (`SPATE_BENCH_EVENTS`,
-//! `SPATE_BENCH_REPEAT` override the defaults). Prints a table with medians
-//! and the ratios spate/raw.
+//! Run: `cargo bench --bench kafka_e2e`. `SPATE_BENCH_EVENTS` (100,000),
+//! `SPATE_BENCH_REPEAT` (3) and `SPATE_BENCH_MAX_IN_FLIGHT` (spate's
+//! per-partition bound, 5,000) override the defaults;
+//! `SPATE_BENCH_CASES=spate/at_least_once` runs one case, to profile it.
+//! Prints a table with medians and the ratios spate/raw.
 
 #[path = "../tests/kafka_common/mod.rs"]
 mod kafka_common;
@@ -216,8 +218,9 @@ fn spate_pipeline(
         "commit_interval: 100ms"
     };
     let text = format!(
-        "settings:\n  metrics_address: off\nfunctions:\n  - name: bench\n    input:\n      type: kafka\n      bootstrap_servers: {b}\n      topics: [{input}]\n      group_id: {group}\n      session_timeout: 6s{extra}\n    handler: bench-noop\n    outputs: [{{type: kafka, bootstrap_servers: {b}, topic: {output}}}]\n    dead_letter: {{type: kafka, bootstrap_servers: {b}, topic: {output}-dead}}\n    delivery: {delivery}\n    ordering: partition\n    concurrency: {{min: 4, max: 64}}\n    max_in_flight: {{events: 5000, bytes: 64MiB}}\n    {timing}\n",
-        b = broker.bootstrap
+        "settings:\n  metrics_address: off\nfunctions:\n  - name: bench\n    input:\n      type: kafka\n      bootstrap_servers: {b}\n      topics: [{input}]\n      group_id: {group}\n      session_timeout: 6s{extra}\n    handler: bench-noop\n    outputs: [{{type: kafka, bootstrap_servers: {b}, topic: {output}}}]\n    dead_letter: {{type: kafka, bootstrap_servers: {b}, topic: {output}-dead}}\n    delivery: {delivery}\n    ordering: partition\n    concurrency: {{min: 4, max: 64}}\n    max_in_flight: {{events: {in_flight}, bytes: 256MiB}}\n    {timing}\n",
+        b = broker.bootstrap,
+        in_flight = env_usize("SPATE_BENCH_MAX_IN_FLIGHT", 5000),
     );
     let path = dir.join(format!("{group}.yaml"));
     std::fs::write(&path, text).expect("pipeline written");
@@ -318,12 +321,18 @@ fn main() {
     let repeat = env_usize("SPATE_BENCH_REPEAT", 3);
     let broker = Tansu::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let cases = [
+    let all = [
         "raw/at_least_once",
         "spate/at_least_once",
         "raw/exactly_once",
         "spate/exactly_once",
     ];
+    // SPATE_BENCH_CASES=spate/at_least_once runs only that case (to profile).
+    let only = std::env::var("SPATE_BENCH_CASES").unwrap_or_default();
+    let cases: Vec<&str> = all
+        .into_iter()
+        .filter(|c| only.is_empty() || only.split(',').any(|o| o == *c))
+        .collect();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..repeat {
         for (index, case) in cases.iter().enumerate() {
@@ -333,6 +342,9 @@ fn main() {
         }
     }
     let medians: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
+    if cases.len() < all.len() {
+        return;
+    }
     println!("\nKafka -> no-op -> Kafka on Tansu 0.6.0, {events} events x {PAYLOAD} B, {PARTITIONS} partitions, median of {repeat}\n");
     println!("| case | events/s (median) | runs |");
     println!("| --- | ---: | --- |");
