@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
-use spate_connector::{dead_letter, transaction, Record, Sink, SinkError, RECORD_ID_HEADER};
+use spate_connector::{
+    dead_letter, transaction, PendingWrite, Record, Sink, SinkError, RECORD_ID_HEADER,
+};
 use tracing::{debug, info, warn};
 
 use super::backoff;
@@ -370,13 +372,7 @@ async fn emit(
     if results.is_empty() {
         return Some(Verdict::Written(Accepted(accepted)));
     }
-    let acks = futures::future::join_all(
-        accepted
-            .into_iter()
-            .map(|(index, record, ack)| async move { (index, record, ack.await) }),
-    )
-    .await;
-    results.extend(acks);
+    results.extend(resolve(accepted).await);
     settle(shared, item, results)
 }
 
@@ -387,13 +383,7 @@ pub async fn await_acks(
     mut item: WorkItem,
     accepted: Accepted,
 ) -> Completion {
-    let results = futures::future::join_all(
-        accepted
-            .0
-            .into_iter()
-            .map(|(index, record, ack)| async move { (index, record, ack.await) }),
-    )
-    .await;
+    let results = resolve(accepted.0).await;
     match settle(&shared, &mut item, results) {
         Some(verdict) => {
             if let Verdict::RetryAfter(_) = verdict {
@@ -411,6 +401,18 @@ pub async fn await_acks(
         // Rejected: the item moved on to its dead letter.
         None => process(&shared, item).await,
     }
+}
+
+/// Waits for every accepted write's acknowledgement.
+async fn resolve(
+    accepted: Vec<(usize, Record, PendingWrite)>,
+) -> Vec<(usize, Record, Result<(), SinkError>)> {
+    futures::future::join_all(
+        accepted
+            .into_iter()
+            .map(|(index, record, ack)| async move { (index, record, ack.await) }),
+    )
+    .await
 }
 
 /// Judges an item's write results: finished when all were acknowledged,
