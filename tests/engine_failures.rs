@@ -101,6 +101,17 @@ async fn retries_then_dead_letters_with_every_provenance_header() {
     assert_eq!(report.handled, 9);
     assert_eq!(report.retries, 2);
     assert_eq!(out.len(), 9);
+    // The source hears of the dead letter before any commit covers the
+    // event, so a broker that can (JetStream) terminates it instead of
+    // acking it.
+    let reported = log.dead_lettered();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    let (partition, offset, committed_then) = reported[0];
+    assert_eq!((partition, offset), (0, 6));
+    assert!(
+        committed_then.is_none_or(|next| next <= 6),
+        "reported after a commit covered it: {reported:?}"
+    );
     let letters = dlq.records();
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];

@@ -79,6 +79,17 @@ pub trait Source: Send {
         Ok(())
     }
 
+    /// The event at `offset` of `partition` failed for good and its dead
+    /// letter is acknowledged (under `exactly_once`: staged in the session,
+    /// durable with the commit that covers the event). Called once per such
+    /// event, before the [`Source::commit`] that covers it. A source whose
+    /// broker tells giving up from success (JetStream's `term`, which also
+    /// raises the server's "terminated" advisory) acknowledges the event that
+    /// way in that commit; the default ignores it.
+    fn dead_lettered(&mut self, partition: PartitionId, offset: u64) {
+        let _ = (partition, offset);
+    }
+
     /// Events in partition `partition` not yet read, if the source knows
     /// (exported as consumer lag).
     fn lag(&self, partition: PartitionId) -> Option<u64> {

@@ -23,7 +23,7 @@ use transact::Transactions;
 
 use super::lanes::Lanes;
 use super::scaler::{self, LatencyMean, Load};
-use super::work::{Completion, LaneKey, PartKey, Stage, Verdict, WorkItem};
+use super::work::{Completion, LaneKey, Outcome, PartKey, Stage, Verdict, WorkItem};
 use super::worker::{self, FunctionShared, Pool, Tally};
 use super::{backoff, EngineError, EngineOptions, FunctionPlan, FunctionReport};
 use crate::observability::FunctionMetrics;
@@ -501,9 +501,14 @@ impl Scheduler {
                     self.abandon(&item);
                 }
             }
-            Verdict::Finished(_) => {
+            Verdict::Finished(outcome) => {
                 part.running = part.running.saturating_sub(1);
                 part.watermark.finish(item.event.position.offset);
+                if matches!(outcome, Outcome::DeadLettered) {
+                    self.sources[item.part.input]
+                        .source
+                        .dead_lettered(item.part.partition, item.event.position.offset);
+                }
                 part.unfinished -= 1;
                 let draining = part.draining.is_some();
                 if completion.staged.is_empty() {

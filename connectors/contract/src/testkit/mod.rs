@@ -37,6 +37,8 @@ struct LogState {
     commit_log: Vec<Vec<CommitPosition>>,
     pause_log: Vec<(PartitionId, bool)>,
     released: Vec<PartitionId>,
+    /// (partition, offset, committed position of the partition then).
+    dead_lettered: Vec<(PartitionId, u64, Option<u64>)>,
     control: VecDeque<SourceMessage>,
     /// Read cursor (index into the partition's events) per assigned partition.
     cursors: BTreeMap<PartitionId, usize>,
@@ -188,6 +190,12 @@ impl MemoryLog {
         self.state().released.clone()
     }
 
+    /// Events the engine reported dead-lettered, in order: (partition,
+    /// offset, the partition's committed position at the time).
+    pub fn dead_lettered(&self) -> Vec<(PartitionId, u64, Option<u64>)> {
+        self.state().dead_lettered.clone()
+    }
+
     /// Whether the last session was closed.
     pub fn closed(&self) -> bool {
         self.state().closed
@@ -322,6 +330,12 @@ impl Source for MemorySource {
         }
         state.commit_log.push(positions.to_vec());
         Ok(())
+    }
+
+    fn dead_lettered(&mut self, partition: PartitionId, offset: u64) {
+        let mut state = self.log.state();
+        let committed = state.committed.get(&partition).copied();
+        state.dead_lettered.push((partition, offset, committed));
     }
 
     async fn release(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
