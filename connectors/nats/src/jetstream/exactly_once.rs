@@ -1,7 +1,7 @@
 //! Exactly-once JetStream → JetStream, by idempotent publishes: every
 //! output is published with `Nats-Msg-Id` set to the engine's stable record
 //! id (`stream/partition/sequence/n`, see
-//! [`RECORD_ID_HEADER`](spate_connector::RECORD_ID_HEADER)), and the input
+//! [`spate_connector::RECORD_ID_HEADER`]), and the input
 //! is acknowledged — with a double ack that waits for the server's
 //! confirmation — only after every output's publish ack.
 //!

@@ -3,17 +3,34 @@
 //!
 //! # Source
 //!
-//! One durable pull consumer with explicit acks, read as one partition
-//! (`0`) whose offsets are the **stream sequences** of the messages.
-//! Capabilities `{exactly_once: true, durable_positions: true}`: the
-//! consumer's ack state on the server is the durable position.
+//! Durable pull consumers with explicit acks; each is one partition whose
+//! offsets are the **stream sequences** of its messages. Capabilities
+//! `{exactly_once: true, durable_positions: true}`: the consumers' ack state
+//! on the server is the durable position.
+//!
+//! * **One partition** (the default): the durable `durable`, read by every
+//!   process of the pipeline as a work queue. The server spreads messages
+//!   over the processes, so `ordering` holds within each process only.
+//! * **`partitions: N` subject partitions**: the stream's subjects carry a
+//!   partition number as a token, put there by the server's subject mapping
+//!   (for example `mappings { "tele.*": "tele.{{partition(4,1)}}.{{wildcard(1)}}" }`,
+//!   a deterministic hash of the device token). Partition `p` is read through
+//!   the durable `<durable>-<p>`, filtered on `partition_subject` with
+//!   `{partition}` replaced by `p`. Each partition is leased to one process
+//!   at a time and moves only after its owner drained and committed it (see
+//!   [`leases`]), so `ordering: partition` and `key` hold across processes,
+//!   and the processes split the partitions evenly.
 //!
 //! | key | default | meaning |
 //! | --- | --- | --- |
 //! | `stream` | required | the stream to consume |
 //! | `subjects` | none | subjects of the stream; when given, the stream is created with them if it does not exist (an existing stream is bound as it is). Without it the stream must exist |
 //! | `durable` | required | durable consumer name, shared by every process of the pipeline; created if missing, its settings updated if present |
-//! | `filter_subject` | none | consume only the stream's messages on this subject (wildcards allowed) |
+//! | `filter_subject` | none | consume only the stream's messages on this subject (wildcards allowed); not with `partitions` |
+//! | `partitions` | none (one partition) | number of subject partitions |
+//! | `partition_subject` | required with `partitions` | each partition's subject filter, `{partition}` standing for its number, e.g. `tele.{partition}.*` |
+//! | `lease_ttl` | `10s` | with `partitions`: how long a dead process keeps its partitions' leases |
+//! | `key_token` | none | 1-based subject token used as the event key (e.g. `3` keys `tele.0.device-7` by `device-7`); else the `spate-key` header |
 //! | `max_ack_pending` | `1000` | most messages delivered but not yet acked, over all processes of the durable |
 //! | `ack_wait` | `30s` | how long the server waits for an ack before delivering again |
 //! | `fetch_wait` | `5s` | how long one pull request waits on the server for messages |
@@ -52,13 +69,20 @@
 //!   drain, and may process a message twice (at-least-once), but never skips
 //!   one.
 //!
+//! * **Dead letters are terminated.** A message the engine dead-lettered
+//!   (see [`Source::dead_lettered`]) is acknowledged with `AckKind::Term` at
+//!   its commit, so the server never delivers it again and raises its
+//!   `MSG_TERMINATED` advisory for monitoring.
+//!
 //! [`Source::close`] `Nak`s every message received but not acked, so
 //! another process on the durable gets them after `fetch_wait` (the longest
 //! a pull request of the closed session can stay open); a process that dies
 //! without closing leaves them to be redelivered after `ack_wait`.
 //!
-//! Consumer lag ([`Source::lag`]) is the server's pending count as of the
-//! last message received.
+//! Consumer lag ([`Source::lag`]) is each partition's pending count on the
+//! server as of its last message received. The engine exports the age of
+//! each partition's oldest unfinished event beside it (from the messages'
+//! publish times).
 //!
 //! # Sink
 //!
@@ -76,8 +100,17 @@
 //! | `subject` | required | subject to publish to; a stream must capture it |
 //! | `ack_timeout` | `5s` | how long to wait for the publish ack before the write fails (retryably) |
 //! | `url`, `user`, `password`, `token`, `creds_file`, `connect_timeout` | | see [`connection`](crate::connection) |
+//!
+//! [`Source::close`]: spate_connector::Source::close
+//! [`Source::commit`]: spate_connector::Source::commit
+//! [`Source::dead_lettered`]: spate_connector::Source::dead_lettered
+//! [`Source::lag`]: spate_connector::Source::lag
+//! [`Source::release`]: spate_connector::Source::release
+//! [`SourceMessage::Assigned`]: spate_connector::SourceMessage::Assigned
+//! [`SourceMessage::Revoked`]: spate_connector::SourceMessage::Revoked
 
 pub mod exactly_once;
+pub mod leases;
 mod sink;
 mod source;
 
@@ -93,7 +126,7 @@ pub use sink::JetStreamSink;
 pub use source::JetStreamSource;
 
 use sink::JetStreamSinkBuilder;
-use source::JetStreamSourceBuilder;
+use source::{JetStreamSourceBuilder, Partitioning};
 
 /// What JetStream sources promise: durable positions (the consumer's acks),
 /// and exactly-once into JetStream sinks (see [`exactly_once`]).
@@ -115,6 +148,10 @@ pub const DEFAULT_MAX_ACK_PENDING: u64 = 1000;
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 /// Default `fetch_wait`.
 pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_secs(5);
+/// Default `lease_ttl`.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+/// Most `partitions` a source may have.
+pub const MAX_PARTITIONS: u64 = 4096;
 /// Default sink `ack_timeout`.
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -166,6 +203,15 @@ impl ConnectorFactory for JetStreamFactory {
             ),
         );
         let filter_subject = config.string("filter_subject");
+        let partitioning = read_partitioning(config, filter_subject);
+        let key_token = config.u64("key_token");
+        if key_token == Some(0) {
+            config.error_at_key(
+                "key_token",
+                "`key_token` counts subject tokens from 1",
+                Some("e.g. `key_token: 2` keys `telemetry.device-7.temp` by `device-7`".to_owned()),
+            );
+        }
         let max_ack_pending = config
             .u64("max_ack_pending")
             .unwrap_or(DEFAULT_MAX_ACK_PENDING);
@@ -196,7 +242,8 @@ impl ConnectorFactory for JetStreamFactory {
             stream: stream?,
             subjects,
             durable: durable?,
-            filter_subject,
+            partitioning: partitioning?,
+            key_token: key_token.and_then(|t| usize::try_from(t).ok()),
             max_ack_pending: i64::try_from(max_ack_pending).unwrap_or(i64::MAX),
             ack_wait,
             fetch_wait,
@@ -232,4 +279,76 @@ impl ConnectorFactory for JetStreamFactory {
             connect,
         }))
     }
+}
+
+/// Reads `partitions`, `partition_subject` and `lease_ttl` (all or none),
+/// which exclude `filter_subject`.
+fn read_partitioning(
+    config: &mut ConfigReader<'_>,
+    filter_subject: Option<String>,
+) -> Option<Partitioning> {
+    let count = config.u64("partitions");
+    let subject = config.string("partition_subject");
+    let lease_ttl = config.duration("lease_ttl");
+    let Some(count) = count else {
+        for key in ["partition_subject", "lease_ttl"] {
+            if config.has(key) {
+                config.error_at_key(
+                    key,
+                    format!("`{key}` needs `partitions`"),
+                    Some(
+                        "set `partitions: N` to read N subject partitions, or remove this key"
+                            .to_owned(),
+                    ),
+                );
+            }
+        }
+        return Some(Partitioning::Single { filter_subject });
+    };
+    if count == 0 || count > MAX_PARTITIONS {
+        config.error_at_key(
+            "partitions",
+            format!("`partitions` must be between 1 and {MAX_PARTITIONS}, found {count}"),
+            None,
+        );
+    }
+    if filter_subject.is_some() {
+        config.error_at_key(
+            "filter_subject",
+            "`filter_subject` and `partitions` exclude each other",
+            Some(
+                "with `partitions`, `partition_subject` filters each partition's consumer"
+                    .to_owned(),
+            ),
+        );
+    }
+    let hint = "e.g. `partition_subject: telemetry.{partition}.>`, where the server's subject mapping puts the partition number (`{{partition(N,1)}}`) as a token".to_owned();
+    let Some(subject) = subject else {
+        config.error_at_key(
+            "partitions",
+            "`partitions` needs `partition_subject`: the subject filter of each partition, with `{partition}` where its number goes",
+            Some(hint),
+        );
+        return None;
+    };
+    if !subject.contains("{partition}") {
+        config.error_at_key(
+            "partition_subject",
+            format!("`partition_subject` `{subject}` has no `{{partition}}` placeholder"),
+            Some(hint),
+        );
+    }
+    let lease_ttl = lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
+    if lease_ttl < Duration::from_secs(1) {
+        config.error_at_key(
+            "lease_ttl",
+            "`lease_ttl` must be at least 1s",
+            Some("leases are refreshed every quarter of it".to_owned()),
+        );
+    }
+    Some(Partitioning::Subjects {
+        count: u32::try_from(count).unwrap_or(u32::MAX),
+        subject,
+        lease_ttl,
+    })
 }

@@ -72,7 +72,16 @@ pub fn server() -> Server {
 
 /// Starts a nats-server of our own on a free port.
 pub fn start_own() -> Server {
+    start_own_with_config("")
+}
+
+/// Starts a nats-server of our own on a free port with `config` (nats-server
+/// configuration syntax: accounts, subject mappings, TLS, ...) as its
+/// configuration file. Port, address, JetStream and store dir come from the
+/// command line and override it.
+pub fn start_own_with_config(config: &str) -> Server {
     let store = tempfile::tempdir().expect("temp dir");
+    std::fs::write(store.path().join("server.conf"), config).expect("server config written");
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -86,9 +95,14 @@ pub fn start_own() -> Server {
 }
 
 fn spawn_server(port: u16, store: &std::path::Path) -> (Child, String) {
-    let child = Command::new(nats_server_binary())
+    let config = store.join("server.conf");
+    let mut command = Command::new(nats_server_binary());
+    if config.exists() {
+        command.arg("-c").arg(&config);
+    }
+    let child = command
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(store)
+        .arg(store.join("jetstream"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

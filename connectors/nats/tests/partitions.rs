@@ -1,0 +1,375 @@
+//! Subject partitions on a real nats-server: the server's subject mapping
+//! (`partition(N, token)`) splits a stream's subjects into N partitions, the
+//! source reads each through its own durable, and the processes sharing the
+//! source split the partitions by leases, handing a partition over only
+//! after its owner committed and released it.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{create_stream, messages, read_source, source_builder, start_own_with_config, unique};
+use spate_connector::{CommitPosition, PartitionId, Source, SourceMessage};
+
+const PARTITIONS: u32 = 4;
+const DEVICES: usize = 24;
+
+/// The server maps `tele.<device>` to `ptele.<partition>.<device>`, the
+/// partition a hash of the device token.
+fn mapping_config() -> String {
+    format!(
+        "mappings = {{\n  \"tele.*\": \"ptele.{{{{partition({PARTITIONS},1)}}}}.{{{{wildcard(1)}}}}\"\n}}\n"
+    )
+}
+
+/// What one simulated engine saw.
+#[derive(Default)]
+struct Seen {
+    /// Per event: (device key, partition, sequence, payload).
+    events: Vec<(String, PartitionId, u64, usize)>,
+    assigned: BTreeSet<PartitionId>,
+    /// Partitions handed over (revoked, committed, released).
+    handed_over: Vec<PartitionId>,
+}
+
+/// Plays the engine for one source: every event is finished and committed
+/// at once; a revoke is committed and released. Runs until `stop`.
+async fn drive(
+    mut source: Box<dyn Source>,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        let message = tokio::select! {
+            m = source.next(50) => m,
+            _ = stop.notified() => break,
+        };
+        match message {
+            Ok(SourceMessage::Events(events)) => {
+                let mut next: BTreeMap<PartitionId, u64> = BTreeMap::new();
+                {
+                    let mut seen = seen.lock().unwrap();
+                    for event in events {
+                        let key =
+                            String::from_utf8_lossy(event.key.as_deref().expect("key from token"))
+                                .into_owned();
+                        let payload: usize = std::str::from_utf8(&event.payload)
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        let p = event.position.partition;
+                        assert!(
+                            seen.assigned.contains(&p),
+                            "event of unassigned partition {p}"
+                        );
+                        seen.events.push((key, p, event.position.offset, payload));
+                        next.insert(p, event.position.offset + 1);
+                    }
+                }
+                let positions: Vec<CommitPosition> = next
+                    .into_iter()
+                    .map(|(partition, next_offset)| CommitPosition {
+                        partition,
+                        next_offset,
+                    })
+                    .collect();
+                source.commit(&positions).await.expect("commit");
+            }
+            Ok(SourceMessage::Assigned(partitions)) => {
+                let mut seen = seen.lock().unwrap();
+                for p in partitions {
+                    assert!(seen.assigned.insert(p), "partition {p} assigned twice");
+                }
+            }
+            Ok(SourceMessage::Revoked(partitions)) => {
+                {
+                    let mut seen = seen.lock().unwrap();
+                    for p in &partitions {
+                        assert!(seen.assigned.remove(p), "revoked {p} it did not own");
+                        seen.handed_over.push(*p);
+                    }
+                }
+                source.release(&partitions).await.expect("release");
+            }
+            Ok(SourceMessage::End) => panic!("a JetStream source does not end"),
+            Err(e) => panic!("source failed: {e}"),
+        }
+    }
+    source.close().await.expect("close");
+}
+
+async fn publish(client: &async_nats::Client, from: usize, to: usize) {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut acks = Vec::new();
+    for i in from..to {
+        acks.push(
+            js.publish(format!("tele.dev-{}", i % DEVICES), i.to_string().into())
+                .await
+                .expect("publish"),
+        );
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_split_subject_partitions_and_hand_over_in_order() {
+    let server = start_own_with_config(&mapping_config());
+    let client = server.client().await;
+    let stream = unique("PTELE");
+    create_stream(&client, &stream, &["ptele.*.*".to_owned()]).await;
+    let durable = unique("tele");
+    let config = [
+        ("url", server.url.as_str()),
+        ("stream", stream.as_str()),
+        ("durable", durable.as_str()),
+        ("partitions", "4"),
+        ("partition_subject", "ptele.{partition}.*"),
+        ("key_token", "3"),
+        ("lease_ttl", "2s"),
+        ("ack_wait", "3s"),
+        ("fetch_wait", "300ms"),
+    ];
+    let builder = source_builder("jetstream", &config);
+    publish(&client, 0, 600).await;
+
+    // The first process takes every partition.
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let first = Arc::new(Mutex::new(Seen::default()));
+    let first_task = tokio::spawn(drive(
+        builder.build().await.expect("first builds"),
+        first.clone(),
+        stop.clone(),
+    ));
+    wait_until(
+        "the first process to take all partitions and read",
+        Duration::from_secs(20),
+        || {
+            let seen = first.lock().unwrap();
+            seen.assigned.len() == PARTITIONS as usize && seen.events.len() == 600
+        },
+    )
+    .await;
+
+    // A second process joins: the partitions split two and two, each
+    // handed over only after the first released it.
+    let second = Arc::new(Mutex::new(Seen::default()));
+    let second_task = tokio::spawn(drive(
+        builder.build().await.expect("second builds"),
+        second.clone(),
+        stop.clone(),
+    ));
+    wait_until(
+        "the partitions to split two and two",
+        Duration::from_secs(20),
+        || {
+            let (a, b) = (first.lock().unwrap(), second.lock().unwrap());
+            a.assigned.len() == 2 && b.assigned.len() == 2 && a.assigned.is_disjoint(&b.assigned)
+        },
+    )
+    .await;
+    publish(&client, 600, 1200).await;
+    wait_until("every message to be read", Duration::from_secs(20), || {
+        first.lock().unwrap().events.len() + second.lock().unwrap().events.len() >= 1200
+    })
+    .await;
+    // Nothing more arrives: no duplicates beyond this point either.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.notify_waiters();
+    let _ = first_task.await;
+    let _ = second_task.await;
+
+    let (first, second) = (first.lock().unwrap(), second.lock().unwrap());
+    let handed: BTreeSet<PartitionId> = first.handed_over.iter().copied().collect();
+    assert_eq!(
+        handed.len(),
+        2,
+        "two partitions moved: {:?}",
+        first.handed_over
+    );
+    assert_eq!(
+        second.assigned, handed,
+        "the second owns what the first gave back"
+    );
+
+    // Each message read exactly once (every read was committed before any
+    // hand-over), each device always in the same partition, and each
+    // partition's sequences increasing within each process.
+    let mut payloads = BTreeMap::new();
+    let mut device_partition = BTreeMap::new();
+    for seen in [&*first, &*second] {
+        let mut last: BTreeMap<PartitionId, u64> = BTreeMap::new();
+        for (key, p, sequence, payload) in &seen.events {
+            *payloads.entry(*payload).or_insert(0) += 1;
+            let expected = device_partition.entry(key.clone()).or_insert(*p);
+            assert_eq!(expected, p, "device {key} in two partitions");
+            let previous = last.insert(*p, *sequence).unwrap_or(0);
+            assert!(
+                previous < *sequence,
+                "partition {p}: {sequence} after {previous}"
+            );
+            assert_eq!(
+                *key,
+                format!("dev-{}", payload % DEVICES),
+                "key from subject token 3"
+            );
+        }
+    }
+    assert_eq!(payloads.len(), 1200, "every message read");
+    let repeated: Vec<_> = payloads.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "read twice: {repeated:?}");
+    let used: BTreeSet<PartitionId> = device_partition.values().copied().collect();
+    assert_eq!(
+        used.len(),
+        PARTITIONS as usize,
+        "the mapping used every partition"
+    );
+    let second_payloads: BTreeSet<usize> = second.events.iter().map(|e| e.3).collect();
+    assert!(
+        second_payloads.iter().all(|p| *p >= 600),
+        "the second process read only messages published after it joined"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_process_leases_expire_and_the_survivor_takes_its_partitions() {
+    let server = start_own_with_config(&mapping_config());
+    let client = server.client().await;
+    let stream = unique("PTELE");
+    create_stream(&client, &stream, &["ptele.*.*".to_owned()]).await;
+    let durable = unique("tele");
+    let config = [
+        ("url", server.url.as_str()),
+        ("stream", stream.as_str()),
+        ("durable", durable.as_str()),
+        ("partitions", "4"),
+        ("partition_subject", "ptele.{partition}.*"),
+        ("key_token", "3"),
+        ("lease_ttl", "2s"),
+        ("ack_wait", "2s"),
+        ("fetch_wait", "300ms"),
+    ];
+    let builder = source_builder("jetstream", &config);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let survivor = Arc::new(Mutex::new(Seen::default()));
+    let survivor_task = tokio::spawn(drive(
+        builder.build().await.expect("builds"),
+        survivor.clone(),
+        stop.clone(),
+    ));
+    wait_until(
+        "the survivor to take all partitions",
+        Duration::from_secs(20),
+        || survivor.lock().unwrap().assigned.len() == PARTITIONS as usize,
+    )
+    .await;
+    // The victim joins, takes its half, reads without committing, and dies
+    // (dropped: no close, no release, no acks).
+    let mut victim = builder.build().await.expect("victim builds");
+    let mut victim_partitions = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while victim_partitions.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the victim got {victim_partitions:?}"
+        );
+        if let Some(SourceMessage::Assigned(p)) =
+            common::next_within(&mut *victim, 10, Duration::from_millis(500)).await
+        {
+            victim_partitions.extend(p);
+        }
+    }
+    publish(&client, 0, 400).await;
+    let mut victim_read = 0;
+    while let Some(SourceMessage::Events(events)) =
+        common::next_within(&mut *victim, 100, Duration::from_millis(500)).await
+    {
+        victim_read += events.len();
+    }
+    assert!(victim_read > 0, "the victim read some of its partitions");
+    drop(victim);
+
+    // After the victim's leases expire, the survivor reads everything,
+    // the victim's unacked reads included (redelivered after ack_wait).
+    wait_until(
+        "the survivor to read every message",
+        Duration::from_secs(30),
+        || {
+            let seen = survivor.lock().unwrap();
+            seen.events
+                .iter()
+                .map(|e| e.3)
+                .collect::<BTreeSet<_>>()
+                .len()
+                == 400
+        },
+    )
+    .await;
+    assert_eq!(survivor.lock().unwrap().assigned.len(), PARTITIONS as usize);
+    stop.notify_waiters();
+    let _ = survivor_task.await;
+}
+
+#[test]
+fn partition_settings_are_checked_together() {
+    let base = [("stream", "S"), ("durable", "d")];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut entries = base.to_vec();
+        entries.extend_from_slice(extra);
+        let (builder, errors) = read_source("jetstream", &entries);
+        (builder.is_some(), messages(&errors))
+    };
+    let (ok, msgs) = with(&[("partitions", "4")]);
+    assert!(!ok);
+    assert!(
+        msgs[0].starts_with("`partitions` needs `partition_subject`"),
+        "{msgs:?}"
+    );
+
+    let (_, msgs) = with(&[("partitions", "4"), ("partition_subject", "tele.*.>")]);
+    assert_eq!(
+        msgs,
+        vec!["`partition_subject` `tele.*.>` has no `{partition}` placeholder"]
+    );
+
+    let (_, msgs) = with(&[
+        ("partitions", "4"),
+        ("partition_subject", "tele.{partition}.>"),
+        ("filter_subject", "tele.>"),
+    ]);
+    assert_eq!(
+        msgs,
+        vec!["`filter_subject` and `partitions` exclude each other"]
+    );
+
+    let (_, msgs) = with(&[("lease_ttl", "5s")]);
+    assert_eq!(msgs, vec!["`lease_ttl` needs `partitions`"]);
+
+    let (_, msgs) = with(&[("partitions", "0"), ("partition_subject", "t.{partition}")]);
+    assert_eq!(
+        msgs,
+        vec!["`partitions` must be between 1 and 4096, found 0"]
+    );
+
+    let (_, msgs) = with(&[("key_token", "0")]);
+    assert_eq!(msgs, vec!["`key_token` counts subject tokens from 1"]);
+
+    let (ok, msgs) = with(&[
+        ("partitions", "8"),
+        ("partition_subject", "tele.{partition}.>"),
+        ("lease_ttl", "4s"),
+        ("key_token", "3"),
+    ]);
+    assert!(ok && msgs.is_empty(), "{msgs:?}");
+}
