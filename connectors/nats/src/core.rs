@@ -13,7 +13,7 @@
 //! | --- | --- | --- |
 //! | `subject` | required | subject to subscribe to; wildcards `*` and `>` allowed |
 //! | `queue_group` | none | share the subject's messages with every subscriber of this queue group (several spate processes) |
-//! | `url`, `user`, `password`, `token`, `creds_file`, `connect_timeout` | | see [`connection`](crate::connection) |
+//! | `url`, `user`, `password`, `token`, `nkey_seed`, `creds_file`, `tls_ca_file`, `tls_cert_file`, `tls_key_file`, `tls_required`, `connect_timeout` | | see [`connection`](crate::connection) |
 //!
 //! Pausing stops `next` from returning events; messages that keep arriving
 //! wait in the client's subscription buffer, and when that fills the client
@@ -28,7 +28,7 @@
 //! | key | default | meaning |
 //! | --- | --- | --- |
 //! | `subject` | required | subject to publish to (no wildcards) |
-//! | `url`, `user`, `password`, `token`, `creds_file`, `connect_timeout` | | see [`connection`](crate::connection) |
+//! | `url`, `user`, `password`, `token`, `nkey_seed`, `creds_file`, `tls_ca_file`, `tls_cert_file`, `tls_key_file`, `tls_required`, `connect_timeout` | | see [`connection`](crate::connection) |
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -4,10 +4,11 @@
 //! | kind | source | sink | positions | capabilities (source / sink) |
 //! | --- | --- | --- | --- | --- |
 //! | [`nats`](mod@core) | subscription (wildcards, optional queue group), one partition, offset = per-session counter | publish + flush | none | `{false, false}` / `{false, false}` |
-//! | [`jetstream`] | durable pull consumer, explicit acks on commit, one partition, offset = stream sequence | publish, resolves on the publish ack | the consumer's ack state on the server | `{true, true}` / `{true, false}` (exactly-once by `Nats-Msg-Id`, see [`jetstream::exactly_once`]) |
+//! | [`jetstream`] | durable pull consumers, explicit acks on commit; one shared partition, or N subject partitions leased to one process each; offset = stream sequence | publish, resolves on the publish ack | the consumer's ack state on the server | `{true, true}` / `{true, false}` (exactly-once by `Nats-Msg-Id`, see [`jetstream::exactly_once`]) |
 //!
-//! Connection settings (`url`, `user`/`password`, `token`, `creds_file`,
-//! `connect_timeout`) are the same for every kind; see [`connection`].
+//! Connection settings (`url`, `user`/`password`, `token`, `nkey_seed`,
+//! `creds_file`, TLS files, `connect_timeout`) are the same for every kind;
+//! see [`connection`].
 //!
 //! # Events and records
 //!
@@ -25,7 +26,7 @@
 //! Every factory reads its settings through the contract's
 //! [`ConfigReader`]: the keys it asks for are its schema, every problem is
 //! recorded, and an invalid configuration makes the factory return `None`
-//! without any I/O.
+//! without network I/O (TLS files are checked to exist).
 
 #![warn(missing_docs)]
 

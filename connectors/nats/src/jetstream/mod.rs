@@ -34,7 +34,7 @@
 //! | `max_ack_pending` | `1000` | most messages delivered but not yet acked, over all processes of the durable |
 //! | `ack_wait` | `30s` | how long the server waits for an ack before delivering again |
 //! | `fetch_wait` | `5s` | how long one pull request waits on the server for messages |
-//! | `url`, `user`, `password`, `token`, `creds_file`, `connect_timeout` | | see [`connection`](crate::connection) |
+//! | `url`, `user`, `password`, `token`, `nkey_seed`, `creds_file`, `tls_ca_file`, `tls_cert_file`, `tls_key_file`, `tls_required`, `connect_timeout` | | see [`connection`](crate::connection) |
 //!
 //! How the delivery rules of the contract are kept:
 //!
@@ -99,7 +99,7 @@
 //! | --- | --- | --- |
 //! | `subject` | required | subject to publish to; a stream must capture it |
 //! | `ack_timeout` | `5s` | how long to wait for the publish ack before the write fails (retryably) |
-//! | `url`, `user`, `password`, `token`, `creds_file`, `connect_timeout` | | see [`connection`](crate::connection) |
+//! | `url`, `user`, `password`, `token`, `nkey_seed`, `creds_file`, `tls_ca_file`, `tls_cert_file`, `tls_key_file`, `tls_required`, `connect_timeout` | | see [`connection`](crate::connection) |
 //!
 //! [`Source::close`]: spate_connector::Source::close
 //! [`Source::commit`]: spate_connector::Source::commit

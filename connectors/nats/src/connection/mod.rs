@@ -8,22 +8,33 @@
 //! | `user` / `password` | none | user and password authentication (both or neither) |
 //! | `token` | none | token authentication |
 //! | `creds_file` | none | path of a `.creds` file (JWT + NKey seed) |
+//! | `nkey_seed` | none | NKey user seed (`SU...`), usually `${NATS_NKEY_SEED}` |
+//! | `tls_required` | `false`, but `true` when a `tls_*` file is set or a URL is `tls://` | refuse a server that does not offer TLS |
+//! | `tls_ca_file` | the system's CAs | PEM file of the CA(s) that signed the server's certificate |
+//! | `tls_cert_file` / `tls_key_file` | none | PEM client certificate and its unencrypted key, for mutual TLS (both or neither) |
 //! | `connect_timeout` | `5s` | how long the first connection may take |
 //!
-//! At most one of `user`/`password`, `token` and `creds_file` may be set.
+//! At most one of `user`/`password`, `token`, `creds_file` and `nkey_seed`
+//! may be set; TLS combines with any of them (see [`tls`] for the details).
+//! `nkey_seed` must look like a user seed (58 characters starting with
+//! `SU`) when the file is loaded; `tls_*` files must exist then.
 //! Credentials never appear in logs, errors or `Debug` output: errors name
-//! the URL only, stripped of any `user:password@` part.
+//! the URL only, stripped of any `user:password@` part, and the key to check.
 //!
 //! Once connected, `async-nats` reconnects by itself, forever, with backoff:
 //! a restarted server is picked up again and publishes and acks wait for the
 //! connection instead of failing the pipeline.
 
+pub mod tls;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 use spate_connector::ConfigReader;
+
+pub use tls::TlsSettings;
 
 /// Default `url`.
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
@@ -41,6 +52,21 @@ pub enum Auth {
     Token(String),
     /// `creds_file`.
     CredsFile(PathBuf),
+    /// `nkey_seed`: an NKey user seed.
+    NKey(String),
+}
+
+impl Auth {
+    /// The pipeline key(s) these credentials come from, for messages.
+    pub fn keys(&self) -> &'static str {
+        match self {
+            Auth::None => "none",
+            Auth::UserPassword(..) => "`user`/`password`",
+            Auth::Token(_) => "`token`",
+            Auth::CredsFile(_) => "`creds_file`",
+            Auth::NKey(_) => "`nkey_seed`",
+        }
+    }
 }
 
 impl fmt::Debug for Auth {
@@ -51,6 +77,7 @@ impl fmt::Debug for Auth {
             Auth::UserPassword(user, _) => write!(f, "UserPassword({user:?}, <redacted>)"),
             Auth::Token(_) => f.write_str("Token(<redacted>)"),
             Auth::CredsFile(path) => write!(f, "CredsFile({path:?})"),
+            Auth::NKey(_) => f.write_str("NKey(<redacted>)"),
         }
     }
 }
@@ -63,6 +90,8 @@ pub struct ConnectSettings {
     pub url: String,
     /// Credentials.
     pub auth: Auth,
+    /// TLS.
+    pub tls: TlsSettings,
     /// First-connection timeout.
     pub connect_timeout: Duration,
 }
@@ -72,13 +101,15 @@ impl fmt::Debug for ConnectSettings {
         f.debug_struct("ConnectSettings")
             .field("url", &self.display_url())
             .field("auth", &self.auth)
+            .field("tls", &self.tls)
             .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
 
 impl ConnectSettings {
-    /// Reads `url`, credentials and `connect_timeout`, recording problems.
+    /// Reads `url`, credentials, TLS and `connect_timeout`, recording
+    /// problems.
     pub fn read(config: &mut ConfigReader<'_>) -> Self {
         let url = config
             .string("url")
@@ -94,6 +125,8 @@ impl ConnectSettings {
         let password = config.string("password");
         let token = config.string("token");
         let creds_file = config.string("creds_file");
+        let nkey_seed = config.string("nkey_seed");
+        let tls = TlsSettings::read(config, &url);
         let connect_timeout = config
             .duration("connect_timeout")
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
@@ -119,17 +152,27 @@ impl ConnectSettings {
             auth = Auth::CredsFile(PathBuf::from(path));
             kinds += 1;
         }
+        if let Some(seed) = nkey_seed {
+            let seed = seed.trim().to_owned();
+            check_nkey_seed(config, &seed);
+            auth = Auth::NKey(seed);
+            kinds += 1;
+        }
         if kinds > 1 {
             config.error(
                 config.span(),
                 config.path().to_owned(),
                 "more than one kind of NATS credentials is set",
-                Some("use exactly one of `user`/`password`, `token` or `creds_file`".to_owned()),
+                Some(
+                    "use exactly one of `user`/`password`, `token`, `creds_file` or `nkey_seed`"
+                        .to_owned(),
+                ),
             );
         }
         Self {
             url,
             auth,
+            tls,
             connect_timeout,
         }
     }
@@ -140,9 +183,13 @@ impl ConnectSettings {
     }
 
     /// Connects. The error message names the URL (never credentials) and
-    /// says what to check.
+    /// says what to check: the server, the credentials' key, or TLS.
     pub async fn connect(&self, component: &str) -> Result<Client, String> {
         let display = self.display_url();
+        self.tls
+            .check_files()
+            .await
+            .map_err(|e| format!("cannot connect to NATS at `{display}`: {e}"))?;
         let mut options = ConnectOptions::new()
             .connection_timeout(self.connect_timeout)
             .name(format!("spate {component}"))
@@ -179,28 +226,81 @@ impl ConnectSettings {
                     path.display()
                 )
             })?,
+            Auth::NKey(seed) => options.nkey(seed.clone()),
         };
+        options = self.tls.apply(options);
         let servers: Vec<&str> = self.url.split(',').map(str::trim).collect();
         let addrs: Vec<async_nats::ServerAddr> = servers
             .iter()
             .map(|s| s.parse())
             .collect::<Result<_, _>>()
             .map_err(|e| format!("invalid NATS url `{display}`: {e}"))?;
-        options.connect(addrs).await.map_err(|e| {
-            // The error text of async-nats never contains the password, but
-            // keep to our own words to be sure.
-            let kind = e.kind();
-            format!(
-                "cannot connect to NATS at `{display}` ({kind}); check that nats-server is running and reachable there{}",
-                match kind {
-                    async_nats::ConnectErrorKind::Authentication
-                    | async_nats::ConnectErrorKind::AuthorizationViolation => {
-                        " and that the credentials (`user`/`password`, `token` or `creds_file`) are right"
-                    }
-                    _ => "",
-                }
-            )
-        })
+        options
+            .connect(addrs)
+            .await
+            .map_err(|e| self.describe_connect_error(&display, &e))
+    }
+
+    /// Our own words for a failed first connection: async-nats's texts
+    /// never contain secrets, but only ours say which key to check.
+    fn describe_connect_error(&self, display: &str, error: &async_nats::ConnectError) -> String {
+        if let Some(tls) = tls::describe_failure(error) {
+            return format!("cannot connect to NATS at `{display}`: {tls}");
+        }
+        let kind = error.kind();
+        let what_to_check = match (kind, &self.auth) {
+            (ConnectErrorKind::Authentication, Auth::None) => {
+                "the server asked for a signature; set `creds_file` or `nkey_seed`".to_owned()
+            }
+            (ConnectErrorKind::Authentication, auth) => format!(
+                "the credentials could not be used to sign the server's challenge; check {}",
+                auth.keys()
+            ),
+            (ConnectErrorKind::AuthorizationViolation, Auth::None) => {
+                "the server requires credentials; set one of `user`/`password`, `token`, `creds_file` or `nkey_seed`".to_owned()
+            }
+            (ConnectErrorKind::AuthorizationViolation, auth) => format!(
+                "the server refused the credentials; check {} and the server's `authorization` block",
+                auth.keys()
+            ),
+            // A server that drops a TLS client it does not like may close
+            // the connection before saying why.
+            _ if self.tls.required => "check that nats-server is running and reachable there, and that it accepts this TLS client (`tls_ca_file`, `tls_cert_file`, `tls_key_file`)".to_owned(),
+            _ => "check that nats-server is running and reachable there".to_owned(),
+        };
+        format!("cannot connect to NATS at `{display}` ({kind}); {what_to_check}")
+    }
+}
+
+/// Length of an NKey seed: base32 of prefix, 32-byte seed and checksum.
+const NKEY_SEED_LEN: usize = 58;
+
+/// Records an error unless `seed` looks like an NKey user seed. The message
+/// never quotes the seed.
+fn check_nkey_seed(config: &ConfigReader<'_>, seed: &str) {
+    let problem = if seed.is_empty() {
+        Some("`nkey_seed` is empty")
+    } else if seed.starts_with('U') {
+        Some("`nkey_seed` holds an NKey public key (`U...`), not the user's seed")
+    } else if !seed.starts_with("SU") {
+        Some("`nkey_seed` is not an NKey user seed")
+    } else if seed.len() != NKEY_SEED_LEN
+        || !seed
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+    {
+        Some("`nkey_seed` is not a whole NKey user seed")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        config.error_at_key(
+            "nkey_seed",
+            problem,
+            Some(format!(
+                "a user seed is {NKEY_SEED_LEN} characters of `A`-`Z` and `2`-`7` starting with `SU` (as printed by `nsc` or `nk -gen user`); write `nkey_seed: ${{NATS_NKEY_SEED}}` to take it from the environment"
+            )),
+        );
     }
 }
 
@@ -244,5 +344,6 @@ mod tests {
         let auth = Auth::UserPassword("alice".into(), "s3cret".into());
         assert!(!format!("{auth:?}").contains("s3cret"));
         assert!(!format!("{:?}", Auth::Token("t0k".into())).contains("t0k"));
+        assert!(!format!("{:?}", Auth::NKey("SUSECRET".into())).contains("SUSECRET"));
     }
 }
