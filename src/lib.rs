@@ -13,6 +13,7 @@ pub mod observability;
 pub mod pipeline;
 pub mod runtime;
 pub mod serve;
+pub mod testing;
 
 pub use handler::{Context, ErrorKind, Handler, HandlerError, Output, Registry};
 pub use runtime::Runtime;

@@ -1,8 +1,10 @@
-//! The `spate` command line: `run` and `validate` pipeline files.
+//! The `spate` command line: `run`, `validate` and `test` pipeline files.
 //!
 //! Exit status: 0 when every function ended cleanly (sources ended or a
 //! graceful shutdown), 1 when a file is invalid or a function failed, 130
 //! when a second signal cut the drain short.
+
+mod test_command;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -80,6 +82,37 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run a function over recorded events, with no broker, and check what
+    /// each came to.
+    ///
+    /// Without --input, runs the `tests:` block of each file: recorded
+    /// events and the outputs or dead letter each must come to; exits 1 on
+    /// any mismatch, with a diff. With --input FILE (JSON Lines: one event
+    /// per line, either any JSON value as the payload or
+    /// `{"payload": ..., "key": ..., "headers": {...}}`), prints what each
+    /// event comes to; --expect FILE (JSON Lines, one expectation per input
+    /// line: `{"outputs": [{"payload": ..., "to": ...}]}` or
+    /// `{"dead_letter": {"reason": ...}}`) turns that into a check.
+    ///
+    /// The function's own handler, retry policy and output routing decide
+    /// each event, as in `spate run`; retries happen without backoff.
+    ///
+    /// Example: spate test pipelines/demo.yaml
+    Test {
+        /// Pipeline files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Recorded events (JSON Lines) to run instead of the `tests:` block.
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// The function to run them through (needed when the file has
+        /// several).
+        #[arg(long, value_name = "NAME")]
+        function: Option<String>,
+        /// Expected outcomes (JSON Lines), one per --input line.
+        #[arg(long, value_name = "FILE")]
+        expect: Option<PathBuf>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -98,6 +131,36 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Validate { files } => validate(&files),
+        Command::Test {
+            files,
+            input,
+            function,
+            expect,
+        } => {
+            let tokio = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(tokio) => tokio,
+                Err(error) => {
+                    eprintln!("error: cannot start the async runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let args = test_command::TestArgs {
+                files,
+                input,
+                function,
+                expect,
+            };
+            match tokio.block_on(test_command::test(args)) {
+                Ok(code) => code,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             files,
             metrics_address,

@@ -63,6 +63,8 @@ pub struct FunctionShared {
     pub handler: Arc<dyn Handler>,
     /// Declared outputs.
     pub outputs: Vec<NamedSink>,
+    /// The outputs' names, in `outputs` order.
+    pub output_names: Vec<Arc<str>>,
     /// The dead-letter sink.
     pub dead_letter: Arc<dyn Sink>,
     /// Name of the source of each input, for dead-letter headers.
@@ -241,14 +243,19 @@ async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> Option<Verdict>
     verdict
 }
 
-/// Resolves outputs to sinks; moves the item to `Emit` (or finishes it when
-/// there is nothing to write).
-fn route(shared: &FunctionShared, item: &mut WorkItem, outputs: Vec<Output>) -> Option<Verdict> {
+/// Resolves a handler's outputs to (output index, record) pairs: an output
+/// without `to` goes to every declared output, one with `to` to the output
+/// of that name. Errs with the message a user sees when `to` names an output
+/// the function does not declare. `spate test` resolves with this too.
+pub fn resolve_outputs(
+    declared: &[Arc<str>],
+    outputs: Vec<Output>,
+) -> Result<Vec<(usize, Record)>, String> {
     let mut pending = Vec::with_capacity(outputs.len());
     for output in outputs {
         match &output.to {
             None => {
-                let count = shared.outputs.len();
+                let count = declared.len();
                 for index in 0..count.saturating_sub(1) {
                     pending.push((index, output.record.clone()));
                 }
@@ -256,19 +263,28 @@ fn route(shared: &FunctionShared, item: &mut WorkItem, outputs: Vec<Output>) -> 
                     pending.push((count - 1, output.record));
                 }
             }
-            Some(name) => match shared.outputs.iter().position(|o| o.name == *name) {
+            Some(name) => match declared.iter().position(|o| o == name) {
                 Some(index) => pending.push((index, output.record)),
                 None => {
-                    let declared: Vec<&str> = shared.outputs.iter().map(|o| &*o.name).collect();
-                    let message = format!(
+                    let names: Vec<&str> = declared.iter().map(|o| &**o).collect();
+                    return Err(format!(
                         "handler routed an output to `{name}`, which this function does not declare (outputs: {})",
-                        if declared.is_empty() { "none".to_owned() } else { declared.join(", ") }
-                    );
-                    return fail(shared, item, "unknown-output", message, false);
+                        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                    ));
                 }
             },
         }
     }
+    Ok(pending)
+}
+
+/// Resolves outputs to sinks; moves the item to `Emit` (or finishes it when
+/// there is nothing to write).
+fn route(shared: &FunctionShared, item: &mut WorkItem, outputs: Vec<Output>) -> Option<Verdict> {
+    let pending = match resolve_outputs(&shared.output_names, outputs) {
+        Ok(pending) => pending,
+        Err(message) => return fail(shared, item, "unknown-output", message, false),
+    };
     if pending.is_empty() {
         return Some(finished_handled(shared, 0));
     }

@@ -28,6 +28,12 @@
 //!     drain_timeout: 30s
 //!     transaction_interval: 100ms          # exactly_once only: commit at least this often
 //!     transaction_max_events: 10000        # exactly_once only: or once this many events wait
+//! tests:                                   # optional, run by `spate test` (see load::tests_block)
+//!   - name: valid readings pass
+//!     function: enrich-telemetry
+//!     events:
+//!       - input: {payload: {temperature: 20}}
+//!         expect: {outputs: [{payload: {temperature: 20}}]}
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -36,13 +42,14 @@ use spate_connector::config::ConfigErrors;
 use spate_connector::{ConfigError, ConfigNode, ConfigReader, NodeKind};
 
 use super::env::{Environment, ProcessEnv};
-use super::spec::{FunctionSpec, PipelineSpec, SettingsSpec};
+use super::spec::{FunctionSpec, PipelineSpec, PipelineTest, SettingsSpec};
 use super::yaml;
 use crate::handler::Registry;
 use function::read_functions;
 use tuning::read_settings;
 
 mod function;
+mod tests_block;
 mod tuning;
 
 /// Why a pipeline file could not be loaded.
@@ -129,10 +136,11 @@ pub fn load_node(
     let loaded = read_file(root, registry, &errors);
     let mut errors = errors.into_inner();
     match loaded {
-        Some((settings, functions)) if errors.is_empty() => Ok(PipelineSpec {
+        Some((settings, functions, tests)) if errors.is_empty() => Ok(PipelineSpec {
             path: path.to_owned(),
             functions,
             settings,
+            tests,
         }),
         _ => {
             if errors.is_empty() {
@@ -160,7 +168,7 @@ fn read_file(
     root: &ConfigNode,
     registry: &Registry,
     errors: &ConfigErrors,
-) -> Option<(SettingsSpec, Vec<FunctionSpec>)> {
+) -> Option<(SettingsSpec, Vec<FunctionSpec>, Vec<PipelineTest>)> {
     let top_level = "a pipeline file is a mapping with `functions:` (and optionally `settings:`); see pipelines/demo.yaml";
     let problem = match &root.kind {
         NodeKind::Map(_) => None,
@@ -196,7 +204,13 @@ fn read_file(
         }
         Some(node) => read_functions(node, registry, errors),
     };
-    Some((settings?, functions?))
+    let names: Vec<String> = functions
+        .iter()
+        .flatten()
+        .map(|f| f.name.clone())
+        .collect();
+    let tests = tests_block::read_tests(&mut top, &names);
+    Some((settings?, functions?, tests?))
 }
 
 #[cfg(test)]

@@ -19,6 +19,33 @@ pub struct PipelineSpec {
     pub functions: Vec<FunctionSpec>,
     /// Process-wide settings.
     pub settings: SettingsSpec,
+    /// The file's `tests:` block, run by `spate test`.
+    pub tests: Vec<PipelineTest>,
+}
+
+/// One test of the `tests:` block: recorded events for one function and
+/// what each should come to.
+#[derive(Debug, Clone)]
+pub struct PipelineTest {
+    /// What it checks.
+    pub name: String,
+    /// The function it runs.
+    pub function: String,
+    /// Where it is declared.
+    pub span: Span,
+    /// Its events, in order.
+    pub events: Vec<TestEvent>,
+}
+
+/// One recorded event of a test and its expected outcome.
+#[derive(Debug, Clone)]
+pub struct TestEvent {
+    /// Where it is declared.
+    pub span: Span,
+    /// The event, as a source would deliver it.
+    pub event: spate_connector::Event,
+    /// What it should come to; `None` only prints the outcome.
+    pub expect: Option<crate::testing::Expectation>,
 }
 
 /// Process-wide settings (`settings:` in the file).

@@ -110,6 +110,7 @@ impl Scheduler {
         let shared = Arc::new(FunctionShared {
             name: plan.name.clone(),
             handler: plan.handler,
+            output_names: plan.outputs.iter().map(|o| o.name.clone()).collect(),
             outputs: plan.outputs,
             dead_letter: plan.dead_letter,
             source_names: plan.sources.iter().map(|s| s.name().to_owned()).collect(),

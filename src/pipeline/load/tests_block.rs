@@ -1,0 +1,146 @@
+//! The `tests:` block of a pipeline file: recorded events and what each
+//! should come to, run by `spate test` with no broker.
+//!
+//! ```yaml
+//! tests:
+//!   - name: plausible readings pass, malformed ones are dead-lettered
+//!     function: clean-readings          # optional when the file has one function
+//!     events:
+//!       - input: {payload: {device: d1, temperature: 21.5}}
+//!         expect: {outputs: [{payload: {device: d1, temperature: 21.5}}]}
+//!       - input: {payload_text: "not json"}
+//!         expect: {dead_letter: {reason: handler-error}}
+//! ```
+//!
+//! Inputs and expectations are read exactly as `spate test --input` and
+//! `--expect` read JSON Lines (see [`crate::testing::samples`]); every
+//! problem is reported at its line and column.
+
+use spate_connector::{ConfigNode, ConfigReader, NodeKind};
+
+use crate::pipeline::spec::{PipelineTest, TestEvent};
+use crate::testing::{expectation, sample_event};
+
+fn to_json(node: &ConfigNode) -> serde_json::Value {
+    // `to_json_text` always writes valid JSON.
+    serde_json::from_str(&node.to_json_text()).unwrap_or(serde_json::Value::Null)
+}
+
+/// Reads `tests:`; `functions` are the names declared in the file.
+pub(super) fn read_tests(
+    top: &mut ConfigReader<'_>,
+    functions: &[String],
+) -> Option<Vec<PipelineTest>> {
+    let Some(items) = top.list("tests") else {
+        return Some(Vec::new());
+    };
+    let mut tests = Vec::new();
+    let mut complete = true;
+    for (index, item) in items.into_iter().enumerate() {
+        let path = format!("tests[{index}]");
+        let mut reader = ConfigReader::new(item, path.clone(), top.errors());
+        if !matches!(item.kind, NodeKind::Map(_)) {
+            reader.error(
+                item.span,
+                path.clone(),
+                format!("each test is a mapping, found {}", item.type_name()),
+                Some(
+                    "`- name: ...`, `function: ...`, `events: [{input: ..., expect: ...}]`"
+                        .to_owned(),
+                ),
+            );
+            complete = false;
+            continue;
+        }
+        let name = reader.required_string("name", Some("say what the test checks".to_owned()));
+        let function = match reader.string("function") {
+            Some(function) => {
+                if !functions.contains(&function) {
+                    reader.error_at_key(
+                        "function",
+                        format!("no function `{function}` in this file"),
+                        Some(format!("functions: {}", functions.join(", "))),
+                    );
+                    complete = false;
+                }
+                Some(function)
+            }
+            None if functions.len() == 1 => Some(functions[0].clone()),
+            None => {
+                reader.missing(
+                    "function",
+                    Some(format!(
+                        "this file has several functions; name one of {}",
+                        functions.join(", ")
+                    )),
+                );
+                None
+            }
+        };
+        let mut events = Vec::new();
+        match reader.list("events") {
+            None => reader.missing(
+                "events",
+                Some("`events: [{input: {payload: ...}, expect: {outputs: [...]}}]`".to_owned()),
+            ),
+            Some(list) => {
+                for (n, entry) in list.into_iter().enumerate() {
+                    let entry_path = format!("{path}.events[{n}]");
+                    let mut entry_reader =
+                        ConfigReader::new(entry, entry_path.clone(), top.errors());
+                    let input = entry_reader.node("input");
+                    let expect = entry_reader.node("expect");
+                    let Some(input) = input else {
+                        entry_reader.missing("input", Some("the recorded event: `{payload: ...}`, `{payload_text: ...}` or any JSON value".to_owned()));
+                        complete = false;
+                        continue;
+                    };
+                    let event = match sample_event(&to_json(input), n as u64) {
+                        Ok(event) => Some(event),
+                        Err(e) => {
+                            entry_reader.error(
+                                input.span,
+                                format!("{entry_path}.input"),
+                                e.0,
+                                None,
+                            );
+                            None
+                        }
+                    };
+                    let expected = match expect.map(|node| (node, expectation(&to_json(node)))) {
+                        None => None,
+                        Some((_, Ok(expected))) => Some(expected),
+                        Some((node, Err(e))) => {
+                            entry_reader.error(
+                                node.span,
+                                format!("{entry_path}.expect"),
+                                e.0,
+                                None,
+                            );
+                            complete = false;
+                            None
+                        }
+                    };
+                    match event {
+                        Some(event) => events.push(TestEvent {
+                            span: entry.span,
+                            event,
+                            expect: expected,
+                        }),
+                        None => complete = false,
+                    }
+                }
+            }
+        }
+        match (name, function) {
+            (Some(name), Some(function)) => tests.push(PipelineTest {
+                name,
+                function,
+                span: item.span,
+                events,
+            }),
+            _ => complete = false,
+        }
+    }
+    complete.then_some(tests)
+}

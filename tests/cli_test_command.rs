@@ -1,0 +1,185 @@
+//! `spate test` end to end: a pipeline's `tests:` block passes or fails
+//! with a readable diff and the right exit status, recorded events from
+//! `--input` are decided as the engine would decide them (retries, routing
+//! to an undeclared output), and a broken `tests:` block is a validation
+//! error at its line.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn spate(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spate"))
+        .args(args)
+        .current_dir(dir)
+        .env("SPATE_LOG", "warn")
+        .output()
+        .expect("spate runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+const FUNCTION: &str = r#"functions:
+  - name: readings
+    input: {type: generate, count: 1}
+    handler: {name: filter, field: temperature, gte: -40}
+    outputs: [{type: stdout, name: clean}]
+    dead_letter: {type: stdout}
+"#;
+
+#[test]
+fn the_example_pipelines_tests_pass() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = spate(&["test", "pipelines/demo.yaml"], root);
+    assert!(output.status.success(), "{}", text(&output));
+    let out = text(&output);
+    assert!(out.contains("ok   pipelines/demo.yaml:"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_a_diff_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{FUNCTION}tests:\n  - name: warm readings pass\n    events:\n      - input: {{payload: {{temperature: 20}}}}\n        expect: {{outputs: [{{payload: {{temperature: 21}}}}]}}\n      - input: {{payload: {{temperature: 30}}}}\n        expect: {{outputs: [{{payload: {{temperature: 30}}}}]}}\n"
+        ),
+    )
+    .unwrap();
+    let output = spate(&["test", "p.yaml"], dir.path());
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let out = text(&output);
+    assert!(out.contains("FAIL p.yaml:10"), "{out}");
+    assert!(out.contains("output 1: payload differs"), "{out}");
+    assert!(
+        out.contains(r#"→ every output: {"temperature":21}"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"→ every output: {"temperature":20}"#),
+        "{out}"
+    );
+    assert!(out.contains("ok   p.yaml:12"), "{out}");
+    assert!(
+        out.contains("1 event(s) did not come out as expected"),
+        "{out}"
+    );
+}
+
+#[test]
+fn input_and_expect_files_check_dead_letters_and_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), FUNCTION).unwrap();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"temperature\": 5}\n\n{\"payload_text\": \"garbage\", \"key\": \"d9\"}\n{\"temperature\": -100}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("expect.jsonl"),
+        "{\"outputs\": [{\"payload\": {\"temperature\": 5}}]}\n{\"dead_letter\": {\"reason\": \"handler-error\", \"error_contains\": \"not JSON\"}}\n{\"outputs\": []}\n",
+    )
+    .unwrap();
+    let output = spate(
+        &[
+            "test",
+            "p.yaml",
+            "--input",
+            "in.jsonl",
+            "--expect",
+            "expect.jsonl",
+        ],
+        dir.path(),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("ok   in.jsonl:3"),
+        "{}",
+        text(&output)
+    );
+
+    // Without --expect it only prints.
+    let output = spate(&["test", "p.yaml", "--input", "in.jsonl"], dir.path());
+    assert!(output.status.success());
+    let out = text(&output);
+    assert!(out.contains("in.jsonl:4\n  no output (dropped)"), "{out}");
+    assert!(
+        out.contains("✗ dead letter (handler-error, 1 attempt)"),
+        "{out}"
+    );
+
+    // One expectation per input line.
+    std::fs::write(dir.path().join("short.jsonl"), "{\"outputs\": []}\n").unwrap();
+    let output = spate(
+        &[
+            "test",
+            "p.yaml",
+            "--input",
+            "in.jsonl",
+            "--expect",
+            "short.jsonl",
+        ],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("1 expectations for 3 input events"),
+        "{}",
+        text(&output)
+    );
+
+    // A line that is not JSON is named.
+    std::fs::write(dir.path().join("bad.jsonl"), "{\"a\": 1}\nnot json\n").unwrap();
+    let output = spate(&["test", "p.yaml", "--input", "bad.jsonl"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("bad.jsonl:2: not a JSON value"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn a_broken_tests_block_is_a_validation_error_at_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        format!(
+            "{FUNCTION}tests:\n  - name: wrong function\n    function: nope\n    events:\n      - input: {{payload: 1}}\n        expect: {{outputs: [{{payload: 1, too: clean}}]}}\n"
+        ),
+    )
+    .unwrap();
+    for command in ["test", "validate"] {
+        let output = spate(&[command, "p.yaml"], dir.path());
+        assert_eq!(output.status.code(), Some(1), "{command}");
+        let out = text(&output);
+        assert!(
+            out.contains("p.yaml:9:15: no function `nope` in this file"),
+            "{command}: {out}"
+        );
+        assert!(
+            out.contains("p.yaml:12:17: unknown key `too` in an expected output"),
+            "{command}: {out}"
+        );
+    }
+}
+
+#[test]
+fn nothing_to_test_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), FUNCTION).unwrap();
+    let output = spate(&["test", "p.yaml"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("nothing to test"),
+        "{}",
+        text(&output)
+    );
+}
