@@ -2,7 +2,8 @@
 //! (`partition(N, token)`) splits a stream's subjects into N partitions, the
 //! source reads each through its own durable, and the processes sharing the
 //! source split the partitions by leases, handing a partition over only
-//! after its owner committed and released it.
+//! after its owner committed and released it. Each partition reports its
+//! pending count as lag.
 
 mod common;
 
@@ -32,6 +33,8 @@ struct Seen {
     assigned: BTreeSet<PartitionId>,
     /// Partitions handed over (revoked, committed, released).
     handed_over: Vec<PartitionId>,
+    /// Per partition: the largest and the last lag the source reported.
+    lag: BTreeMap<PartitionId, (u64, u64)>,
 }
 
 /// Plays the engine for one source: every event is finished and committed
@@ -66,6 +69,16 @@ async fn drive(
                         );
                         seen.events.push((key, p, event.position.offset, payload));
                         next.insert(p, event.position.offset + 1);
+                    }
+                }
+                {
+                    let mut seen = seen.lock().unwrap();
+                    for p in next.keys() {
+                        let lag = source
+                            .lag(*p)
+                            .expect("a JetStream partition reports its lag");
+                        let entry = seen.lag.entry(*p).or_insert((0, 0));
+                        *entry = (entry.0.max(lag), lag);
                     }
                 }
                 let positions: Vec<CommitPosition> = next
@@ -191,6 +204,22 @@ async fn two_processes_split_subject_partitions_and_hand_over_in_order() {
     let _ = second_task.await;
 
     let (first, second) = (first.lock().unwrap(), second.lock().unwrap());
+    // Lag is each partition's pending count: it was seen above zero while
+    // reading in batches, and every partition ends caught up.
+    assert!(
+        first.lag.values().any(|(max, _)| *max > 0),
+        "lag never above zero: {:?}",
+        first.lag
+    );
+    for seen in [&*first, &*second] {
+        for p in &seen.assigned {
+            assert_eq!(
+                seen.lag.get(p).map(|l| l.1),
+                Some(0),
+                "partition {p} caught up"
+            );
+        }
+    }
     let handed: BTreeSet<PartitionId> = first.handed_over.iter().copied().collect();
     assert_eq!(
         handed.len(),
