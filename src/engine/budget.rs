@@ -50,6 +50,13 @@ impl ProcessBudget {
             && self.bytes.load(Ordering::Relaxed) <= self.limits.bytes / 2
     }
 
+    /// Events that may still be taken in before the bound.
+    pub fn event_room(&self) -> usize {
+        self.limits
+            .events
+            .saturating_sub(self.events.load(Ordering::Relaxed))
+    }
+
     /// Events held now.
     pub fn events(&self) -> usize {
         self.events.load(Ordering::Relaxed)

@@ -14,6 +14,32 @@ use crate::engine::work::PartKey;
 use crate::pipeline::Delivery;
 
 impl Scheduler {
+    /// How many events each source may be asked for now: `max_batch`, cut
+    /// to the room left under the in-flight bounds of its partitions that
+    /// are taking events in and of the process, so a source that fetches
+    /// what it is asked for (a JetStream pull) never fetches past the
+    /// bound. At least 1, so assignments and revocations still come through.
+    pub(super) fn intake_room(&self) -> Vec<usize> {
+        let max_batch = self.options.max_batch;
+        let process = self.options.budget.event_room();
+        let mut rooms: Vec<Option<usize>> = vec![None; self.sources.len()];
+        for (key, part) in &self.partitions {
+            let room = rooms.get_mut(key.input).and_then(|r| {
+                r.get_or_insert(0);
+                r.as_mut()
+            });
+            if let Some(room) = room {
+                if !part.paused && part.draining.is_none() {
+                    *room += self.limits.events.saturating_sub(part.watermark.span());
+                }
+            }
+        }
+        rooms
+            .into_iter()
+            .map(|room| room.unwrap_or(max_batch).min(max_batch).min(process).max(1))
+            .collect()
+    }
+
     /// Pauses partitions past their bound (or all, past the process bound)
     /// and resumes those drained to half.
     pub(super) fn apply_backpressure(&mut self) {

@@ -69,15 +69,18 @@ pub struct Scheduler {
     started: Instant,
 }
 
+/// Waits for the first source with something to say; source `i` is asked
+/// for at most `maxes[i]` events.
 async fn next_message(
     sources: &mut [SourceSlot],
-    max: usize,
+    maxes: &[usize],
 ) -> (usize, Result<SourceMessage, SourceError>) {
     let waits = sources
         .iter_mut()
         .enumerate()
         .filter(|(_, s)| s.open)
         .map(|(i, slot)| {
+            let max = maxes.get(i).copied().unwrap_or(1);
             Box::pin(async move {
                 if let Some(at) = slot.retry_at {
                     tokio::time::sleep_until(at).await;
@@ -186,7 +189,7 @@ impl Scheduler {
                 break;
             }
             let intake = !self.stopping && self.sources.iter().any(|s| s.open);
-            let max_batch = self.options.max_batch;
+            let maxes = self.intake_room();
             tokio::select! {
                 biased;
                 Some(completion) = self.done_rx.recv() => {
@@ -214,7 +217,7 @@ impl Scheduler {
                 _ = tick.tick() => {
                     self.housekeeping().await;
                 }
-                (index, message) = next_message(&mut self.sources, max_batch), if intake => {
+                (index, message) = next_message(&mut self.sources, &maxes), if intake => {
                     self.on_message(index, message).await?;
                 }
             }
