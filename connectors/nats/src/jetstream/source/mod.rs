@@ -450,6 +450,14 @@ impl Source for JetStreamSource {
                     r.phase == Phase::Assigned && (r.revoke_wanted || !r.out_of_order.is_empty())
                 })
                 .map(|r| {
+                    if !r.revoke_wanted {
+                        tracing::info!(
+                            source = %self.name,
+                            partition = r.id,
+                            redelivered = r.out_of_order.len(),
+                            "redeliveries below the last handed-out sequence; handing the partition over to restart it in order"
+                        );
+                    }
                     r.phase = Phase::Revoked;
                     r.id
                 })

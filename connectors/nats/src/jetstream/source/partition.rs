@@ -180,12 +180,12 @@ impl PartitionReader {
         if sequence > self.last_handed {
             self.staged.insert(sequence, entry);
         } else {
-            tracing::info!(
+            tracing::debug!(
                 source = %source_name,
                 partition = self.id,
                 sequence,
                 last_handed = self.last_handed,
-                "redelivered message below the last handed-out sequence; handing the partition over to restart it in order"
+                "redelivered message below the last handed-out sequence"
             );
             self.out_of_order.insert(sequence, entry);
         }
