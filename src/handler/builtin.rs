@@ -19,6 +19,7 @@ use super::{passthrough_output, BuiltinHandler, Context, Handler, HandlerError, 
 pub fn register_all(registry: &mut Registry) {
     registry.register_builtin("passthrough", PassthroughBuiltin);
     registry.register_builtin("filter", FilterBuiltin);
+    registry.register_builtin("http", super::http::HttpBuiltin);
 }
 
 struct PassthroughBuiltin;

@@ -7,6 +7,7 @@
 //! handler's.
 
 pub mod builtin;
+pub mod http;
 mod registry;
 
 use std::future::Future;

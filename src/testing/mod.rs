@@ -194,12 +194,29 @@ pub fn render_outcome(outcome: &Outcome, indent: &str) -> String {
     out
 }
 
+/// JSON equality where numbers compare by value (`1500` equals `1500.0`).
+fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 fn same_payload(expected: &Bytes, actual: &Bytes) -> bool {
     match (
         serde_json::from_slice::<serde_json::Value>(expected),
         serde_json::from_slice::<serde_json::Value>(actual),
     ) {
-        (Ok(a), Ok(b)) => a == b,
+        (Ok(a), Ok(b)) => same_json(&a, &b),
         _ => expected == actual,
     }
 }
@@ -310,4 +327,20 @@ pub fn render_expectation(expected: &Expectation, indent: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_compare_as_json_with_numbers_by_value() {
+        let same =
+            |a: &str, b: &str| same_payload(&Bytes::from(a.to_owned()), &Bytes::from(b.to_owned()));
+        assert!(same(r#"{"a":1500,"b":[1]}"#, r#"{"b":[1.0],"a":1500.0}"#));
+        assert!(!same(r#"{"a":1}"#, r#"{"a":2}"#));
+        assert!(!same(r#"{"a":1}"#, r#"{"a":1,"b":null}"#));
+        assert!(same("not json", "not json"));
+        assert!(!same("not json", "not json!"));
+    }
 }
