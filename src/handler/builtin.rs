@@ -2,9 +2,18 @@
 //!
 //! - `passthrough`: every event becomes one output with the same key,
 //!   headers and payload.
-//! - `filter`: keeps JSON events whose field meets one condition and drops
-//!   the rest; a payload that is not JSON is a permanent error (a dead
-//!   letter), never a retry.
+//! - `filter`: keeps JSON events whose field meets one condition
+//!   (`{name: filter, field: amount, gte: 0}`), or for which a jq
+//!   expression holds (`{name: filter, expr: '.amount >= 0'}`; the two
+//!   forms exclude each other), and drops the rest; a payload that is not
+//!   JSON is a permanent error (a dead letter), never a retry.
+//! - `map`: reshapes JSON events with a jq expression, one output per
+//!   result (`{name: map, expr: '{id: .order, total: .amount}'}`).
+//! - `route`: sends each JSON event unchanged to the output named by the
+//!   first route whose jq condition holds, else to `default`, else drops it
+//!   (`{name: route, routes: [{when: '.amount > 100', to: big}], default: small}`).
+//!
+//! The expression language and its rules are in [`super::expr`].
 
 use std::sync::Arc;
 
@@ -13,12 +22,16 @@ use serde_json::Value;
 use spate_connector::config::quote_list;
 use spate_connector::{ConfigReader, Event};
 
-use super::{passthrough_output, BuiltinHandler, Context, Handler, HandlerError, Output, Registry};
+use super::{
+    expr, passthrough_output, BuiltinHandler, Context, Handler, HandlerError, Output, Registry,
+};
 
 /// Registers every built-in handler.
 pub fn register_all(registry: &mut Registry) {
     registry.register_builtin("passthrough", PassthroughBuiltin);
     registry.register_builtin("filter", FilterBuiltin);
+    registry.register_builtin("map", expr::MapBuiltin);
+    registry.register_builtin("route", expr::RouteBuiltin);
     registry.register_builtin("http", super::http::HttpBuiltin);
 }
 
@@ -116,6 +129,21 @@ fn json_value(text: &str) -> Value {
 
 impl BuiltinHandler for FilterBuiltin {
     fn configure(&self, config: &mut ConfigReader<'_>) -> Option<Arc<dyn Handler>> {
+        if config.has("expr") {
+            for key in std::iter::once(&"field").chain(CONDITIONS) {
+                if config.has(key) {
+                    config.error_at_key(
+                        key,
+                        format!("`{key}` does not go with `expr`"),
+                        Some(
+                            "a filter takes either `expr: <jq condition>` or `field:` with one condition"
+                                .to_owned(),
+                        ),
+                    );
+                }
+            }
+            return expr::configure_filter(config);
+        }
         let field = config.required_string(
             "field",
             Some(
@@ -191,7 +219,7 @@ impl BuiltinHandler for FilterBuiltin {
     }
 
     fn summary(&self) -> &'static str {
-        "keeps JSON events whose field meets a condition, drops the rest"
+        "keeps JSON events whose field meets a condition, or for which a jq `expr` holds; drops the rest"
     }
 }
 

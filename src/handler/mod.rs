@@ -7,6 +7,7 @@
 //! handler's.
 
 pub mod builtin;
+pub mod expr;
 pub mod http;
 mod registry;
 

@@ -1,0 +1,188 @@
+//! Where in the pipeline file a place inside an expression is, and reading
+//! an expression from a built-in's settings with its compile errors put
+//! there.
+//!
+//! A configuration node knows where its scalar starts and its text once
+//! YAML has unquoted it; it does not keep the source or the style. So the
+//! place of byte `offset` of the text is worked out per style:
+//!
+//! - a plain scalar (`expr: .a > 1`): the node starts at its first
+//!   character; add the characters before the offset;
+//! - a quoted scalar on one line (`expr: '.a > 1'`): the node starts at the
+//!   opening quote, so add one more. It is read as single-quoted YAML, where
+//!   `''` stands for one `'` (jq has no use for `'`, and single quotes keep
+//!   jq's `"` as they are, so this is the usual way to write an
+//!   expression); in a double-quoted scalar every `\"` or `\\` before the
+//!   offset makes the column one too small;
+//! - a block scalar (`expr: |` and indented lines; told apart by the line
+//!   breaks in its text): the node starts at the first character of its
+//!   first non-empty line, which gives the line and the indentation; add
+//!   the line breaks before the offset (less the leading empty lines) and
+//!   the characters before the offset on its line. Use `|`, not `>`: a
+//!   folded scalar joins its lines, so only its first line is placed
+//!   right; and a one-line `|-` block has no line break to be told apart
+//!   by, so it is placed one column too far.
+//!
+//! A `${VAR}` before the offset that interpolation replaced by a value of
+//! another length shifts the column as well.
+
+use spate_connector::{ConfigNode, ConfigReader, NodeKind, Span};
+
+use super::Expr;
+
+fn columns(text: &str) -> u32 {
+    u32::try_from(text.chars().count()).unwrap_or(u32::MAX)
+}
+
+/// The place in the file of byte `offset` of `node`'s text.
+pub fn span_in(node: &ConfigNode, offset: usize) -> Span {
+    let NodeKind::Scalar { text, quoted } = &node.kind else {
+        return node.span;
+    };
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    if !quoted {
+        return Span {
+            line: node.span.line,
+            column: node.span.column.saturating_add(columns(before)),
+        };
+    }
+    if text.contains('\n') {
+        let leading = text.len() - text.trim_start_matches('\n').len();
+        let breaks = before.matches('\n').count();
+        let line = i64::from(node.span.line) + breaks as i64 - leading as i64;
+        let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+        return Span {
+            line: u32::try_from(line.max(1)).unwrap_or(u32::MAX),
+            column: node
+                .span
+                .column
+                .saturating_add(columns(&before[line_start..])),
+        };
+    }
+    let doubled_quotes = columns(&before.replace(|c| c != '\'', ""));
+    Span {
+        line: node.span.line,
+        column: node
+            .span
+            .column
+            .saturating_add(1)
+            .saturating_add(columns(before))
+            .saturating_add(doubled_quotes),
+    }
+}
+
+/// Reads the expression under `key` and compiles it. A missing key is
+/// `None` with no error (the caller decides whether it is required); a
+/// value that is not text, or does not compile, records one error per
+/// problem, each at its place inside the expression.
+pub fn read_expr(config: &mut ConfigReader<'_>, key: &'static str) -> Option<Expr> {
+    let node = config.node(key)?;
+    let Some(source) = node.as_text() else {
+        config.error(
+            node.span,
+            config.child_path(key),
+            format!("`{key}` must be a jq expression, found {}", node.type_name()),
+            Some(format!(
+                "quote the expression: `{key}: '.amount > 100'`, or write it as a block after `{key}: |`"
+            )),
+        );
+        return None;
+    };
+    match Expr::compile(source) {
+        Ok(expr) => Some(expr),
+        Err(errors) => {
+            for error in errors {
+                config.error(
+                    span_in(node, error.offset),
+                    config.child_path(key),
+                    format!("invalid jq expression in `{key}`: {}", error.message),
+                    error.hint,
+                );
+            }
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scalar(text: &str, quoted: bool, line: u32, column: u32) -> ConfigNode {
+        ConfigNode {
+            kind: NodeKind::Scalar {
+                text: text.to_owned(),
+                quoted,
+            },
+            span: Span { line, column },
+        }
+    }
+
+    #[test]
+    fn plain_scalars_count_characters_from_their_start() {
+        let node = scalar(".a > > 1", false, 5, 13);
+        assert_eq!(
+            span_in(&node, 5),
+            Span {
+                line: 5,
+                column: 18
+            }
+        );
+    }
+
+    #[test]
+    fn quoted_scalars_skip_the_quote_and_count_doubled_single_quotes() {
+        let node = scalar(".a > > 1", true, 5, 13);
+        assert_eq!(
+            span_in(&node, 5),
+            Span {
+                line: 5,
+                column: 19
+            }
+        );
+        let node = scalar(".a == \"it's\" > >", true, 5, 13);
+        assert_eq!(
+            span_in(&node, 15),
+            Span {
+                line: 5,
+                column: 30
+            }
+        );
+    }
+
+    #[test]
+    fn block_scalars_count_lines_from_their_first_line() {
+        // expr: |
+        //   {id: .order,
+        //    total: (.amount * )}
+        let node = scalar("{id: .order,\n total: (.amount * )}\n", true, 6, 9);
+        let at = "{id: .order,\n total: (.amount * ".len();
+        assert_eq!(
+            span_in(&node, at),
+            Span {
+                line: 7,
+                column: 28
+            }
+        );
+        // A leading empty line is before the node's line.
+        let node = scalar("\n.a >\n", true, 7, 9);
+        assert_eq!(
+            span_in(&node, 4),
+            Span {
+                line: 7,
+                column: 12
+            }
+        );
+    }
+
+    #[test]
+    fn offsets_past_the_end_or_inside_a_character_are_clamped() {
+        let node = scalar("é", false, 1, 1);
+        assert_eq!(span_in(&node, 1), Span { line: 1, column: 1 });
+        assert_eq!(span_in(&node, 99), Span { line: 1, column: 2 });
+    }
+}
