@@ -3,12 +3,12 @@
 //!
 //! | key | default | meaning |
 //! | --- | --- | --- |
-//! | `format` | `payload` | `payload`: the payload bytes and a newline; `envelope`: a JSON Lines [envelope] (key, payload, headers, timestamp), readable by the `file` source |
+//! | `layout` | `payload` | `payload`: the payload bytes and a newline; `envelope`: a JSON Lines [envelope] (key, payload, headers, timestamp), readable by the `file` source |
 //!
 //! Writes from concurrent tasks are serialised through one lock (one for the
 //! whole process, shared by every stdout sink), so lines never interleave,
 //! and each write is flushed before it resolves. A payload
-//! containing newlines spans several lines in `payload` format; use
+//! containing newlines spans several lines in the `payload` layout; use
 //! `envelope` when that matters. Standard output keeps no positions and
 //! cannot take part in transactions: capabilities `{exactly_once: false,
 //! durable_positions: false}`.
@@ -60,7 +60,7 @@ impl ConnectorFactory for StdoutFactory {
 
     fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
         let mark = error_mark(config);
-        let format = match config.one_of("format", &["payload", "envelope"]) {
+        let format = match config.one_of("layout", &["payload", "envelope"]) {
             Some("envelope") => StdoutFormat::Envelope,
             _ => StdoutFormat::Payload,
         };
@@ -261,10 +261,10 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_format_is_reported_with_a_suggestion() {
+    fn a_bad_layout_is_reported_with_a_suggestion() {
         let node = ConfigNode {
             kind: NodeKind::Map(vec![(
-                "format".to_owned(),
+                "layout".to_owned(),
                 Span { line: 3, column: 5 },
                 ConfigNode {
                     kind: NodeKind::Scalar {
@@ -286,7 +286,7 @@ mod tests {
         }
         let errors = errors.into_inner();
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert_eq!(errors[0].path, "outputs[0].format");
+        assert_eq!(errors[0].path, "outputs[0].layout");
         assert_eq!(errors[0].span.line, 3);
         assert!(errors[0]
             .hint

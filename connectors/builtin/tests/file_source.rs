@@ -78,7 +78,7 @@ async fn raw_lines_are_payloads_as_is() {
     std::fs::write(&path, "first\r\n{\"not\":\"an envelope\"}\n\nlast\n").expect("write");
     let (mut source, _) = open(&*source_builder(
         "file",
-        &[("path", path_str(&path)), ("format", "raw")],
+        &[("path", path_str(&path)), ("layout", "raw")],
     ))
     .await;
     let events = read_to_end(&mut *source, 2).await;
@@ -119,7 +119,7 @@ async fn a_malformed_line_is_flagged_and_the_rest_flows() {
         .get_str(DECODE_ERROR)
         .expect("decode error header");
     assert!(
-        plain.contains("unknown field `device`") && plain.contains("format: raw"),
+        plain.contains("unknown field `device`") && plain.contains("layout: raw"),
         "{plain}"
     );
     assert_eq!(events[3].payload, Bytes::from_static(b"4"));
@@ -133,7 +133,7 @@ async fn an_over_long_line_is_flagged_truncated() {
     std::fs::write(&path, format!("short\n{}\nafter\n", "y".repeat(5000))).expect("write");
     let config = [
         ("path", path_str(&path)),
-        ("format", "raw"),
+        ("layout", "raw"),
         ("max_line_bytes", "1KiB"),
     ];
     let (mut source, _) = open(&*source_builder("file", &config)).await;
@@ -159,7 +159,7 @@ async fn a_commit_file_resumes_after_the_last_committed_line() {
     .expect("write");
     let config = [
         ("path", path_str(&path)),
-        ("format", "raw"),
+        ("layout", "raw"),
         ("commit_file", path_str(&commit)),
     ];
 
@@ -237,7 +237,7 @@ async fn follow_mode_sees_appended_lines_and_waits_for_whole_lines() {
     std::fs::write(&path, "one\n").expect("write");
     let config = [
         ("path", path_str(&path)),
-        ("format", "raw"),
+        ("layout", "raw"),
         ("follow", "true"),
         ("poll_interval", "10ms"),
     ];
@@ -259,7 +259,7 @@ async fn pause_stops_the_file_and_resume_continues_it() {
     std::fs::write(&path, "a\nb\nc\n").expect("write");
     let (mut source, _) = open(&*source_builder(
         "file",
-        &[("path", path_str(&path)), ("format", "raw")],
+        &[("path", path_str(&path)), ("layout", "raw")],
     ))
     .await;
     assert_eq!(offsets(&read_n(&mut *source, 1, 1).await), vec![0]);
@@ -369,7 +369,7 @@ async fn cancelled_reads_of_a_growing_file_lose_and_repeat_no_line() {
     });
     let config = [
         ("path", path_str(&path)),
-        ("format", "raw"),
+        ("layout", "raw"),
         ("follow", "true"),
         ("poll_interval", "5ms"),
     ];
@@ -403,7 +403,7 @@ fn configuration_problems_are_reported_with_hints() {
     let (builder, errors) = read_source(
         "file",
         &[
-            ("format", "jsonl"),
+            ("layout", "jsonl"),
             ("folow", "true"),
             ("poll_interval", "0s"),
         ],
@@ -416,7 +416,7 @@ fn configuration_problems_are_reported_with_hints() {
     );
     let format = errors
         .iter()
-        .find(|e| e.message == "unknown format `jsonl`")
+        .find(|e| e.message == "unknown layout `jsonl`")
         .expect("bad format");
     assert_eq!(
         format.hint.as_deref(),

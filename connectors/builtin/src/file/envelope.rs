@@ -16,7 +16,7 @@
 //!
 //! Exactly one of `payload` / `payload_base64` is required; other fields are
 //! refused, so a file of plain JSON objects is reported rather than silently
-//! misread (read such files with `format: raw`).
+//! misread (read such files with `layout: raw`).
 //!
 //! [`encode`] is lossless: decoding what it wrote gives back the same key,
 //! payload bytes, headers and timestamp. A payload is written inline as JSON
@@ -63,7 +63,7 @@ pub enum EnvelopeError {
 
 impl EnvelopeError {
     /// True when the line looks like plain JSON rather than an envelope, in
-    /// which case `format: raw` is probably what the user meant.
+    /// which case `layout: raw` is probably what the user meant.
     pub fn suggests_raw_format(&self) -> bool {
         match self {
             Self::MissingPayload => true,

@@ -2,11 +2,11 @@
 //!
 //! **Source.** A file is one partition (`0`); an event's offset is its line
 //! number, counted from 0, and its position's stream is the configured path.
-//! With `format: envelope` (the default) each line is an
+//! With `layout: envelope` (the default) each line is an
 //! [`envelope`] object; a line that is not one is *not* dropped: it becomes
 //! an event whose payload is the raw line and which carries the
 //! [`DECODE_ERROR`](spate_connector::dead_letter::DECODE_ERROR) header naming
-//! the line, so the engine dead-letters it. With `format: raw` each line is a
+//! the line, so the engine dead-letters it. With `layout: raw` each line is a
 //! payload as is. Blank lines of an envelope file are skipped (their line
 //! numbers stay unused); a trailing `\r` is removed from every line.
 //!
@@ -29,7 +29,7 @@
 //! | source key | default | meaning |
 //! | --- | --- | --- |
 //! | `path` | required | the file to read |
-//! | `format` | `envelope` | `envelope` or `raw` |
+//! | `layout` | `envelope` | `envelope` (each line a JSON envelope of key, payload, headers, timestamp) or `raw` (each line a payload as is) |
 //! | `follow` | `false` | wait for appended lines at the end of the file |
 //! | `poll_interval` | `250ms` | how often a followed file is checked for new lines |
 //! | `commit_file` | none | where committed positions are persisted |
@@ -96,7 +96,7 @@ impl ConnectorFactory for FileFactory {
             config,
             "the JSON Lines file to read, e.g. `path: data/events.jsonl`",
         );
-        let format = match config.one_of("format", &["envelope", "raw"]) {
+        let format = match config.one_of("layout", &["envelope", "raw"]) {
             Some("raw") => LineFormat::Raw,
             _ => LineFormat::Envelope,
         };

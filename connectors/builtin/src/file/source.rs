@@ -294,7 +294,7 @@ impl FileSource {
                     let mut reason = e.to_string();
                     if e.suggests_raw_format() {
                         reason.push_str(
-                            " (with `format: raw` every line is read as a payload as is)",
+                            " (with `layout: raw` every line is read as a payload as is)",
                         );
                     }
                     Some(undecodable(bytes, reason))
