@@ -8,6 +8,7 @@
 //! position only when every event below it is finished.
 
 pub mod engine;
+pub mod format;
 pub mod handler;
 pub mod observability;
 pub mod pipeline;
