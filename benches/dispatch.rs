@@ -163,8 +163,10 @@ fn engine_run(ordering: Ordering, keys: u64, kind: Kind) -> (FunctionPlan, Lefto
         outputs: vec![NamedSink {
             name: Arc::from("out"),
             sink: Arc::new(out.clone()),
+            encoder: None,
         }],
         dead_letter: Arc::new(dlq.clone()),
+        decoders: Vec::new(),
         policy: policy(ordering),
     };
     (

@@ -238,6 +238,7 @@ async fn build_plan(function: FunctionSpec) -> Result<FunctionPlan, RunError> {
         outputs.push(NamedSink {
             name: Arc::from(output.name.as_str()),
             sink: Arc::from(sink),
+            encoder: (!output.format.is_raw()).then(|| output.format.encoder()),
         });
     }
     let dead_letter = function
@@ -256,6 +257,11 @@ async fn build_plan(function: FunctionSpec) -> Result<FunctionPlan, RunError> {
         handler: function.handler.clone(),
         sources,
         outputs,
+        decoders: function
+            .inputs
+            .iter()
+            .map(|input| (!input.format.is_raw()).then(|| input.format.decoder()))
+            .collect(),
         dead_letter: Arc::from(dead_letter),
         policy: function.policy,
     })

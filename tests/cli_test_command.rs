@@ -183,3 +183,35 @@ fn nothing_to_test_is_an_error() {
         text(&output)
     );
 }
+
+#[test]
+fn formats_decode_before_the_handler_and_encode_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        r#"functions:
+  - name: ids
+    input: {type: generate, count: 1, format: json}
+    handler: passthrough
+    outputs:
+      - type: stdout
+        format: avro
+        schema: '{"type": "record", "name": "Id", "fields": [{"name": "id", "type": "long"}]}'
+    dead_letter: {type: stdout}
+tests:
+  - name: ids are encoded, other payloads are not
+    events:
+      - input: {payload: {id: 1}}
+        expect: {outputs: [{payload: {id: 1}}]}
+      - input: {payload: {id: "one"}}
+        expect: {dead_letter: {reason: encode-error, error_contains: id}}
+      - input: {payload_text: "id=1"}
+        expect: {dead_letter: {reason: decode-error}}
+"#,
+    )
+    .unwrap();
+    let output = spate(&["test", "p.yaml"], dir.path());
+    assert!(output.status.success(), "{}", text(&output));
+    let out = text(&output);
+    assert_eq!(out.matches("ok   p.yaml:").count(), 3, "{out}");
+}

@@ -310,6 +310,7 @@ async fn plans_that_cannot_be_exactly_once_are_refused_with_the_reason() {
     plan.outputs.push(NamedSink {
         name: Arc::from("audit"),
         sink: Arc::new(Plain),
+        encoder: None,
     });
     let error = run_function(plan, options(), CancellationToken::new())
         .await

@@ -96,6 +96,7 @@ async fn a_partition_moves_on_when_outputs_are_accepted_and_commits_when_acknowl
     plan.outputs = vec![NamedSink {
         name: Arc::from("out"),
         sink: sink.clone(),
+        encoder: None,
     }];
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));

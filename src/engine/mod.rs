@@ -59,6 +59,9 @@ pub struct FunctionPlan {
     pub sources: Vec<Box<dyn Source>>,
     /// Its outputs.
     pub outputs: Vec<NamedSink>,
+    /// Per input (same order as `sources`): decodes payloads before the
+    /// handler. Empty, or `None` for an input: payloads as they came.
+    pub decoders: Vec<Option<Arc<dyn crate::format::PayloadDecoder>>>,
     /// Its dead-letter sink.
     pub dead_letter: Arc<dyn Sink>,
     /// How it is run.

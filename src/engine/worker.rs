@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::backoff;
 use super::work::{Accepted, Completion, Destination, Failure, Outcome, Stage, Verdict, WorkItem};
+use crate::format::{PayloadDecoder, PayloadEncoder, SCHEMA_ID_HEADER};
 use crate::handler::{Context, ErrorKind, Handler, Output};
 use crate::observability::FunctionMetrics;
 use crate::pipeline::RetryPolicy;
@@ -31,6 +32,20 @@ pub struct NamedSink {
     pub name: Arc<str>,
     /// The sink.
     pub sink: Arc<dyn Sink>,
+    /// Encodes the handler's (JSON) outputs into the output's format;
+    /// `None` writes them as they are.
+    pub encoder: Option<Arc<dyn PayloadEncoder>>,
+}
+
+impl NamedSink {
+    /// An output that writes records as the handler made them.
+    pub fn new(name: impl Into<Arc<str>>, sink: Arc<dyn Sink>) -> Self {
+        Self {
+            name: name.into(),
+            sink,
+            encoder: None,
+        }
+    }
 }
 
 /// Counters a function reports when it ends.
@@ -65,6 +80,8 @@ pub struct FunctionShared {
     pub outputs: Vec<NamedSink>,
     /// The outputs' names, in `outputs` order.
     pub output_names: Vec<Arc<str>>,
+    /// Per input: decodes payloads before the handler (`None`: as they are).
+    pub decoders: Vec<Option<Arc<dyn PayloadDecoder>>>,
     /// The dead-letter sink.
     pub dead_letter: Arc<dyn Sink>,
     /// Name of the source of each input, for dead-letter headers.
@@ -204,13 +221,38 @@ async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> Option<Verdict>
         function: shared.name.clone(),
         attempt: item.attempts,
     };
+    // The handler sees the decoded payload; the item keeps the original, so
+    // a dead letter carries the bytes as they came.
+    let mut event = item.event.clone();
+    if let Some(decoder) = shared
+        .decoders
+        .get(item.part.input)
+        .and_then(Option::as_ref)
+    {
+        match decoder.decode(&event.payload).await {
+            Ok(decoded) => {
+                event.payload = decoded.payload;
+                if let Some(id) = decoded.schema_id {
+                    event.headers.set(SCHEMA_ID_HEADER, id.to_string());
+                }
+            }
+            Err(error) => {
+                if !error.retryable {
+                    for (name, value) in error.dead_letter_headers() {
+                        item.event.headers.set(name, value);
+                    }
+                }
+                return fail(shared, item, "decode-error", error.message, error.retryable);
+            }
+        }
+    }
     let started = Instant::now();
-    let call = AssertUnwindSafe(shared.handler.handle(item.event.clone(), &ctx)).catch_unwind();
+    let call = AssertUnwindSafe(shared.handler.handle(event, &ctx)).catch_unwind();
     let result = tokio::time::timeout(shared.retry.timeout, call).await;
     let elapsed = started.elapsed();
     shared.metrics.handler_seconds.record(elapsed.as_secs_f64());
     let verdict = match result {
-        Ok(Ok(Ok(outputs))) => route(shared, item, outputs),
+        Ok(Ok(Ok(outputs))) => route(shared, item, outputs).await,
         Ok(Ok(Err(error))) => {
             let retryable = error.kind == ErrorKind::Retryable;
             fail(shared, item, "handler-error", error.message, retryable)
@@ -278,13 +320,34 @@ pub fn resolve_outputs(
     Ok(pending)
 }
 
-/// Resolves outputs to sinks; moves the item to `Emit` (or finishes it when
-/// there is nothing to write).
-fn route(shared: &FunctionShared, item: &mut WorkItem, outputs: Vec<Output>) -> Option<Verdict> {
-    let pending = match resolve_outputs(&shared.output_names, outputs) {
+/// Resolves outputs to sinks and encodes them in each output's format;
+/// moves the item to `Emit` (or finishes it when there is nothing to
+/// write). An output that does not fit its format fails the attempt:
+/// retryably when the schema registry is away, else to the dead letter.
+async fn route(
+    shared: &FunctionShared,
+    item: &mut WorkItem,
+    outputs: Vec<Output>,
+) -> Option<Verdict> {
+    let mut pending = match resolve_outputs(&shared.output_names, outputs) {
         Ok(pending) => pending,
         Err(message) => return fail(shared, item, "unknown-output", message, false),
     };
+    for (index, record) in &mut pending {
+        let Some(encoder) = shared.outputs.get(*index).and_then(|o| o.encoder.as_ref()) else {
+            continue;
+        };
+        match encoder.encode(&record.payload).await {
+            Ok(encoded) => record.payload = encoded,
+            Err(error) => {
+                let message = format!(
+                    "output `{}` cannot be encoded: {}",
+                    shared.output_names[*index], error.message
+                );
+                return fail(shared, item, "encode-error", message, error.retryable);
+            }
+        }
+    }
     if pending.is_empty() {
         return Some(finished_handled(shared, 0));
     }

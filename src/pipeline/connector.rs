@@ -22,6 +22,7 @@ use spate_connector::{
 };
 
 use super::spec::{Delivery, SinkSpec, SourceSpec};
+use crate::format::{read_format, FormatRole, FormatSpec};
 use crate::handler::Registry;
 
 /// The part a connector plays in a function.
@@ -220,6 +221,7 @@ pub(super) fn read_source(
     let (factory, capabilities, type_span) = resolve(node, path, Role::Input, registry, errors)?;
     let mut reader = ConfigReader::new(node, path, errors);
     let kind = reader.string("type")?;
+    let format = read_format(&mut reader, FormatRole::Input);
     let mark = errors.borrow().len();
     let builder = factory.source(&mut reader);
     note_silent_refusal(builder.is_none(), mark, &reader, type_span, &kind);
@@ -228,6 +230,7 @@ pub(super) fn read_source(
             kind,
             builder: builder?,
             capabilities,
+            format: format?,
             span: node.span,
         },
         path: path.to_owned(),
@@ -255,6 +258,10 @@ pub(super) fn read_sink(
         }
         Role::Output | Role::Input | Role::DeadLetter => Some(kind.clone()),
     };
+    let format = match role {
+        Role::Output => read_format(&mut reader, FormatRole::Output),
+        Role::Input | Role::DeadLetter => Some(FormatSpec::raw()),
+    };
     let mark = errors.borrow().len();
     let builder = factory.sink(&mut reader);
     note_silent_refusal(builder.is_none(), mark, &reader, type_span, &kind);
@@ -264,6 +271,7 @@ pub(super) fn read_sink(
             kind,
             builder: Arc::from(builder?),
             capabilities,
+            format: format?,
             span: node.span,
         },
         path: path.to_owned(),

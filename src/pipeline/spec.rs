@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use spate_connector::{Capabilities, SinkBuilder, SourceBuilder, Span};
 
+use crate::format::FormatSpec;
 use crate::handler::Handler;
 
 /// A loaded pipeline file.
@@ -118,6 +119,8 @@ pub struct SourceSpec {
     pub builder: Box<dyn SourceBuilder>,
     /// What the source can promise.
     pub capabilities: Capabilities,
+    /// How its payloads are decoded before the handler (`format:`).
+    pub format: FormatSpec,
     /// Where it is declared.
     pub span: Span,
 }
@@ -132,6 +135,9 @@ pub struct SinkSpec {
     pub builder: Arc<dyn SinkBuilder>,
     /// What the sink can promise.
     pub capabilities: Capabilities,
+    /// How handler outputs are encoded (`format:`; dead letters keep the
+    /// event's bytes as they came, so theirs is always raw).
+    pub format: FormatSpec,
     /// Where it is declared.
     pub span: Span,
 }

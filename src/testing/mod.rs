@@ -3,14 +3,17 @@
 //! outcome of each compared with what was expected.
 //!
 //! An offline run decides each event as the engine would, using the same
-//! pieces: an event carrying a decode error is dead-lettered with reason
+//! pieces: an event carrying a decode error, or whose payload the first
+//! input's `format` cannot decode, is dead-lettered with reason
 //! `decode-error`; the handler is called with the function's attempt
 //! timeout, and a retryable failure is tried again up to `max_attempts`
 //! (at once: offline runs do not sleep through the backoff); a panic is
 //! caught; outputs are routed with the engine's
 //! [`resolve_outputs`](crate::engine::worker::resolve_outputs), so routing to
-//! an undeclared output is a dead letter here as there. Nothing is written
-//! anywhere: the outcome is returned.
+//! an undeclared output is a dead letter here as there; each output is
+//! encoded in its output's `format` (a record that does not fit is an
+//! `encode-error` dead letter), and the outcome shows the handler's
+//! (JSON) output. Nothing is written anywhere: the outcome is returned.
 
 pub mod samples;
 
@@ -23,6 +26,7 @@ use futures::FutureExt;
 use spate_connector::{dead_letter, Event, Record};
 
 use crate::engine::worker::resolve_outputs;
+use crate::format::{PayloadDecoder, PayloadEncoder, SCHEMA_ID_HEADER};
 use crate::handler::{Context, ErrorKind, Handler};
 use crate::pipeline::{FunctionSpec, RetryPolicy};
 pub use samples::{expectation, sample_event, Expectation, ExpectedOutput, SampleError};
@@ -54,6 +58,10 @@ pub struct OfflineFunction {
     pub output_names: Vec<Arc<str>>,
     /// Its retry policy.
     pub retry: RetryPolicy,
+    /// The first input's decoder (`None`: payloads as they are).
+    pub decoder: Option<Arc<dyn PayloadDecoder>>,
+    /// Per output: its encoder (`None`: as the handler made it).
+    pub encoders: Vec<Option<Arc<dyn PayloadEncoder>>>,
 }
 
 impl OfflineFunction {
@@ -68,7 +76,36 @@ impl OfflineFunction {
                 .map(|o| Arc::from(o.name.as_str()))
                 .collect(),
             retry: spec.policy.retry,
+            decoder: spec
+                .inputs
+                .first()
+                .filter(|input| !input.format.is_raw())
+                .map(|input| input.format.decoder()),
+            encoders: spec
+                .outputs
+                .iter()
+                .map(|o| (!o.format.is_raw()).then(|| o.format.encoder()))
+                .collect(),
         }
+    }
+
+    /// Encodes each resolved output in its output's format, to check it
+    /// fits; the first that does not is the error.
+    async fn check_encoding(&self, resolved: &[(usize, Record)]) -> Result<(), (String, bool)> {
+        for (index, record) in resolved {
+            if let Some(encoder) = self.encoders.get(*index).and_then(Option::as_ref) {
+                if let Err(error) = encoder.encode(&record.payload).await {
+                    return Err((
+                        format!(
+                            "output `{}` cannot be encoded: {}",
+                            self.output_names[*index], error.message
+                        ),
+                        error.retryable,
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Decides one event.
@@ -82,6 +119,36 @@ impl OfflineFunction {
         }
         let max_attempts = self.retry.max_attempts.max(1);
         let mut attempt = 0;
+        let mut event = event;
+        loop {
+            attempt += 1;
+            if let Some(decoder) = &self.decoder {
+                match decoder.decode(&event.payload).await {
+                    Ok(decoded) => {
+                        event.payload = decoded.payload;
+                        if let Some(id) = decoded.schema_id {
+                            event.headers.set(SCHEMA_ID_HEADER, id.to_string());
+                        }
+                        // Decoded once: later attempts reuse it.
+                        return self.run_decoded(event, attempt, max_attempts).await;
+                    }
+                    Err(error) if error.retryable && attempt < max_attempts => continue,
+                    Err(error) => {
+                        return Outcome::DeadLetter {
+                            reason: "decode-error",
+                            message: error.message,
+                            attempts: attempt,
+                        }
+                    }
+                }
+            }
+            return self.run_decoded(event, attempt, max_attempts).await;
+        }
+    }
+
+    /// Handler attempts from `first_attempt` on, with a decoded event.
+    async fn run_decoded(&self, event: Event, first_attempt: u32, max_attempts: u32) -> Outcome {
+        let mut attempt = first_attempt - 1;
         loop {
             attempt += 1;
             let ctx = Context {
@@ -95,19 +162,27 @@ impl OfflineFunction {
                         // Check the routing exactly as the engine does.
                         let routes: Vec<Option<Arc<str>>> =
                             outputs.iter().map(|o| o.to.clone()).collect();
-                        return match resolve_outputs(&self.output_names, outputs.clone()) {
-                            Ok(_) => Outcome::Outputs(
-                                routes
-                                    .into_iter()
-                                    .zip(outputs.into_iter().map(|o| o.record))
-                                    .collect(),
-                            ),
-                            Err(message) => Outcome::DeadLetter {
-                                reason: "unknown-output",
-                                message,
-                                attempts: attempt,
-                            },
+                        let resolved = match resolve_outputs(&self.output_names, outputs.clone()) {
+                            Ok(resolved) => resolved,
+                            Err(message) => {
+                                return Outcome::DeadLetter {
+                                    reason: "unknown-output",
+                                    message,
+                                    attempts: attempt,
+                                }
+                            }
                         };
+                        match self.check_encoding(&resolved).await {
+                            Ok(()) => {
+                                return Outcome::Outputs(
+                                    routes
+                                        .into_iter()
+                                        .zip(outputs.into_iter().map(|o| o.record))
+                                        .collect(),
+                                )
+                            }
+                            Err((message, retryable)) => ("encode-error", message, retryable),
+                        }
                     }
                     Ok(Ok(Err(error))) => (
                         "handler-error",

@@ -29,8 +29,10 @@ pub fn plan(
         outputs: vec![NamedSink {
             name: Arc::from("out"),
             sink: Arc::new(out.clone()),
+            encoder: None,
         }],
         dead_letter: Arc::new(dlq.clone()),
+        decoders: Vec::new(),
         policy: RunPolicy {
             delivery: Delivery::AtLeastOnce,
             ordering,

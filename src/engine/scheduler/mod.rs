@@ -114,6 +114,7 @@ impl Scheduler {
             name: plan.name.clone(),
             handler: plan.handler,
             output_names: plan.outputs.iter().map(|o| o.name.clone()).collect(),
+            decoders: plan.decoders,
             outputs: plan.outputs,
             dead_letter: plan.dead_letter,
             source_names: plan.sources.iter().map(|s| s.name().to_owned()).collect(),
