@@ -129,3 +129,47 @@ async fn a_duplicate_window_shorter_than_the_redelivery_delay_stops_the_session(
         other => panic!("expected a fatal error, got {other}"),
     }
 }
+
+#[tokio::test]
+async fn a_transaction_larger_than_the_publish_ack_window_commits() {
+    // async-nats lets 5,000 publishes await their ack at once; a session
+    // holding every ack until its commit used to wait on itself past that.
+    let server = server();
+    let client = server.client().await;
+    let tag = unique("eosbig");
+    let (input, output) = (format!("IN_{tag}"), format!("OUT_{tag}"));
+    create_stream(&client, &input, &[format!("in.{tag}")]).await;
+    create_stream(&client, &output, &[format!("out.{tag}")]).await;
+    let durable = format!("d_{tag}");
+    let builder = source_builder(
+        "jetstream",
+        &[
+            ("url", server.url.as_str()),
+            ("stream", input.as_str()),
+            ("durable", durable.as_str()),
+        ],
+    );
+    let mut source = open(&*builder).await;
+    let mut session = source.begin_exactly_once().await.expect("session opens");
+    let target = TransactionalTarget {
+        kind: "jetstream",
+        cluster: server.url.clone(),
+        destination: format!("out.{tag}"),
+    };
+    let records = 12_000;
+    let written = async {
+        for n in 0..records {
+            session
+                .write(&target, record(&format!("{input}/0/{n}/0"), "x"))
+                .await
+                .expect("publish");
+        }
+        session.commit(&[]).await.expect("publish acks");
+    };
+    tokio::time::timeout(Duration::from_secs(60), written)
+        .await
+        .expect("a 12,000-record transaction commits instead of stalling");
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js.get_stream(&output).await.expect("stream");
+    assert_eq!(stream.info().await.expect("info").state.messages, records);
+}

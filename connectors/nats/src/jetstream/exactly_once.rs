@@ -30,6 +30,13 @@ use spate_connector::{
 
 use crate::nats_headers;
 
+/// Unacknowledged publishes a transaction holds before it waits for their
+/// acks. async-nats lets a context have 5,000 publishes awaiting their ack
+/// and blocks the next publish until one is awaited; a transaction holding
+/// every ack until its commit would wait on itself past that, so acks are
+/// settled as they pile up (and a failed one fails the commit).
+const SETTLE_AT: usize = 1024;
+
 /// The header JetStream de-duplicates publishes by.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
@@ -40,11 +47,29 @@ pub struct JetStreamTransaction {
     context: js::Context,
     ack_wait: Duration,
     pending: Vec<PublishAckFuture>,
+    /// The first publish of the open transaction that was not acknowledged
+    /// (found while settling acks early); the commit fails with it.
+    failed: Option<String>,
     /// Subjects whose stream's duplicate window was checked.
     checked: HashSet<String>,
 }
 
 impl JetStreamTransaction {
+    /// Waits for every pending publish ack, remembering the first failure.
+    async fn settle(&mut self) {
+        let acks = futures_util::future::join_all(
+            std::mem::take(&mut self.pending)
+                .into_iter()
+                .map(IntoFuture::into_future),
+        )
+        .await;
+        for ack in acks {
+            if let Err(e) = ack {
+                self.failed.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+
     /// A session publishing through `client` to streams on `cluster` (the
     /// server URL as configured), for an input whose `ack_wait` is given.
     pub fn new(
@@ -59,6 +84,7 @@ impl JetStreamTransaction {
             context: js::new(client),
             ack_wait,
             pending: Vec::new(),
+            failed: None,
             checked: HashSet::new(),
         }
     }
@@ -152,6 +178,9 @@ impl TransactionSession for JetStreamTransaction {
             })?
             .unwrap_or_default();
         headers.insert(MSG_ID_HEADER, id.as_str());
+        if self.pending.len() >= SETTLE_AT {
+            self.settle().await;
+        }
         let ack = self
             .context
             .publish_with_headers(target.destination.clone(), headers, record.payload)
@@ -166,25 +195,20 @@ impl TransactionSession for JetStreamTransaction {
     async fn commit(&mut self, _positions: &[CommitPosition]) -> Result<(), TransactionError> {
         // The positions are acknowledged by the source's `commit`, which the
         // engine calls once this returns `Ok`.
-        let acks = futures_util::future::join_all(
-            std::mem::take(&mut self.pending)
-                .into_iter()
-                .map(IntoFuture::into_future),
-        )
-        .await;
-        let failed = acks.iter().filter(|a| a.is_err()).count();
-        if let Some(Err(first)) = acks.into_iter().find(|a| a.is_err()) {
-            return Err(self.abortable(format!(
-                "{failed} publish(es) not acknowledged, first: {first}"
-            )));
+        self.settle().await;
+        match self.failed.take() {
+            Some(first) => Err(self.abortable(format!(
+                "a publish of this transaction was not acknowledged: {first}"
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn abort(&mut self) -> Result<(), TransactionError> {
         // Published records cannot be taken back; the engine publishes them
         // again with the same ids, which the stream drops as duplicates.
         self.pending.clear();
+        self.failed = None;
         Ok(())
     }
 }
