@@ -21,24 +21,33 @@
 //! flow control, which is why it is at-most-once.
 //!
 //! **Sink** — publishes each record to a fixed subject. A write resolves once
-//! the client has flushed the message to the server's socket (`flush` after
+//! the client has flushed the message to the server's socket (a `flush` after
 //! the publish): core NATS has no broker acknowledgement, so that is the
-//! strongest promise it can give (capabilities `{false, false}`).
+//! strongest promise it can give (capabilities `{false, false}`). Writes are
+//! pipelined: [`Sink::send`] publishes at once and resolves at the next
+//! flush, which one flusher task runs for every publish made since the last,
+//! so a partition's next event does not wait for this one's flush and many
+//! publishes share one.
 //!
 //! | key | default | meaning |
 //! | --- | --- | --- |
 //! | `subject` | required | subject to publish to (no wildcards) |
 //! | `url`, `user`, `password`, `token`, `nkey_seed`, `creds_file`, `tls_ca_file`, `tls_cert_file`, `tls_key_file`, `tls_required`, `connect_timeout` | | see [`connection`](crate::connection) |
 
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use spate_connector::{
-    Capabilities, CommitPosition, ConfigReader, ConnectorFactory, Event, PartitionId, Position,
-    Record, Sink, SinkBuilder, SinkError, Source, SourceBuilder, SourceError, SourceMessage,
+    Capabilities, CommitPosition, ConfigReader, ConnectorFactory, Event, PartitionId, PendingWrite,
+    Position, Record, Sink, SinkBuilder, SinkError, Source, SourceBuilder, SourceError,
+    SourceMessage,
 };
+
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 
 use crate::connection::ConnectSettings;
 use crate::{error_mark, event_headers, has_new_errors, nats_headers};
@@ -267,11 +276,81 @@ impl SinkBuilder for NatsSinkBuilder {
                     sink_name: name.clone(),
                     message,
                 })?;
+        let flushes = Flushes::start(client.clone());
         Ok(Box::new(NatsSink {
             name,
             subject: async_nats::Subject::from(self.subject.as_str()),
             client,
+            flushes,
         }))
+    }
+}
+
+/// Group flushes: publishes are numbered; one task flushes the client
+/// whenever publishes are waiting and announces the highest number the
+/// flush covered. A failed flush (the server away) is tried again: the
+/// client keeps the messages and sends them once reconnected.
+struct Flushes {
+    state: Arc<FlushState>,
+    flushed: watch::Receiver<u64>,
+    task: JoinHandle<()>,
+}
+
+struct FlushState {
+    published: AtomicU64,
+    wake: Notify,
+}
+
+impl Flushes {
+    fn start(client: async_nats::Client) -> Arc<Flushes> {
+        let (flushed_tx, flushed) = watch::channel(0);
+        let state = Arc::new(FlushState {
+            published: AtomicU64::new(0),
+            wake: Notify::new(),
+        });
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            let mut done = 0;
+            loop {
+                let target = shared.published.load(AtomicOrdering::Acquire);
+                if target == done {
+                    // `notify_one` keeps a permit when nobody waits, so a
+                    // publish between the load and here is not missed.
+                    shared.wake.notified().await;
+                    continue;
+                }
+                match client.flush().await {
+                    Ok(()) => {
+                        done = target;
+                        let _ = flushed_tx.send(done);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "flush failed; trying again");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        Arc::new(Flushes {
+            state,
+            flushed,
+            task,
+        })
+    }
+
+    /// Numbers a publish just made and returns when a flush covered it:
+    /// true, or false if the sink closed first.
+    fn covered(&self) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let number = self.state.published.fetch_add(1, AtomicOrdering::AcqRel) + 1;
+        self.state.wake.notify_one();
+        let mut flushed = self.flushed.clone();
+        async move { flushed.wait_for(|done| *done >= number).await.is_ok() }
+    }
+}
+
+impl Drop for Flushes {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -280,25 +359,24 @@ pub struct NatsSink {
     name: String,
     subject: async_nats::Subject,
     client: async_nats::Client,
+    flushes: Arc<Flushes>,
 }
 
-#[async_trait]
-impl Sink for NatsSink {
-    fn name(&self) -> &str {
-        &self.name
+impl NatsSink {
+    fn closed(&self) -> SinkError {
+        SinkError::Unavailable {
+            sink_name: self.name.clone(),
+            message: "the sink closed before the message was flushed".to_owned(),
+        }
     }
 
-    async fn write(&self, record: Record) -> Result<(), SinkError> {
+    async fn publish(&self, record: Record) -> Result<(), SinkError> {
         let headers = nats_headers(record.key.as_ref(), &record.headers).map_err(|message| {
             SinkError::Rejected {
                 sink_name: self.name.clone(),
                 message,
             }
         })?;
-        let unavailable = |e: String| SinkError::Unavailable {
-            sink_name: self.name.clone(),
-            message: e,
-        };
         match headers {
             Some(headers) => {
                 self.client
@@ -311,11 +389,41 @@ impl Sink for NatsSink {
                     .await
             }
         }
-        .map_err(|e| unavailable(format!("publish failed: {e}")))?;
-        self.client
-            .flush()
-            .await
-            .map_err(|e| unavailable(format!("flush failed: {e}")))
+        .map_err(|e| SinkError::Unavailable {
+            sink_name: self.name.clone(),
+            message: format!("publish failed: {e}"),
+        })
+    }
+}
+
+#[async_trait]
+impl Sink for NatsSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn write(&self, record: Record) -> Result<(), SinkError> {
+        self.publish(record).await?;
+        if self.flushes.covered().await {
+            Ok(())
+        } else {
+            Err(self.closed())
+        }
+    }
+
+    /// Publishes now (the client keeps publish order); resolves once a
+    /// flush covered the message.
+    async fn send(&self, record: Record) -> Result<PendingWrite, SinkError> {
+        self.publish(record).await?;
+        let covered = self.flushes.covered();
+        let closed = self.closed();
+        Ok(Box::pin(async move {
+            if covered.await {
+                Ok(())
+            } else {
+                Err(closed)
+            }
+        }))
     }
 
     async fn flush(&self) -> Result<(), SinkError> {

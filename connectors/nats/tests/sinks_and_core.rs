@@ -140,6 +140,38 @@ async fn core_round_trip_with_headers_and_key() {
 }
 
 #[tokio::test]
+async fn core_sends_are_pipelined_in_order_and_resolve_once_flushed() {
+    let server = server();
+    let subject = unique("corepipe");
+    let builder = source_builder("nats", &[("url", &server.url), ("subject", &subject)]);
+    let mut source = open(&*builder).await;
+    let sink = sink("nats", &[("url", &server.url), ("subject", &subject)]).await;
+    // Publish 500 without waiting, then wait for every flush.
+    let mut pending = Vec::new();
+    for i in 0..500 {
+        pending.push(
+            sink.send(Record::from_payload(format!("m{i}")))
+                .await
+                .expect("published"),
+        );
+    }
+    for write in pending {
+        tokio::time::timeout(Duration::from_secs(10), write)
+            .await
+            .expect("every send resolves")
+            .expect("flushed");
+    }
+    let events = read_n(&mut *source, 500, 1000).await;
+    let payloads: Vec<String> = events
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.payload).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..500).map(|i| format!("m{i}")).collect();
+    assert_eq!(payloads, expected, "publish order kept");
+    source.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn core_queue_group_shares_messages() {
     let server = server();
     let subject = format!("{}.q", unique("queue"));
