@@ -136,52 +136,37 @@ fn main() -> ExitCode {
             input,
             function,
             expect,
-        } => {
-            let tokio = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(tokio) => tokio,
-                Err(error) => {
-                    eprintln!("error: cannot start the async runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let args = test_command::TestArgs {
-                files,
-                input,
-                function,
-                expect,
-            };
-            match tokio.block_on(test_command::test(args)) {
-                Ok(code) => code,
-                Err(error) => {
-                    eprintln!("error: {error:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        } => block_on(test_command::test(test_command::TestArgs {
+            files,
+            input,
+            function,
+            expect,
+        })),
         Command::Run {
             files,
             metrics_address,
-        } => {
-            let tokio = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(tokio) => tokio,
-                Err(error) => {
-                    eprintln!("error: cannot start the async runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match tokio.block_on(run(&files, metrics_address.as_deref())) {
-                Ok(code) => code,
-                Err(error) => {
-                    eprintln!("error: {error:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        } => block_on(run(&files, metrics_address.as_deref())),
+    }
+}
+
+/// Runs a command's future on a multi-threaded runtime; an error ends the
+/// process with status 1 after printing it with its causes.
+fn block_on(command: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(tokio) => tokio,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match tokio.block_on(command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
         }
     }
 }

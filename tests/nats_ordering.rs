@@ -18,8 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use futures::StreamExt;
-use nats_common::{create_stream, start_own_with_config, unique};
+use nats_common::{create_stream, start_own_with_config, stream_len, stream_messages, unique};
 
 const PARTITIONS: u32 = 4;
 const DEVICES: usize = 40;
@@ -88,45 +87,29 @@ async fn publish(client: &async_nats::Client, orders: std::ops::Range<usize>) {
     }
 }
 
-async fn stream_len(client: &async_nats::Client, stream: &str) -> usize {
-    let js = jetstream::new(client.clone());
-    let mut stream = js.get_stream(stream).await.expect("stream");
-    stream.info().await.expect("info").state.messages as usize
+async fn output_count(client: &async_nats::Client, stream: &str) -> usize {
+    stream_len(client, stream).await.expect("stream exists")
 }
 
 /// The output stream in stream order: (subject, order).
 async fn read_outputs(client: &async_nats::Client, stream: &str) -> Vec<(String, usize)> {
-    let js = jetstream::new(client.clone());
-    let stream = js.get_stream(stream).await.expect("stream");
-    let count = stream_len(client, &stream.cached_info().config.name).await;
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            ack_policy: jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
+    stream_messages(client, stream)
         .await
-        .expect("reader");
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut out = Vec::with_capacity(count);
-    while out.len() < count {
-        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
-            .await
-            .expect("stream read in time")
-            .expect("open")
-            .expect("message");
-        let value: serde_json::Value = serde_json::from_slice(&message.payload).expect("JSON");
-        out.push((
-            message.subject.to_string(),
-            value["order"].as_u64().expect("order") as usize,
-        ));
-    }
-    out
+        .into_iter()
+        .map(|message| {
+            let value: serde_json::Value = serde_json::from_slice(&message.payload).expect("JSON");
+            (
+                message.subject.to_string(),
+                value["order"].as_u64().expect("order") as usize,
+            )
+        })
+        .collect()
 }
 
 async fn wait_for_outputs(client: &async_nats::Client, stream: &str, at_least: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let n = stream_len(client, stream).await;
+        let n = output_count(client, stream).await;
         if n >= at_least {
             return;
         }
@@ -187,7 +170,7 @@ async fn two_processes_keep_order(ordering: &str) {
     wait_for_two_owners(&client, &format!("orders-{tag}")).await;
     eprintln!(
         "split at {} outputs",
-        stream_len(&client, &out_stream).await
+        output_count(&client, &out_stream).await
     );
     publisher.await.expect("publisher");
     wait_for_outputs(&client, &out_stream, ORDERS).await;

@@ -18,8 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use futures::StreamExt;
-use nats_common::{create_stream, server, unique};
+use nats_common::{create_stream, server, stream_len, stream_messages, unique};
 use rand::Rng;
 
 const ORDERS: usize = 3000;
@@ -119,46 +118,31 @@ fn start(pipeline: &str, log: &Path) -> Child {
 /// Every message of a stream: (order number from the payload or the
 /// dead-letter payload, record id header).
 async fn read_stream(client: &async_nats::Client, stream: &str) -> Vec<(usize, Option<String>)> {
-    let js = jetstream::new(client.clone());
-    let mut stream = js.get_stream(stream).await.expect("stream");
-    let count = stream.info().await.expect("info").state.messages as usize;
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            ack_policy: jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
+    stream_messages(client, stream)
         .await
-        .expect("reader");
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut out = Vec::with_capacity(count);
-    while out.len() < count {
-        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
-            .await
-            .expect("stream read in time")
-            .expect("open")
-            .expect("message");
-        let text = String::from_utf8_lossy(&message.payload).into_owned();
-        let order = match text.strip_prefix("not json ") {
-            Some(n) => n.parse().expect("dead-letter payload"),
-            None => {
-                let value: serde_json::Value = serde_json::from_str(&text).expect("JSON output");
-                value["order"].as_u64().expect("order") as usize
-            }
-        };
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("spate-record-id"))
-            .map(|v| v.as_str().to_owned());
-        out.push((order, id));
-    }
-    out
+        .into_iter()
+        .map(|message| {
+            let text = String::from_utf8_lossy(&message.payload).into_owned();
+            let order = match text.strip_prefix("not json ") {
+                Some(n) => n.parse().expect("dead-letter payload"),
+                None => {
+                    let value: serde_json::Value =
+                        serde_json::from_str(&text).expect("JSON output");
+                    value["order"].as_u64().expect("order") as usize
+                }
+            };
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("spate-record-id"))
+                .map(|v| v.as_str().to_owned());
+            (order, id)
+        })
+        .collect()
 }
 
-async fn stream_len(client: &async_nats::Client, stream: &str) -> usize {
-    let js = jetstream::new(client.clone());
-    let mut stream = js.get_stream(stream).await.expect("stream");
-    stream.info().await.expect("info").state.messages as usize
+async fn output_count(client: &async_nats::Client, stream: &str) -> usize {
+    stream_len(client, stream).await.expect("stream exists")
 }
 
 async fn run_with_kills(setup: &Setup, client: &async_nats::Client, kills: usize) {
@@ -175,8 +159,8 @@ async fn run_with_kills(setup: &Setup, client: &async_nats::Client, kills: usize
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let (outputs, dead) = (
-            stream_len(client, &setup.output_stream).await,
-            stream_len(client, &setup.dead_stream).await,
+            output_count(client, &setup.output_stream).await,
+            output_count(client, &setup.dead_stream).await,
         );
         if outputs >= valid && dead >= ORDERS - valid {
             break;

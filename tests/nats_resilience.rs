@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer};
 use async_nats::HeaderMap;
 use futures::StreamExt;
-use nats_common::{create_stream, delete_stream, server, start_own, unique};
+use nats_common::{
+    create_stream, delete_stream, server, start_own, stream_len, stream_messages, unique,
+};
 use spate::{Context, Event, HandlerError, Output};
 use spate_connector::dead_letter;
 use tokio_util::sync::CancellationToken;
@@ -289,14 +291,6 @@ impl Drop for Spate {
     }
 }
 
-/// The number of messages in `stream`, or `None` while the server does not
-/// answer.
-async fn stream_len(client: &async_nats::Client, stream: &str) -> Option<usize> {
-    let js = jetstream::new(client.clone());
-    let mut stream = js.get_stream(stream).await.ok()?;
-    Some(stream.info().await.ok()?.state.messages as usize)
-}
-
 /// The durable consumer's state, or `None` while the server does not answer
 /// (or before spate created it).
 async fn consumer_info(client: &async_nats::Client, names: &Names) -> Option<consumer::Info> {
@@ -375,42 +369,27 @@ impl Stored {
 
 /// Every message of `stream`, in stream order.
 async fn read_stream(client: &async_nats::Client, stream: &str) -> Vec<Stored> {
-    let count = stream_len(client, stream).await.expect("stream exists");
-    let js = jetstream::new(client.clone());
-    let consumer = js
-        .get_stream(stream)
+    stream_messages(client, stream)
         .await
-        .expect("stream")
-        .create_consumer(consumer::pull::Config {
-            ack_policy: consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .expect("reader");
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut out = Vec::with_capacity(count);
-    while out.len() < count {
-        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
-            .await
-            .expect("stream read in time")
-            .expect("open")
-            .expect("message");
-        let text = String::from_utf8_lossy(&message.payload).into_owned();
-        let order = match text.strip_prefix("not json ") {
-            Some(n) => n.parse().expect("poison payload"),
-            None => {
-                let value: serde_json::Value = serde_json::from_str(&text).expect("JSON output");
-                value["order"].as_u64().expect("order") as usize
+        .into_iter()
+        .map(|message| {
+            let text = String::from_utf8_lossy(&message.payload).into_owned();
+            let order = match text.strip_prefix("not json ") {
+                Some(n) => n.parse().expect("poison payload"),
+                None => {
+                    let value: serde_json::Value =
+                        serde_json::from_str(&text).expect("JSON output");
+                    value["order"].as_u64().expect("order") as usize
+                }
+            };
+            Stored {
+                subject: message.subject.to_string(),
+                order,
+                sequence: message.info().expect("JetStream message").stream_sequence,
+                headers: message.headers.clone().unwrap_or_default(),
             }
-        };
-        out.push(Stored {
-            subject: message.subject.to_string(),
-            order,
-            sequence: message.info().expect("JetStream message").stream_sequence,
-            headers: message.headers.clone().unwrap_or_default(),
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// How many messages each order has.

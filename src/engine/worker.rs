@@ -258,11 +258,7 @@ async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> Option<Verdict>
             fail(shared, item, "handler-error", error.message, retryable)
         }
         Ok(Err(panic)) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_owned());
+            let message = panic_message(panic.as_ref());
             fail(
                 shared,
                 item,
@@ -283,6 +279,16 @@ async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> Option<Verdict>
         ),
     };
     verdict
+}
+
+/// The text a handler panicked with (`&str` or `String` payloads), else
+/// "unknown panic".
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 /// Resolves a handler's outputs to (output index, record) pairs: an output

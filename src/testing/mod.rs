@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use spate_connector::{dead_letter, Event, Record};
 
-use crate::engine::worker::resolve_outputs;
+use crate::engine::worker::{panic_message, resolve_outputs};
 use crate::format::{PayloadDecoder, PayloadEncoder, SCHEMA_ID_HEADER};
 use crate::handler::{Context, ErrorKind, Handler};
 use crate::pipeline::{FunctionSpec, RetryPolicy};
@@ -189,14 +189,11 @@ impl OfflineFunction {
                         error.message,
                         error.kind == ErrorKind::Retryable,
                     ),
-                    Ok(Err(panic)) => {
-                        let message = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| (*s).to_owned())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "unknown panic".to_owned());
-                        ("panic", format!("handler panicked: {message}"), false)
-                    }
+                    Ok(Err(panic)) => (
+                        "panic",
+                        format!("handler panicked: {}", panic_message(panic.as_ref())),
+                        false,
+                    ),
                     Err(_) => (
                         "timeout",
                         format!("attempt {attempt} timed out after {:?}", self.retry.timeout),
@@ -232,6 +229,25 @@ pub fn show_payload(payload: &Bytes) -> String {
     }
 }
 
+/// One output as a line: `→ <output> key=<key>: <payload>`.
+fn output_line(
+    out: &mut String,
+    indent: &str,
+    to: Option<&str>,
+    key: Option<&Bytes>,
+    payload: &Bytes,
+) {
+    let key = key
+        .map(|k| format!(" key={}", String::from_utf8_lossy(k)))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "{indent}→ {}{key}: {}",
+        to.unwrap_or("every output"),
+        show_payload(payload)
+    );
+}
+
 /// Renders an outcome, one line per output, indented by `indent`.
 pub fn render_outcome(outcome: &Outcome, indent: &str) -> String {
     let mut out = String::new();
@@ -241,16 +257,12 @@ pub fn render_outcome(outcome: &Outcome, indent: &str) -> String {
         }
         Outcome::Outputs(outputs) => {
             for (to, record) in outputs {
-                let target = to.as_deref().unwrap_or("every output");
-                let key = record
-                    .key
-                    .as_ref()
-                    .map(|k| format!(" key={}", String::from_utf8_lossy(k)))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "{indent}→ {target}{key}: {}",
-                    show_payload(&record.payload)
+                output_line(
+                    &mut out,
+                    indent,
+                    to.as_deref(),
+                    record.key.as_ref(),
+                    &record.payload,
                 );
             }
         }
@@ -373,16 +385,12 @@ pub fn render_expectation(expected: &Expectation, indent: &str) -> String {
         }
         Expectation::Outputs(outputs) => {
             for output in outputs {
-                let key = output
-                    .key
-                    .as_ref()
-                    .map(|k| format!(" key={}", String::from_utf8_lossy(k)))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "{indent}→ {}{key}: {}",
-                    output.to.as_deref().unwrap_or("every output"),
-                    show_payload(&output.payload)
+                output_line(
+                    &mut out,
+                    indent,
+                    output.to.as_deref(),
+                    output.key.as_ref(),
+                    &output.payload,
                 );
             }
         }

@@ -279,3 +279,43 @@ pub async fn ack_pending(client: &async_nats::Client, stream: &str, durable: &st
         .expect("consumer info")
         .num_ack_pending
 }
+
+/// How many messages a stream holds now (`None` if it does not exist).
+pub async fn stream_len(client: &async_nats::Client, stream: &str) -> Option<usize> {
+    let mut stream = async_nats::jetstream::new(client.clone())
+        .get_stream(stream)
+        .await
+        .ok()?;
+    Some(stream.info().await.ok()?.state.messages as usize)
+}
+
+/// Every message a stream holds now, in stream order, read by an
+/// ephemeral consumer without acks (fails the test on a stall).
+pub async fn stream_messages(
+    client: &async_nats::Client,
+    stream: &str,
+) -> Vec<async_nats::jetstream::Message> {
+    use futures_util::StreamExt;
+    let count = stream_len(client, stream).await.expect("stream exists");
+    let consumer = async_nats::jetstream::new(client.clone())
+        .get_stream(stream)
+        .await
+        .expect("stream")
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("reader");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .expect("stream read in time")
+            .expect("open")
+            .expect("message");
+        out.push(message);
+    }
+    out
+}
