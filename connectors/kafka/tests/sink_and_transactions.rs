@@ -137,8 +137,11 @@ async fn transactions_commit_records_with_offsets_and_a_newer_session_fences_the
         destination: output.clone(),
     };
 
-    // Without a stable identity there is no session.
-    let anonymous = source_builder(&source_entries(&broker, &input, &group, &[]));
+    // Without a stable identity there is no session. (Its own group: a
+    // member closed while still joining would hold up the next join of
+    // the same group on Tansu for up to a session timeout.)
+    let anonymous_group = format!("{group}-anonymous");
+    let anonymous = source_builder(&source_entries(&broker, &input, &anonymous_group, &[]));
     let mut source = anonymous.build().await.expect("builds");
     match source.begin_exactly_once().await {
         Err(SourceError::Fatal { message, .. }) => {
