@@ -54,6 +54,9 @@ impl Registry {
         for factory in spate_nats::connectors() {
             registry.add_connector(factory);
         }
+        for factory in spate_mqtt::connectors() {
+            registry.add_connector(factory);
+        }
         registry
     }
 
