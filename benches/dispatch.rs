@@ -203,10 +203,7 @@ async fn run_engine(plan: FunctionPlan, leftovers: Leftovers, kind: Kind) -> Lef
 async fn run_floor(log: MemoryLog, kind: Kind) -> (MemoryLog, MemorySink) {
     let handler = kind.handler();
     let out = MemorySink::new("out");
-    let ctx = Context {
-        function: Arc::from("bench"),
-        attempt: 1,
-    };
+    let ctx = Context::new(Arc::from("bench"), 1);
     let mut source = log.source();
     let mut handled = 0u64;
     loop {

@@ -59,10 +59,7 @@ fn event(payload: &'static str) -> Event {
 }
 
 fn handlers(c: &mut Criterion) {
-    let ctx = Context {
-        function: Arc::from("bench"),
-        attempt: 1,
-    };
+    let ctx = Context::new(Arc::from("bench"), 1);
     let small = PAYLOAD.replace("250.5", "20").replace("\"DE\"", "\"FR\"");
     let small: &'static str = Box::leak(small.into_boxed_str());
     let routes = "{name: route, routes: [{when: '.amount > 100', to: big}, {when: '.customer.country == \"DE\"', to: de}, {when: '.lines | length > 5', to: big}], default: small}";

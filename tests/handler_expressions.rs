@@ -69,10 +69,7 @@ fn event(payload: &str) -> Event {
 }
 
 fn ctx() -> Context {
-    Context {
-        function: Arc::from("orders"),
-        attempt: 1,
-    }
+    Context::new(Arc::from("orders"), 1)
 }
 
 async fn run(

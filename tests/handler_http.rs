@@ -213,10 +213,7 @@ fn event(key: &str, payload: &str) -> Event {
 }
 
 fn ctx() -> Context {
-    Context {
-        function: Arc::from("score-orders"),
-        attempt: 1,
-    }
+    Context::new(Arc::from("score-orders"), 1)
 }
 
 async fn call(handler: &Arc<dyn Handler>, payload: &str) -> Result<Vec<Output>, HandlerError> {

@@ -99,6 +99,7 @@ fn registry() -> Registry {
         capabilities: Capabilities {
             exactly_once: true,
             durable_positions: true,
+            resumable: false,
         },
     }));
     registry.add_connector(Arc::new(TestConnector {
@@ -107,6 +108,7 @@ fn registry() -> Registry {
         capabilities: Capabilities {
             exactly_once: false,
             durable_positions: false,
+            resumable: false,
         },
     }));
     registry

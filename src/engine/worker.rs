@@ -217,10 +217,7 @@ async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> Option<Verdict>
         return fail(shared, item, "decode-error", message, false);
     }
     item.attempts += 1;
-    let ctx = Context {
-        function: shared.name.clone(),
-        attempt: item.attempts,
-    };
+    let ctx = Context::new(shared.name.clone(), item.attempts).with_input(item.part.input);
     // The handler sees the decoded payload; the item keeps the original, so
     // a dead letter carries the bytes as they came.
     let mut event = item.event.clone();
@@ -255,7 +252,8 @@ async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> Option<Verdict>
         Ok(Ok(Ok(outputs))) => route(shared, item, outputs).await,
         Ok(Ok(Err(error))) => {
             let retryable = error.kind == ErrorKind::Retryable;
-            fail(shared, item, "handler-error", error.message, retryable)
+            let reason = error.reason.unwrap_or("handler-error");
+            fail(shared, item, reason, error.message, retryable)
         }
         Ok(Err(panic)) => {
             let message = panic_message(panic.as_ref());

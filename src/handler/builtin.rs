@@ -244,10 +244,7 @@ mod tests {
     }
 
     fn ctx() -> Context {
-        Context {
-            function: Arc::from("f"),
-            attempt: 1,
-        }
+        Context::new(Arc::from("f"), 1)
     }
 
     #[tokio::test]

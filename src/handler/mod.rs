@@ -12,21 +12,102 @@ pub mod http;
 mod registry;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use spate_connector::{Event, Headers, Record};
+use spate_connector::{Event, Headers, PartitionId, Record, StateChange};
 
 pub use registry::{BuiltinHandler, HandlerEntry, Registry};
 
-/// What a handler knows about the call besides the event.
-#[derive(Debug, Clone)]
+/// What a handler knows about the call besides the event, and where a
+/// stateful handler records the state changes the call made.
+#[derive(Debug)]
 pub struct Context {
     /// The function's name from the pipeline file.
     pub function: Arc<str>,
     /// 1 for the first attempt, 2 for the first retry, …
     pub attempt: u32,
+    /// Index (in the function's `inputs`) of the input the event came from.
+    pub input: usize,
+    state_changes: Mutex<Vec<StateChange>>,
+}
+
+impl Context {
+    /// The context of attempt `attempt` of function `function`, for an
+    /// event of its first input.
+    pub fn new(function: Arc<str>, attempt: u32) -> Self {
+        Self {
+            function,
+            attempt,
+            input: 0,
+            state_changes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The same context for an event of input `input`.
+    pub fn with_input(mut self, input: usize) -> Self {
+        self.input = input;
+        self
+    }
+
+    /// Records that this call set `key`'s state to `value` (the key's whole
+    /// state). Only a handler that exposes [`Handler::state`] records
+    /// changes; the engine commits them with the event under
+    /// `exactly_once` (see [`HandlerState`]) and ignores them otherwise.
+    pub fn put_state(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) {
+        self.changes().push(StateChange {
+            key: key.into(),
+            value: Some(value.into()),
+        });
+    }
+
+    /// Records that this call removed `key`'s state.
+    pub fn remove_state(&self, key: impl Into<Bytes>) {
+        self.changes().push(StateChange {
+            key: key.into(),
+            value: None,
+        });
+    }
+
+    /// Takes the state changes recorded so far (the engine's side).
+    pub fn take_state_changes(&self) -> Vec<StateChange> {
+        std::mem::take(&mut *self.changes())
+    }
+
+    fn changes(&self) -> std::sync::MutexGuard<'_, Vec<StateChange>> {
+        self.state_changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// State a handler keeps between events, per input partition, that the
+/// engine can give back after a restart or a rebalance.
+///
+/// The contract, which makes `exactly_once` exact for a stateful handler:
+///
+/// 1. The handler keeps its state per (input, partition, key) and changes a
+///    key's state only while handling an event of that key, recording the
+///    key's whole new state with [`Context::put_state`] (or its removal
+///    with [`Context::remove_state`]) in the same call. A call that returns
+///    an error changes nothing.
+/// 2. The engine commits each event's changes together with the event's
+///    position (in offset order, once the watermark passes it) and, when a
+///    partition is assigned, calls [`HandlerState::restore`] with that
+///    partition's committed state before any of its events; when a
+///    partition is let go, [`HandlerState::forget`].
+/// 3. Events of one key run one at a time in offset order (`ordering: key`
+///    or `partition`), so the last committed change of a key holds exactly
+///    the committed events of that key.
+pub trait HandlerState: Send + Sync {
+    /// Replaces the state of one partition of one input with committed
+    /// entries (key, value as recorded).
+    fn restore(&self, input: usize, partition: PartitionId, entries: Vec<(Bytes, Bytes)>);
+
+    /// Drops the state of one partition of one input: it is no longer this
+    /// process's, or its uncommitted part must not be counted again.
+    fn forget(&self, input: usize, partition: PartitionId);
 }
 
 /// One output of a handler.
@@ -95,8 +176,12 @@ pub enum ErrorKind {
 pub struct HandlerError {
     /// Retry or not.
     pub kind: ErrorKind,
-    /// What went wrong; it ends up in the dead letter's `spate-error` header.
+    /// What went wrong; it ends up in the dead letter's `spate-dlq-error`
+    /// header.
     pub message: String,
+    /// The dead letter's `spate-dlq-reason` when the event is given up on
+    /// (`late`, `invalid`, …); `handler-error` when `None`.
+    pub reason: Option<&'static str>,
 }
 
 impl HandlerError {
@@ -105,6 +190,7 @@ impl HandlerError {
         Self {
             kind: ErrorKind::Retryable,
             message: message.into(),
+            reason: None,
         }
     }
 
@@ -113,7 +199,14 @@ impl HandlerError {
         Self {
             kind: ErrorKind::Permanent,
             message: message.into(),
+            reason: None,
         }
+    }
+
+    /// The same error with its dead-letter reason word.
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
     }
 
     /// True when the engine should try again.
@@ -127,6 +220,12 @@ impl HandlerError {
 pub trait Handler: Send + Sync + 'static {
     /// Handles one event.
     async fn handle(&self, event: Event, ctx: &Context) -> Result<Vec<Output>, HandlerError>;
+
+    /// The state this handler keeps between events, if it keeps any (see
+    /// [`HandlerState`]). The default is none.
+    fn state(&self) -> Option<&dyn HandlerState> {
+        None
+    }
 }
 
 /// Lets plain `async fn(Event, &Context) -> Result<Vec<Output>, HandlerError>`
@@ -217,10 +316,7 @@ mod tests {
                 offset: 0,
             },
         };
-        let ctx = Context {
-            function: Arc::from("f"),
-            attempt: 1,
-        };
+        let ctx = Context::new(Arc::from("f"), 1);
         let outputs = handler.handle(event, &ctx).await.unwrap();
         assert_eq!(outputs[0].record.payload, Bytes::from_static(b"HI from f"));
         assert_eq!(outputs[0].record.key, Some(Bytes::from_static(b"k")));

@@ -151,10 +151,7 @@ impl OfflineFunction {
         let mut attempt = first_attempt - 1;
         loop {
             attempt += 1;
-            let ctx = Context {
-                function: self.name.clone(),
-                attempt,
-            };
+            let ctx = Context::new(self.name.clone(), attempt);
             let call = AssertUnwindSafe(self.handler.handle(event.clone(), &ctx)).catch_unwind();
             let (reason, message, retryable) =
                 match tokio::time::timeout(self.retry.timeout, call).await {

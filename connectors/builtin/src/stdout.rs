@@ -29,6 +29,7 @@ use crate::{error_mark, has_new_errors};
 pub const CAPABILITIES: Capabilities = Capabilities {
     exactly_once: false,
     durable_positions: false,
+    resumable: false,
 };
 
 /// How records are printed.

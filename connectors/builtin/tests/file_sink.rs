@@ -208,6 +208,7 @@ fn the_crate_offers_three_connector_kinds() {
     let durable = spate_connector::Capabilities {
         exactly_once: false,
         durable_positions: true,
+        resumable: false,
     };
     assert_eq!(
         kinds,

@@ -23,7 +23,8 @@ pub const KEY: &str = "spate-dlq-key";
 /// The last error message.
 pub const ERROR: &str = "spate-dlq-error";
 /// Why it was dead-lettered: `handler-error`, `timeout`, `panic`,
-/// `decode-error`, `output-rejected`, `unknown-output`.
+/// `decode-error`, `encode-error`, `output-rejected`, `unknown-output`, or a
+/// word the handler gave (the `window` handler's `late` and `invalid`).
 pub const REASON: &str = "spate-dlq-reason";
 /// Attempts made.
 pub const ATTEMPTS: &str = "spate-dlq-attempts";

@@ -18,9 +18,16 @@ pub struct Capabilities {
     /// Can take part in `exactly_once` delivery (transactional or
     /// idempotent writes tied to source positions).
     pub exactly_once: bool,
-    /// Keeps durable positions, so `at_least_once` means something (a
-    /// core-NATS subscription, for example, does not).
+    /// For a source: keeps durable positions, so `at_least_once` means
+    /// something (a core-NATS subscription, for example, does not). For a
+    /// sink: stores source positions itself, in the same transactions as
+    /// its records (a database), so it can open the exactly-once session
+    /// ([`Sink::begin_exactly_once`](crate::Sink::begin_exactly_once)).
     pub durable_positions: bool,
+    /// For a source: can resume from positions a sink stored
+    /// ([`Source::resume_from`](crate::Source::resume_from)), so it can feed
+    /// `exactly_once` into a database. Always false for a sink.
+    pub resumable: bool,
 }
 
 /// Builds a source once the pipeline runs.

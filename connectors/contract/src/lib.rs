@@ -14,6 +14,7 @@ pub mod event;
 pub mod factory;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod testkit;
 pub mod transaction;
 
@@ -21,8 +22,9 @@ pub use config::{ConfigError, ConfigNode, ConfigReader, NodeKind, Span};
 pub use error::{SinkError, SourceError};
 pub use event::{Event, Headers, PartitionId, Position, Record};
 pub use factory::{Capabilities, ConnectorFactory, SinkBuilder, SourceBuilder};
-pub use sink::{PendingWrite, Sink};
-pub use source::{CommitPosition, Source, SourceMessage};
+pub use sink::{PendingWrite, SessionOwner, Sink};
+pub use source::{CommitPosition, Source, SourceMessage, StoredPosition};
+pub use state::{StateChange, StateEntry};
 pub use transaction::{
     TransactionError, TransactionSession, TransactionalTarget, RECORD_ID_HEADER,
 };

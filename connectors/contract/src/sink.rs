@@ -32,11 +32,23 @@ use async_trait::async_trait;
 
 use crate::error::SinkError;
 use crate::event::Record;
-use crate::transaction::TransactionalTarget;
+use crate::transaction::{TransactionSession, TransactionalTarget};
 
 /// A write accepted in order and not yet acknowledged; resolves `Ok` once
 /// the record is durable (see [`Sink::send`]).
 pub type PendingWrite = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;
+
+/// Whose positions and state an exactly-once session opened by a sink
+/// stores: the key of its rows in the database's offsets and state tables.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionOwner {
+    /// The pipeline (the pipeline file's name without `.yaml`).
+    pub pipeline: String,
+    /// The function.
+    pub function: String,
+    /// The source, as it names itself (`kind:stream`).
+    pub source: String,
+}
 
 /// A destination for handler outputs and dead letters.
 #[async_trait]
@@ -59,6 +71,33 @@ pub trait Sink: Send + Sync {
     /// `None` if it cannot take part in one (see [`crate::transaction`]).
     fn transactional_target(&self) -> Option<TransactionalTarget> {
         None
+    }
+
+    /// Checks that a record could be written, before the engine stages it
+    /// in an exactly-once transaction, where a refusal at commit could no
+    /// longer be dead-lettered alone. [`SinkError::Rejected`] sends the
+    /// event to its dead letter with the message. The default accepts.
+    fn check(&self, record: &Record) -> Result<(), SinkError> {
+        let _ = record;
+        Ok(())
+    }
+
+    /// Opens an exactly-once session that stores the source's positions
+    /// (and stateful handlers' state) in this sink's own store, in the same
+    /// transactions as the records: the database half of `exactly_once`,
+    /// for a source that resumes from them
+    /// ([`Source::resume_from`](crate::Source::resume_from)). Sinks whose
+    /// capabilities claim `durable_positions` implement it; the default
+    /// refuses.
+    async fn begin_exactly_once(
+        &self,
+        owner: &SessionOwner,
+    ) -> Result<Box<dyn TransactionSession>, SinkError> {
+        let _ = owner;
+        Err(SinkError::Rejected {
+            sink_name: self.name().to_owned(),
+            message: "this sink cannot store source positions".to_owned(),
+        })
     }
 
     /// Makes everything acknowledged so far durable and releases buffers;

@@ -21,6 +21,15 @@
 //! 5. **Cancel safety.** `next` is called inside `tokio::select!`; dropping its
 //!    future before it completes must lose no event (keep partial state in
 //!    `self`, not in the future).
+//! 6. **Resuming from stored positions.** Under `exactly_once` into a
+//!    database, the positions live in the database, committed with the rows
+//!    ([`StoredPosition`]). A source whose factory claims `resumable` then
+//!    hands out no event at or past-below a position it was given by
+//!    [`Source::resume_from`]: such an event is already in the database.
+//!    Its broker's own position (a Kafka group offset, an MQTT session's
+//!    unacknowledged messages) trails the database's by at most the last
+//!    transaction, because [`Source::commit`] runs after the database
+//!    commit; what lies between is skipped, never handled twice.
 
 use async_trait::async_trait;
 
@@ -49,6 +58,18 @@ pub struct CommitPosition {
     /// The partition.
     pub partition: PartitionId,
     /// The first offset not yet finished.
+    pub next_offset: u64,
+}
+
+/// A position as an exactly-once session that stores positions itself (a
+/// database sink) keeps it: under a partition name that means the same
+/// thing in every process and after a restart (a Kafka `topic/partition`,
+/// an MQTT topic), with the next offset (or sequence) not yet finished.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoredPosition {
+    /// The stable partition name.
+    pub partition: String,
+    /// Everything below it is finished and stored.
     pub next_offset: u64,
 }
 
@@ -88,6 +109,46 @@ pub trait Source: Send {
     /// way in that commit; the default ignores it.
     fn dead_lettered(&mut self, partition: PartitionId, offset: u64) {
         let _ = (partition, offset);
+    }
+
+    /// The partition's name as stored outside the source (a database's
+    /// offsets and state tables): stable across processes and restarts,
+    /// unlike a partition id handed out in order of assignment. The default
+    /// is the id's number.
+    fn partition_name(&self, partition: PartitionId) -> String {
+        partition.to_string()
+    }
+
+    /// What a session that stores positions itself must store so that a
+    /// later [`Source::resume_from`] skips exactly the events below
+    /// `positions`. Called right before the session commits them (so before
+    /// [`Source::commit`] with the same positions). The default stores each
+    /// position under [`Source::partition_name`]; a source whose offsets are
+    /// not stable across sessions (MQTT's arrival counters) stores what is
+    /// (each topic's last sequence).
+    fn positions_to_store(&self, positions: &[CommitPosition]) -> Vec<StoredPosition> {
+        positions
+            .iter()
+            .map(|p| StoredPosition {
+                partition: self.partition_name(p.partition),
+                next_offset: p.next_offset,
+            })
+            .collect()
+    }
+
+    /// Resumes from positions a database session stored (rule 6). Called
+    /// once after the session opened, and again after every
+    /// [`SourceMessage::Assigned`] with every position then stored for this
+    /// source, before any event of the new partitions is admitted. Sources
+    /// whose factory does not claim `resumable` keep the default, which
+    /// refuses.
+    fn resume_from(&mut self, positions: &[StoredPosition]) -> Result<(), SourceError> {
+        let _ = positions;
+        Err(SourceError::Fatal {
+            source_name: self.name().to_owned(),
+            message: "this source cannot resume from positions stored outside its broker"
+                .to_owned(),
+        })
     }
 
     /// Events in partition `partition` not yet read, if the source knows

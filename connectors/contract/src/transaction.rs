@@ -41,7 +41,8 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::event::Record;
-use crate::source::CommitPosition;
+use crate::source::{CommitPosition, StoredPosition};
+use crate::state::{StateChange, StateEntry};
 
 /// Header the engine puts on every record it writes under `exactly_once`:
 /// `{stream}/{partition}/{offset}/{n}` for the event's `n`-th output, or
@@ -123,10 +124,57 @@ pub trait TransactionSession: Send {
     ) -> Result<(), TransactionError>;
 
     /// Commits every record written since the last commit together with
-    /// these source positions (rule 1). With nothing written and no
-    /// positions it does nothing.
-    async fn commit(&mut self, positions: &[CommitPosition]) -> Result<(), TransactionError>;
+    /// these source positions (rule 1). `stored` are the same positions as
+    /// the source names them for storing outside its broker
+    /// ([`Source::positions_to_store`](crate::Source::positions_to_store)):
+    /// a session that stores positions itself (a database's) stores those;
+    /// one whose broker keeps the source's own positions (Kafka) commits
+    /// `positions`. With nothing written and no positions it does nothing.
+    async fn commit(
+        &mut self,
+        positions: &[CommitPosition],
+        stored: &[StoredPosition],
+    ) -> Result<(), TransactionError>;
 
     /// Aborts the open transaction, if any (rule 2).
     async fn abort(&mut self) -> Result<(), TransactionError>;
+
+    /// Every position this session has stored for its source, for
+    /// [`Source::resume_from`](crate::Source::resume_from). Read when the
+    /// session opens and after every assignment, so positions another
+    /// process committed meanwhile are seen. Sessions whose broker keeps the
+    /// source's positions return none (the default).
+    async fn load_positions(&mut self) -> Result<Vec<StoredPosition>, TransactionError> {
+        Ok(Vec::new())
+    }
+
+    /// True when the session stores handler state with its positions (see
+    /// [`crate::state`]). The default is false, and then a stateful handler
+    /// cannot run under `exactly_once` with this session.
+    fn stores_state(&self) -> bool {
+        false
+    }
+
+    /// Adds a change of handler state of `partition` (a stable partition
+    /// name) to the open transaction, like [`TransactionSession::write`].
+    async fn write_state(
+        &mut self,
+        partition: &str,
+        change: StateChange,
+    ) -> Result<(), TransactionError> {
+        let _ = (partition, change);
+        Err(TransactionError::Fatal {
+            session: self.name().to_owned(),
+            message: "this session cannot store handler state".to_owned(),
+        })
+    }
+
+    /// The committed handler state of these partitions (stable names).
+    async fn load_state(
+        &mut self,
+        partitions: &[String],
+    ) -> Result<Vec<StateEntry>, TransactionError> {
+        let _ = partitions;
+        Ok(Vec::new())
+    }
 }

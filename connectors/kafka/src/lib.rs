@@ -48,12 +48,14 @@ pub const KIND: &str = "kafka";
 pub const SOURCE_CAPABILITIES: Capabilities = Capabilities {
     exactly_once: true,
     durable_positions: true,
+    resumable: false,
 };
 
 /// What Kafka sinks promise.
 pub const SINK_CAPABILITIES: Capabilities = Capabilities {
     exactly_once: true,
     durable_positions: false,
+    resumable: false,
 };
 
 /// Every connector family of this crate.

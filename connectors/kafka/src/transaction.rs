@@ -45,7 +45,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset};
 use spate_connector::{
-    CommitPosition, Record, SourceError, TransactionError, TransactionSession, TransactionalTarget,
+    CommitPosition, Record, SourceError, StoredPosition, TransactionError, TransactionSession,
+    TransactionalTarget,
 };
 
 use crate::config::cluster_identity;
@@ -304,7 +305,11 @@ impl TransactionSession for KafkaTransaction {
         }
     }
 
-    async fn commit(&mut self, positions: &[CommitPosition]) -> Result<(), TransactionError> {
+    async fn commit(
+        &mut self,
+        positions: &[CommitPosition],
+        _stored: &[StoredPosition],
+    ) -> Result<(), TransactionError> {
         if positions.is_empty() && !self.open {
             return Ok(());
         }

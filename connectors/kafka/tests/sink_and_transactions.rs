@@ -200,7 +200,7 @@ async fn transactions_commit_records_with_offsets_and_a_newer_session_fences_the
             next_offset: offsets[&1][4],
         },
     ];
-    session.commit(&first).await.expect("commit");
+    session.commit(&first, &[]).await.expect("commit");
     let expected = vec![Some(offsets[&0][4] as i64), Some(offsets[&1][4] as i64)];
     assert_eq!(committed(&broker.bootstrap, &group, &input, 2), expected);
     let out = read_topic(
@@ -236,7 +236,10 @@ async fn transactions_commit_records_with_offsets_and_a_newer_session_fences_the
         partition: 0,
         next_offset: offsets[&0][6],
     }];
-    session.commit(&second).await.expect("commit after abort");
+    session
+        .commit(&second, &[])
+        .await
+        .expect("commit after abort");
     let expected = vec![Some(offsets[&0][6] as i64), Some(offsets[&1][4] as i64)];
     assert_eq!(committed(&broker.bootstrap, &group, &input, 2), expected);
     // Positions without records get a transaction of their own, which
@@ -245,20 +248,23 @@ async fn transactions_commit_records_with_offsets_and_a_newer_session_fences_the
     // when a partition is added to it, so the offsets are not checked
     // here. On Kafka the offsets are committed.)
     session
-        .commit(&[CommitPosition {
-            partition: 1,
-            next_offset: offsets[&1][5],
-        }])
+        .commit(
+            &[CommitPosition {
+                partition: 1,
+                next_offset: offsets[&1][5],
+            }],
+            &[],
+        )
         .await
         .expect("offsets-only commit");
     // Nothing written and no positions: nothing to do.
-    session.commit(&[]).await.expect("empty commit");
+    session.commit(&[], &[]).await.expect("empty commit");
     session.write(&target, record(4)).await.expect("write");
     let with_record = [CommitPosition {
         partition: 1,
         next_offset: offsets[&1][6],
     }];
-    session.commit(&with_record).await.expect("commit");
+    session.commit(&with_record, &[]).await.expect("commit");
     let expected = vec![Some(offsets[&0][6] as i64), Some(offsets[&1][6] as i64)];
     assert_eq!(committed(&broker.bootstrap, &group, &input, 2), expected);
 
@@ -269,10 +275,13 @@ async fn transactions_commit_records_with_offsets_and_a_newer_session_fences_the
     let fenced = async {
         session.write(&target, record(5)).await?;
         session
-            .commit(&[CommitPosition {
-                partition: 1,
-                next_offset: offsets[&1][8],
-            }])
+            .commit(
+                &[CommitPosition {
+                    partition: 1,
+                    next_offset: offsets[&1][8],
+                }],
+                &[],
+            )
             .await
     };
     match fenced.await {
@@ -289,7 +298,7 @@ async fn transactions_commit_records_with_offsets_and_a_newer_session_fences_the
         partition: 1,
         next_offset: offsets[&1][9],
     }];
-    newer.commit(&third).await.expect("newer commit");
+    newer.commit(&third, &[]).await.expect("newer commit");
     assert_eq!(
         committed(&broker.bootstrap, &group, &input, 2),
         vec![Some(offsets[&0][6] as i64), Some(offsets[&1][9] as i64)]

@@ -50,6 +50,7 @@ use crate::{error_mark, has_new_errors};
 pub const SINK_CAPABILITIES: Capabilities = Capabilities {
     exactly_once: false,
     durable_positions: false,
+    resumable: false,
 };
 
 /// Default `ack_timeout`.

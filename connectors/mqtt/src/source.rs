@@ -115,12 +115,14 @@ use crate::{error_mark, has_new_errors, RETAIN_HEADER, TOPIC_HEADER};
 pub const SOURCE_CAPABILITIES: Capabilities = Capabilities {
     exactly_once: false,
     durable_positions: true,
+    resumable: false,
 };
 
 /// What `mqtt_at_most_once` sources promise: nothing durable.
 pub const AT_MOST_ONCE_CAPABILITIES: Capabilities = Capabilities {
     exactly_once: false,
     durable_positions: false,
+    resumable: false,
 };
 
 /// Default `max_buffered`.

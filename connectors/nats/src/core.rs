@@ -56,12 +56,14 @@ use crate::{error_mark, event_headers, has_new_errors, nats_headers};
 pub const SOURCE_CAPABILITIES: Capabilities = Capabilities {
     exactly_once: false,
     durable_positions: false,
+    resumable: false,
 };
 
 /// What core NATS sinks promise: flushed to the server, no acknowledgement.
 pub const SINK_CAPABILITIES: Capabilities = Capabilities {
     exactly_once: false,
     durable_positions: false,
+    resumable: false,
 };
 
 /// The `nats` connector family.

@@ -74,7 +74,7 @@ async fn republished_records_are_dropped_by_id_and_foreign_outputs_refused() {
                 .await
                 .expect("publish");
         }
-        session.commit(&[]).await.expect("publish acks");
+        session.commit(&[], &[]).await.expect("publish acks");
     }
     let js = async_nats::jetstream::new(client.clone());
     let mut stream = js.get_stream(&output).await.expect("stream");
@@ -164,7 +164,7 @@ async fn a_transaction_larger_than_the_publish_ack_window_commits() {
                 .await
                 .expect("publish");
         }
-        session.commit(&[]).await.expect("publish acks");
+        session.commit(&[], &[]).await.expect("publish acks");
     };
     tokio::time::timeout(Duration::from_secs(60), written)
         .await

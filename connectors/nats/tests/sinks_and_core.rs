@@ -309,6 +309,7 @@ fn capabilities_are_as_documented() {
     let none = spate_connector::Capabilities {
         exactly_once: false,
         durable_positions: false,
+        resumable: false,
     };
     assert_eq!(core.source_capabilities(), Some(none));
     assert_eq!(core.sink_capabilities(), Some(none));
@@ -316,14 +317,16 @@ fn capabilities_are_as_documented() {
         js.source_capabilities(),
         Some(spate_connector::Capabilities {
             exactly_once: true,
-            durable_positions: true
+            durable_positions: true,
+            resumable: false,
         })
     );
     assert_eq!(
         js.sink_capabilities(),
         Some(spate_connector::Capabilities {
             exactly_once: true,
-            durable_positions: false
+            durable_positions: false,
+            resumable: false,
         })
     );
 }

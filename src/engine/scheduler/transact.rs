@@ -302,13 +302,14 @@ impl Scheduler {
                 next_offset: *next_offset,
             })
             .collect();
+        let stored = self.sources[0].source.positions_to_store(&commit);
         let started = Instant::now();
         let result = match tx.needs_replay {
             true => tx.replay().await,
             false => Ok(()),
         };
         let result = match result {
-            Ok(()) => tx.session.commit(&commit).await,
+            Ok(()) => tx.session.commit(&commit, &stored).await,
             Err(error) => Err(error),
         };
         match result {

@@ -279,6 +279,7 @@ impl Handler for HttpHandler {
         self.call(&event, ctx).await.map_err(|error| HandlerError {
             kind: error.kind(),
             message: error.to_string(),
+            reason: None,
         })
     }
 }

@@ -207,10 +207,7 @@ mod tests {
     }
 
     fn ctx() -> Context {
-        Context {
-            function: Arc::from("score-orders"),
-            attempt: 2,
-        }
+        Context::new(Arc::from("score-orders"), 2)
     }
 
     #[test]

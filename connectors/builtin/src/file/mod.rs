@@ -65,6 +65,7 @@ use crate::{error_mark, has_new_errors};
 pub const CAPABILITIES: Capabilities = Capabilities {
     exactly_once: false,
     durable_positions: true,
+    resumable: false,
 };
 
 /// Default `poll_interval` of a followed file.

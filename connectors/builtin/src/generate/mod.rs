@@ -52,6 +52,7 @@ use source::Positions;
 pub const CAPABILITIES: Capabilities = Capabilities {
     exactly_once: false,
     durable_positions: true,
+    resumable: false,
 };
 
 /// Default `devices`.

@@ -12,8 +12,10 @@
 //! [`MemorySink`]s together with the log's committed positions, all at once
 //! (see [`transaction`]).
 
+mod database;
 mod transaction;
 
+pub use database::{MemoryDatabase, MemoryDatabaseSession, MemoryTable};
 pub use transaction::MemoryTransaction;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -27,7 +29,7 @@ use tokio::sync::Notify;
 use crate::error::{SinkError, SourceError};
 use crate::event::{Event, Headers, PartitionId, Position, Record};
 use crate::sink::Sink;
-use crate::source::{CommitPosition, Source, SourceMessage};
+use crate::source::{CommitPosition, Source, SourceMessage, StoredPosition};
 use crate::transaction::{TransactionSession, TransactionalTarget};
 
 #[derive(Default)]
@@ -46,6 +48,8 @@ struct LogState {
     ended: bool,
     fail_commits: bool,
     closed: bool,
+    /// Every `resume_from` call's positions, in order.
+    resume_log: Vec<Vec<StoredPosition>>,
     transactions: transaction::TransactionState,
 }
 
@@ -194,6 +198,11 @@ impl MemoryLog {
     /// offset, the partition's committed position at the time).
     pub fn dead_lettered(&self) -> Vec<(PartitionId, u64, Option<u64>)> {
         self.state().dead_lettered.clone()
+    }
+
+    /// Every position list the engine resumed the source from, in order.
+    pub fn resume_log(&self) -> Vec<Vec<StoredPosition>> {
+        self.state().resume_log.clone()
     }
 
     /// Whether the last session was closed.
@@ -345,6 +354,26 @@ impl Source for MemorySource {
 
     async fn begin_exactly_once(&mut self) -> Result<Box<dyn TransactionSession>, SourceError> {
         Ok(Box::new(MemoryTransaction::open(self.log.clone())))
+    }
+
+    /// Moves each assigned partition's read cursor up to its stored
+    /// position (never back), as a resumable source skips what a database
+    /// already holds.
+    fn resume_from(&mut self, positions: &[StoredPosition]) -> Result<(), SourceError> {
+        let mut state = self.log.state();
+        state.resume_log.push(positions.to_vec());
+        for position in positions {
+            let Ok(partition) = position.partition.parse::<PartitionId>() else {
+                return Err(SourceError::Fatal {
+                    source_name: self.name.clone(),
+                    message: format!("no partition named `{}`", position.partition),
+                });
+            };
+            if let Some(cursor) = state.cursors.get_mut(&partition) {
+                *cursor = (*cursor).max(position.next_offset as usize);
+            }
+        }
+        Ok(())
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {

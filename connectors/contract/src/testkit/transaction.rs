@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use super::{MemoryLog, MemorySink};
 use crate::event::Record;
-use crate::source::CommitPosition;
+use crate::source::{CommitPosition, StoredPosition};
 use crate::transaction::{TransactionError, TransactionSession, TransactionalTarget};
 
 /// The log's transaction bookkeeping.
@@ -127,7 +127,11 @@ impl TransactionSession for MemoryTransaction {
         Ok(())
     }
 
-    async fn commit(&mut self, positions: &[CommitPosition]) -> Result<(), TransactionError> {
+    async fn commit(
+        &mut self,
+        positions: &[CommitPosition],
+        _stored: &[StoredPosition],
+    ) -> Result<(), TransactionError> {
         self.check_fenced()?;
         let mut state = self.log.state();
         if state.transactions.failing > 0 {

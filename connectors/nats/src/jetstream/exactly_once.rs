@@ -24,8 +24,8 @@ use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::{self as js};
 use async_trait::async_trait;
 use spate_connector::{
-    CommitPosition, Record, TransactionError, TransactionSession, TransactionalTarget,
-    RECORD_ID_HEADER,
+    CommitPosition, Record, StoredPosition, TransactionError, TransactionSession,
+    TransactionalTarget, RECORD_ID_HEADER,
 };
 
 use crate::nats_headers;
@@ -192,7 +192,11 @@ impl TransactionSession for JetStreamTransaction {
         Ok(())
     }
 
-    async fn commit(&mut self, _positions: &[CommitPosition]) -> Result<(), TransactionError> {
+    async fn commit(
+        &mut self,
+        _positions: &[CommitPosition],
+        _stored: &[StoredPosition],
+    ) -> Result<(), TransactionError> {
         // The positions are acknowledged by the source's `commit`, which the
         // engine calls once this returns `Ok`.
         self.settle().await;

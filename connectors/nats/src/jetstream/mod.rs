@@ -133,6 +133,7 @@ use source::{JetStreamSourceBuilder, Partitioning};
 pub const SOURCE_CAPABILITIES: Capabilities = Capabilities {
     exactly_once: true,
     durable_positions: true,
+    resumable: false,
 };
 
 /// What JetStream sinks promise: acknowledged writes, and exactly-once
@@ -140,6 +141,7 @@ pub const SOURCE_CAPABILITIES: Capabilities = Capabilities {
 pub const SINK_CAPABILITIES: Capabilities = Capabilities {
     exactly_once: true,
     durable_positions: false,
+    resumable: false,
 };
 
 /// Default `max_ack_pending`.
