@@ -57,6 +57,9 @@ impl Registry {
         for factory in spate_mqtt::connectors() {
             registry.add_connector(factory);
         }
+        for factory in spate_postgres::connectors() {
+            registry.add_connector(factory);
+        }
         registry
     }
 

@@ -1,0 +1,114 @@
+//! PostgreSQL sink (`postgres`), built on `tokio-postgres`.
+//!
+//! ```yaml
+//! outputs:
+//!   - type: postgres
+//!     url: postgres://spate:${PG_PASSWORD}@db:5432/metrics
+//!     table: telemetry                 # or schema.telemetry
+//!     columns: {device_id: /device, temperature: /temperature, ts: /ts}
+//!     key: [device_id, ts]             # upsert; without it, plain INSERT
+//!     batch_size: 500
+//!     batch_wait: 5ms
+//! ```
+//!
+//! | what | where it is checked |
+//! | --- | --- |
+//! | keys, URL syntax, table name syntax, column sources (`/ptr`, `field`, `$key`, `$timestamp`, `$payload`, `$record_id`, `$header.NAME`), `key` ⊆ `columns` | when the file is loaded ([`config`], no I/O) |
+//! | table exists, every mapped column exists (with a "did you mean"), is writable and can take its source, NOT NULL columns without default are mapped, `key` is a primary key or unique index | when the sink is built ([`check_table`]); the error names `path (line, col)` of the entry |
+//! | each value fits its column (integer range, number, boolean, UUID, varchar length, JSON for json columns, …) | at [`Sink::send`](spate_connector::Sink::send): `Rejected` (dead letter) |
+//! | what only the server knows (CHECK, foreign keys, enum labels, date syntax) | at write: the refused rows alone are `Rejected`, see [`sink`] |
+//!
+//! Values are sent as text and cast to each column's type in the statement;
+//! a missing or null value takes the column default when it has one.
+//!
+//! Capabilities: sink `{exactly_once: false, durable_positions: false}` for
+//! now. The database half of exactly-once exists ([`PgTransaction`],
+//! [`load_offsets`]), but the engine opens exactly-once sessions from the
+//! source, and no source can resume from positions a sink stored; see
+//! [`exactly_once`].
+//!
+//! No TLS yet: the connection is plain (`sslmode=disable`/`prefer`
+//! behave as no TLS).
+
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+
+use spate_connector::{Capabilities, ConfigReader, ConnectorFactory, SinkBuilder};
+
+pub mod config;
+pub mod exactly_once;
+pub mod sink;
+pub mod table;
+
+pub use config::{Connection, SinkConfig, TableName};
+pub use exactly_once::{
+    ensure_offsets_table, load_offsets, OffsetsKey, PgTransaction, SessionTable,
+    DEFAULT_OFFSETS_TABLE,
+};
+pub use sink::{PgSink, PgSinkBuilder};
+pub use table::{check_table, CheckError, TablePlan};
+
+/// The `type:` name.
+pub const KIND: &str = "postgres";
+
+/// Every connector family of this crate.
+pub fn connectors() -> Vec<Arc<dyn ConnectorFactory>> {
+    vec![Arc::new(PostgresFactory)]
+}
+
+/// The `postgres` connector family: a sink only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PostgresFactory;
+
+impl ConnectorFactory for PostgresFactory {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn source_capabilities(&self) -> Option<Capabilities> {
+        None
+    }
+
+    fn sink_capabilities(&self) -> Option<Capabilities> {
+        Some(Capabilities {
+            exactly_once: false,
+            durable_positions: false,
+            resumable: false,
+        })
+    }
+
+    fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
+        SinkConfig::read(config).map(|c| Box::new(PgSinkBuilder::new(c)) as Box<dyn SinkBuilder>)
+    }
+}
+
+/// A database error as `SQLSTATE: message (detail)`, anything else as its
+/// text; never includes the password.
+pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {}", db.code().code(), db.message());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" ({detail})"));
+            }
+            text
+        }
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+/// True for errors about the data (SQLSTATE classes 22 and 23): writing the
+/// same row again fails the same way.
+pub fn is_data_error(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
+}

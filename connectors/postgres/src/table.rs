@@ -1,0 +1,723 @@
+//! Reading the target table from the catalog, checking the column mapping
+//! against it, and turning records into rows.
+//!
+//! [`check_table`] runs when the sink is built (the pipeline loader does no
+//! network I/O) and returns a [`TablePlan`]: the SQL to write a batch and, per
+//! column, how a JSON value becomes the column's text form. Values travel as
+//! one `text[]` parameter per column and are cast to the column type in the
+//! statement (`INSERT … SELECT CAST(v AS type) FROM unnest($1::text[], …)`),
+//! so a whole batch is one statement whatever its size.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use spate_connector::config::did_you_mean;
+use spate_connector::{Record, RECORD_ID_HEADER};
+
+use crate::config::{quote_ident, ColumnMapping, FieldSource, SinkConfig, TableName};
+
+/// How a column's values are checked and rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// `smallint`, `integer`, `bigint`, with their range.
+    Int {
+        /// Smallest value.
+        min: i64,
+        /// Largest value.
+        max: i64,
+    },
+    /// `real`, `double precision`.
+    Float,
+    /// `numeric`.
+    Numeric,
+    /// `boolean`.
+    Bool,
+    /// `text`, `varchar(n)`, `char(n)`, `name`, `citext`.
+    Text {
+        /// Most characters, if limited.
+        max_chars: Option<usize>,
+    },
+    /// `json`, `jsonb`.
+    Json,
+    /// `uuid`.
+    Uuid,
+    /// `timestamp` (`tz: false`) or `timestamptz`.
+    Timestamp {
+        /// With time zone.
+        tz: bool,
+    },
+    /// `date`.
+    Date,
+    /// `bytea`.
+    Bytea,
+    /// Any other scalar type (enums, `inet`, `interval`, `time`, …): text
+    /// passes through and the server checks it.
+    Other,
+    /// Arrays, composite, range and pseudo types: not writable from a
+    /// mapping.
+    Unsupported,
+}
+
+/// One column of the table, from the catalog.
+#[derive(Debug, Clone)]
+pub struct TableColumn {
+    /// Column name.
+    pub name: String,
+    /// `format_type` of its type (`character varying(16)`).
+    pub sql_type: String,
+    /// How values are rendered.
+    pub kind: ColumnKind,
+    /// `NOT NULL`.
+    pub not_null: bool,
+    /// The default expression, if any.
+    pub default: Option<String>,
+    /// Generated (`GENERATED ALWAYS AS`) or `GENERATED ALWAYS AS IDENTITY`.
+    pub generated: bool,
+}
+
+/// A mapped column, ready for writing.
+#[derive(Debug, Clone)]
+pub struct PlannedColumn {
+    /// The mapping entry.
+    pub mapping: ColumnMapping,
+    /// The table column.
+    pub column: TableColumn,
+}
+
+/// The checked mapping of one sink onto its table.
+#[derive(Debug)]
+pub struct TablePlan {
+    /// The table as configured.
+    pub table: TableName,
+    /// Mapped columns, in mapping order (the row layout).
+    pub columns: Vec<PlannedColumn>,
+    /// Positions in `columns` of the upsert key (empty: plain insert).
+    pub key: Vec<usize>,
+    /// The batch statement: one `text[]` parameter per column.
+    pub insert_sql: String,
+}
+
+/// One row: the text form of each mapped column (`None`: SQL NULL, or the
+/// column default when it has one).
+pub type Row = Vec<Option<String>>;
+
+/// Reads `config.table` from the catalog and checks the mapping against it:
+/// every mapped column exists, is writable and can take its source; every
+/// NOT NULL column without a default is mapped; `key` is exactly the columns
+/// of a primary key or unique index. A mismatch is
+/// [`CheckError::Mapping`], whose message names the pipeline-file location
+/// (`path (line L, col C)`) of each offending entry.
+pub async fn check_table(
+    client: &tokio_postgres::Client,
+    config: &SinkConfig,
+) -> Result<TablePlan, CheckError> {
+    let table = &config.table;
+    let oid: Option<u32> = client
+        .query_opt(
+            "SELECT c.oid FROM pg_class c WHERE c.oid = to_regclass($1::text) AND c.relkind IN ('r', 'p')",
+            &[&table.quoted()],
+        )
+        .await
+        .map_err(CheckError::from_pg)?
+        .map(|row| row.get(0));
+    let Some(oid) = oid else {
+        return Err(CheckError::Mapping(format!(
+            "{} (line {}, col {}): table `{table}` does not exist (or is not a table) in {}",
+            config.path,
+            config.columns_span.line,
+            config.columns_span.column,
+            config.connection.display()
+        )));
+    };
+    let rows = client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), bt.typname::text, \
+                    bt.typtype::text, bt.typcategory::text, a.attnotnull, \
+                    pg_get_expr(d.adbin, d.adrelid), a.attgenerated::text, a.attidentity::text, \
+                    a.atttypmod \
+             FROM pg_attribute a \
+             JOIN pg_type t ON t.oid = a.atttypid \
+             JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(CheckError::from_pg)?;
+    let table_columns: Vec<TableColumn> = rows
+        .iter()
+        .map(|row| {
+            let typname: String = row.get(2);
+            let typtype: String = row.get(3);
+            let category: String = row.get(4);
+            let typmod: i32 = row.get(9);
+            let generated: String = row.get(7);
+            let identity: String = row.get(8);
+            TableColumn {
+                name: row.get(0),
+                sql_type: row.get(1),
+                kind: column_kind(&typname, &typtype, &category, typmod),
+                not_null: row.get(5),
+                default: row.get(6),
+                generated: !generated.is_empty() || identity == "a",
+            }
+        })
+        .collect();
+    let unique_sets: Vec<BTreeSet<String>> = client
+        .query(
+            "SELECT array_agg(a.attname::text) FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL \
+             GROUP BY i.indexrelid",
+            &[&oid],
+        )
+        .await
+        .map_err(CheckError::from_pg)?
+        .iter()
+        .map(|row| row.get::<_, Vec<String>>(0).into_iter().collect())
+        .collect();
+    plan(config, table_columns, &unique_sets).map_err(CheckError::Mapping)
+}
+
+/// Why [`check_table`] failed.
+#[derive(Debug)]
+pub enum CheckError {
+    /// The database could not be asked; trying again may help.
+    Unavailable(String),
+    /// The mapping does not fit the table; the message names where.
+    Mapping(String),
+}
+
+impl CheckError {
+    fn from_pg(e: tokio_postgres::Error) -> Self {
+        Self::Unavailable(crate::describe_pg_error(&e))
+    }
+}
+
+fn column_kind(typname: &str, typtype: &str, category: &str, typmod: i32) -> ColumnKind {
+    if category == "A" || matches!(typtype, "c" | "r" | "m" | "p") {
+        return ColumnKind::Unsupported;
+    }
+    match typname {
+        "int2" => ColumnKind::Int {
+            min: i16::MIN.into(),
+            max: i16::MAX.into(),
+        },
+        "int4" => ColumnKind::Int {
+            min: i32::MIN.into(),
+            max: i32::MAX.into(),
+        },
+        "int8" => ColumnKind::Int {
+            min: i64::MIN,
+            max: i64::MAX,
+        },
+        "float4" | "float8" => ColumnKind::Float,
+        "numeric" => ColumnKind::Numeric,
+        "bool" => ColumnKind::Bool,
+        "text" | "name" | "citext" => ColumnKind::Text { max_chars: None },
+        "varchar" | "bpchar" => ColumnKind::Text {
+            max_chars: (typmod > 4).then(|| (typmod - 4) as usize),
+        },
+        "json" | "jsonb" => ColumnKind::Json,
+        "uuid" => ColumnKind::Uuid,
+        "timestamptz" => ColumnKind::Timestamp { tz: true },
+        "timestamp" => ColumnKind::Timestamp { tz: false },
+        "date" => ColumnKind::Date,
+        "bytea" => ColumnKind::Bytea,
+        _ => ColumnKind::Other,
+    }
+}
+
+/// Checks the mapping against the table's columns and unique indexes.
+pub fn plan(
+    config: &SinkConfig,
+    table_columns: Vec<TableColumn>,
+    unique_sets: &[BTreeSet<String>],
+) -> Result<TablePlan, String> {
+    let table = &config.table;
+    let mut problems = Vec::new();
+    let mut columns = Vec::new();
+    for mapping in &config.columns {
+        let Some(column) = table_columns.iter().find(|c| c.name == mapping.column) else {
+            let hint = did_you_mean(
+                &mapping.column,
+                table_columns.iter().map(|c| c.name.as_str()),
+            )
+            .map(|b| format!("; did you mean `{b}`?"))
+            .unwrap_or_else(|| {
+                let names: Vec<&str> = table_columns.iter().map(|c| c.name.as_str()).collect();
+                format!(
+                    "; its columns are {}",
+                    spate_connector::config::quote_list(&names)
+                )
+            });
+            problems.push(format!(
+                "{}: table {table} has no column `{}`{hint}",
+                mapping.location(),
+                mapping.column
+            ));
+            continue;
+        };
+        if column.generated {
+            problems.push(format!(
+                "{}: column `{}` of table {table} is generated and cannot be written",
+                mapping.location(),
+                column.name
+            ));
+            continue;
+        }
+        if let Err(why) = source_fits(&mapping.source, column.kind) {
+            problems.push(format!(
+                "{}: `{}` cannot be written to column `{}` of type {}: {why}",
+                mapping.location(),
+                mapping.source.describe(),
+                column.name,
+                column.sql_type
+            ));
+            continue;
+        }
+        columns.push(PlannedColumn {
+            mapping: mapping.clone(),
+            column: column.clone(),
+        });
+    }
+    for column in &table_columns {
+        if column.not_null
+            && column.default.is_none()
+            && !column.generated
+            && !config.columns.iter().any(|m| m.column == column.name)
+        {
+            problems.push(format!(
+                "{} (line {}, col {}): column `{}` of table {table} is NOT NULL without a default, and `columns` does not map it",
+                config.path.clone() + ".columns",
+                config.columns_span.line,
+                config.columns_span.column,
+                column.name
+            ));
+        }
+    }
+    if !config.key.is_empty() {
+        let wanted: BTreeSet<String> = config.key.iter().map(|(k, _)| k.clone()).collect();
+        if !unique_sets.contains(&wanted) {
+            let (_, span) = &config.key[0];
+            let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
+            problems.push(format!(
+                "{}.key (line {}, col {}): table {table} has no primary key or unique index on exactly ({}); an upsert needs one",
+                config.path,
+                span.line,
+                span.column,
+                names.join(", ")
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
+    let key: Vec<usize> = config
+        .key
+        .iter()
+        .filter_map(|(k, _)| columns.iter().position(|c| c.mapping.column == *k))
+        .collect();
+    let insert_sql = insert_sql(table, &columns, &key);
+    Ok(TablePlan {
+        table: table.clone(),
+        columns,
+        key,
+        insert_sql,
+    })
+}
+
+/// Whether a record field can ever go into a column of this kind.
+fn source_fits(source: &FieldSource, kind: ColumnKind) -> Result<(), &'static str> {
+    use ColumnKind as K;
+    if kind == K::Unsupported {
+        return Err("array, composite and range columns cannot be written from a mapping; use a json or jsonb column");
+    }
+    match source {
+        FieldSource::Pointer(_) => Ok(()),
+        FieldSource::Timestamp => match kind {
+            K::Timestamp { .. } | K::Date | K::Numeric | K::Float | K::Text { .. } | K::Json => {
+                Ok(())
+            }
+            K::Int { max, .. } if max == i64::MAX => Ok(()),
+            _ => Err("the record timestamp is milliseconds since the epoch: use timestamptz, timestamp, date, bigint, numeric or text"),
+        },
+        FieldSource::Payload => match kind {
+            K::Json | K::Text { max_chars: None } | K::Bytea => Ok(()),
+            _ => Err("the whole payload goes into json, jsonb, text or bytea"),
+        },
+        FieldSource::Key | FieldSource::RecordId | FieldSource::Header(_) => match kind {
+            K::Bool | K::Json => Err("record keys and headers are text: use text, varchar, bytea, uuid or a numeric type"),
+            _ => Ok(()),
+        },
+    }
+}
+
+fn insert_sql(table: &TableName, columns: &[PlannedColumn], key: &[usize]) -> String {
+    let names: Vec<String> = columns
+        .iter()
+        .map(|c| quote_ident(&c.column.name))
+        .collect();
+    let values: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let cast = format!("CAST(u.v{i} AS {})", c.column.sql_type);
+            match &c.column.default {
+                Some(default) => format!("COALESCE({cast}, {default})"),
+                None => cast,
+            }
+        })
+        .collect();
+    let params: Vec<String> = (0..columns.len())
+        .map(|i| format!("${}::text[]", i + 1))
+        .collect();
+    let aliases: Vec<String> = (0..columns.len()).map(|i| format!("v{i}")).collect();
+    let mut sql = format!(
+        "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({})",
+        table.quoted(),
+        names.join(", "),
+        values.join(", "),
+        params.join(", "),
+        aliases.join(", ")
+    );
+    if !key.is_empty() {
+        let key_names: Vec<&str> = key.iter().map(|&i| names[i].as_str()).collect();
+        let updates: Vec<String> = (0..columns.len())
+            .filter(|i| !key.contains(i))
+            .map(|i| format!("{0} = EXCLUDED.{0}", names[i]))
+            .collect();
+        if updates.is_empty() {
+            sql.push_str(&format!(
+                " ON CONFLICT ({}) DO NOTHING",
+                key_names.join(", ")
+            ));
+        } else {
+            sql.push_str(&format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                key_names.join(", "),
+                updates.join(", ")
+            ));
+        }
+    }
+    sql
+}
+
+impl TablePlan {
+    /// The record as a row, or why it can never be written (a dead letter).
+    pub fn row(&self, record: &Record) -> Result<Row, String> {
+        let mut payload: Option<Result<Value, String>> = None;
+        let mut row = Vec::with_capacity(self.columns.len());
+        for planned in &self.columns {
+            let column = &planned.column;
+            let value = match &planned.mapping.source {
+                FieldSource::Pointer(pointer) => {
+                    let doc = payload.get_or_insert_with(|| {
+                        serde_json::from_slice::<Value>(&record.payload)
+                            .map_err(|e| format!("the payload is not JSON: {e}"))
+                    });
+                    let doc = doc.as_ref().map_err(Clone::clone)?;
+                    match doc.pointer(pointer) {
+                        None | Some(Value::Null) => None,
+                        Some(v) => Some(json_text(v, column).map_err(|why| {
+                            format!(
+                                "{pointer} = {} does not fit column `{}` ({}): {why}",
+                                short(v),
+                                column.name,
+                                column.sql_type
+                            )
+                        })?),
+                    }
+                }
+                FieldSource::Timestamp => record.timestamp_ms.map(|ms| match column.kind {
+                    ColumnKind::Timestamp { tz } => epoch_ms_text(ms, tz),
+                    ColumnKind::Date => epoch_ms_text(ms, false)[..10].to_owned(),
+                    _ => ms.to_string(),
+                }),
+                FieldSource::Payload => Some(match column.kind {
+                    ColumnKind::Bytea => hex_bytea(&record.payload),
+                    ColumnKind::Json => {
+                        serde_json::from_slice::<Value>(&record.payload)
+                            .map_err(|e| format!("the payload is not JSON: {e}"))?;
+                        utf8(&record.payload, "the payload")?
+                    }
+                    _ => utf8(&record.payload, "the payload")?,
+                }),
+                FieldSource::Key => match &record.key {
+                    None => None,
+                    Some(key) if column.kind == ColumnKind::Bytea => Some(hex_bytea(key)),
+                    Some(key) => {
+                        let text = utf8(key, "the record key")?;
+                        Some(json_text(&Value::String(text), column).map_err(|why| {
+                            format!(
+                                "the record key does not fit column `{}`: {why}",
+                                column.name
+                            )
+                        })?)
+                    }
+                },
+                FieldSource::RecordId | FieldSource::Header(_) => {
+                    let name = match &planned.mapping.source {
+                        FieldSource::Header(name) => name.as_str(),
+                        _ => RECORD_ID_HEADER,
+                    };
+                    match record.headers.get(name) {
+                        None => None,
+                        Some(v) if column.kind == ColumnKind::Bytea => Some(hex_bytea(v)),
+                        Some(v) => {
+                            let text = utf8(v, &format!("header `{name}`"))?;
+                            Some(json_text(&Value::String(text), column).map_err(|why| {
+                                format!(
+                                    "header `{name}` does not fit column `{}`: {why}",
+                                    column.name
+                                )
+                            })?)
+                        }
+                    }
+                }
+            };
+            if value.is_none() && column.not_null && column.default.is_none() {
+                return Err(format!(
+                    "column `{}` is NOT NULL but `{}` is missing or null",
+                    column.name,
+                    planned.mapping.source.describe()
+                ));
+            }
+            row.push(value);
+        }
+        Ok(row)
+    }
+
+    /// The key values of a row (for de-duplicating a batch before an upsert).
+    pub fn key_of<'r>(&self, row: &'r Row) -> Vec<Option<&'r str>> {
+        self.key.iter().map(|&i| row[i].as_deref()).collect()
+    }
+}
+
+fn utf8(bytes: &[u8], what: &str) -> Result<String, String> {
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|_| format!("{what} is not UTF-8 text"))
+}
+
+fn short(v: &Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text
+    }
+}
+
+fn hex_bytea(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(2 + bytes.len() * 2);
+    out.push_str("\\x");
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// A JSON value as the text the column's type accepts, or why it does not
+/// fit.
+fn json_text(v: &Value, column: &TableColumn) -> Result<String, String> {
+    use ColumnKind as K;
+    match (column.kind, v) {
+        (K::Json, v) => Ok(v.to_string()),
+        (K::Int { min, max }, Value::Number(n)) => {
+            let i = n
+                .as_i64()
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+                        .map(|f| f as i64)
+                })
+                .ok_or("not a whole number in range")?;
+            if i < min || i > max {
+                return Err(format!("out of range {min}..={max}"));
+            }
+            Ok(i.to_string())
+        }
+        (K::Int { min, max }, Value::String(s)) => match s.trim().parse::<i64>() {
+            Ok(i) if i >= min && i <= max => Ok(i.to_string()),
+            Ok(_) => Err(format!("out of range {min}..={max}")),
+            Err(_) => Err("not a whole number".to_owned()),
+        },
+        (K::Float | K::Numeric, Value::Number(n)) => Ok(n.to_string()),
+        (K::Float, Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .map(|_| s.trim().to_owned())
+            .map_err(|_| "not a number".to_owned()),
+        (K::Numeric, Value::String(s)) => {
+            let t = s.trim();
+            let ok = !t.is_empty()
+                && (t.eq_ignore_ascii_case("nan")
+                    || t.parse::<f64>().is_ok()
+                        && t.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c)));
+            if ok {
+                Ok(t.to_owned())
+            } else {
+                Err("not a decimal number".to_owned())
+            }
+        }
+        (K::Bool, Value::Bool(b)) => Ok(b.to_string()),
+        (K::Bool, Value::String(s)) if s == "true" || s == "false" => Ok(s.clone()),
+        (K::Text { max_chars }, v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if text.contains('\0') {
+                return Err("text cannot contain NUL characters".to_owned());
+            }
+            if let Some(max) = max_chars {
+                let n = text.chars().count();
+                if n > max {
+                    return Err(format!("{n} characters, at most {max} fit"));
+                }
+            }
+            Ok(text)
+        }
+        (K::Uuid, Value::String(s)) => {
+            if is_uuid(s) {
+                Ok(s.clone())
+            } else {
+                Err("not a UUID".to_owned())
+            }
+        }
+        (K::Timestamp { tz }, Value::Number(n)) => n
+            .as_i64()
+            .map(|ms| epoch_ms_text(ms, tz))
+            .ok_or_else(|| "a number here is whole milliseconds since the epoch".to_owned()),
+        (K::Date, Value::Number(n)) => n
+            .as_i64()
+            .map(|ms| epoch_ms_text(ms, false)[..10].to_owned())
+            .ok_or_else(|| "a number here is whole milliseconds since the epoch".to_owned()),
+        (K::Timestamp { .. } | K::Date, Value::String(s)) => {
+            if s.trim().starts_with(|c: char| c.is_ascii_digit())
+                || matches!(s.trim(), "infinity" | "-infinity" | "now" | "today")
+            {
+                Ok(s.clone())
+            } else {
+                Err("not a date/time".to_owned())
+            }
+        }
+        (K::Bytea, Value::String(s)) => Ok(hex_bytea(s.as_bytes())),
+        (K::Other, Value::String(s)) => Ok(s.clone()),
+        (K::Other, v @ (Value::Number(_) | Value::Bool(_))) => Ok(v.to_string()),
+        (_, v) => Err(format!("a JSON {} cannot go there", json_type(v))),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn is_uuid(s: &str) -> bool {
+    let s = s
+        .strip_prefix('{')
+        .and_then(|s| s.strip_suffix('}'))
+        .unwrap_or(s);
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS.mmm` (UTC, `+00`
+/// appended for `timestamptz`).
+fn epoch_ms_text(ms: i64, tz: bool) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    let (y, m, d) = civil_from_days(days);
+    let (h, mi, s, milli) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
+    let text = format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}.{milli:03}");
+    if tz {
+        text + "+00"
+    } else {
+        text
+    }
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(kind: ColumnKind) -> TableColumn {
+        TableColumn {
+            name: "c".into(),
+            sql_type: "t".into(),
+            kind,
+            not_null: false,
+            default: None,
+            generated: false,
+        }
+    }
+
+    #[test]
+    fn epoch_millis_render_as_utc() {
+        assert_eq!(epoch_ms_text(0, true), "1970-01-01 00:00:00.000+00");
+        assert_eq!(
+            epoch_ms_text(1_700_000_000_123, false),
+            "2023-11-14 22:13:20.123"
+        );
+        assert_eq!(epoch_ms_text(-1, false), "1969-12-31 23:59:59.999");
+    }
+
+    #[test]
+    fn values_are_checked_against_their_column() {
+        let int4 = col(ColumnKind::Int {
+            min: i32::MIN.into(),
+            max: i32::MAX.into(),
+        });
+        assert_eq!(json_text(&serde_json::json!(42), &int4).unwrap(), "42");
+        assert_eq!(json_text(&serde_json::json!("7"), &int4).unwrap(), "7");
+        assert!(json_text(&serde_json::json!(1.5), &int4).is_err());
+        assert!(json_text(&serde_json::json!(3_000_000_000i64), &int4).is_err());
+        assert!(json_text(&serde_json::json!("hot"), &int4).is_err());
+        let float = col(ColumnKind::Float);
+        assert!(json_text(&serde_json::json!("hot"), &float).is_err());
+        assert!(json_text(&serde_json::json!({"a": 1}), &float).is_err());
+        let v8 = col(ColumnKind::Text { max_chars: Some(3) });
+        assert!(json_text(&serde_json::json!("abcd"), &v8).is_err());
+        assert_eq!(json_text(&serde_json::json!("abc"), &v8).unwrap(), "abc");
+        let json = col(ColumnKind::Json);
+        assert_eq!(
+            json_text(&serde_json::json!({"a": [1]}), &json).unwrap(),
+            r#"{"a":[1]}"#
+        );
+        let uuid = col(ColumnKind::Uuid);
+        assert!(json_text(&serde_json::json!("not-a-uuid"), &uuid).is_err());
+        assert!(json_text(
+            &serde_json::json!("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            &uuid
+        )
+        .is_ok());
+    }
+}

@@ -1,0 +1,378 @@
+//! Helpers shared by the integration tests: a real PostgreSQL (the one on
+//! `127.0.0.1:5432`, user `postgres`, trust auth, or a temporary cluster
+//! started for the test), a schema per test, and hand-built configuration
+//! trees whose entries sit at known lines and columns.
+//!
+//! If nothing answers on `PG_TEST_ADDR` (default `127.0.0.1:5432`), or
+//! `SPATE_PG_OWN_CLUSTER=1` is set, each test runs `initdb` into a temporary
+//! directory and `pg_ctl start`s it on a free port (binaries from
+//! `PG_BIN`, else `/usr/lib/postgresql/*/bin`; as root they run as the
+//! `postgres` user), and stops it when the [`Server`] guard is dropped.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use spate_connector::config::ConfigErrors;
+use spate_connector::{ConfigError, ConfigNode, ConfigReader, NodeKind, Span};
+use spate_postgres::SinkConfig;
+
+/// A running PostgreSQL: ours (stopped on drop) or the shared one.
+pub struct Server {
+    /// Host and port.
+    pub addr: String,
+    own: Option<Own>,
+}
+
+struct Own {
+    bin: PathBuf,
+    data: tempfile::TempDir,
+    port: u16,
+    as_postgres: bool,
+}
+
+fn answers(addr: &str) -> bool {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
+}
+
+fn pg_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("PG_BIN") {
+        return PathBuf::from(bin);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql (Debian package `postgresql`), or set PG_BIN")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Own {
+    fn run(&self, tool: &str, args: &[&str]) -> std::process::Output {
+        let program = self.bin.join(tool);
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        command
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{} runs: {e}", program.display()))
+    }
+
+    fn dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    fn start(&self) {
+        let dir = self.dir().to_str().unwrap().to_owned();
+        let options = format!(
+            "-p {} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port
+        );
+        let log = format!("{dir}/server.log");
+        let out = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &format!("{dir}/data"),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let addr = format!("127.0.0.1:{}", self.port);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !answers(&addr) {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not come up on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&self) {
+        let dir = self.dir().to_str().unwrap().to_owned();
+        let _ = self.run(
+            "pg_ctl",
+            &["-D", &format!("{dir}/data"), "-m", "fast", "-w", "stop"],
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(own) = &self.own {
+            own.stop();
+        }
+    }
+}
+
+/// The shared server if one answers (and no own cluster is asked for), else
+/// a temporary cluster of our own.
+pub fn server() -> Server {
+    let addr = std::env::var("PG_TEST_ADDR").unwrap_or_else(|_| "127.0.0.1:5432".to_owned());
+    let own_wanted = std::env::var("SPATE_PG_OWN_CLUSTER").is_ok_and(|v| v == "1");
+    if !own_wanted && answers(&addr) {
+        return Server { addr, own: None };
+    }
+    start_own()
+}
+
+/// Starts a temporary cluster on a free port.
+pub fn start_own() -> Server {
+    let bin = pg_bin();
+    let data = tempfile::tempdir().expect("temp dir");
+    let as_postgres = is_root();
+    if as_postgres {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(data.path())
+            .status()
+            .expect("chown runs");
+        assert!(status.success(), "chown of the cluster directory failed");
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let own = Own {
+        bin,
+        data,
+        port,
+        as_postgres,
+    };
+    let datadir = format!("{}/data", own.dir().display());
+    let out = own.run(
+        "initdb",
+        &[
+            "-D",
+            &datadir,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "initdb failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    own.start();
+    Server {
+        addr: format!("127.0.0.1:{port}"),
+        own: Some(own),
+    }
+}
+
+impl Server {
+    /// `postgres://postgres@host:port/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@{}/postgres", self.addr)
+    }
+
+    /// True when this test started the cluster (so it may restart it).
+    pub fn is_own(&self) -> bool {
+        self.own.is_some()
+    }
+
+    /// Stops our own cluster. Returns false for the shared server.
+    pub fn stop(&self) -> bool {
+        match &self.own {
+            Some(own) => {
+                own.stop();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts our own cluster again after [`Server::stop`].
+    pub fn start(&self) {
+        if let Some(own) = &self.own {
+            own.start();
+        }
+    }
+
+    /// A plain client for setting up and checking.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("test client connects");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+/// A fresh schema for one test, dropped (with its tables) on
+/// [`Schema::drop_now`].
+pub struct Schema {
+    /// Its name.
+    pub name: String,
+}
+
+impl Schema {
+    /// Creates a schema with a unique name.
+    pub async fn create(client: &tokio_postgres::Client, prefix: &str) -> Self {
+        let name = unique(prefix);
+        client
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .expect("schema created");
+        Self { name }
+    }
+
+    /// Drops the schema and everything in it.
+    pub async fn drop_now(&self, client: &tokio_postgres::Client) {
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .await;
+    }
+}
+
+/// A unique lower-case name.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
+}
+
+fn scalar(text: &str, line: u32, column: u32) -> ConfigNode {
+    ConfigNode {
+        kind: NodeKind::Scalar {
+            text: text.to_owned(),
+            quoted: false,
+        },
+        span: Span { line, column },
+    }
+}
+
+/// A sink configuration as a pipeline file would give it: top-level entries
+/// on lines 2, 3, …; `columns:` on line 10 with its entries on lines 11, 12, …
+/// at column 9 (values at column 22); `key:` on line 30 with its items at
+/// column 12, 24, …
+pub fn sink_node(entries: &[(&str, &str)], columns: &[(&str, &str)], key: &[&str]) -> ConfigNode {
+    let mut map: Vec<(String, Span, ConfigNode)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| {
+            let line = i as u32 + 2;
+            (
+                (*k).to_owned(),
+                Span { line, column: 7 },
+                scalar(v, line, 12),
+            )
+        })
+        .collect();
+    if !columns.is_empty() {
+        let items = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (c, v))| {
+                let line = i as u32 + 11;
+                (
+                    (*c).to_owned(),
+                    Span { line, column: 9 },
+                    scalar(v, line, 22),
+                )
+            })
+            .collect();
+        map.push((
+            "columns".to_owned(),
+            Span {
+                line: 10,
+                column: 7,
+            },
+            ConfigNode {
+                kind: NodeKind::Map(items),
+                span: Span {
+                    line: 11,
+                    column: 9,
+                },
+            },
+        ));
+    }
+    if !key.is_empty() {
+        let items = key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| scalar(k, 30, 12 + 12 * i as u32))
+            .collect();
+        map.push((
+            "key".to_owned(),
+            Span {
+                line: 30,
+                column: 7,
+            },
+            ConfigNode {
+                kind: NodeKind::Seq(items),
+                span: Span {
+                    line: 30,
+                    column: 11,
+                },
+            },
+        ));
+    }
+    ConfigNode {
+        kind: NodeKind::Map(map),
+        span: Span { line: 2, column: 7 },
+    }
+}
+
+/// Reads a sink configuration; the config (if valid) and every problem.
+pub fn read_config(node: &ConfigNode) -> (Option<SinkConfig>, Vec<ConfigError>) {
+    let errors = ConfigErrors::default();
+    let config = {
+        let mut reader = ConfigReader::new(node, "functions[0].outputs[0]", &errors);
+        SinkConfig::read(&mut reader)
+    };
+    (config, errors.into_inner())
+}
+
+/// A configuration that must be valid.
+pub fn config(node: &ConfigNode) -> SinkConfig {
+    let (config, errors) = read_config(node);
+    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
+    config.expect("a config")
+}
