@@ -157,6 +157,7 @@ fn engine_run(ordering: Ordering, keys: u64, kind: Kind) -> (FunctionPlan, Lefto
     let out = MemorySink::new("out");
     let dlq = MemorySink::new("dlq");
     let plan = FunctionPlan {
+        pipeline: Arc::from("bench"),
         name: Arc::from("bench"),
         handler: kind.handler(),
         sources: vec![Box::new(log.source())],
@@ -168,6 +169,7 @@ fn engine_run(ordering: Ordering, keys: u64, kind: Kind) -> (FunctionPlan, Lefto
         dead_letter: Arc::new(dlq.clone()),
         decoders: Vec::new(),
         policy: policy(ordering),
+        session_host: spate::engine::SessionHost::Source,
     };
     (
         plan,

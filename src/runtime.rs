@@ -32,6 +32,7 @@ use tracing::{info, warn};
 
 use crate::engine::{
     self, EngineError, EngineOptions, FunctionPlan, FunctionReport, NamedSink, ProcessBudget,
+    SessionHost,
 };
 use crate::handler::Registry;
 use crate::pipeline::{self, FunctionSpec, LoadError, PipelineSpec};
@@ -172,8 +173,9 @@ impl Runtime {
         let options = self.engine_options(&specs);
         let mut plans = Vec::new();
         for spec in specs {
+            let pipeline = pipeline_name(&spec.path);
             for function in spec.functions {
-                plans.push(build_plan(function).await?);
+                plans.push(build_plan(function, pipeline.clone()).await?);
             }
         }
         let mut tasks = JoinSet::new();
@@ -208,8 +210,29 @@ impl Runtime {
     }
 }
 
-async fn build_plan(function: FunctionSpec) -> Result<FunctionPlan, RunError> {
+/// A pipeline's name: its file's name without the extension.
+fn pipeline_name(path: &Path) -> Arc<str> {
+    Arc::from(
+        path.file_stem()
+            .map(|stem| stem.to_string_lossy())
+            .unwrap_or_default()
+            .as_ref(),
+    )
+}
+
+async fn build_plan(function: FunctionSpec, pipeline: Arc<str>) -> Result<FunctionPlan, RunError> {
     let name = function.name.clone();
+    // The loader made sure that under `exactly_once` either every output and
+    // the dead letter store positions themselves (a database) or none does.
+    let session_host = match function
+        .outputs
+        .iter()
+        .chain(std::iter::once(&function.dead_letter))
+        .all(|sink| sink.capabilities.durable_positions)
+    {
+        true => SessionHost::Sink,
+        false => SessionHost::Source,
+    };
     let mut sources = Vec::new();
     for input in &function.inputs {
         let source = input
@@ -253,6 +276,7 @@ async fn build_plan(function: FunctionSpec) -> Result<FunctionPlan, RunError> {
             source,
         })?;
     Ok(FunctionPlan {
+        pipeline,
         name: Arc::from(name.as_str()),
         handler: function.handler.clone(),
         sources,
@@ -264,6 +288,7 @@ async fn build_plan(function: FunctionSpec) -> Result<FunctionPlan, RunError> {
             .collect(),
         dead_letter: Arc::from(dead_letter),
         policy: function.policy,
+        session_host,
     })
 }
 

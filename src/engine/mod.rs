@@ -49,8 +49,25 @@ pub use worker::NamedSink;
 use crate::handler::Handler;
 use crate::pipeline::{InFlightLimits, RunPolicy};
 
+/// Who opens a function's exactly-once session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SessionHost {
+    /// Its input's source, whose broker keeps the positions (a Kafka
+    /// transaction, JetStream de-duplication).
+    #[default]
+    Source,
+    /// Its first output's sink (else its dead-letter sink), which stores
+    /// the source's positions and handler state itself, in the same
+    /// transactions as its records (a database); the source resumes from
+    /// them.
+    Sink,
+}
+
 /// Everything needed to run one function, with its connectors built.
 pub struct FunctionPlan {
+    /// The pipeline it belongs to (its file's name without `.yaml`): with
+    /// `name`, the key a database session stores positions under.
+    pub pipeline: Arc<str>,
     /// The function's name.
     pub name: Arc<str>,
     /// The handler.
@@ -66,6 +83,8 @@ pub struct FunctionPlan {
     pub dead_letter: Arc<dyn Sink>,
     /// How it is run.
     pub policy: RunPolicy,
+    /// Who opens the exactly-once session (`delivery: exactly_once` only).
+    pub session_host: SessionHost,
 }
 
 /// Engine settings that are not part of a pipeline file.

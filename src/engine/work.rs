@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use spate_connector::{Event, PartitionId, PendingWrite, Record};
+use spate_connector::{Event, PartitionId, PendingWrite, Record, StateChange};
+
+use crate::handler::Output;
 
 /// A partition of one of a function's inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,6 +32,10 @@ pub enum LaneKey {
 pub enum Stage {
     /// Run the handler (again).
     Handle,
+    /// The handler returned these outputs; route and encode them (again,
+    /// after an encoder could not reach its schema registry), without
+    /// running the handler twice.
+    Route(Vec<Output>),
     /// Write these outputs: (index into the function's outputs, record).
     Emit(Vec<(usize, Record)>),
     /// Write this dead letter.
@@ -71,6 +77,10 @@ pub struct WorkItem {
     pub write_failures: u32,
     /// The failure history, once it failed.
     pub failure: Option<Failure>,
+    /// State changes the handler's successful call recorded; under
+    /// `exactly_once` they commit with the event (see
+    /// [`crate::handler::HandlerState`]).
+    pub state_changes: Vec<StateChange>,
 }
 
 /// How an event ended.
@@ -115,6 +125,12 @@ pub enum Destination {
     Output(usize),
     /// The function's dead-letter sink.
     DeadLetter,
+    /// The handler's state of the event's partition: the record's key is
+    /// the state key, its payload the new state (`delete`: removed).
+    State {
+        /// The key's state was removed.
+        delete: bool,
+    },
 }
 
 /// A handler task's report.

@@ -166,36 +166,39 @@ pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion 
     let mut staged = Vec::new();
     loop {
         let stage = std::mem::replace(&mut item.stage, Stage::Handle);
-        let verdict =
-            match stage {
-                Stage::Handle => handle(shared, &mut item).await,
-                Stage::Emit(pending) if shared.staging => {
-                    let outputs = pending.len();
-                    let position = &item.event.position;
-                    staged.extend(pending.into_iter().enumerate().map(
-                        |(n, (index, mut record))| {
-                            record
-                                .headers
-                                .set(RECORD_ID_HEADER, transaction::record_id(position, Some(n)));
-                            (Destination::Output(index), record)
-                        },
-                    ));
-                    Some(finished_handled(shared, outputs))
-                }
-                Stage::Emit(pending) => emit(shared, &mut item, pending).await,
-                Stage::DeadLetter(mut record) if shared.staging => {
-                    let id = transaction::record_id(&item.event.position, None);
-                    record.headers.set(RECORD_ID_HEADER, id);
-                    staged.push((Destination::DeadLetter, record));
-                    Some(Verdict::Finished(Outcome::DeadLettered))
-                }
-                Stage::DeadLetter(record) => write_dead_letter(shared, &mut item, record).await,
-            };
+        let verdict = match stage {
+            Stage::Handle => handle(shared, &mut item).await,
+            Stage::Route(outputs) => {
+                item.attempts += 1;
+                route(shared, &mut item, outputs).await
+            }
+            Stage::Emit(pending) if shared.staging => stage_outputs(shared, &mut item, pending, &mut staged),
+            Stage::Emit(pending) => emit(shared, &mut item, pending).await,
+            Stage::DeadLetter(record) if shared.staging => {
+                stage_dead_letter(shared, &mut item, record, &mut staged)
+            }
+            Stage::DeadLetter(record) => write_dead_letter(shared, &mut item, record).await,
+        };
         match verdict {
             Some(verdict) => {
                 if let Verdict::RetryAfter(_) = verdict {
                     shared.metrics.retries.increment(1);
                     shared.tally.retries.fetch_add(1, AtomicOrdering::Relaxed);
+                }
+                if shared.staging && matches!(verdict, Verdict::Finished(_)) {
+                    // The handler's state changes commit with the event,
+                    // whether its outputs were staged or it was
+                    // dead-lettered after the handler ran: the handler's
+                    // memory holds them either way.
+                    staged.extend(item.state_changes.drain(..).map(|change| {
+                        let delete = change.value.is_none();
+                        let record = Record {
+                            key: Some(change.key),
+                            payload: change.value.unwrap_or_default(),
+                            ..Record::default()
+                        };
+                        (Destination::State { delete }, record)
+                    }));
                 }
                 return Completion {
                     item,
@@ -207,6 +210,56 @@ pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion 
             None => continue, // moved on to the next stage
         }
     }
+}
+
+/// `exactly_once`: checks each output with its sink (a record a sink
+/// would refuse is dead-lettered now, while that is still possible) and
+/// stages them with their record ids.
+fn stage_outputs(
+    shared: &FunctionShared,
+    item: &mut WorkItem,
+    pending: Vec<(usize, Record)>,
+    staged: &mut Vec<(Destination, Record)>,
+) -> Option<Verdict> {
+    for (index, record) in &pending {
+        if let Err(error) = shared.outputs[*index].sink.check(record) {
+            let retryable = error.is_retryable();
+            return fail(shared, item, "output-rejected", error.to_string(), retryable);
+        }
+    }
+    let outputs = pending.len();
+    let position = &item.event.position;
+    staged.extend(
+        pending
+            .into_iter()
+            .enumerate()
+            .map(|(n, (index, mut record))| {
+                record
+                    .headers
+                    .set(RECORD_ID_HEADER, transaction::record_id(position, Some(n)));
+                (Destination::Output(index), record)
+            }),
+    );
+    Some(finished_handled(shared, outputs))
+}
+
+/// `exactly_once`: stages the dead letter. One its sink refuses cannot be
+/// committed: like a dead-letter write that fails, it is tried again
+/// (after backoff) and the partition's position waits, loudly.
+fn stage_dead_letter(
+    shared: &FunctionShared,
+    item: &mut WorkItem,
+    mut record: Record,
+    staged: &mut Vec<(Destination, Record)>,
+) -> Option<Verdict> {
+    if let Err(error) = shared.dead_letter.check(&record) {
+        warn!(function = %shared.name, %error, "the dead-letter sink refuses this dead letter; the offset stays uncommitted until it accepts it (fix the dead-letter mapping)");
+        return Some(retry_write(shared, item, Stage::DeadLetter(record)));
+    }
+    let id = transaction::record_id(&item.event.position, None);
+    record.headers.set(RECORD_ID_HEADER, id);
+    staged.push((Destination::DeadLetter, record));
+    Some(Verdict::Finished(Outcome::DeadLettered))
 }
 
 /// Runs the handler once. Returns `None` when the item moved to another
@@ -249,7 +302,10 @@ async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> Option<Verdict>
     let elapsed = started.elapsed();
     shared.metrics.handler_seconds.record(elapsed.as_secs_f64());
     let verdict = match result {
-        Ok(Ok(Ok(outputs))) => route(shared, item, outputs).await,
+        Ok(Ok(Ok(outputs))) => {
+            item.state_changes = ctx.take_state_changes();
+            route(shared, item, outputs).await
+        }
         Ok(Ok(Err(error))) => {
             let retryable = error.kind == ErrorKind::Retryable;
             let reason = error.reason.unwrap_or("handler-error");
@@ -333,6 +389,12 @@ async fn route(
     item: &mut WorkItem,
     outputs: Vec<Output>,
 ) -> Option<Verdict> {
+    // Kept only where an encoder may ask for a retry of the encoding.
+    let kept = shared
+        .outputs
+        .iter()
+        .any(|o| o.encoder.is_some())
+        .then(|| outputs.clone());
     let mut pending = match resolve_outputs(&shared.output_names, outputs) {
         Ok(pending) => pending,
         Err(message) => return fail(shared, item, "unknown-output", message, false),
@@ -348,7 +410,13 @@ async fn route(
                     "output `{}` cannot be encoded: {}",
                     shared.output_names[*index], error.message
                 );
-                return fail(shared, item, "encode-error", message, error.retryable);
+                let verdict = fail(shared, item, "encode-error", message, error.retryable);
+                if matches!(item.stage, Stage::Handle) {
+                    // Retry the encoding, not the handler: it succeeded,
+                    // and a stateful handler must not see the event twice.
+                    item.stage = Stage::Route(kept.unwrap_or_default());
+                }
+                return verdict;
             }
         }
     }

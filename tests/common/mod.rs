@@ -23,6 +23,7 @@ pub fn plan(
     dlq: &MemorySink,
 ) -> FunctionPlan {
     FunctionPlan {
+        pipeline: Arc::from("test-pipeline"),
         name: Arc::from("test-fn"),
         handler,
         sources: vec![Box::new(log.source())],
@@ -51,6 +52,7 @@ pub fn plan(
             drain_timeout: Duration::from_secs(10),
             transaction: spate::pipeline::TransactionPolicy::default(),
         },
+        session_host: spate::engine::SessionHost::Source,
     }
 }
 

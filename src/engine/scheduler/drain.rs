@@ -134,7 +134,7 @@ impl Scheduler {
                     "drain deadline passed with events still running; they stay uncommitted and will be redelivered"
                 );
             }
-            self.forget(&part);
+            self.forget(key, &part);
             if matches!(part.draining, Some((_, DrainReason::Revoked))) {
                 released.entry(key.input).or_default().push(key.partition);
             }

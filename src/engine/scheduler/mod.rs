@@ -25,7 +25,7 @@ use super::lanes::Lanes;
 use super::scaler::{self, LatencyMean, Load};
 use super::work::{Completion, LaneKey, Outcome, PartKey, Stage, Verdict, WorkItem};
 use super::worker::{self, FunctionShared, Pool, Tally};
-use super::{backoff, EngineError, EngineOptions, FunctionPlan, FunctionReport};
+use super::{backoff, EngineError, EngineOptions, FunctionPlan, FunctionReport, SessionHost};
 use crate::observability::FunctionMetrics;
 use crate::pipeline::{Delivery, InFlightLimits, Ordering, TransactionPolicy};
 
@@ -40,6 +40,8 @@ struct SourceSlot {
 /// The scheduler of one function.
 pub struct Scheduler {
     shared: Arc<FunctionShared>,
+    pipeline: Arc<str>,
+    session_host: SessionHost,
     sources: Vec<SourceSlot>,
     delivery: Delivery,
     ordering: Ordering,
@@ -109,6 +111,12 @@ impl Scheduler {
                     .to_owned(),
             });
         }
+        if plan.handler.state().is_some() && policy.ordering == Ordering::None {
+            return Err(EngineError::Plan {
+                function,
+                message: "the handler keeps state per key, and `ordering: none` would run one key's events at the same time and out of order: use `ordering: key` (keys in parallel) or `partition`".to_owned(),
+            });
+        }
         let metrics = FunctionMetrics::new(&plan.name);
         let shared = Arc::new(FunctionShared {
             name: plan.name.clone(),
@@ -132,6 +140,8 @@ impl Scheduler {
         let (done_tx, done_rx) = mpsc::channel(policy.concurrency.max.max(16));
         let mut scheduler = Self {
             shared,
+            pipeline: plan.pipeline,
+            session_host: plan.session_host,
             sources: plan
                 .sources
                 .into_iter()
@@ -318,19 +328,20 @@ impl Scheduler {
                 if cut_short {
                     self.finish_drains().await;
                 }
-                for partition in parts {
+                for partition in &parts {
                     let key = PartKey {
                         input: index,
-                        partition,
+                        partition: *partition,
                     };
                     self.next_epoch += 1;
                     if let Some(old) = self
                         .partitions
                         .insert(key, PartitionState::new(self.next_epoch))
                     {
-                        self.forget(&old);
+                        self.forget(key, &old);
                     }
                 }
+                self.resume_assigned(index, &parts).await?;
             }
             Ok(SourceMessage::Revoked(parts)) => {
                 info!(function = %self.shared.name, source = slot.source.name(), partitions = ?parts, "partitions revoked; draining");
@@ -401,6 +412,7 @@ impl Scheduler {
             attempts: 0,
             write_failures: 0,
             failure: None,
+            state_changes: Vec::new(),
         });
         Ok(())
     }
@@ -562,13 +574,18 @@ impl Scheduler {
         }
     }
 
-    /// Releases what a dropped partition state still held in the budget.
-    fn forget(&self, part: &PartitionState) {
+    /// Releases what a dropped partition state still held in the budget,
+    /// and the handler's state of that partition (its uncommitted part
+    /// must not count again when the partition's events are read again).
+    fn forget(&self, key: PartKey, part: &PartitionState) {
         self.options.budget.sub(part.unfinished, part.bytes);
         self.shared
             .metrics
             .in_flight
             .decrement(part.unfinished as f64);
+        if let Some(state) = self.shared.handler.state() {
+            state.forget(key.input, key.partition);
+        }
     }
 
     async fn housekeeping(&mut self) {

@@ -32,15 +32,18 @@
 
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
 use spate_connector::{
-    dead_letter, CommitPosition, Record, Sink, Source, TransactionError, TransactionSession,
-    TransactionalTarget,
+    dead_letter, CommitPosition, PartitionId, Record, SessionOwner, Sink, Source, StateChange,
+    TransactionError, TransactionSession, TransactionalTarget,
 };
 use tracing::{debug, error, info, warn};
 
 use super::Scheduler;
 use crate::engine::work::{Destination, PartKey, WorkItem};
-use crate::engine::{backoff, EngineError, NamedSink};
+use crate::engine::{backoff, EngineError, NamedSink, SessionHost};
 
 /// A record written into the open transaction, kept until it commits.
 struct Written {
@@ -52,11 +55,16 @@ struct Written {
     bytes: u64,
     /// True on the event's first record: counts the event once.
     first_of_event: bool,
+    /// For a state change: the partition's stable name.
+    state_partition: Option<String>,
 }
 
 /// The exactly-once state of a function.
 pub(super) struct Transactions {
     session: Box<dyn TransactionSession>,
+    /// The session stores the source's positions itself (a database's):
+    /// the source resumes from them, and handler state commits with them.
+    resumes: bool,
     outputs: Vec<TransactionalTarget>,
     dead_letter: TransactionalTarget,
     open: Vec<Written>,
@@ -83,12 +91,17 @@ fn target_of(sink: &dyn Sink, role: &str) -> Result<TransactionalTarget, String>
 }
 
 impl Transactions {
-    /// Opens the source's session and checks that it accepts every output
-    /// and the dead-letter sink.
+    /// Opens the session — the source's, or under [`SessionHost::Sink`]
+    /// the first output's (else the dead-letter sink's), which stores the
+    /// source's positions itself — and checks that it accepts every output
+    /// and the dead-letter sink. A sink's session then hands the source the
+    /// positions stored so far.
     pub(super) async fn open(
         source: &mut dyn Source,
         outputs: &[NamedSink],
         dead_letter: &dyn Sink,
+        host: SessionHost,
+        owner: SessionOwner,
         interval: Duration,
         max_events: usize,
     ) -> Result<Self, String> {
@@ -99,12 +112,20 @@ impl Transactions {
                 &format!("output `{}`:", output.name),
             )?);
         }
-        let dead_letter = target_of(dead_letter, "the dead-letter sink")?;
-        let session = source
-            .begin_exactly_once()
-            .await
-            .map_err(|e| format!("opening the exactly-once session failed: {e}"))?;
-        for target in targets.iter().chain(std::iter::once(&dead_letter)) {
+        let dead_letter_target = target_of(dead_letter, "the dead-letter sink")?;
+        let mut session = match host {
+            SessionHost::Source => source
+                .begin_exactly_once()
+                .await
+                .map_err(|e| format!("opening the exactly-once session failed: {e}"))?,
+            SessionHost::Sink => {
+                let sink = outputs.first().map_or(dead_letter, |o| &*o.sink);
+                sink.begin_exactly_once(&owner).await.map_err(|e| {
+                    format!("opening the exactly-once session in `{}` failed: {e}", sink.name())
+                })?
+            }
+        };
+        for target in targets.iter().chain(std::iter::once(&dead_letter_target)) {
             session.accepts(target).map_err(|why| {
                 format!(
                     "`{}` cannot commit records to {}:{} together with its positions: {why}",
@@ -114,11 +135,21 @@ impl Transactions {
                 )
             })?;
         }
+        let resumes = host == SessionHost::Sink;
+        if resumes {
+            let positions = session
+                .load_positions()
+                .await
+                .map_err(|e| format!("reading the stored positions failed: {e}"))?;
+            info!(session = session.name(), positions = positions.len(), "resuming from the positions stored with the records");
+            source.resume_from(&positions).map_err(|e| e.to_string())?;
+        }
         info!(session = session.name(), "exactly-once session open");
         Ok(Self {
             session,
+            resumes,
             outputs: targets,
-            dead_letter,
+            dead_letter: dead_letter_target,
             open: Vec::new(),
             open_events: 0,
             needs_replay: false,
@@ -131,10 +162,28 @@ impl Transactions {
         })
     }
 
+    /// Writes one remembered record (or state change) into the session.
+    async fn send(&mut self, written: &Written) -> Result<(), TransactionError> {
+        match written.destination {
+            Destination::State { delete } => {
+                let change = StateChange {
+                    key: written.record.key.clone().unwrap_or_default(),
+                    value: (!delete).then(|| written.record.payload.clone()),
+                };
+                let partition = written.state_partition.as_deref().unwrap_or_default();
+                self.session.write_state(partition, change).await
+            }
+            destination => {
+                let target = self.target(destination).clone();
+                self.session.write(&target, written.record.clone()).await
+            }
+        }
+    }
+
     fn target(&self, destination: Destination) -> &TransactionalTarget {
         match destination {
             Destination::Output(index) => &self.outputs[index],
-            Destination::DeadLetter => &self.dead_letter,
+            Destination::DeadLetter | Destination::State { .. } => &self.dead_letter,
         }
     }
 
@@ -143,8 +192,7 @@ impl Transactions {
         let result = if self.needs_replay {
             Ok(()) // the whole of `open` is written again before the commit
         } else {
-            let target = self.target(written.destination).clone();
-            self.session.write(&target, written.record.clone()).await
+            self.send(&written).await
         };
         if written.first_of_event {
             self.open_events += 1;
@@ -160,11 +208,16 @@ impl Transactions {
             records = self.open.len(),
             "writing the aborted transaction's records again"
         );
-        for index in 0..self.open.len() {
-            let target = self.target(self.open[index].destination).clone();
-            let record = self.open[index].record.clone();
-            self.session.write(&target, record).await?;
+        let open = std::mem::take(&mut self.open);
+        let mut result = Ok(());
+        for written in &open {
+            result = self.send(written).await;
+            if result.is_err() {
+                break;
+            }
         }
+        self.open = open;
+        result?;
         self.needs_replay = false;
         Ok(())
     }
@@ -183,16 +236,108 @@ impl Scheduler {
                 message: "`exactly_once` takes exactly one input: one transaction commits one source's positions".to_owned(),
             });
         };
+        let owner = SessionOwner {
+            pipeline: self.pipeline.to_string(),
+            function: function.clone(),
+            source: slot.source.name().to_owned(),
+        };
         let transactions = Transactions::open(
             &mut *slot.source,
             &self.shared.outputs,
             &*self.shared.dead_letter,
+            self.session_host,
+            owner,
             self.transaction.interval,
             self.transaction.max_events,
         )
         .await
-        .map_err(|message| EngineError::Plan { function, message })?;
+        .map_err(|message| EngineError::Plan {
+            function: function.clone(),
+            message,
+        })?;
+        if self.shared.handler.state().is_some() && !transactions.session.stores_state() {
+            return Err(EngineError::Plan {
+                function,
+                message: format!(
+                    "the handler keeps state between events, and under `exactly_once` that state must commit with the positions, but `{}` cannot store it: write this function's outputs to a database that stores positions (postgres), or use `delivery: at_least_once` (state kept in memory, rebuilt from nothing after a restart)",
+                    transactions.session.name()
+                ),
+            });
+        }
         self.transactions = Some(transactions);
+        Ok(())
+    }
+
+    /// After partitions of input `input` were assigned, under a session
+    /// that stores positions: hands the source every stored position (so
+    /// it skips what is already committed, even what another process
+    /// committed before this assignment) and gives a stateful handler the
+    /// committed state of those partitions. Reading is retried for a while;
+    /// if the store stays away, the function stops (nothing of those
+    /// partitions was admitted, so nothing is lost).
+    pub(super) async fn resume_assigned(
+        &mut self,
+        input: usize,
+        parts: &[PartitionId],
+    ) -> Result<(), EngineError> {
+        let Some(tx) = self.transactions.as_mut().filter(|tx| tx.resumes) else {
+            return Ok(());
+        };
+        let function = self.shared.name.to_string();
+        let source = &mut self.sources[input].source;
+        let names: Vec<String> = parts.iter().map(|p| source.partition_name(*p)).collect();
+        let wants_state = self.shared.handler.state().is_some();
+        let mut attempt = 0u32;
+        let (positions, entries) = loop {
+            attempt += 1;
+            let loaded = async {
+                let positions = tx.session.load_positions().await?;
+                let entries = match wants_state {
+                    true => tx.session.load_state(&names).await?,
+                    false => Vec::new(),
+                };
+                Ok::<_, TransactionError>((positions, entries))
+            }
+            .await;
+            match loaded {
+                Ok(loaded) => break loaded,
+                Err(error) if error.is_abortable() && attempt < 10 => {
+                    let delay = backoff::delay(
+                        Duration::from_millis(200),
+                        Duration::from_secs(5),
+                        attempt,
+                    );
+                    warn!(function = %function, %error, retry_in = ?delay, "reading stored positions for assigned partitions failed");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(error) => {
+                    return Err(EngineError::Transaction {
+                        function,
+                        source: error,
+                    })
+                }
+            }
+        };
+        source
+            .resume_from(&positions)
+            .map_err(|error| EngineError::Source {
+                function: function.clone(),
+                source: error,
+            })?;
+        if let Some(state) = self.shared.handler.state() {
+            let mut by_partition: BTreeMap<String, Vec<(Bytes, Bytes)>> = BTreeMap::new();
+            for entry in entries {
+                by_partition
+                    .entry(entry.partition)
+                    .or_default()
+                    .push((entry.key, entry.value));
+            }
+            for (partition, name) in parts.iter().zip(&names) {
+                let entries = by_partition.remove(name).unwrap_or_default();
+                debug!(function = %function, partition = %name, keys = entries.len(), "handler state restored");
+                state.restore(input, *partition, entries);
+            }
+        }
         Ok(())
     }
 
@@ -242,8 +387,17 @@ impl Scheduler {
             };
             let later = part.staged.split_off(&below);
             let passed = std::mem::replace(&mut part.staged, later);
+            let mut state_partition = None;
             for (_offset, (records, bytes)) in passed {
                 for (index, (destination, record)) in records.into_iter().enumerate() {
+                    let state_partition = matches!(destination, Destination::State { .. })
+                        .then(|| {
+                            state_partition
+                                .get_or_insert_with(|| {
+                                    self.sources[key.input].source.partition_name(key.partition)
+                                })
+                                .clone()
+                        });
                     ready.push(Written {
                         part: key,
                         epoch: part.epoch,
@@ -251,6 +405,7 @@ impl Scheduler {
                         record,
                         bytes: if index == 0 { bytes } else { 0 },
                         first_of_event: index == 0,
+                        state_partition,
                     });
                 }
             }
@@ -348,6 +503,7 @@ impl Scheduler {
         let (mut outputs, mut dead_letters, mut released_bytes) = (0u64, 0u64, 0u64);
         for written in tx.open.drain(..) {
             match written.destination {
+                Destination::State { .. } => {}
                 Destination::Output(_) => outputs += 1,
                 Destination::DeadLetter => {
                     dead_letters += 1;
