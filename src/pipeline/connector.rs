@@ -10,9 +10,12 @@
 //! made.
 //!
 //! Delivery rules, each reported at the offending connector's `type:`:
-//! `exactly_once` needs every input, output and the dead letter to support
-//! exactly-once; `at_least_once` and `exactly_once` need every source to
-//! keep durable positions.
+//! `at_least_once` and `exactly_once` need every source to keep durable
+//! positions; `exactly_once` needs one transaction to cover everything —
+//! the input's (every output and the dead letter must join it) or a
+//! database's that stores the positions (every output and the dead letter
+//! in it, and an input that can resume from them). See
+//! [`check_delivery`].
 
 use std::sync::Arc;
 
@@ -63,6 +66,9 @@ pub(super) struct LoadedSource {
     pub spec: SourceSpec,
     pub path: String,
     pub type_span: Span,
+    /// How to lift what this source's settings hold back of its kind's
+    /// capabilities (see `SourceBuilder::capabilities`).
+    pub capability_hint: Option<String>,
 }
 
 /// A loaded output or dead letter and where its `type:` is written.
@@ -225,16 +231,22 @@ pub(super) fn read_source(
     let mark = errors.borrow().len();
     let builder = factory.source(&mut reader);
     note_silent_refusal(builder.is_none(), mark, &reader, type_span, &kind);
+    let builder = builder?;
+    let (capabilities, capability_hint) = match builder.capabilities() {
+        Some(configured) => (configured.capabilities, Some(configured.hint)),
+        None => (capabilities, None),
+    };
     Some(LoadedSource {
         spec: SourceSpec {
             kind,
-            builder: builder?,
+            builder,
             capabilities,
             format: format?,
             span: node.span,
         },
         path: path.to_owned(),
         type_span,
+        capability_hint,
     })
 }
 
@@ -326,6 +338,12 @@ pub(super) fn check_output_names(items: &[ConfigNode], path: &str, errors: &Conf
 
 /// Checks what `delivery` asks of the function's connectors; one error per
 /// connector that cannot give it, at its `type:`.
+///
+/// `exactly_once` commits through one transaction: either the input's own
+/// (a Kafka transaction, JetStream de-duplication), which every output and
+/// the dead letter must be able to join, or — when the outputs and the dead
+/// letter are a database that stores positions itself — the database's,
+/// from whose stored positions the input must then be able to resume.
 pub(super) fn check_delivery(
     delivery: Delivery,
     inputs: &[LoadedSource],
@@ -339,11 +357,18 @@ pub(super) fn check_delivery(
         Delivery::ExactlyOnce => "exactly_once",
     };
     let exactly_once = delivery == Delivery::ExactlyOnce;
-    let transaction = "`exactly_once` needs every input and output to take part in a transaction";
+    // A database that stores positions hosts the transaction when it holds
+    // the first output (or, with no outputs, the dead letter).
+    let database = exactly_once
+        .then(|| sinks.first())
+        .flatten()
+        .filter(|(sink, _)| sink.spec.capabilities.durable_positions)
+        .map(|(sink, _)| *sink);
     for input in inputs {
         let kind = &input.spec.kind;
         let path = format!("{}.type", input.path);
-        if !input.spec.capabilities.durable_positions {
+        let capabilities = &input.spec.capabilities;
+        if !capabilities.durable_positions {
             let durable = kinds_with(registry, Role::Input, |c| c.durable_positions);
             let hint = match durable.is_empty() {
                 true => "use `delivery: at_most_once`".to_owned(),
@@ -361,15 +386,43 @@ pub(super) fn check_delivery(
                 ),
                 Some(hint),
             );
-        } else if exactly_once && !input.spec.capabilities.exactly_once {
-            let able = kinds_with(registry, Role::Input, |c| c.exactly_once);
-            push(
-                errors,
-                input.type_span,
-                &path,
-                format!("{transaction}, but input `{kind}` cannot"),
-                Some(exactly_once_hint("an input", &able)),
-            );
+            continue;
+        }
+        match database {
+            Some(host) if !capabilities.resumable => {
+                let able = kinds_with(registry, Role::Input, |c| c.resumable);
+                let hint = input.capability_hint.clone().unwrap_or_else(|| {
+                    format!(
+                        "use `delivery: at_least_once` with an upsert `key` on the table (idempotent), or an input that can resume from stored positions ({})",
+                        plain_list(&able)
+                    )
+                });
+                push(
+                    errors,
+                    input.type_span,
+                    &path,
+                    format!(
+                        "`exactly_once` into `{}` stores this input's positions in the database with the rows and resumes from them, but input `{kind}` cannot resume from positions stored outside its broker",
+                        host.spec.kind
+                    ),
+                    Some(hint),
+                );
+            }
+            None if exactly_once && !capabilities.exactly_once => {
+                let able = kinds_with(registry, Role::Input, |c| c.exactly_once);
+                let hint = input
+                    .capability_hint
+                    .clone()
+                    .unwrap_or_else(|| exactly_once_hint("an input", &able));
+                push(
+                    errors,
+                    input.type_span,
+                    &path,
+                    format!("`exactly_once` needs every input and output to take part in a transaction, but input `{kind}` cannot"),
+                    Some(hint),
+                );
+            }
+            _ => {}
         }
     }
     if !exactly_once {
@@ -388,25 +441,56 @@ pub(super) fn check_delivery(
         );
     }
     for (sink, role) in sinks {
-        if sink.spec.capabilities.exactly_once {
+        let what = match role {
+            Role::DeadLetter => format!("the dead letter `{}`", sink.spec.kind),
+            Role::Output | Role::Input => {
+                format!("output `{}` ({})", sink.spec.name, sink.spec.kind)
+            }
+        };
+        let noun = match role {
+            Role::DeadLetter => "a dead letter",
+            Role::Output | Role::Input => "an output",
+        };
+        let path = format!("{}.type", sink.path);
+        if let Some(host) = database {
+            if !sink.spec.capabilities.durable_positions {
+                push(
+                    errors,
+                    sink.type_span,
+                    &path,
+                    format!(
+                        "`exactly_once` commits rows and positions in one transaction of the `{}` database that the first output writes to, but {what} is outside it",
+                        host.spec.kind
+                    ),
+                    Some(format!(
+                        "write {noun} to the same database (a `{}` table), or use `delivery: at_least_once`",
+                        host.spec.kind
+                    )),
+                );
+            }
+            continue;
+        }
+        if sink.spec.capabilities.exactly_once && !sink.spec.capabilities.durable_positions {
+            continue;
+        }
+        if sink.spec.capabilities.durable_positions {
+            push(
+                errors,
+                sink.type_span,
+                &path,
+                format!(
+                    "`exactly_once` commits through the input's transaction here, which cannot reach {what}: a database joins `exactly_once` only as the first output, with every other output and the dead letter in it"
+                ),
+                Some("make the database the first output and write the rest there too, or use `delivery: at_least_once`".to_owned()),
+            );
             continue;
         }
         let able = kinds_with(registry, *role, |c| c.exactly_once);
-        let (what, noun) = match role {
-            Role::DeadLetter => (
-                format!("the dead letter `{}`", sink.spec.kind),
-                "a dead letter",
-            ),
-            Role::Output | Role::Input => (
-                format!("output `{}` ({})", sink.spec.name, sink.spec.kind),
-                "an output",
-            ),
-        };
         push(
             errors,
             sink.type_span,
-            &format!("{}.type", sink.path),
-            format!("{transaction}, but {what} cannot"),
+            &path,
+            format!("`exactly_once` needs every input and output to take part in a transaction, but {what} cannot"),
             Some(exactly_once_hint(noun, &able)),
         );
     }

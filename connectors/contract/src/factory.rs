@@ -30,11 +30,30 @@ pub struct Capabilities {
     pub resumable: bool,
 }
 
+/// What one configured source can promise when it is less than what its
+/// kind can, and the setting that would lift the difference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredCapabilities {
+    /// What this source, as configured, can promise.
+    pub capabilities: Capabilities,
+    /// How to get the rest, for the error a pipeline asking for more gets
+    /// (e.g. "set `sequence:` to the field each device numbers its
+    /// readings with").
+    pub hint: String,
+}
+
 /// Builds a source once the pipeline runs.
 #[async_trait]
 pub trait SourceBuilder: Send + Sync {
     /// Connects and returns the source.
     async fn build(&self) -> Result<Box<dyn Source>, SourceError>;
+
+    /// What this source as configured can promise, when that is less than
+    /// its kind's [`ConnectorFactory::source_capabilities`]; `None` (the
+    /// default) when it is all of them.
+    fn capabilities(&self) -> Option<ConfiguredCapabilities> {
+        None
+    }
 }
 
 /// Builds a sink once the pipeline runs.

@@ -21,7 +21,9 @@ pub mod transaction;
 pub use config::{ConfigError, ConfigNode, ConfigReader, NodeKind, Span};
 pub use error::{SinkError, SourceError};
 pub use event::{Event, Headers, PartitionId, Position, Record};
-pub use factory::{Capabilities, ConnectorFactory, SinkBuilder, SourceBuilder};
+pub use factory::{
+    Capabilities, ConfiguredCapabilities, ConnectorFactory, SinkBuilder, SourceBuilder,
+};
 pub use sink::{PendingWrite, SessionOwner, Sink};
 pub use source::{CommitPosition, Source, SourceMessage, StoredPosition};
 pub use state::{StateChange, StateEntry};

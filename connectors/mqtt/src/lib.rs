@@ -2,8 +2,8 @@
 //!
 //! | kind | source | sink | positions | capabilities (source / sink) |
 //! | --- | --- | --- | --- | --- |
-//! | `mqtt` | QoS 1 subscription (wildcards) in a persistent session, manual acks on commit; topics hashed into `partitions`; offset = per-partition arrival counter | publish at QoS 0/1/2, resolves on PUBACK / PUBCOMP | the broker's session (unacknowledged messages are redelivered) | `{false, true}` / `{false, false}` |
-//! | `mqtt_at_most_once` | QoS 0 (or auto-acked QoS 1) subscription, clean session by default | — | none | `{false, false}` / — |
+//! | `mqtt` | QoS 1 subscription (wildcards) in a persistent session, manual acks on commit; topics hashed into `partitions`; offset = per-partition arrival counter | publish at QoS 0/1/2, resolves on PUBACK / PUBCOMP | the broker's session (unacknowledged messages are redelivered); with `sequence:`, each topic's last sequence, stored by a database sink | `{false, true, resumable}` / `{false, false, false}` |
+//! | `mqtt_at_most_once` | QoS 0 (or auto-acked QoS 1) subscription, clean session by default | — | none | `{false, false, false}` / — |
 //!
 //! See [`source`] for delivery, partitioning and backpressure, [`sink`] for
 //! how acknowledgements are matched to writes, and [`connection`] for the
