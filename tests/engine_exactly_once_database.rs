@@ -274,7 +274,13 @@ async fn stateful_handlers_need_a_session_that_stores_state_and_an_order_per_key
     let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
     log.attach(&out);
     log.attach(&dlq);
-    let mut eos = plan(&log, Arc::new(Counter::default()), Ordering::Key, &out, &dlq);
+    let mut eos = plan(
+        &log,
+        Arc::new(Counter::default()),
+        Ordering::Key,
+        &out,
+        &dlq,
+    );
     eos.policy.delivery = Delivery::ExactlyOnce;
     match run_function(eos, options(), CancellationToken::new()).await {
         Err(EngineError::Plan { message, .. }) => {
@@ -283,7 +289,13 @@ async fn stateful_handlers_need_a_session_that_stores_state_and_an_order_per_key
         }
         other => panic!("expected a plan error, got {other:?}"),
     }
-    let unordered = plan(&log, Arc::new(Counter::default()), Ordering::None, &out, &dlq);
+    let unordered = plan(
+        &log,
+        Arc::new(Counter::default()),
+        Ordering::None,
+        &out,
+        &dlq,
+    );
     match run_function(unordered, options(), CancellationToken::new()).await {
         Err(EngineError::Plan { message, .. }) => {
             assert!(message.contains("ordering: none"), "{message}")
@@ -301,7 +313,13 @@ async fn under_at_least_once_state_lives_in_memory_only() {
     log.end();
     let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
     let report = run_function(
-        plan(&log, Arc::new(Counter::default()), Ordering::Key, &out, &dlq),
+        plan(
+            &log,
+            Arc::new(Counter::default()),
+            Ordering::Key,
+            &out,
+            &dlq,
+        ),
         options(),
         CancellationToken::new(),
     )

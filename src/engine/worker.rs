@@ -172,7 +172,9 @@ pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion 
                 item.attempts += 1;
                 route(shared, &mut item, outputs).await
             }
-            Stage::Emit(pending) if shared.staging => stage_outputs(shared, &mut item, pending, &mut staged),
+            Stage::Emit(pending) if shared.staging => {
+                stage_outputs(shared, &mut item, pending, &mut staged)
+            }
             Stage::Emit(pending) => emit(shared, &mut item, pending).await,
             Stage::DeadLetter(record) if shared.staging => {
                 stage_dead_letter(shared, &mut item, record, &mut staged)
@@ -224,7 +226,13 @@ fn stage_outputs(
     for (index, record) in &pending {
         if let Err(error) = shared.outputs[*index].sink.check(record) {
             let retryable = error.is_retryable();
-            return fail(shared, item, "output-rejected", error.to_string(), retryable);
+            return fail(
+                shared,
+                item,
+                "output-rejected",
+                error.to_string(),
+                retryable,
+            );
         }
     }
     let outputs = pending.len();

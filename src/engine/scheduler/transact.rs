@@ -121,7 +121,10 @@ impl Transactions {
             SessionHost::Sink => {
                 let sink = outputs.first().map_or(dead_letter, |o| &*o.sink);
                 sink.begin_exactly_once(&owner).await.map_err(|e| {
-                    format!("opening the exactly-once session in `{}` failed: {e}", sink.name())
+                    format!(
+                        "opening the exactly-once session in `{}` failed: {e}",
+                        sink.name()
+                    )
                 })?
             }
         };
@@ -141,7 +144,11 @@ impl Transactions {
                 .load_positions()
                 .await
                 .map_err(|e| format!("reading the stored positions failed: {e}"))?;
-            info!(session = session.name(), positions = positions.len(), "resuming from the positions stored with the records");
+            info!(
+                session = session.name(),
+                positions = positions.len(),
+                "resuming from the positions stored with the records"
+            );
             source.resume_from(&positions).map_err(|e| e.to_string())?;
         }
         info!(session = session.name(), "exactly-once session open");
@@ -302,11 +309,8 @@ impl Scheduler {
             match loaded {
                 Ok(loaded) => break loaded,
                 Err(error) if error.is_abortable() && attempt < 10 => {
-                    let delay = backoff::delay(
-                        Duration::from_millis(200),
-                        Duration::from_secs(5),
-                        attempt,
-                    );
+                    let delay =
+                        backoff::delay(Duration::from_millis(200), Duration::from_secs(5), attempt);
                     warn!(function = %function, %error, retry_in = ?delay, "reading stored positions for assigned partitions failed");
                     tokio::time::sleep(delay).await;
                 }
@@ -390,8 +394,8 @@ impl Scheduler {
             let mut state_partition = None;
             for (_offset, (records, bytes)) in passed {
                 for (index, (destination, record)) in records.into_iter().enumerate() {
-                    let state_partition = matches!(destination, Destination::State { .. })
-                        .then(|| {
+                    let state_partition =
+                        matches!(destination, Destination::State { .. }).then(|| {
                             state_partition
                                 .get_or_insert_with(|| {
                                     self.sources[key.input].source.partition_name(key.partition)
