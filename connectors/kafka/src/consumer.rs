@@ -65,6 +65,17 @@ pub enum Item {
     Error(KafkaError),
     /// The poll thread stopped on its own (it panicked); nothing more comes.
     Stopped(String),
+    /// A seek the source asked for ([`Shared::seek`]) was done (or failed):
+    /// every event of the partition after this item comes from the new
+    /// position, every one before it from the old.
+    Seeked {
+        /// The partition.
+        id: PartitionId,
+        /// Where it now reads from.
+        offset: u64,
+        /// Why the seek failed, if it did.
+        failed: Option<String>,
+    },
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -204,6 +215,8 @@ pub struct Shared {
     handover_limit: Duration,
     /// Per partition id, from librdkafka's statistics.
     offsets: Mutex<HashMap<PartitionId, PartitionOffsets>>,
+    /// Seeks the poll thread is to do before its next poll.
+    seeks: Mutex<Vec<(PartitionId, u64)>>,
     /// Whether the end of a partition is its last stable offset.
     read_committed: bool,
     /// For log lines.
@@ -228,6 +241,7 @@ impl Shared {
             released: Condvar::new(),
             handover_limit,
             offsets: Mutex::new(HashMap::new()),
+            seeks: Mutex::new(Vec::new()),
             read_committed,
             name,
         }
@@ -259,6 +273,14 @@ impl Shared {
     /// True once [`Shared::shut_down`] was called.
     pub fn is_shut_down(&self) -> bool {
         self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Asks the poll thread to move partition `id` to `offset` before its
+    /// next poll; it answers with [`Item::Seeked`]. Seeking on the poll
+    /// thread orders the seek among the items it sends, and librdkafka
+    /// drops what it had fetched from the old position.
+    pub fn seek(&self, id: PartitionId, offset: u64) {
+        lock(&self.seeks).push((id, offset));
     }
 
     /// A partition's offsets as of librdkafka's last statistics.
@@ -413,8 +435,29 @@ pub fn poll_loop(consumer: Arc<KafkaConsumer>, shared: Arc<Shared>) {
     drop(consumer);
 }
 
+/// How long one seek may take before it counts as failed.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn poll_until_shutdown(consumer: &KafkaConsumer, shared: &Shared) {
     while !shared.is_shut_down() {
+        let seeks = std::mem::take(&mut *lock(&shared.seeks));
+        for (id, offset) in seeks {
+            let failed = match shared.interner().lookup(id) {
+                None => Some(format!("partition id {id} is unknown")),
+                Some((topic, partition)) => consumer
+                    .seek(
+                        &topic,
+                        partition,
+                        Offset::Offset(i64::try_from(offset).unwrap_or(i64::MAX)),
+                        SEEK_TIMEOUT,
+                    )
+                    .err()
+                    .map(|e| e.to_string()),
+            };
+            if !shared.send(Item::Seeked { id, offset, failed }) {
+                return;
+            }
+        }
         let item = match consumer.poll(POLL_INTERVAL) {
             None => continue,
             Some(Ok(message)) => {

@@ -48,7 +48,7 @@ pub const KIND: &str = "kafka";
 pub const SOURCE_CAPABILITIES: Capabilities = Capabilities {
     exactly_once: true,
     durable_positions: true,
-    resumable: false,
+    resumable: true,
 };
 
 /// What Kafka sinks promise.

@@ -1,10 +1,16 @@
 //! The Kafka source: a consumer-group member whose offsets move only when
 //! the engine commits finished events.
 //!
-//! Capabilities `{exactly_once: true, durable_positions: true}`: the group's
-//! committed offsets are the durable positions, and
+//! Capabilities `{exactly_once: true, durable_positions: true, resumable:
+//! true}`: the group's committed offsets are the durable positions, and
 //! [`Source::begin_exactly_once`] opens a [`KafkaTransaction`] that commits
-//! them together with output records.
+//! them together with output records. Under `exactly_once` into a database
+//! the database stores the positions (under `topic/partition`, see
+//! [`Source::partition_name`]) and [`Source::resume_from`] moves each newly
+//! assigned partition to its stored offset — a seek done on the poll thread,
+//! so what was fetched from the group's offset before it is dropped —
+//! wherever the group's own offset is (it trails the database's after a
+//! crash between the two commits, and is missing for a new group).
 //!
 //! | key | default | meaning |
 //! | --- | --- | --- |
@@ -77,7 +83,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::Offset;
 use spate_connector::{
     CommitPosition, Event, PartitionId, Source, SourceBuilder, SourceError, SourceMessage,
-    TransactionSession,
+    StoredPosition, TransactionSession,
 };
 use tokio::sync::mpsc;
 
@@ -148,6 +154,14 @@ pub struct KafkaSource {
     /// An exactly-once session is open: its transactions commit the
     /// offsets, and [`Source::commit`] does nothing.
     exactly_once: bool,
+    /// Partitions assigned since the last [`Source::resume_from`].
+    fresh: BTreeSet<PartitionId>,
+    /// Partitions moving to a stored position: their events are dropped
+    /// until the poll thread reports the seek done.
+    seeking: HashMap<PartitionId, u64>,
+    /// Per partition, the stored position it resumed from: events below it
+    /// are dropped (what the database already holds).
+    floor: HashMap<PartitionId, u64>,
 }
 
 impl KafkaSource {
@@ -206,6 +220,9 @@ impl KafkaSource {
             cursor: 0,
             pending_commit: None,
             exactly_once: false,
+            fresh: BTreeSet::new(),
+            seeking: HashMap::new(),
+            floor: HashMap::new(),
         })
     }
 
@@ -230,6 +247,12 @@ impl KafkaSource {
                     return;
                 }
                 let offset = event.position.offset;
+                if self.seeking.contains_key(&id)
+                    || self.floor.get(&id).is_some_and(|floor| offset < *floor)
+                {
+                    tracing::debug!(source = %self.name, partition = id, offset, "message below the stored position dropped");
+                    return;
+                }
                 if self
                     .last_offset
                     .get(&id)
@@ -249,6 +272,9 @@ impl KafkaSource {
             }
             Item::Assigned(ids) => {
                 for id in &ids {
+                    self.fresh.insert(*id);
+                    self.seeking.remove(id);
+                    self.floor.remove(id);
                     self.assigned.insert(*id);
                     self.paused.remove(id);
                     self.fetch_paused.remove(id);
@@ -261,6 +287,9 @@ impl KafkaSource {
             }
             Item::Revoked(ids) => {
                 for id in &ids {
+                    self.fresh.remove(id);
+                    self.seeking.remove(id);
+                    self.floor.remove(id);
                     self.assigned.remove(id);
                     self.paused.remove(id);
                     self.fetch_paused.remove(id);
@@ -279,6 +308,25 @@ impl KafkaSource {
                 }
                 let failure = consumer_failure(&error, self.servers());
                 self.control.push_back(Err(failure.into_source(&self.name)));
+            }
+            Item::Seeked { id, offset, failed } => {
+                if self.seeking.get(&id) != Some(&offset) {
+                    return; // a seek of an earlier assignment
+                }
+                self.seeking.remove(&id);
+                match failed {
+                    None => {
+                        tracing::info!(source = %self.name, partition = id, offset, "resumed from the stored position");
+                        self.last_offset.remove(&id);
+                    }
+                    Some(why) => self.control.push_back(Err(SourceError::Fatal {
+                        source_name: self.name.clone(),
+                        message: format!(
+                            "cannot move partition {} to offset {offset}, where the database's positions resume: {why}",
+                            self.partition_name(id)
+                        ),
+                    })),
+                }
             }
             Item::Stopped(why) => self.control.push_back(Err(SourceError::Fatal {
                 source_name: self.name.clone(),
@@ -519,6 +567,47 @@ impl Source for KafkaSource {
 
     async fn release(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
         self.shared.release(partitions);
+        Ok(())
+    }
+
+    /// `topic/partition`: stable across processes and restarts, unlike
+    /// the ids of a multi-topic source.
+    fn partition_name(&self, partition: PartitionId) -> String {
+        match self.shared.interner().lookup(partition) {
+            Some((topic, number)) => format!("{topic}/{number}"),
+            None => format!("#{partition}"),
+        }
+    }
+
+    /// Moves each partition assigned since the last call to its stored
+    /// position (a seek on the poll thread; events fetched before it are
+    /// dropped), whether the group's offset trails it (the usual case: the
+    /// group commit follows the database's) or not (a new group, or
+    /// `start: latest`). Partitions without a stored position start from the
+    /// group's offset as usual.
+    fn resume_from(&mut self, positions: &[StoredPosition]) -> Result<(), SourceError> {
+        let fresh = std::mem::take(&mut self.fresh);
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let stored: HashMap<&str, u64> = positions
+            .iter()
+            .map(|p| (p.partition.as_str(), p.next_offset))
+            .collect();
+        for id in fresh {
+            let name = self.partition_name(id);
+            let Some(&offset) = stored.get(name.as_str()) else {
+                continue;
+            };
+            if let Some(queue) = self.queues.remove(&id) {
+                tracing::debug!(source = %self.name, partition = %name, dropped = queue.len(), "events fetched before the seek dropped");
+            }
+            self.held_bytes.remove(&id);
+            self.last_offset.remove(&id);
+            self.floor.insert(id, offset);
+            self.seeking.insert(id, offset);
+            self.shared.seek(id, offset);
+        }
         Ok(())
     }
 
