@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use spate_connector::{SessionOwner, StoredPosition, TransactionError};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::positions::{decode, fenced};
@@ -49,7 +50,11 @@ enum Failure {
 enum Outcome {
     Landed,
     NotLanded,
+    /// Not known yet (the database cannot be reached, the transaction is
+    /// still in progress).
     Unknown(String),
+    /// Another process moved the positions meanwhile.
+    Fenced(String),
 }
 
 fn before(e: tokio_postgres::Error) -> Failure {
@@ -352,6 +357,10 @@ impl PgSession {
                 self.doubt = None;
                 Ok(())
             }
+            Outcome::Fenced(why) => {
+                self.dead = Some(why.clone());
+                Err(self.fatal(why))
+            }
             Outcome::Unknown(why) => Err(self.abortable(format!(
                 "a COMMIT's answer was lost and its outcome is not known yet ({why}); nothing \
                  more is written until it is"
@@ -382,44 +391,53 @@ impl PgSession {
         Err(self.fatal(why))
     }
 
-    /// Asks the server whether transaction `txid` committed, waiting
-    /// briefly while it is still in progress; falls back to reading the
-    /// positions back where the server cannot tell.
+    /// Finds out whether the doubted transaction `txid` (which would have
+    /// moved the positions to `stored`) committed. The server's
+    /// `txid_status` is asked first, waiting briefly while the transaction
+    /// is still in progress. Where the positions moved, the offsets table
+    /// then has the last word, since the transaction itself moved them:
+    /// the new positions → landed; the old ones → not (even if a transaction
+    /// id lost in a crash was reused since and reports committed); anything
+    /// else → another process moved them (fenced).
     async fn resolve(&mut self, txid: i64, stored: &BTreeMap<String, u64>) -> Outcome {
         let deadline = Instant::now() + IN_PROGRESS_WAIT;
-        loop {
+        let status = loop {
             let conn = match self.conn().await {
                 Ok(conn) => conn,
                 Err(why) => return Outcome::Unknown(format!("cannot reach the database: {why}")),
             };
-            let status = match conn.client.query_one(&conn.st.status, &[&txid]).await {
-                Ok(row) => row.get::<_, Option<String>>(0),
+            match conn.client.query_one(&conn.st.status, &[&txid]).await {
+                Ok(row) => match row.get::<_, Option<String>>(0) {
+                    Some(s) if s == "in progress" && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Some(s) if s == "in progress" => {
+                        return Outcome::Unknown(format!("transaction {txid} is still in progress"))
+                    }
+                    status => break status,
+                },
+                // "transaction ID is in the future": the server lost it in
+                // a crash before anything of it was durable.
+                Err(e) if e.code() == Some(&SqlState::INVALID_PARAMETER_VALUE) => {
+                    break Some("aborted".to_owned())
+                }
                 Err(e) => {
                     self.conn = None;
                     return Outcome::Unknown(describe_pg_error(&e));
                 }
-            };
-            match status.as_deref() {
-                Some("committed") => return Outcome::Landed,
-                Some("aborted") => return Outcome::NotLanded,
-                Some(other) if Instant::now() >= deadline => {
-                    return Outcome::Unknown(format!("transaction {txid} is still {other}"))
-                }
-                Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                None => return self.compare_positions(stored).await,
             }
-        }
-    }
-
-    /// The positions as the doubted commit would have left them, against
-    /// the table.
-    async fn compare_positions(&mut self, stored: &BTreeMap<String, u64>) -> Outcome {
-        if stored.iter().all(|(p, o)| self.known.get(p) == Some(o)) {
-            return Outcome::Unknown(
-                "the server no longer knows the transaction, and the positions did not move, \
-                 so the table cannot tell"
-                    .to_owned(),
-            );
+        };
+        let status = status.as_deref();
+        let moved = stored.iter().any(|(p, o)| self.known.get(p) != Some(o));
+        if !moved {
+            return match status {
+                Some("committed") => Outcome::Landed,
+                Some("aborted") => Outcome::NotLanded,
+                _ => Outcome::Unknown(format!(
+                    "the server no longer knows transaction {txid}, and it moved no position, \
+                     so the offsets table cannot tell"
+                )),
+            };
         }
         let owner = self.owner.clone();
         let table = self.offsets_table.clone();
@@ -429,16 +447,27 @@ impl PgSession {
         };
         let now = match now {
             Ok(now) => now,
-            Err(e) => return Outcome::Unknown(e.to_string()),
+            Err(e) => {
+                self.conn = None;
+                return Outcome::Unknown(e.to_string());
+            }
         };
-        if stored.iter().all(|(p, o)| now.get(p) == Some(o)) {
-            Outcome::Landed
-        } else if stored.keys().all(|p| now.get(p) == self.known.get(p)) {
-            Outcome::NotLanded
-        } else {
-            Outcome::Unknown(
-                "the offsets table holds neither the old nor the new positions".to_owned(),
-            )
+        let landed = stored.iter().all(|(p, o)| now.get(p) == Some(o));
+        let untouched = stored.keys().all(|p| now.get(p) == self.known.get(p));
+        match (landed, untouched, status) {
+            (true, _, Some("committed") | None) => Outcome::Landed,
+            (false, true, _) => {
+                if status == Some("committed") {
+                    tracing::warn!(session = %self.name, txid, "txid_status says committed, but the positions did not move: the id was reused after a crash");
+                }
+                Outcome::NotLanded
+            }
+            _ => Outcome::Fenced(format!(
+                "fenced: a COMMIT whose answer was lost (transaction {txid}, {}) left positions \
+                 that are neither the old nor the new ones: another process committed this \
+                 source's partitions meanwhile; this session stops",
+                status.unwrap_or("unknown to the server")
+            )),
         }
     }
 }

@@ -30,18 +30,20 @@
 //!   [`TransactionError::Fatal`]; the session refuses every later commit.
 //!   `load_positions` (called after every assignment) refreshes that
 //!   baseline.
-//! * **A `COMMIT` whose answer was lost** (the connection broke during it):
-//!   every transaction records its `txid_current()`, and the session
-//!   reconnects and asks `txid_status`: committed → `Ok`; aborted →
-//!   [`TransactionError::Abortable`]; still unknown (the server is down) →
-//!   `Abortable`, and the next commit (or load) asks again before writing
-//!   anything. If it turns out committed then, the engine has written the
-//!   same records again after its abort: that prefix is dropped and the rest
-//!   committed, so nothing is written twice; if the buffer does not start
-//!   with exactly those records, the session stops (`Fatal`) — a restart
-//!   resumes from the table, which is consistent either way. Where
-//!   `txid_status` cannot tell, the positions are read back instead
-//!   (new → landed, old → not).
+//! * **A `COMMIT` whose answer was lost** (the connection broke during
+//!   it): every transaction records its `txid_current()`, and the session
+//!   reconnects and asks `txid_status`, waiting while the server still has
+//!   it in progress; where the transaction moved positions, the offsets
+//!   table has the last word (the new positions → it landed, the old ones →
+//!   it did not, others → another process moved them: fenced). Landed →
+//!   `Ok`; not landed → [`TransactionError::Abortable`]; not known yet (the
+//!   server is down) → `Abortable`, and the next commit (or load) finds out
+//!   before writing anything. If it turns out landed then, the engine has
+//!   written the same records again after its abort: that prefix is dropped
+//!   and the rest committed, so nothing is written twice; if the buffer
+//!   does not start with exactly those records, the session stops
+//!   (`Fatal`) — a restart resumes from the table, which is consistent
+//!   either way.
 //! * **Errors.** A lost connection or a failure before `COMMIT` is
 //!   `Abortable` (nothing was written; the engine aborts, writes the same
 //!   records again and retries). A row the server refuses (CHECK, foreign
