@@ -1,7 +1,9 @@
 //! The exactly-once session opened by `PgSink::begin_exactly_once`, against
 //! a real server: rows in two tables, positions under stable partition
 //! names and handler state commit together or not at all; abort; failed
-//! commits and the engine's retry; fencing; state; what `accepts` refuses.
+//! commits and the engine's retry; fencing; state. What a session refuses
+//! is in `session_checks.rs`, lost COMMIT answers in `in_doubt.rs`, server
+//! restarts in `restart.rs`.
 
 mod common;
 
@@ -10,9 +12,7 @@ use common::fixtures::{
     put, remove, store_tables, stored_map, telemetry_rows, Txn, DLQ_COLUMNS, TELEMETRY_COLUMNS,
 };
 use common::{server, Schema};
-use spate_connector::{
-    SessionOwner, Sink, SinkError, StateEntry, StoredPosition, TransactionalTarget,
-};
+use spate_connector::{SessionOwner, Sink, StateEntry, StoredPosition};
 use spate_postgres::{load_offsets, load_stored_state};
 
 fn entries(session_state: Vec<StateEntry>) -> Vec<(String, String, String)> {
@@ -554,78 +554,5 @@ async fn state_puts_overwrites_and_removals_load_by_partition() {
             (p(2), b"z".to_vec(), b"z".to_vec()),
         ]
     );
-    schema.drop_now(&client).await;
-}
-
-#[tokio::test]
-async fn accepts_refuses_other_kinds_databases_and_unknown_mappings() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "eos_accepts").await;
-    let (telemetry, dlq) = eos_tables(&client, &schema).await;
-    let out = eos_sink(&server.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &[]).await;
-    let dl = eos_sink(&server.url(), &schema, &dlq, DLQ_COLUMNS, &[]).await;
-    let out_t = out.transactional_target().unwrap();
-    let session = out.begin_exactly_once(&owner()).await.unwrap();
-    session.accepts(&out_t).unwrap();
-    session
-        .accepts(&dl.transactional_target().unwrap())
-        .unwrap();
-
-    let kafka = TransactionalTarget {
-        kind: "kafka",
-        cluster: "broker:9092".into(),
-        destination: "telemetry".into(),
-    };
-    let why = session.accepts(&kafka).unwrap_err();
-    assert!(why.contains("`kafka` sink"), "{why}");
-
-    let elsewhere = TransactionalTarget {
-        cluster: "db.example:5432/metrics".into(),
-        ..out_t.clone()
-    };
-    let why = session.accepts(&elsewhere).unwrap_err();
-    assert!(
-        why.contains("is in database db.example:5432/metrics")
-            && why.contains("one transaction covers one database"),
-        "{why}"
-    );
-
-    // The same table mapped differently, by a sink never built here.
-    let unknown = TransactionalTarget {
-        destination: format!("{telemetry}(device_id=/dev, ts)"),
-        ..out_t.clone()
-    };
-    let why = session.accepts(&unknown).unwrap_err();
-    assert!(
-        why.contains("no postgres sink mapping") && why.contains(&out_t.destination),
-        "{why}"
-    );
-    schema.drop_now(&client).await;
-}
-
-#[tokio::test]
-async fn an_offsets_table_of_another_shape_is_refused_at_begin() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "eos_shape").await;
-    let (telemetry, _) = eos_tables(&client, &schema).await;
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {0}.spate_offsets (pipeline text, function text, source text, \
-             partition bigint, next_offset bigint, PRIMARY KEY (pipeline, function, source, partition))",
-            schema.name
-        ))
-        .await
-        .unwrap();
-    let out = eos_sink(&server.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &[]).await;
-    match out.begin_exactly_once(&owner()).await {
-        Err(SinkError::Rejected { message, .. }) => assert!(
-            message.contains("its column `partition` is bigint, spate stores text there"),
-            "{message}"
-        ),
-        Err(other) => panic!("expected Rejected, got {other}"),
-        Ok(_) => panic!("a session opened on an offsets table of another shape"),
-    }
     schema.drop_now(&client).await;
 }
