@@ -303,16 +303,14 @@ impl PgSession {
 
     /// The session's index of a target's table, adding it on first use.
     fn table_index(&mut self, target: &TransactionalTarget) -> Result<usize, String> {
+        let plan = self.plan_of(target)?;
         if let Some(i) = self
             .tables
             .iter()
-            .position(|t| t.destination == target.destination && target.kind == KIND)
+            .position(|t| t.destination == target.destination)
         {
-            if target.cluster == self.connection.cluster() {
-                return Ok(i);
-            }
+            return Ok(i);
         }
-        let plan = self.plan_of(target)?;
         self.tables.push(SessionTable {
             destination: target.destination.clone(),
             plan,
@@ -390,19 +388,22 @@ impl TransactionSession for PgSession {
         self.settle_doubt().await?;
         let owner = self.owner.clone();
         let result = match self.conn().await {
-            Ok(conn) => conn
-                .client
-                .query(
-                    &conn.st.load,
-                    &[&owner.pipeline, &owner.function, &owner.source],
-                )
-                .await
-                .map_err(|e| e.into()),
+            Ok(conn) => {
+                conn.client
+                    .query(
+                        &conn.st.load,
+                        &[&owner.pipeline, &owner.function, &owner.source],
+                    )
+                    .await
+            }
             Err(why) => return Err(self.unreachable(why)),
         };
-        let rows: Vec<tokio_postgres::Row> = result.map_err(|e: StoreError| {
+        let rows = result.map_err(|e| {
             self.conn = None;
-            self.abortable(format!("reading the positions failed: {e}"))
+            self.abortable(format!(
+                "reading the positions failed: {}",
+                describe_pg_error(&e)
+            ))
         })?;
         let known = positions::decode(
             &self.offsets_table,
