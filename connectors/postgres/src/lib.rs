@@ -9,6 +9,8 @@
 //!     key: [device_id, ts]             # upsert; without it, plain INSERT
 //!     batch_size: 500
 //!     batch_wait: 5ms
+//!     offsets_table: spate_offsets     # exactly_once only (the defaults)
+//!     state_table: spate_state
 //! ```
 //!
 //! | what | where it is checked |
@@ -34,11 +36,13 @@
 //!   output row (in any postgres table of the same database, the
 //!   dead-letter table included), the source's positions (in
 //!   `offsets_table`, under stable partition names) and handler state (in
-//!   `state_table`) commit in one transaction or not at all. The source
-//!   resumes from the offsets table. A second process committing the same
-//!   partitions fences the first (it stops without writing), and a
-//!   `COMMIT` whose answer was lost is resolved before anything more is
-//!   written. See [`exactly_once`] for the exact rules.
+//!   `state_table`) commit in one transaction or not at all. A source that
+//!   can resume from stored positions (`resumable`) restarts from the
+//!   offsets table, and stateful handlers from the state table. A second
+//!   process committing the same partitions fences the first (it stops
+//!   without writing), and a `COMMIT` whose answer was lost is resolved
+//!   before anything more is written. See [`exactly_once`] for the exact
+//!   rules.
 //!
 //! No TLS yet: the connection is plain (`sslmode=disable`/`prefer`
 //! behave as no TLS).
