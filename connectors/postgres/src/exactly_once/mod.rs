@@ -6,6 +6,13 @@
 //! [`PgSink::begin_exactly_once`](crate::PgSink) for a [`SessionOwner`]
 //! (pipeline, function, source):
 //!
+//! * **One database.** The session connects with the settings (user,
+//!   password) of the sink that opened it, and writes the tables of every
+//!   postgres sink of the same database — `host:port/db` as written in
+//!   their URLs — so that user must be allowed to write them all. A sink of
+//!   another kind, another database, or a mapping no sink built in this
+//!   process is refused by [`accepts`](TransactionSession::accepts), which
+//!   says which.
 //! * **Writes only buffer.** [`write`](TransactionSession::write) turns the
 //!   record into a row with its sink's checked plan (found in the
 //!   process-wide [`crate::registry`] by the target's
