@@ -14,6 +14,12 @@
 //! | `batch_wait` | 5ms | how long a batch waits to fill once its first row arrived |
 //! | `connect_timeout` | 10s | per connection attempt |
 //! | `max_backoff` | 5s | the longest pause between reconnection attempts |
+//! | `offsets_table` | `spate_offsets` | under `exactly_once`: where source positions are stored (created if missing); `table` or `schema.table` |
+//! | `state_table` | `spate_state` | under `exactly_once`: where handler state is stored (created if missing) |
+//!
+//! Under `exactly_once` the exactly-once session is opened by the
+//! function's first postgres output, so its `offsets_table` and
+//! `state_table` are the ones used.
 
 use std::fmt;
 use std::str::FromStr;
@@ -219,6 +225,7 @@ pub struct Connection {
     /// Per connection attempt.
     pub connect_timeout: Duration,
     display: String,
+    cluster: String,
 }
 
 impl fmt::Debug for Connection {
@@ -264,17 +271,25 @@ impl Connection {
             .or(config.get_user())
             .unwrap_or("postgres");
         let user = config.get_user().unwrap_or("");
-        let display = format!("{user}@{}:{port}/{db}", hosts.join(","));
+        let cluster = format!("{}:{port}/{db}", hosts.join(","));
+        let display = format!("{user}@{cluster}");
         Ok(Self {
             config,
             connect_timeout,
             display,
+            cluster,
         })
     }
 
     /// `user@host:port/db`, without the password.
     pub fn display(&self) -> &str {
         &self.display
+    }
+
+    /// `host:port/db`: which database this is, whoever connects to it
+    /// (the `cluster` of the sink's transactional target).
+    pub fn cluster(&self) -> &str {
+        &self.cluster
     }
 }
 
@@ -299,7 +314,17 @@ pub struct SinkConfig {
     pub path: String,
     /// Where the `columns:` mapping starts.
     pub columns_span: Span,
+    /// Where an exactly-once session stores source positions.
+    pub offsets_table: TableName,
+    /// Where an exactly-once session stores handler state.
+    pub state_table: TableName,
 }
+
+/// The offsets table used when `offsets_table` is not set.
+pub const DEFAULT_OFFSETS_TABLE: &str = "spate_offsets";
+
+/// The state table used when `state_table` is not set.
+pub const DEFAULT_STATE_TABLE: &str = "spate_state";
 
 impl SinkConfig {
     /// Reads the sink's settings; `None` (with errors recorded) when invalid.
@@ -351,6 +376,24 @@ impl SinkConfig {
                     None
                 }
             });
+        let mut table_key = |key: &'static str, default: &str| {
+            let text = config.string(key);
+            match TableName::parse(text.as_deref().unwrap_or(default)) {
+                Ok(t) => Some(t),
+                Err(message) => {
+                    config.error_at_key(
+                        key,
+                        message,
+                        Some(format!(
+                            "write `{key}: {default}` or `{key}: schema.{default}`"
+                        )),
+                    );
+                    None
+                }
+            }
+        };
+        let offsets_table = table_key("offsets_table", DEFAULT_OFFSETS_TABLE);
+        let state_table = table_key("state_table", DEFAULT_STATE_TABLE);
         if batch_size == 0 {
             config.error_at_key("batch_size", "`batch_size` must be at least 1", None);
         }
@@ -448,6 +491,8 @@ impl SinkConfig {
             max_backoff,
             path: config.path().to_owned(),
             columns_span,
+            offsets_table: offsets_table?,
+            state_table: state_table?,
         })
     }
 }
@@ -503,6 +548,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.display(), "alice@db.example:5433/metrics");
+        assert_eq!(c.cluster(), "db.example:5433/metrics");
         assert!(!format!("{c:?}").contains("s3cret"));
         let c =
             Connection::parse("postgres://bob@h/db", Some("pw"), Duration::from_secs(1)).unwrap();

@@ -22,21 +22,36 @@
 //!
 //! With `key:` rows of one batch that share a key are reduced to the last
 //! one before the upsert (PostgreSQL refuses to update a row twice in one
-//! statement); all of them resolve `Ok` when it commits.
+//! statement); all of them resolve `Ok` when it commits. Under
+//! `at_least_once` an upsert on `key` is what makes a redelivered event
+//! harmless: its row is written again with the same values.
+//!
+//! Under `exactly_once` the writer task is not used: the engine checks each
+//! record with [`Sink::check`] (the same conversion as `send`, so a value
+//! that does not fit is dead-lettered alone) and writes it into the session
+//! opened by [`Sink::begin_exactly_once`] (see [`crate::exactly_once`]).
+//! Every sink registers its checked plan in [`crate::registry`] when built,
+//! under its [`TransactionalTarget`]: `cluster` is `host:port/db`,
+//! `destination` the table with its mapping
+//! ([`crate::registry::destination`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use spate_connector::{PendingWrite, Record, Sink, SinkBuilder, SinkError, TransactionalTarget};
+use spate_connector::{
+    PendingWrite, Record, SessionOwner, Sink, SinkBuilder, SinkError, TransactionSession,
+    TransactionalTarget,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, NoTls, Statement};
 
-use crate::config::{Connection, SinkConfig};
+use crate::config::{Connection, SinkConfig, TableName};
+use crate::exactly_once::PgSession;
 use crate::table::{check_table, CheckError, Row, TablePlan};
-use crate::{describe_pg_error, is_data_error};
+use crate::{describe_pg_error, is_data_error, registry};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -52,8 +67,9 @@ impl PgSinkBuilder {
         Self { config }
     }
 
-    /// Connects, checks the table (see [`crate::check_table`]) and starts
-    /// the writer task.
+    /// Connects, checks the table (see [`crate::check_table`]), registers
+    /// the checked plan for exactly-once sessions and starts the writer
+    /// task.
     pub async fn build_pg(&self) -> Result<PgSink, SinkError> {
         let config = &self.config;
         let name = format!("postgres:{}", config.table);
@@ -75,6 +91,12 @@ impl PgSinkBuilder {
             },
         })?;
         let plan = Arc::new(plan);
+        let target = TransactionalTarget {
+            kind: crate::KIND,
+            cluster: config.connection.cluster().to_owned(),
+            destination: registry::destination(&plan),
+        };
+        registry::register(&target.cluster, &target.destination, plan.clone());
         let statement =
             client
                 .prepare(&plan.insert_sql)
@@ -101,7 +123,10 @@ impl PgSinkBuilder {
         Ok(PgSink {
             name,
             plan,
-            cluster: config.connection.display().to_owned(),
+            target,
+            connection: config.connection.clone(),
+            offsets_table: config.offsets_table.clone(),
+            state_table: config.state_table.clone(),
             tx,
         })
     }
@@ -123,15 +148,40 @@ enum Msg {
 pub struct PgSink {
     name: String,
     plan: Arc<TablePlan>,
-    cluster: String,
+    target: TransactionalTarget,
+    connection: Connection,
+    offsets_table: TableName,
+    state_table: TableName,
     tx: mpsc::Sender<Msg>,
 }
 
 impl PgSink {
-    /// The checked mapping this sink writes with (also what a
-    /// [`crate::PgTransaction`] needs to write the same table).
+    /// The checked mapping this sink writes with.
     pub fn plan(&self) -> Arc<TablePlan> {
         self.plan.clone()
+    }
+
+    /// Where an exactly-once session opened by this sink stores positions.
+    pub fn offsets_table(&self) -> &TableName {
+        &self.offsets_table
+    }
+
+    /// Where an exactly-once session opened by this sink stores state.
+    pub fn state_table(&self) -> &TableName {
+        &self.state_table
+    }
+
+    /// The exactly-once session as its concrete type (what
+    /// [`Sink::begin_exactly_once`] boxes).
+    pub async fn open_session(&self, owner: &SessionOwner) -> Result<PgSession, SinkError> {
+        PgSession::open(
+            &self.name,
+            self.connection.clone(),
+            &self.offsets_table,
+            &self.state_table,
+            owner.clone(),
+        )
+        .await
     }
 
     /// How many transactions the writer has committed so far (waits for
@@ -181,11 +231,24 @@ impl Sink for PgSink {
     }
 
     fn transactional_target(&self) -> Option<TransactionalTarget> {
-        Some(TransactionalTarget {
-            kind: crate::KIND,
-            cluster: self.cluster.clone(),
-            destination: self.plan.table.to_string(),
-        })
+        Some(self.target.clone())
+    }
+
+    fn check(&self, record: &Record) -> Result<(), SinkError> {
+        self.plan
+            .row(record)
+            .map(|_| ())
+            .map_err(|message| SinkError::Rejected {
+                sink_name: self.name.clone(),
+                message,
+            })
+    }
+
+    async fn begin_exactly_once(
+        &self,
+        owner: &SessionOwner,
+    ) -> Result<Box<dyn TransactionSession>, SinkError> {
+        Ok(Box::new(self.open_session(owner).await?))
     }
 
     async fn flush(&self) -> Result<(), SinkError> {

@@ -1,19 +1,14 @@
 //! The `postgres` sink against a real server: upserts, batching, mapping
-//! checks with their file locations, rejected values, a server restart, and
-//! the exactly-once transaction with the offsets table.
+//! checks with their file locations, rejected values (at `send` and at
+//! `check`), and configuration problems found without I/O. The server
+//! restart is in `restart.rs`, the exactly-once session in
+//! `exactly_once.rs`.
 
 mod common;
 
-use std::time::Duration;
-
 use common::{config, read_config, server, sink_node, Schema};
-use spate_connector::{
-    CommitPosition, ConnectorFactory, Record, Sink, SinkError, TransactionSession,
-};
-use spate_postgres::{
-    load_offsets, OffsetsKey, PgSink, PgSinkBuilder, PgTransaction, PostgresFactory, SessionTable,
-    TableName,
-};
+use spate_connector::{ConnectorFactory, Record, Sink, SinkError};
+use spate_postgres::{PgSink, PgSinkBuilder, PostgresFactory};
 
 fn reading(device: &str, ts: i64, temperature: f64) -> Record {
     Record::from_payload(format!(
@@ -281,169 +276,53 @@ async fn values_that_do_not_fit_are_rejected_alone() {
 }
 
 #[tokio::test]
-async fn a_server_restart_loses_nothing() {
-    let server = server();
-    if !server.is_own() {
-        println!(
-            "note: skipping the restart test: PostgreSQL at {} is shared, not restarted by tests \
-             (set SPATE_PG_OWN_CLUSTER=1 to run it on a temporary cluster)",
-            server.addr
-        );
-        return;
-    }
-    let client = server.client().await;
-    let schema = Schema::create(&client, "restart").await;
-    let table = telemetry(&client, &schema, true).await;
-    drop(client);
-    let sink = build(
-        &server.url(),
-        &table,
-        &["device_id", "ts"],
-        &[("max_backoff", "200ms"), ("connect_timeout", "2s")],
-    )
-    .await;
-
-    // What the engine does: retry a write until it is acknowledged.
-    async fn write_until_ok(sink: &PgSink, record: Record) -> u32 {
-        let mut failures = 0;
-        loop {
-            match sink.write(record.clone()).await {
-                Ok(()) => return failures,
-                Err(e) => {
-                    assert!(e.is_retryable(), "{e}");
-                    failures += 1;
-                    assert!(failures < 300, "no recovery: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-    for i in 0..100 {
-        write_until_ok(&sink, reading("r", i, 1.0)).await;
-    }
-    assert!(server.stop());
-    let mut failures = 0;
-    let restart = {
-        let started = std::time::Instant::now();
-        async move {
-            tokio::time::sleep(Duration::from_millis(700)).await;
-            tokio::task::spawn_blocking(move || {
-                server.start();
-                (server, started.elapsed())
-            })
-            .await
-            .unwrap()
-        }
-    };
-    let restart = tokio::spawn(restart);
-    for i in 100..200 {
-        failures += write_until_ok(&sink, reading("r", i, 1.0)).await;
-    }
-    let (server, _) = restart.await.unwrap();
-    assert!(failures > 0, "the stop was not noticed");
-    let client = server.client().await;
-    assert_eq!(count(&client, &table).await, 200);
-    schema.drop_now(&client).await;
-}
-
-#[tokio::test]
-async fn offsets_commit_with_rows_or_not_at_all() {
+async fn check_refuses_values_that_do_not_fit_naming_the_column() {
     let server = server();
     let client = server.client().await;
-    let schema = Schema::create(&client, "eos").await;
-    let table = telemetry(&client, &schema, true).await;
-    let sink = build(&server.url(), &table, &["device_id", "ts"], &[]).await;
-    let target = sink.transactional_target().expect("a transactional target");
-    let offsets = TableName::parse(&format!("{}.spate_offsets", schema.name)).unwrap();
-    let key = OffsetsKey {
-        pipeline: "demo".into(),
-        function: "store".into(),
-        source: "telemetry-topic".into(),
-    };
-    let cfg = config(&sink_node(
+    let schema = Schema::create(&client, "check").await;
+    let table = format!("{}.readings", schema.name);
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (code varchar(4) NOT NULL, n integer, at timestamptz)"
+        ))
+        .await
+        .unwrap();
+    let node = sink_node(
         &[("url", &server.url()), ("table", &table)],
-        COLUMNS,
+        &[("code", "/code"), ("n", "/n"), ("at", "/at")],
         &[],
-    ));
-    let open = || {
-        PgTransaction::open(
-            cfg.connection.clone(),
-            offsets.clone(),
-            key.clone(),
-            vec![SessionTable {
-                target: target.clone(),
-                plan: sink.plan(),
-            }],
-        )
+    );
+    let sink = PgSinkBuilder::new(config(&node)).build_pg().await.unwrap();
+    let refused = |payload: &str| match sink.check(&Record::from_payload(payload.to_owned())) {
+        Err(SinkError::Rejected { message, .. }) => message,
+        other => panic!("{payload}: expected Rejected, got {other:?}"),
     };
-    let (mut session, start) = open().await.expect("session opens");
-    assert!(start.is_empty());
-    session.accepts(&target).expect("accepts its table");
-    let mut foreign = target.clone();
-    foreign.cluster = "someone@elsewhere:5432/db".into();
-    assert!(session.accepts(&foreign).is_err());
-
-    // Commit: rows and positions both visible.
-    for i in 0..3 {
-        session.write(&target, reading("e", i, 1.0)).await.unwrap();
-    }
-    let positions = [
-        CommitPosition {
-            partition: 0,
-            next_offset: 3,
-        },
-        CommitPosition {
-            partition: 2,
-            next_offset: 7,
-        },
-    ];
-    session.commit(&positions, &[]).await.expect("committed");
-    assert_eq!(count(&client, &table).await, 3);
-    let stored = load_offsets(&client, &offsets, &key).await.unwrap();
-    assert_eq!(stored.into_iter().collect::<Vec<_>>(), vec![(0, 3), (2, 7)]);
-
-    // Abort: neither.
-    session.write(&target, reading("e", 10, 1.0)).await.unwrap();
-    session.abort().await.unwrap();
-    session.commit(&[], &[]).await.unwrap();
-    assert_eq!(count(&client, &table).await, 3);
-
-    // A second session (another process took the partitions over) commits
-    // first; the first one is fenced and commits neither rows nor positions.
-    let (mut other, resumed) = open().await.expect("second session opens");
-    assert_eq!(resumed.get(&0), Some(&3), "resumes from the table");
-    other.write(&target, reading("o", 1, 1.0)).await.unwrap();
-    other
-        .commit(
-            &[CommitPosition {
-                partition: 0,
-                next_offset: 5,
-            }],
-            &[],
-        )
-        .await
-        .expect("second session commits");
-    session.write(&target, reading("e", 20, 1.0)).await.unwrap();
-    let err = session
-        .commit(
-            &[CommitPosition {
-                partition: 0,
-                next_offset: 4,
-            }],
-            &[],
-        )
-        .await
-        .expect_err("the first session is fenced");
-    assert!(!err.is_abortable(), "{err}");
-    assert_eq!(count(&client, &table).await, 4);
-    let stored = load_offsets(&client, &offsets, &key).await.unwrap();
-    assert_eq!(stored.get(&0), Some(&5));
-    let e20: i64 = client
-        .query_one(&format!("SELECT count(*) FROM {table} WHERE ts = 20"), &[])
+    let message = refused(r#"{"code":"abcd","n":"many"}"#);
+    assert!(
+        message.contains("column `n` (integer)") && message.contains("not a whole number"),
+        "{message}"
+    );
+    let message = refused(r#"{"code":"abcde","n":1}"#);
+    assert!(
+        message.contains("column `code` (character varying(4))")
+            && message.contains("5 characters, at most 4 fit"),
+        "{message}"
+    );
+    let message = refused(r#"{"code":"ab","n":3000000000}"#);
+    assert!(message.contains("column `n`"), "{message}");
+    let message = refused(r#"{"code":"ab","at":true}"#);
+    assert!(message.contains("column `at`"), "{message}");
+    let message = refused(r#"{"n":1}"#);
+    assert!(message.contains("column `code` is NOT NULL"), "{message}");
+    // What fits passes, and `check` writes nothing.
+    sink.check(&Record::from_payload(r#"{"code":"abcd","n":7,"at":0}"#))
+        .expect("a record that fits passes");
+    let rows: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(e20, 0);
+    assert_eq!(rows, 0);
     schema.drop_now(&client).await;
 }
 
@@ -454,6 +333,7 @@ fn configuration_problems_are_reported_without_io() {
             ("url", "mysql://x"),
             ("table", "a.b.c"),
             ("batch_size", "0"),
+            ("offsets_table", "x.\"y"),
         ],
         &[("a", "$timestmp"), ("b", "/b")],
         &["c"],
@@ -494,6 +374,12 @@ fn configuration_problems_are_reported_without_io() {
             .any(|m| m.contains("`batch_size` must be at least 1")),
         "{messages:?}"
     );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("5:12 unclosed quote in `x.\"y`")),
+        "{messages:?}"
+    );
 
     // Through the factory, as the loader calls it; the password is never
     // shown.
@@ -517,8 +403,8 @@ fn configuration_problems_are_reported_without_io() {
     assert_eq!(
         PostgresFactory.sink_capabilities(),
         Some(spate_connector::Capabilities {
-            exactly_once: false,
-            durable_positions: false,
+            exactly_once: true,
+            durable_positions: true,
             resumable: false,
         })
     );

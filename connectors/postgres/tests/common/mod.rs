@@ -7,13 +7,19 @@
 //! `SPATE_PG_OWN_CLUSTER=1` is set, each test runs `initdb` into a temporary
 //! directory and `pg_ctl start`s it on a free port (binaries from
 //! `PG_BIN`, else `/usr/lib/postgresql/*/bin`; as root they run as the
-//! `postgres` user), and stops it when the [`Server`] guard is dropped.
+//! `postgres` user through `runuser`), and stops it when the [`Server`]
+//! guard is dropped. Tests that stop and start the server always use
+//! [`start_own`]: they never touch the shared one, and never skip.
 
 #![allow(dead_code)]
+
+pub mod fixtures;
+pub mod proxy;
 
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use spate_connector::config::ConfigErrors;
@@ -28,8 +34,16 @@ pub struct Server {
 }
 
 struct Own {
+    ctl: Arc<Control>,
+    /// Removed when the server is dropped (after it stopped).
+    _data: tempfile::TempDir,
+}
+
+/// Stops and starts a cluster of our own; shareable with a task that stops
+/// the server at a chosen moment.
+pub struct Control {
     bin: PathBuf,
-    data: tempfile::TempDir,
+    dir: PathBuf,
     port: u16,
     as_postgres: bool,
 }
@@ -65,7 +79,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-impl Own {
+impl Control {
     fn run(&self, tool: &str, args: &[&str]) -> std::process::Output {
         let program = self.bin.join(tool);
         let mut command = if self.as_postgres {
@@ -82,10 +96,11 @@ impl Own {
     }
 
     fn dir(&self) -> &Path {
-        self.data.path()
+        &self.dir
     }
 
-    fn start(&self) {
+    /// Starts the cluster and waits until it accepts connections.
+    pub fn start(&self) {
         let dir = self.dir().to_str().unwrap().to_owned();
         let options = format!(
             "-p {} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off",
@@ -122,7 +137,9 @@ impl Own {
         }
     }
 
-    fn stop(&self) {
+    /// Stops the cluster (`pg_ctl stop -m fast`: open transactions are
+    /// rolled back, connections closed).
+    pub fn stop(&self) {
         let dir = self.dir().to_str().unwrap().to_owned();
         let _ = self.run(
             "pg_ctl",
@@ -134,7 +151,7 @@ impl Own {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(own) = &self.own {
-            own.stop();
+            own.ctl.stop();
         }
     }
 }
@@ -168,13 +185,16 @@ pub fn start_own() -> Server {
         .expect("free port")
         .port();
     let own = Own {
-        bin,
-        data,
-        port,
-        as_postgres,
+        ctl: Arc::new(Control {
+            bin,
+            dir: data.path().to_owned(),
+            port,
+            as_postgres,
+        }),
+        _data: data,
     };
-    let datadir = format!("{}/data", own.dir().display());
-    let out = own.run(
+    let datadir = format!("{}/data", own.ctl.dir().display());
+    let out = own.ctl.run(
         "initdb",
         &[
             "-D",
@@ -193,7 +213,7 @@ pub fn start_own() -> Server {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    own.start();
+    own.ctl.start();
     Server {
         addr: format!("127.0.0.1:{port}"),
         own: Some(own),
@@ -206,27 +226,23 @@ impl Server {
         format!("postgres://postgres@{}/postgres", self.addr)
     }
 
-    /// True when this test started the cluster (so it may restart it).
-    pub fn is_own(&self) -> bool {
-        self.own.is_some()
+    /// The control of a cluster this test started ([`start_own`]); panics
+    /// for the shared server, which tests never stop.
+    pub fn control(&self) -> Arc<Control> {
+        match &self.own {
+            Some(own) => own.ctl.clone(),
+            None => panic!("only a cluster of the test's own (start_own) may be stopped"),
+        }
     }
 
-    /// Stops our own cluster. Returns false for the shared server.
-    pub fn stop(&self) -> bool {
-        match &self.own {
-            Some(own) => {
-                own.stop();
-                true
-            }
-            None => false,
-        }
+    /// Stops our own cluster (see [`Server::control`]).
+    pub fn stop(&self) {
+        self.control().stop();
     }
 
     /// Starts our own cluster again after [`Server::stop`].
     pub fn start(&self) {
-        if let Some(own) = &self.own {
-            own.start();
-        }
+        self.control().start();
     }
 
     /// A plain client for setting up and checking.

@@ -1,0 +1,281 @@
+//! Server restarts, always on a temporary cluster of the test's own
+//! (`start_own`: never the shared server, never skipped): the sink loses
+//! nothing; the exactly-once session survives a stop between commits and
+//! in the middle of a transaction; and a COMMIT whose answer was lost while
+//! the server went down is resolved after it is back — landed or not — so
+//! the engine's retry commits everything exactly once.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fixtures::{
+    commit_until_ok, eos_sink, eos_tables, expected_rows, output, owner, put, store_tables,
+    stored_map, telemetry_rows, Txn, TELEMETRY_COLUMNS,
+};
+use common::proxy::{Cut, Proxy};
+use common::{config, sink_node, start_own, Control, Schema};
+use spate_connector::{Record, Sink, TransactionalTarget};
+use spate_postgres::{load_offsets, load_stored_state, PgSink, PgSinkBuilder};
+
+/// Starts the server again after `delay`, on a blocking thread.
+fn restart_after(ctl: Arc<Control>, delay: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        tokio::task::spawn_blocking(move || ctl.start())
+            .await
+            .unwrap();
+    })
+}
+
+#[tokio::test]
+async fn a_server_restart_loses_nothing() {
+    let server = start_own();
+    let client = server.client().await;
+    let schema = Schema::create(&client, "restart").await;
+    let table = format!("{}.telemetry", schema.name);
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (device_id text NOT NULL, ts bigint NOT NULL, \
+             temperature double precision, PRIMARY KEY (device_id, ts))"
+        ))
+        .await
+        .unwrap();
+    drop(client);
+    let node = sink_node(
+        &[
+            ("url", &server.url()),
+            ("table", &table),
+            ("max_backoff", "200ms"),
+            ("connect_timeout", "2s"),
+        ],
+        &[
+            ("device_id", "/device"),
+            ("ts", "ts"),
+            ("temperature", "/temperature"),
+        ],
+        &["device_id", "ts"],
+    );
+    let sink = PgSinkBuilder::new(config(&node)).build_pg().await.unwrap();
+    let reading =
+        |ts: i64| Record::from_payload(format!(r#"{{"device":"r","ts":{ts},"temperature":1.0}}"#));
+
+    // What the engine does: retry a write until it is acknowledged.
+    async fn write_until_ok(sink: &PgSink, record: Record) -> u32 {
+        let mut failures = 0;
+        loop {
+            match sink.write(record.clone()).await {
+                Ok(()) => return failures,
+                Err(e) => {
+                    assert!(e.is_retryable(), "{e}");
+                    failures += 1;
+                    assert!(failures < 300, "no recovery: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    for i in 0..100 {
+        write_until_ok(&sink, reading(i)).await;
+    }
+    server.stop();
+    let restart = restart_after(server.control(), Duration::from_millis(700));
+    let mut failures = 0;
+    for i in 100..200 {
+        failures += write_until_ok(&sink, reading(i)).await;
+    }
+    restart.await.unwrap();
+    assert!(failures > 0, "the stop was not noticed");
+    let client = server.client().await;
+    let rows: Vec<i64> = client
+        .query(&format!("SELECT ts FROM {table} ORDER BY ts"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, (0..200).collect::<Vec<i64>>());
+}
+
+fn events(partition: u32, offsets: std::ops::Range<u64>) -> Vec<(u32, u64)> {
+    offsets.map(|o| (partition, o)).collect()
+}
+
+fn txn_of(target: &TransactionalTarget, evs: &[(u32, u64)], next: u64) -> Txn {
+    Txn {
+        records: evs
+            .iter()
+            .map(|&(p, o)| (target.clone(), output(p, o, 1.0)))
+            .collect(),
+        state: vec![("telemetry/0".into(), put("d0", &format!("next={next}")))],
+        positions: vec![(0, next)],
+    }
+}
+
+/// Checks that exactly `evs` are stored, once each, with position `next`
+/// and the state the last transaction left.
+async fn assert_exactly(
+    server: &common::Server,
+    schema: &Schema,
+    table: &str,
+    evs: &[(u32, u64)],
+    next: u64,
+) {
+    let client = server.client().await;
+    assert_eq!(telemetry_rows(&client, table).await, expected_rows(evs));
+    let (offsets, state) = store_tables(schema);
+    assert_eq!(
+        load_offsets(&client, &offsets, &owner()).await.unwrap(),
+        stored_map(&[(0, next)])
+    );
+    let state = load_stored_state(&client, &state, &owner()).await.unwrap();
+    assert_eq!(state.len(), 1);
+    assert_eq!(
+        state[&("telemetry/0".to_owned(), "d0".into())],
+        format!("next={next}").as_bytes()
+    );
+}
+
+#[tokio::test]
+async fn the_session_survives_a_restart_between_commits_and_mid_transaction() {
+    let server = start_own();
+    let client = server.client().await;
+    let schema = Schema::create(&client, "eos_restart").await;
+    let (telemetry, _) = eos_tables(&client, &schema).await;
+    let extra = [("connect_timeout", "2s")];
+    let out = eos_sink(
+        &server.url(),
+        &schema,
+        &telemetry,
+        TELEMETRY_COLUMNS,
+        &extra,
+    )
+    .await;
+    let target = out.transactional_target().unwrap();
+    let mut session = out.begin_exactly_once(&owner()).await.unwrap();
+    let first = txn_of(&target, &events(0, 0..10), 10);
+    first.write(&mut *session).await;
+    first.commit(&mut *session).await.unwrap();
+
+    // Stopped while records wait in the session: the commit fails with
+    // nothing written, and the engine's retries land once it is back.
+    let second = txn_of(&target, &events(0, 10..20), 20);
+    second.write(&mut *session).await;
+    server.stop();
+    let restart = restart_after(server.control(), Duration::from_millis(700));
+    let failures = commit_until_ok(&mut *session, &second, 400).await;
+    restart.await.unwrap();
+    assert!(!failures.is_empty(), "the stop was not noticed");
+    assert_exactly(&server, &schema, &telemetry, &events(0, 0..20), 20).await;
+
+    // Stopped in the middle of a transaction: blocked on a lock after it
+    // moved the positions.
+    let third = txn_of(&target, &events(0, 20..30), 30);
+    third.write(&mut *session).await;
+    let mut locker = server.client().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute(&format!("LOCK TABLE {telemetry} IN ACCESS EXCLUSIVE MODE"))
+        .await
+        .unwrap();
+    let committing = {
+        let third = third.clone();
+        tokio::spawn(async move {
+            let result = third.commit(&mut *session).await;
+            (session, result)
+        })
+    };
+    let client = server.client().await;
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ctl = server.control();
+    tokio::task::spawn_blocking(move || ctl.stop())
+        .await
+        .unwrap();
+    let (mut session, result) = committing.await.unwrap();
+    let err = result.expect_err("the server stopped mid-transaction");
+    assert!(err.is_abortable(), "{err}");
+    drop(lock);
+    let restart = restart_after(server.control(), Duration::from_millis(300));
+    session.abort().await.unwrap();
+    third.write(&mut *session).await;
+    commit_until_ok(&mut *session, &third, 400).await;
+    restart.await.unwrap();
+    assert_exactly(&server, &schema, &telemetry, &events(0, 0..30), 30).await;
+}
+
+/// A COMMIT cut at `cut` by a proxy that then stops the server, so the
+/// session cannot find out at once; new events finish meanwhile, and the
+/// engine keeps retrying with the same records first and the new ones
+/// after. Everything must end up stored exactly once.
+async fn commit_in_doubt_across_a_restart(cut: Cut) {
+    let server = start_own();
+    let client = server.client().await;
+    let schema = Schema::create(&client, "eos_doubt").await;
+    let (telemetry, _) = eos_tables(&client, &schema).await;
+    drop(client);
+    let proxy = Proxy::start(&server.addr).await;
+    let extra = [("connect_timeout", "2s")];
+    let out = eos_sink(&proxy.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &extra).await;
+    let target = out.transactional_target().unwrap();
+    let mut session = out.begin_exactly_once(&owner()).await.unwrap();
+    let first = txn_of(&target, &events(0, 0..5), 5);
+    first.write(&mut *session).await;
+    first.commit(&mut *session).await.unwrap();
+
+    let ctl = server.control();
+    proxy.arm(cut, Some(Box::new(move || ctl.stop())));
+    let second = txn_of(&target, &events(0, 5..10), 10);
+    second.write(&mut *session).await;
+    let err = second.commit(&mut *session).await.expect_err("in doubt");
+    assert!(err.is_abortable(), "{err}");
+    assert!(err.to_string().contains("not known yet"), "{err}");
+    assert_eq!(proxy.fired(), 1);
+
+    // The engine aborts and writes the same records again, then the
+    // records of events that finished meanwhile; the server is still down.
+    let mut retry = second.clone();
+    let later = txn_of(&target, &events(0, 10..15), 15);
+    retry.records.extend(later.records);
+    retry.state.extend(later.state);
+    retry.positions = later.positions;
+    session.abort().await.unwrap();
+    retry.write(&mut *session).await;
+    let err = retry.commit(&mut *session).await.expect_err("still down");
+    assert!(err.is_abortable(), "{err}");
+    session.abort().await.unwrap();
+    retry.write(&mut *session).await;
+
+    let restart = restart_after(server.control(), Duration::from_millis(500));
+    commit_until_ok(&mut *session, &retry, 400).await;
+    restart.await.unwrap();
+    assert_exactly(&server, &schema, &telemetry, &events(0, 0..15), 15).await;
+
+    // And the session goes on normally.
+    let next = txn_of(&target, &events(0, 15..16), 16);
+    next.write(&mut *session).await;
+    next.commit(&mut *session).await.unwrap();
+    assert_exactly(&server, &schema, &telemetry, &events(0, 0..16), 16).await;
+}
+
+#[tokio::test]
+async fn a_commit_that_landed_as_the_server_stopped_is_not_written_again_after_the_restart() {
+    commit_in_doubt_across_a_restart(Cut::AfterCommit).await;
+}
+
+#[tokio::test]
+async fn a_commit_lost_as_the_server_stopped_is_retried_once_after_the_restart() {
+    commit_in_doubt_across_a_restart(Cut::BeforeCommit).await;
+}

@@ -1,0 +1,82 @@
+//! What an exactly-once session refuses, and says why: targets of another
+//! kind, another database or a mapping no sink built; an offsets table of
+//! another shape.
+
+mod common;
+
+use common::fixtures::{eos_sink, eos_tables, owner, DLQ_COLUMNS, TELEMETRY_COLUMNS};
+use common::{server, Schema};
+use spate_connector::{Sink, SinkError, TransactionalTarget};
+
+#[tokio::test]
+async fn accepts_refuses_other_kinds_databases_and_unknown_mappings() {
+    let server = server();
+    let client = server.client().await;
+    let schema = Schema::create(&client, "eos_accepts").await;
+    let (telemetry, dlq) = eos_tables(&client, &schema).await;
+    let out = eos_sink(&server.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &[]).await;
+    let dl = eos_sink(&server.url(), &schema, &dlq, DLQ_COLUMNS, &[]).await;
+    let out_t = out.transactional_target().unwrap();
+    let session = out.begin_exactly_once(&owner()).await.unwrap();
+    session.accepts(&out_t).unwrap();
+    session
+        .accepts(&dl.transactional_target().unwrap())
+        .unwrap();
+
+    let kafka = TransactionalTarget {
+        kind: "kafka",
+        cluster: "broker:9092".into(),
+        destination: "telemetry".into(),
+    };
+    let why = session.accepts(&kafka).unwrap_err();
+    assert!(why.contains("`kafka` sink"), "{why}");
+
+    let elsewhere = TransactionalTarget {
+        cluster: "db.example:5432/metrics".into(),
+        ..out_t.clone()
+    };
+    let why = session.accepts(&elsewhere).unwrap_err();
+    assert!(
+        why.contains("is in database db.example:5432/metrics")
+            && why.contains("one transaction covers one database"),
+        "{why}"
+    );
+
+    // The same table mapped differently, by a sink never built here.
+    let unknown = TransactionalTarget {
+        destination: format!("{telemetry}(device_id=/dev, ts)"),
+        ..out_t.clone()
+    };
+    let why = session.accepts(&unknown).unwrap_err();
+    assert!(
+        why.contains("no postgres sink mapping") && why.contains(&out_t.destination),
+        "{why}"
+    );
+    schema.drop_now(&client).await;
+}
+
+#[tokio::test]
+async fn an_offsets_table_of_another_shape_is_refused_at_begin() {
+    let server = server();
+    let client = server.client().await;
+    let schema = Schema::create(&client, "eos_shape").await;
+    let (telemetry, _) = eos_tables(&client, &schema).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {0}.spate_offsets (pipeline text, function text, source text, \
+             partition bigint, next_offset bigint, PRIMARY KEY (pipeline, function, source, partition))",
+            schema.name
+        ))
+        .await
+        .unwrap();
+    let out = eos_sink(&server.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &[]).await;
+    match out.begin_exactly_once(&owner()).await {
+        Err(SinkError::Rejected { message, .. }) => assert!(
+            message.contains("its column `partition` is bigint, spate stores text there"),
+            "{message}"
+        ),
+        Err(other) => panic!("expected Rejected, got {other}"),
+        Ok(_) => panic!("a session opened on an offsets table of another shape"),
+    }
+    schema.drop_now(&client).await;
+}
