@@ -21,6 +21,17 @@ pub const RESERVED_FIELDS: &[&str] = &["key", "window_start", "window_end"];
 /// Every aggregate, as written in the file.
 pub const AGGREGATES: &[&str] = &["count", "sum", "min", "max", "avg", "last"];
 
+/// Other names for the aggregates, for "did you mean".
+const SYNONYMS: &[(&str, &str)] = &[
+    ("average", "avg"),
+    ("mean", "avg"),
+    ("total", "sum"),
+    ("minimum", "min"),
+    ("maximum", "max"),
+    ("latest", "last"),
+    ("cnt", "count"),
+];
+
 /// Where an event's key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -331,7 +342,11 @@ fn read_aggregate(
     node: &ConfigNode,
 ) -> Option<Aggregate> {
     let unknown = |word: &str, span: Span| {
-        let hint = match did_you_mean(word, AGGREGATES.iter().copied()) {
+        let synonym = SYNONYMS
+            .iter()
+            .find(|(other, _)| other.eq_ignore_ascii_case(word))
+            .map(|(_, ours)| *ours);
+        let hint = match synonym.or_else(|| did_you_mean(word, AGGREGATES.iter().copied())) {
             Some(best) => format!("did you mean `{best}`? (one of {})", quote_list(AGGREGATES)),
             None => format!("use one of {}", quote_list(AGGREGATES)),
         };
