@@ -33,6 +33,7 @@ pub fn register_all(registry: &mut Registry) {
     registry.register_builtin("map", expr::MapBuiltin);
     registry.register_builtin("route", expr::RouteBuiltin);
     registry.register_builtin("http", super::http::HttpBuiltin);
+    registry.register_builtin("window", super::window::WindowBuiltin);
 }
 
 struct PassthroughBuiltin;

@@ -10,6 +10,7 @@ pub mod builtin;
 pub mod expr;
 pub mod http;
 mod registry;
+pub mod window;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
