@@ -228,7 +228,7 @@ async fn build_plan(function: FunctionSpec, pipeline: Arc<str>) -> Result<Functi
         .outputs
         .iter()
         .chain(std::iter::once(&function.dead_letter))
-        .all(|sink| sink.capabilities.durable_positions)
+        .all(|sink| sink.capabilities.exactly_once && sink.capabilities.durable_positions)
     {
         true => SessionHost::Sink,
         false => SessionHost::Source,

@@ -38,6 +38,7 @@ struct TestConnector {
     kind: &'static str,
     key: &'static str,
     capabilities: Capabilities,
+    sink_capabilities: Option<Capabilities>,
 }
 
 struct NeverBuilt;
@@ -72,7 +73,7 @@ impl ConnectorFactory for TestConnector {
     }
 
     fn sink_capabilities(&self) -> Option<Capabilities> {
-        Some(self.capabilities)
+        self.sink_capabilities
     }
 
     fn source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
@@ -93,6 +94,7 @@ async fn enrich(event: Event, _ctx: &Context) -> Result<Vec<Output>, HandlerErro
 fn registry() -> Registry {
     let mut registry = Registry::with_builtins();
     registry.register("enrich", enrich);
+    // A broker with transactions (like Kafka): its source opens them.
     registry.add_connector(Arc::new(TestConnector {
         kind: "queue",
         key: "topic",
@@ -101,6 +103,11 @@ fn registry() -> Registry {
             durable_positions: true,
             resumable: false,
         },
+        sink_capabilities: Some(Capabilities {
+            exactly_once: true,
+            durable_positions: false,
+            resumable: false,
+        }),
     }));
     registry.add_connector(Arc::new(TestConnector {
         kind: "pubsub",
@@ -110,6 +117,11 @@ fn registry() -> Registry {
             durable_positions: false,
             resumable: false,
         },
+        sink_capabilities: Some(Capabilities {
+            exactly_once: false,
+            durable_positions: false,
+            resumable: false,
+        }),
     }));
     registry
 }

@@ -362,7 +362,7 @@ pub(super) fn check_delivery(
     let database = exactly_once
         .then(|| sinks.first())
         .flatten()
-        .filter(|(sink, _)| sink.spec.capabilities.durable_positions)
+        .filter(|(sink, _)| hosts_transactions(&sink.spec.capabilities))
         .map(|(sink, _)| *sink);
     for input in inputs {
         let kind = &input.spec.kind;
@@ -453,7 +453,7 @@ pub(super) fn check_delivery(
         };
         let path = format!("{}.type", sink.path);
         if let Some(host) = database {
-            if !sink.spec.capabilities.durable_positions {
+            if !hosts_transactions(&sink.spec.capabilities) {
                 push(
                     errors,
                     sink.type_span,
@@ -463,17 +463,14 @@ pub(super) fn check_delivery(
                         host.spec.kind
                     ),
                     Some(format!(
-                        "write {noun} to the same database (a `{}` table), or use `delivery: at_least_once`",
+                        "write it to the same database (a `{}` table), or use `delivery: at_least_once`",
                         host.spec.kind
                     )),
                 );
             }
             continue;
         }
-        if sink.spec.capabilities.exactly_once && !sink.spec.capabilities.durable_positions {
-            continue;
-        }
-        if sink.spec.capabilities.durable_positions {
+        if hosts_transactions(&sink.spec.capabilities) {
             push(
                 errors,
                 sink.type_span,
@@ -485,6 +482,9 @@ pub(super) fn check_delivery(
             );
             continue;
         }
+        if sink.spec.capabilities.exactly_once {
+            continue;
+        }
         let able = kinds_with(registry, *role, |c| c.exactly_once);
         push(
             errors,
@@ -494,6 +494,12 @@ pub(super) fn check_delivery(
             Some(exactly_once_hint(noun, &able)),
         );
     }
+}
+
+/// A sink that stores source positions itself and so can carry an
+/// exactly-once transaction (a database).
+fn hosts_transactions(capabilities: &Capabilities) -> bool {
+    capabilities.exactly_once && capabilities.durable_positions
 }
 
 fn exactly_once_hint(noun: &str, able: &[&str]) -> String {

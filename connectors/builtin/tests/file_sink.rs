@@ -214,7 +214,11 @@ fn the_crate_offers_three_connector_kinds() {
         kinds,
         vec![
             ("generate", Some(durable), None),
-            ("file", Some(durable), Some(durable)),
+            (
+                "file",
+                Some(durable),
+                Some(spate_connector::Capabilities::default())
+            ),
             (
                 "stdout",
                 None,

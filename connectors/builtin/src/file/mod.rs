@@ -60,11 +60,19 @@ pub use source::{Checkpoint, FileSource, FileSourceSettings, LineFormat};
 
 use crate::{error_mark, has_new_errors};
 
-/// What file sources and sinks promise: durable positions (line numbers,
-/// persisted with `commit_file`), no transactions.
+/// What file sources promise: durable positions (line numbers, persisted
+/// with `commit_file`), no transactions.
 pub const CAPABILITIES: Capabilities = Capabilities {
     exactly_once: false,
     durable_positions: true,
+    resumable: false,
+};
+
+/// What file sinks promise: acknowledged (flushed) appends; they store no
+/// source positions and take part in no transaction.
+pub const SINK_CAPABILITIES: Capabilities = Capabilities {
+    exactly_once: false,
+    durable_positions: false,
     resumable: false,
 };
 
@@ -88,7 +96,7 @@ impl ConnectorFactory for FileFactory {
     }
 
     fn sink_capabilities(&self) -> Option<Capabilities> {
-        Some(CAPABILITIES)
+        Some(SINK_CAPABILITIES)
     }
 
     fn source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
