@@ -173,7 +173,9 @@ async fn run_tests_block(spec: &PipelineSpec) -> anyhow::Result<usize> {
                 expect: e.expect.clone(),
             })
             .collect();
-        failures += run_cases(&OfflineFunction::from_spec(function), cases).await;
+        let offline = OfflineFunction::from_spec(function);
+        offline.start_fresh(test.events.iter().map(|e| e.event.position.partition));
+        failures += run_cases(&offline, cases).await;
     }
     Ok(failures)
 }

@@ -401,9 +401,16 @@ tests:
       - input: {payload: {device: d1, ts: 60000, t: 30}}
         expect: {outputs: [{key: d1, payload: {key: d1, window_start: 0, window_end: 60000, readings: 2, avg: 20.5}}]}
       - input: {payload: {device: d1, ts: 30000, t: 1}}
-        expect: {dead_letter: {error_contains: "late event for key `d1`"}}
+        expect: {dead_letter: {reason: late, error_contains: "late event for key `d1`"}}
       - input: {payload: {device: d1, ts: 61000, t: "hot"}}
-        expect: {dead_letter: {error_contains: "`/t` must be a number"}}
+        expect: {dead_letter: {reason: invalid, error_contains: "`/t` must be a number"}}
+  - name: each test starts with no window state
+    function: device-minutes
+    events:
+      - input: {payload: {device: d1, ts: 1000, t: 20}}
+        expect: {outputs: []}
+      - input: {payload: {device: d1, ts: 60000, t: 30}}
+        expect: {outputs: [{key: d1, payload: {key: d1, window_start: 0, window_end: 60000, readings: 1, avg: 20}}]}
 "#,
     )
     .expect("write the pipeline");
@@ -419,6 +426,6 @@ tests:
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(output.status.success(), "{text}");
-    assert_eq!(text.matches("ok   minutes.yaml:").count(), 6, "{text}");
+    assert_eq!(text.matches("ok   minutes.yaml:").count(), 8, "{text}");
     assert!(!text.contains("FAIL"), "{text}");
 }

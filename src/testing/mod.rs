@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use spate_connector::{dead_letter, Event, Record};
+use spate_connector::{dead_letter, Event, PartitionId, Record};
 
 use crate::engine::worker::{panic_message, resolve_outputs};
 use crate::format::{PayloadDecoder, PayloadEncoder, SCHEMA_ID_HEADER};
@@ -108,6 +108,18 @@ impl OfflineFunction {
         Ok(())
     }
 
+    /// Starts a stateful handler afresh on these partitions (of the first
+    /// input), so one test's events do not count in the next one's state.
+    pub fn start_fresh(&self, partitions: impl IntoIterator<Item = PartitionId>) {
+        if let Some(state) = self.handler.state() {
+            let partitions: std::collections::BTreeSet<PartitionId> =
+                partitions.into_iter().collect();
+            for partition in partitions {
+                state.forget(0, partition);
+            }
+        }
+    }
+
     /// Decides one event.
     pub async fn run(&self, event: Event) -> Outcome {
         if let Some(reason) = event.headers.get_str(dead_letter::DECODE_ERROR) {
@@ -182,7 +194,7 @@ impl OfflineFunction {
                         }
                     }
                     Ok(Ok(Err(error))) => (
-                        "handler-error",
+                        error.reason.unwrap_or("handler-error"),
                         error.message,
                         error.kind == ErrorKind::Retryable,
                     ),
