@@ -24,12 +24,12 @@ mod nats_common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use async_nats::HeaderMap;
+use common::SpateProcess;
 use futures::StreamExt;
 use nats_common::{
     create_stream, delete_stream, server, start_own, stream_len, stream_messages, unique,
@@ -221,76 +221,6 @@ functions:
 }
 
 /// A running `spate run`, killed if the test ends without stopping it.
-struct Spate {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Spate {
-    fn start(pipeline: &Path, log: PathBuf, env: &[(&str, &str)]) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_spate"))
-            .arg("run")
-            .arg(pipeline)
-            .env("SPATE_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spate starts");
-        Self {
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// The last lines spate logged, for failure messages.
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    /// Panics with the log if spate already exited.
-    fn assert_running(&mut self) {
-        let child = self.child.as_mut().expect("running");
-        if let Ok(Some(exit)) = child.try_wait() {
-            panic!("spate exited early ({exit}):\n{}", self.log_tail());
-        }
-    }
-
-    /// SIGTERM, then waits for a clean exit (status 0).
-    fn stop(mut self) {
-        let mut child = self.child.take().expect("running");
-        common::sigterm_when_handled(child.id());
-        let deadline = Instant::now() + PATIENCE;
-        let exit = loop {
-            if let Some(exit) = child.try_wait().expect("wait") {
-                break exit;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("spate did not stop after SIGTERM:\n{}", self.log_tail());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(
-            exit.success(),
-            "SIGTERM ends the run cleanly, got {exit}:\n{}",
-            self.log_tail()
-        );
-    }
-}
-
-impl Drop for Spate {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// The durable consumer's state, or `None` while the server does not answer
 /// (or before spate created it).
 async fn consumer_info(client: &async_nats::Client, names: &Names) -> Option<consumer::Info> {
@@ -309,7 +239,7 @@ async fn wait_for_results(
     names: &Names,
     outputs: usize,
     dead: usize,
-    spates: &mut [&mut Spate],
+    spates: &mut [&mut SpateProcess],
 ) {
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -437,7 +367,7 @@ async fn through_a_restart(delivery: &str) -> (Vec<Stored>, Vec<Stored>) {
         extra: "",
     }
     .write(dir.path());
-    let mut spate = Spate::start(&pipeline, dir.path().join("spate.log"), &[]);
+    let mut spate = SpateProcess::start(&pipeline, dir.path().join("spate.log"), &[]);
     wait_for_results(&client, &names, 100, 0, &mut [&mut spate]).await;
 
     let done = stream_len(&client, &names.output).await.unwrap_or(0)
@@ -540,12 +470,12 @@ async fn two_processes_on_one_durable_share_the_load_without_duplicates() {
         format!("out.{}.a", names.tag),
         format!("out.{}.b", names.tag),
     ];
-    let mut a = Spate::start(
+    let mut a = SpateProcess::start(
         &pipeline,
         dir.path().join("a.log"),
         &[("OUT_SUBJECT", &subjects[0])],
     );
-    let mut b = Spate::start(
+    let mut b = SpateProcess::start(
         &pipeline,
         dir.path().join("b.log"),
         &[("OUT_SUBJECT", &subjects[1])],
@@ -772,7 +702,7 @@ async fn poison_run(delivery: &str) {
         extra: "",
     }
     .write(dir.path());
-    let mut spate = Spate::start(&pipeline, dir.path().join("spate.log"), &[]);
+    let mut spate = SpateProcess::start(&pipeline, dir.path().join("spate.log"), &[]);
     wait_for_results(
         &client,
         &names,

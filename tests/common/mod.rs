@@ -3,7 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -138,4 +139,94 @@ pub fn sigterm_when_handled(pid: u32) {
         .status()
         .expect("kill -TERM");
     assert!(status.success());
+}
+
+/// How long a `spate` process may take to stop after SIGTERM.
+const STOP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A `spate run` process of the test, killed if the test ends first; its
+/// log goes to a file, whose tail failure messages show.
+pub struct SpateProcess {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl SpateProcess {
+    /// Starts `spate run pipeline` with `env` added to the environment and
+    /// its log appended to `log`.
+    pub fn start(pipeline: &Path, log: PathBuf, env: &[(&str, &str)]) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_spate"))
+            .arg("run")
+            .arg(pipeline)
+            .env("SPATE_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spate starts");
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The last lines spate logged, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Panics with the log if spate already exited.
+    pub fn assert_running(&mut self) {
+        let child = self.child.as_mut().expect("running");
+        if let Ok(Some(exit)) = child.try_wait() {
+            panic!("spate exited early ({exit}):\n{}", self.log_tail());
+        }
+    }
+
+    /// kill -9: the process dies wherever it is.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit (status 0).
+    pub fn stop(mut self) {
+        let mut child = self.child.take().expect("running");
+        sigterm_when_handled(child.id());
+        let deadline = Instant::now() + STOP_PATIENCE;
+        let exit = loop {
+            if let Some(exit) = child.try_wait().expect("wait") {
+                break exit;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("spate did not stop after SIGTERM:\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            exit.success(),
+            "SIGTERM ends the run cleanly, got {exit}:\n{}",
+            self.log_tail()
+        );
+    }
+}
+
+impl Drop for SpateProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -105,8 +105,8 @@
 //! `allowed_lateness`, `emit` or the output field names keeps the state.
 //!
 //! The outputs depend only on the state and the key's events in order, so
-//! run the function with `ordering: key` (or `partition`): with `ordering:
-//! none`, events of one key may be handled in any order.
+//! the function runs with `ordering: key` (or `partition`); the engine
+//! refuses `ordering: none` for a handler that keeps state.
 
 pub mod codec;
 pub mod config;
