@@ -74,13 +74,19 @@ enum Command {
     /// Check pipeline files without connecting to anything.
     ///
     /// Reports every problem of every file as `file:line:column: message`
-    /// with a hint, and exits 1 if there was any.
+    /// with a hint, and exits 1 if there was any. With --connect it also
+    /// connects to every output and dead-letter target and checks the
+    /// settings against it without writing (a database table's columns
+    /// against the mapping).
     ///
     /// Example: spate validate pipelines/*.yaml
     Validate {
         /// Pipeline files (YAML).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also check every output and dead letter against its target.
+        #[arg(long)]
+        connect: bool,
     },
     /// Run a function over recorded events, with no broker, and check what
     /// each came to.
@@ -130,7 +136,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Validate { files } => validate(&files),
+        Command::Validate { files, connect } => match connect {
+            false => validate(&files),
+            true => block_on(validate_connected(&files)),
+        },
         Command::Test {
             files,
             input,
@@ -201,6 +210,35 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     }
 }
 
+/// `validate --connect`: the offline checks, then every sink against its
+/// target.
+async fn validate_connected(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    if validate(files) != ExitCode::SUCCESS {
+        return Ok(ExitCode::FAILURE);
+    }
+    let runtime = Runtime::new();
+    let specs = match runtime.load(files) {
+        Ok(specs) => specs,
+        Err(errors) => {
+            print_load_errors(&errors.0);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let problems = runtime::check_sinks(&specs).await;
+    for problem in &problems {
+        match problem {
+            runtime::RunError::Misconfigured(errors) => print_load_errors(&errors.0),
+            other => eprintln!("error: {other:#}"),
+        }
+    }
+    if problems.is_empty() {
+        println!("every output and dead letter fits its target");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
+}
+
 async fn run(files: &[PathBuf], metrics_address: Option<&str>) -> anyhow::Result<ExitCode> {
     // First, so a SIGTERM while connectors connect still stops cleanly.
     let shutdown = runtime::shutdown_on_signals();
@@ -240,7 +278,14 @@ async fn run(files: &[PathBuf], metrics_address: Option<&str>) -> anyhow::Result
     if let Some(server) = server {
         server.shutdown().await;
     }
-    let reports = result?;
+    let reports = match result {
+        Ok(reports) => reports,
+        Err(runtime::RunError::Misconfigured(errors)) => {
+            print_load_errors(&errors.0);
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(error) => return Err(error.into()),
+    };
     print_summary(&reports);
     Ok(ExitCode::SUCCESS)
 }

@@ -64,6 +64,11 @@ pub enum RunError {
         #[source]
         source: SinkError,
     },
+    /// A connector's settings do not fit what it found when it connected
+    /// (a mapping naming a column its table does not have): every problem
+    /// at its place in the pipeline file, as `spate validate` reports.
+    #[error("{0}")]
+    Misconfigured(LoadErrors),
     /// A function failed while running.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -175,7 +180,10 @@ impl Runtime {
         for spec in specs {
             let pipeline = pipeline_name(&spec.path);
             for function in spec.functions {
-                plans.push(build_plan(function, pipeline.clone()).await?);
+                let plan = build_plan(function, pipeline.clone())
+                    .await
+                    .map_err(|error| located(error, &spec.path))?;
+                plans.push(plan);
             }
         }
         let mut tasks = JoinSet::new();
@@ -207,6 +215,50 @@ impl Runtime {
             Some(error) => Err(error),
             None => Ok(reports.into_iter().flatten().collect()),
         }
+    }
+}
+
+/// Checks every sink of the pipelines against its target without writing
+/// (`spate validate --connect`); returns every problem, each a
+/// [`RunError`]: settings that do not fit as [`RunError::Misconfigured`]
+/// (at their places in the file), targets that cannot be reached as
+/// [`RunError::BuildSink`].
+pub async fn check_sinks(specs: &[PipelineSpec]) -> Vec<RunError> {
+    let mut problems = Vec::new();
+    for spec in specs {
+        for function in &spec.functions {
+            let sinks = function
+                .outputs
+                .iter()
+                .map(|o| ("output", o))
+                .chain(std::iter::once(("dead letter", &function.dead_letter)));
+            for (role, sink) in sinks {
+                if let Err(source) = sink.builder.check().await {
+                    let error = RunError::BuildSink {
+                        function: function.name.clone(),
+                        role,
+                        name: sink.name.clone(),
+                        source,
+                    };
+                    problems.push(located(error, &spec.path));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// A misconfigured sink's problems, placed in the file they are about.
+fn located(error: RunError, path: &Path) -> RunError {
+    match error {
+        RunError::BuildSink {
+            source: SinkError::Misconfigured { problems, .. },
+            ..
+        } => RunError::Misconfigured(LoadErrors(vec![LoadError::Invalid {
+            path: path.to_path_buf(),
+            errors: problems,
+        }])),
+        other => other,
     }
 }
 

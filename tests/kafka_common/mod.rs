@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use broker::ReadBack;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
 use rdkafka::ClientConfig;
 
 /// A running Tansu broker, killed on drop.
@@ -63,25 +63,21 @@ impl Tansu {
         first: usize,
         records: &[(String, Vec<u8>)],
     ) {
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .create()
-            .expect("producer");
-        for (index, (key, payload)) in records.iter().enumerate() {
-            let mut record = BaseRecord::to(topic)
-                .key(key.as_bytes())
-                .payload(payload.as_slice())
-                .partition(((first + index) % partitions as usize) as i32);
-            while let Err((_, back)) = producer.send(record) {
-                record = back;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        producer
-            .flush(Duration::from_secs(30))
-            .expect("every input record acknowledged");
+        let placed: Vec<(i32, String, Vec<u8>)> = records
+            .iter()
+            .enumerate()
+            .map(|(index, (key, payload))| {
+                let partition = ((first + index) % partitions as usize) as i32;
+                (partition, key.clone(), payload.clone())
+            })
+            .collect();
+        self.produce_to(topic, &placed);
+    }
+
+    /// Produces (partition, key, payload) records to `topic` in order and
+    /// waits until every one is acknowledged.
+    pub fn produce_to(&self, topic: &str, records: &[(i32, String, Vec<u8>)]) {
+        Producer::new(&self.bootstrap).produce_to(topic, records);
     }
 
     /// Everything on `topic` (uncommitted reads), once `quiet` passed with
@@ -97,6 +93,42 @@ impl Tansu {
             .enumerate()
             .filter_map(|(p, o)| o.map(|o| (p as i32, o)))
             .collect()
+    }
+}
+
+/// An idempotent producer to the broker, usable from another thread.
+pub struct Producer {
+    producer: ThreadedProducer<DefaultProducerContext>,
+}
+
+impl Producer {
+    /// A producer to `bootstrap`.
+    pub fn new(bootstrap: &str) -> Self {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        Self { producer }
+    }
+
+    /// Produces (partition, key, payload) records to `topic` in order and
+    /// waits until every one is acknowledged.
+    pub fn produce_to(&self, topic: &str, records: &[(i32, String, Vec<u8>)]) {
+        for (partition, key, payload) in records {
+            let mut record = BaseRecord::to(topic)
+                .key(key.as_bytes())
+                .payload(payload.as_slice())
+                .partition(*partition);
+            while let Err((_, back)) = self.producer.send(record) {
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        self.producer
+            .flush(Duration::from_secs(30))
+            .expect("every input record acknowledged");
     }
 }
 

@@ -50,6 +50,25 @@ pub enum SinkError {
         /// Why the record was refused.
         message: String,
     },
+    /// The sink's settings do not fit what it found when it connected (a
+    /// mapping naming a column the table does not have): each problem at
+    /// its place in the pipeline file, so it is reported like a validation
+    /// error. Trying again cannot help; the file must change.
+    #[error("{sink_name}: {}", describe_problems(problems))]
+    Misconfigured {
+        /// Which sink (connector kind and target).
+        sink_name: String,
+        /// Every problem found, each with its place in the pipeline file.
+        problems: Vec<crate::ConfigError>,
+    },
+}
+
+fn describe_problems(problems: &[crate::ConfigError]) -> String {
+    let described: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{} (line {}): {}", p.path, p.span, p.message))
+        .collect();
+    described.join("; ")
 }
 
 impl SinkError {

@@ -61,6 +61,14 @@ pub trait SourceBuilder: Send + Sync {
 pub trait SinkBuilder: Send + Sync {
     /// Connects and returns the sink.
     async fn build(&self) -> Result<Box<dyn Sink>, SinkError>;
+
+    /// Connects and checks the settings against the target without writing
+    /// anything (a database table's columns against the mapping), for
+    /// `spate validate --connect`: [`SinkError::Misconfigured`] with every
+    /// problem at its place in the file. The default checks nothing.
+    async fn check(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 /// One connector family, as named by `type:` in a pipeline file.

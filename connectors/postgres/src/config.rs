@@ -314,6 +314,8 @@ pub struct SinkConfig {
     pub path: String,
     /// Where the `columns:` mapping starts.
     pub columns_span: Span,
+    /// Where the `table:` value is written.
+    pub table_span: Span,
     /// Where an exactly-once session stores source positions.
     pub offsets_table: TableName,
     /// Where an exactly-once session stores handler state.
@@ -341,6 +343,7 @@ impl SinkConfig {
         let connect_timeout = config
             .duration("connect_timeout")
             .unwrap_or(Duration::from_secs(10));
+        let table_span = config.node("table").map_or(config.span(), |n| n.span);
         let table_text = config.required_string(
             "table",
             Some("write `table: telemetry` or `table: schema.telemetry`".to_owned()),
@@ -491,6 +494,7 @@ impl SinkConfig {
             max_backoff,
             path: config.path().to_owned(),
             columns_span,
+            table_span,
             offsets_table: offsets_table?,
             state_table: state_table?,
         })

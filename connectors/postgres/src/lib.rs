@@ -16,7 +16,7 @@
 //! | what | where it is checked |
 //! | --- | --- |
 //! | keys, URL syntax, table name syntax, column sources (`/ptr`, `field`, `$key`, `$timestamp`, `$payload`, `$record_id`, `$header.NAME`), `key` ⊆ `columns` | when the file is loaded ([`config`], no I/O) |
-//! | table exists, every mapped column exists (with a "did you mean"), is writable and can take its source, NOT NULL columns without default are mapped, `key` is a primary key or unique index | when the sink is built ([`check_table`]); the error names `path (line, col)` of the entry |
+//! | table exists, every mapped column exists (with a "did you mean"), is writable and can take its source, NOT NULL columns without default are mapped, `key` is a primary key or unique index | when the sink is built, and by `spate validate --connect` ([`check_table`]): `SinkError::Misconfigured`, every problem at its place in the pipeline file |
 //! | each value fits its column (integer range, number, boolean, UUID, varchar length, JSON for json columns, …) | at [`Sink::send`](spate_connector::Sink::send) and [`Sink::check`](spate_connector::Sink::check): `Rejected` (dead letter), with a message naming the column |
 //! | what only the server knows (CHECK, foreign keys, enum labels, date syntax) | at write: the refused rows alone are `Rejected`, see [`sink`]; under `exactly_once`, at commit (the transaction fails and nothing is written, see [`exactly_once`]) |
 //!

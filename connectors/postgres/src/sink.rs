@@ -73,23 +73,7 @@ impl PgSinkBuilder {
     pub async fn build_pg(&self) -> Result<PgSink, SinkError> {
         let config = &self.config;
         let name = format!("postgres:{}", config.table);
-        let client =
-            connect(&config.connection)
-                .await
-                .map_err(|message| SinkError::Unavailable {
-                    sink_name: name.clone(),
-                    message,
-                })?;
-        let plan = check_table(&client, config).await.map_err(|e| match e {
-            CheckError::Unavailable(message) => SinkError::Unavailable {
-                sink_name: name.clone(),
-                message,
-            },
-            CheckError::Mapping(message) => SinkError::Rejected {
-                sink_name: name.clone(),
-                message,
-            },
-        })?;
+        let (client, plan) = self.connect_and_check().await?;
         let plan = Arc::new(plan);
         let target = TransactionalTarget {
             kind: crate::KIND,
@@ -136,6 +120,39 @@ impl PgSinkBuilder {
 impl SinkBuilder for PgSinkBuilder {
     async fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
         Ok(Box::new(self.build_pg().await?))
+    }
+
+    /// Connects and checks the mapping against the table, writing nothing.
+    async fn check(&self) -> Result<(), SinkError> {
+        self.connect_and_check().await.map(|_| ())
+    }
+}
+
+impl PgSinkBuilder {
+    /// Connects and checks the table (see [`crate::check_table`]); a
+    /// mapping that does not fit is [`SinkError::Misconfigured`], every
+    /// problem at its place in the pipeline file.
+    async fn connect_and_check(&self) -> Result<(Client, TablePlan), SinkError> {
+        let config = &self.config;
+        let name = format!("postgres:{}", config.table);
+        let client =
+            connect(&config.connection)
+                .await
+                .map_err(|message| SinkError::Unavailable {
+                    sink_name: name.clone(),
+                    message,
+                })?;
+        let plan = check_table(&client, config).await.map_err(|e| match e {
+            CheckError::Unavailable(message) => SinkError::Unavailable {
+                sink_name: name.clone(),
+                message,
+            },
+            CheckError::Mapping(problems) => SinkError::Misconfigured {
+                sink_name: name.clone(),
+                problems,
+            },
+        })?;
+        Ok((client, plan))
     }
 }
 

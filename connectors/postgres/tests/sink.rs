@@ -61,7 +61,21 @@ async fn build_error(url: &str, table: &str, columns: &[(&str, &str)], key: &[&s
     let node = sink_node(&[("url", url), ("table", table)], columns, key);
     match PgSinkBuilder::new(config(&node)).build_pg().await {
         Ok(_) => panic!("the sink built despite a bad mapping"),
-        Err(SinkError::Rejected { message, .. }) => message,
+        Err(SinkError::Misconfigured { problems, .. }) => problems
+            .iter()
+            .map(|p| {
+                let hint = p
+                    .hint
+                    .as_deref()
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
+                format!(
+                    "{} (line {}, col {}): {}{hint}",
+                    p.path, p.span.line, p.span.column, p.message
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
         Err(other) => panic!("expected a mapping error, got {other:?}"),
     }
 }

@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 
 use spate_connector::config::did_you_mean;
+use spate_connector::{ConfigError, Span};
 
 use crate::config::{quote_ident, ColumnMapping, FieldSource, SinkConfig, TableName};
 
@@ -106,8 +107,8 @@ pub type Row = Vec<Option<String>>;
 /// every mapped column exists, is writable and can take its source; every
 /// NOT NULL column without a default is mapped; `key` is exactly the columns
 /// of a primary key or unique index. A mismatch is
-/// [`CheckError::Mapping`], whose message names the pipeline-file location
-/// (`path (line L, col C)`) of each offending entry.
+/// [`CheckError::Mapping`], with each problem at its place in the pipeline
+/// file.
 pub async fn check_table(
     client: &tokio_postgres::Client,
     config: &SinkConfig,
@@ -122,13 +123,15 @@ pub async fn check_table(
         .map_err(CheckError::from_pg)?
         .map(|row| row.get(0));
     let Some(oid) = oid else {
-        return Err(CheckError::Mapping(format!(
-            "{} (line {}, col {}): table `{table}` does not exist (or is not a table) in {}",
-            config.path,
-            config.columns_span.line,
-            config.columns_span.column,
-            config.connection.display()
-        )));
+        return Err(CheckError::Mapping(vec![problem(
+            config.table_span,
+            config.path.clone() + ".table",
+            format!(
+                "table `{table}` does not exist (or is not a table) in {}",
+                config.connection.display()
+            ),
+            Some("create it first (the example pipelines' tables are in pipelines/sql/), or check the schema and the connection's database".to_owned()),
+        )]));
     };
     let rows = client
         .query(
@@ -186,8 +189,9 @@ pub async fn check_table(
 pub enum CheckError {
     /// The database could not be asked; trying again may help.
     Unavailable(String),
-    /// The mapping does not fit the table; the message names where.
-    Mapping(String),
+    /// The mapping does not fit the table: every problem, at its place in
+    /// the pipeline file.
+    Mapping(Vec<ConfigError>),
 }
 
 impl CheckError {
@@ -230,51 +234,68 @@ fn column_kind(typname: &str, typtype: &str, category: &str, typmod: i32) -> Col
     }
 }
 
-/// Checks the mapping against the table's columns and unique indexes.
+/// A mapping problem at a place in the pipeline file.
+fn problem(span: Span, path: String, message: String, hint: Option<String>) -> ConfigError {
+    ConfigError {
+        span,
+        path,
+        message,
+        hint,
+    }
+}
+
+/// Checks the mapping against the table's columns and unique indexes;
+/// every problem, each at its place in the pipeline file.
 pub fn plan(
     config: &SinkConfig,
     table_columns: Vec<TableColumn>,
     unique_sets: &[BTreeSet<String>],
-) -> Result<TablePlan, String> {
+) -> Result<TablePlan, Vec<ConfigError>> {
     let table = &config.table;
     let mut problems = Vec::new();
     let mut columns = Vec::new();
     for mapping in &config.columns {
+        let at = |message: String, hint: Option<String>| {
+            problem(mapping.span, mapping.path.clone(), message, hint)
+        };
         let Some(column) = table_columns.iter().find(|c| c.name == mapping.column) else {
             let hint = did_you_mean(
                 &mapping.column,
                 table_columns.iter().map(|c| c.name.as_str()),
             )
-            .map(|b| format!("; did you mean `{b}`?"))
+            .map(|b| format!("did you mean `{b}`?"))
             .unwrap_or_else(|| {
                 let names: Vec<&str> = table_columns.iter().map(|c| c.name.as_str()).collect();
                 format!(
-                    "; its columns are {}",
+                    "its columns are {}",
                     spate_connector::config::quote_list(&names)
                 )
             });
-            problems.push(format!(
-                "{}: table {table} has no column `{}`{hint}",
-                mapping.location(),
-                mapping.column
+            problems.push(at(
+                format!("table {table} has no column `{}`", mapping.column),
+                Some(hint),
             ));
             continue;
         };
         if column.generated {
-            problems.push(format!(
-                "{}: column `{}` of table {table} is generated and cannot be written",
-                mapping.location(),
-                column.name
+            problems.push(at(
+                format!(
+                    "column `{}` of table {table} is generated and cannot be written",
+                    column.name
+                ),
+                Some("remove it from `columns`".to_owned()),
             ));
             continue;
         }
         if let Err(why) = source_fits(&mapping.source, column.kind) {
-            problems.push(format!(
-                "{}: `{}` cannot be written to column `{}` of type {}: {why}",
-                mapping.location(),
-                mapping.source.describe(),
-                column.name,
-                column.sql_type
+            problems.push(at(
+                format!(
+                    "`{}` cannot be written to column `{}` of type {}: {why}",
+                    mapping.source.describe(),
+                    column.name,
+                    column.sql_type
+                ),
+                None,
             ));
             continue;
         }
@@ -289,12 +310,14 @@ pub fn plan(
             && !column.generated
             && !config.columns.iter().any(|m| m.column == column.name)
         {
-            problems.push(format!(
-                "{} (line {}, col {}): column `{}` of table {table} is NOT NULL without a default, and `columns` does not map it",
+            problems.push(problem(
+                config.columns_span,
                 config.path.clone() + ".columns",
-                config.columns_span.line,
-                config.columns_span.column,
-                column.name
+                format!(
+                    "column `{}` of table {table} is NOT NULL without a default, and `columns` does not map it",
+                    column.name
+                ),
+                Some(format!("map it: `{}: /field`", column.name)),
             ));
         }
     }
@@ -303,17 +326,22 @@ pub fn plan(
         if !unique_sets.contains(&wanted) {
             let (_, span) = &config.key[0];
             let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
-            problems.push(format!(
-                "{}.key (line {}, col {}): table {table} has no primary key or unique index on exactly ({}); an upsert needs one",
-                config.path,
-                span.line,
-                span.column,
-                names.join(", ")
+            problems.push(problem(
+                *span,
+                config.path.clone() + ".key",
+                format!(
+                    "table {table} has no primary key or unique index on exactly ({}); an upsert needs one",
+                    names.join(", ")
+                ),
+                Some(format!(
+                    "create one (`CREATE UNIQUE INDEX ON {table} ({})`), or list the columns of an existing one",
+                    names.join(", ")
+                )),
             ));
         }
     }
     if !problems.is_empty() {
-        return Err(problems.join("\n"));
+        return Err(problems);
     }
     let key: Vec<usize> = config
         .key
