@@ -186,6 +186,7 @@ impl Scheduler {
             let source = &mut self.sources[input].source;
             match source.commit(&positions).await {
                 Ok(()) => {
+                    self.commit_failing = false;
                     self.shared.metrics.commits.increment(1);
                     self.shared
                         .metrics
@@ -202,6 +203,7 @@ impl Scheduler {
                     }
                 }
                 Err(error) => {
+                    self.commit_failing = true;
                     self.shared.metrics.commit_failures.increment(1);
                     warn!(function = %self.shared.name, source = source.name(), %error, "commit failed; will try again");
                 }

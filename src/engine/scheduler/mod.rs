@@ -68,8 +68,22 @@ pub struct Scheduler {
     transactions: Option<Transactions>,
     events_in: u64,
     last_commit: Instant,
+    /// When an event was last admitted or finished: an early commit waits
+    /// for [`IDLE_COMMIT_DELAY`] of quiet after it.
+    last_activity: tokio::time::Instant,
+    /// The last plain (not transactional) commit failed: no early commits
+    /// until one on the interval succeeds.
+    commit_failing: bool,
     started: Instant,
 }
+
+/// How long everything read must have been finished, with no new event,
+/// before the engine commits without waiting for the commit interval. A
+/// source whose broker sends no more until it is acknowledged (an MQTT
+/// session's in-flight window, a JetStream consumer's `max_ack_pending`)
+/// would otherwise idle for the rest of each interval; under steady load a
+/// source always has more, and commits stay on the interval.
+const IDLE_COMMIT_DELAY: Duration = Duration::from_millis(5);
 
 /// Waits for the first source with something to say; source `i` is asked
 /// for at most `maxes[i]` events.
@@ -175,6 +189,8 @@ impl Scheduler {
             transactions: None,
             events_in: 0,
             last_commit: Instant::now(),
+            last_activity: tokio::time::Instant::now(),
+            commit_failing: false,
             started: Instant::now(),
         };
         let min = scheduler.shared.min_tasks;
@@ -201,9 +217,11 @@ impl Scheduler {
             }
             let intake = !self.stopping && self.sources.iter().any(|s| s.open);
             let maxes = self.intake_room();
+            let idle_commit = self.idle_commit_at();
             tokio::select! {
                 biased;
                 Some(completion) = self.done_rx.recv() => {
+                    self.last_activity = tokio::time::Instant::now();
                     self.on_completion(completion);
                     while let Ok(completion) = self.done_rx.try_recv() {
                         self.on_completion(completion);
@@ -227,6 +245,9 @@ impl Scheduler {
                 }
                 _ = tick.tick() => {
                     self.housekeeping().await;
+                }
+                _ = tokio::time::sleep_until(idle_commit.unwrap_or_else(tokio::time::Instant::now)), if idle_commit.is_some() => {
+                    self.commit(None).await;
                 }
                 (index, message) = next_message(&mut self.sources, &maxes), if intake => {
                     self.on_message(index, message).await?;
@@ -252,6 +273,31 @@ impl Scheduler {
             retries: tally.retries.load(AtomicOrdering::Relaxed),
             elapsed: self.started.elapsed(),
         })
+    }
+
+    /// When to commit early, if now everything read is finished and
+    /// something is left to commit (see [`IDLE_COMMIT_DELAY`]); `None`
+    /// leaves commits to the interval.
+    fn idle_commit_at(&self) -> Option<tokio::time::Instant> {
+        if self.stopping || self.delivery == Delivery::AtMostOnce || self.commit_failing {
+            return None;
+        }
+        if self.partitions.values().any(|p| p.unfinished > 0) {
+            return None;
+        }
+        let uncommitted = self.partitions.values().any(|p| {
+            p.watermark
+                .committable()
+                .is_some_and(|next| p.committed.is_none_or(|c| next > c))
+        });
+        let transaction_waits = match self.transactions.as_ref() {
+            None => false,
+            Some(tx) => !tx.can_commit_now(),
+        };
+        let quiet_since = self
+            .last_activity
+            .max(tokio::time::Instant::from_std(self.last_commit));
+        (uncommitted && !transaction_waits).then_some(quiet_since + IDLE_COMMIT_DELAY)
     }
 
     /// Done when intake is over and nothing is left to finish: after
@@ -294,6 +340,7 @@ impl Scheduler {
             Ok(SourceMessage::Events(events)) => {
                 slot.failures = 0;
                 slot.retry_at = None;
+                self.last_activity = tokio::time::Instant::now();
                 let span = info_span!("batch", function = %self.shared.name, events = events.len());
                 let _entered = span.enter();
                 for event in events {

@@ -169,6 +169,11 @@ impl Transactions {
         })
     }
 
+    /// False while the session is dead or backing off after a failure.
+    pub(super) fn can_commit_now(&self) -> bool {
+        !self.dead && self.retry_at.is_none_or(|at| Instant::now() >= at)
+    }
+
     /// Writes one remembered record (or state change) into the session.
     async fn send(&mut self, written: &Written) -> Result<(), TransactionError> {
         match written.destination {
