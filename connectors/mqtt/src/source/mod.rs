@@ -77,6 +77,17 @@
 //! neither is dropped silently. Without `sequence:` the source cannot feed
 //! `exactly_once` into a database, and the pipeline loader says so.
 //!
+//! This relies on the broker keeping each topic's order, as MQTT 3.1.1
+//! requires ("ordered topics"). Mosquitto 2.0 breaks it when a
+//! subscriber's in-flight window (`max_inflight_messages`) is full: what
+//! arrives meanwhile is queued, and newer messages of a topic can be sent
+//! before the queued ones. spate then dead-letters the overtaken readings as
+//! out of sequence (the aggregate misses them). Give spate's session no
+//! window — `max_inflight_messages 0` in `mosquitto.conf` — and let the
+//! source's own bound and TCP flow control hold the broker back (measured
+//! on Mosquitto 2.0.11: with a window of 1,000, a 20,000-reading burst had
+//! hundreds of readings overtaken; with none, none in every run).
+//!
 //! The position of a topic is stored under the topic itself, so changing
 //! `topics`, `partitions` or `partition_level` keeps it; handler state (the
 //! `window` aggregator's) is stored per partition, so changing `partitions`
@@ -90,17 +101,18 @@
 //! holds fewer than `max_buffered` unread events; paused partitions keep
 //! theirs unread. When the channel is full the task stops polling, so
 //! nothing more is read from the socket and TCP flow control pushes back
-//! on the broker. In practice the bound is the broker's: at QoS 1 it sends
-//! at most its in-flight window of unacknowledged messages per client
-//! (Mosquitto's `max_inflight_messages`, 20 by default) and queues the rest
-//! in the session (Mosquitto's `max_queued_messages`, 1000 by default,
-//! beyond which *it* drops messages — size it for the longest outage). So
-//! the source holds at most that window of messages, and throughput is
-//! bounded by window / commit latency; raise the broker's window for more.
-//! If a broker ignores its window and the channel stays full longer than
-//! 1.5 × `keep_alive`, the broker drops the connection (no pings went out);
-//! rumqttc reconnects, the broker redelivers what is unacknowledged, and the
-//! copies are dropped as above.
+//! on the broker. With an in-flight window (Mosquitto's
+//! `max_inflight_messages`, 20 by default) the broker sends at most that
+//! many unacknowledged messages and queues the rest in the session
+//! (`max_queued_messages`, 1000 by default, beyond which *it* drops
+//! messages — size it for the longest outage); throughput is then bounded
+//! by window / commit latency. Without a window (`max_inflight_messages 0`,
+//! which `sequence:` needs, see above) TCP flow control is the bound. If
+//! the channel stays full longer than 1.5 × `keep_alive` (a handler far
+//! slower than the input), the broker drops the connection, since no pings
+//! went out; rumqttc reconnects, the broker redelivers what is
+//! unacknowledged, and the copies are dropped as above: nothing is lost,
+//! but raise `keep_alive` if that happens often.
 //!
 //! | key | default | meaning |
 //! | --- | --- | --- |
