@@ -169,7 +169,7 @@ fn run_case(broker: &Tansu, case: &str, round: usize, events: usize, dir: &std::
                         &input_w,
                         &output_w,
                         transactional,
-                        6000,
+                        (6000, 500),
                         &stop_worker,
                         &mark_first_event,
                     )

@@ -7,7 +7,7 @@
 //!   `spate run` uses) with the built-in handlers and `bench-sleep`
 //!   registered; graceful stop on SIGTERM (drain, commit).
 //! - `raw-kafka <bootstrap> <group> <input> <output> <alo|eos>
-//!   <session_ms>`: [`super::raw_kafka::raw_loop`].
+//!   <session_ms> <fetch_wait_ms>`: [`super::raw_kafka::raw_loop`].
 //! - `raw-jetstream <url> <stream> <durable> <output> <alo|eos> <window>
 //!   <max_ack_pending>` and `raw-core <url> <input> <output>`: the loops of
 //!   [`super::raw_nats`].
@@ -92,7 +92,22 @@ pub fn main(args: &[String]) {
                     .load(&[path])
                     .unwrap_or_else(|e| panic!("bench pipeline invalid:\n{e}"));
                 let stop = on_signal();
+                // As `spate run` does: the metrics endpoint first, so the
+                // recorder is installed before the function registers.
+                let health = spate::serve::Health::new();
+                let server = match specs.first().and_then(|s| s.settings.metrics_address) {
+                    Some(address) => Some(
+                        spate::serve::start(address, health.clone())
+                            .await
+                            .expect("metrics endpoint"),
+                    ),
+                    None => None,
+                };
+                health.set_ready(true);
                 spate.run(specs, stop).await.expect("spate runs");
+                if let Some(server) = server {
+                    server.shutdown().await;
+                }
             });
             let calls = SLEEP_CALLS.load(Ordering::Relaxed);
             let total = SLEEP_TOTAL_US.load(Ordering::Relaxed);
@@ -111,13 +126,16 @@ pub fn main(args: &[String]) {
                 });
             }
             let session_ms: u32 = arg(args, 6, "session_ms").parse().expect("session_ms");
+            let fetch_wait_ms: u32 = arg(args, 7, "fetch_wait_ms")
+                .parse()
+                .expect("fetch_wait_ms");
             raw_kafka::raw_loop(
                 arg(args, 1, "bootstrap"),
                 arg(args, 2, "group"),
                 arg(args, 3, "input"),
                 arg(args, 4, "output"),
                 arg(args, 5, "alo|eos") == "eos",
-                session_ms,
+                (session_ms, fetch_wait_ms),
                 &stop,
                 &|| {},
             );

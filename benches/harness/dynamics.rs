@@ -98,12 +98,12 @@ fn live_run(
         u64::from(ctx.config.session_ms) / 2 + 1_500,
     ));
     contender.assert_alive();
+    let pacer = Pacer::new(broker, &names.input, PARTITIONS, 1_000, live.size);
     let written = Arc::new(AtomicU64::new(0));
     let writing = Arc::new(AtomicBool::new(true));
     let start = Instant::now();
     let writer = {
         let (written, writing) = (written.clone(), writing.clone());
-        let pacer = Pacer::new(broker, &names.input, PARTITIONS, 1_000, live.size);
         let phases = live.phases.clone();
         std::thread::spawn(move || {
             let mut first = 0;

@@ -63,14 +63,19 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    /// A pacer writing to `topic`.
+    /// A pacer writing to `topic`, connected (so no record waits for the
+    /// connection, which would count as latency).
     pub fn new(broker: &Tansu, topic: &str, partitions: i32, keys: u64, size: usize) -> Self {
-        let producer = ClientConfig::new()
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
             .set("bootstrap.servers", &broker.bootstrap)
             .set("enable.idempotence", "true")
             .set("linger.ms", "0")
             .create()
             .expect("pacing producer");
+        producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("pacing producer connects");
         Self {
             producer,
             topic: topic.to_owned(),

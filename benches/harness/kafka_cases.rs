@@ -103,11 +103,12 @@ pub fn spate_pipeline(ctx: &Ctx, broker: &Tansu, names: &Names, spate: &SpateKaf
         (String::new(), "commit_interval: 100ms")
     };
     let text = format!(
-        "settings:\n  metrics_address: {metrics}\nfunctions:\n  - name: bench\n    input:\n      type: kafka\n      bootstrap_servers: {b}\n      topics: [{input}]\n      group_id: {group}\n      session_timeout: {session}ms{extra}\n    handler: {handler}\n    outputs: [{{type: kafka, bootstrap_servers: {b}, topic: {output}}}]\n    dead_letter: {{type: kafka, bootstrap_servers: {b}, topic: {dead}}}\n    delivery: {delivery}\n    ordering: {ordering}\n    concurrency: {{min: {min}, max: {max}}}\n    max_in_flight: {{events: {in_flight}, bytes: 256MiB}}\n    {timing}\n    drain_timeout: 30s\n",
+        "settings:\n  metrics_address: {metrics}\nfunctions:\n  - name: bench\n    input:\n      type: kafka\n      bootstrap_servers: {b}\n      topics: [{input}]\n      group_id: {group}\n      session_timeout: {session}ms\n      properties: {{fetch.wait.max.ms: \"{fetch_wait}\"}}{extra}\n    handler: {handler}\n    outputs: [{{type: kafka, bootstrap_servers: {b}, topic: {output}}}]\n    dead_letter: {{type: kafka, bootstrap_servers: {b}, topic: {dead}}}\n    delivery: {delivery}\n    ordering: {ordering}\n    concurrency: {{min: {min}, max: {max}}}\n    max_in_flight: {{events: {in_flight}, bytes: 256MiB}}\n    {timing}\n    drain_timeout: 30s\n",
         metrics = spate.metrics,
         input = names.input,
         group = names.group,
         session = ctx.config.session_ms,
+        fetch_wait = ctx.config.fetch_wait_ms,
         handler = spate.handler,
         output = names.output,
         dead = names.dead,
@@ -152,6 +153,7 @@ pub fn kafka_run(ctx: &Ctx, broker: &Tansu, spec: &KafkaSpec) -> Result<Run, Str
     let total = (n + m) as usize;
     let tally = Tally::shared(total, n, &[n as usize, total]);
     let checker = Checker::start(broker, &names.output, tally.clone());
+    let pacer = Pacer::new(broker, &names.input, spec.partitions, spec.keys, spec.size);
     let log = ctx.file(&format!("{}.log", names.group));
     let mut contender = Contender::spawn(spec.slug, (spec.launch)(&names), &log);
     let unique_now = || tally.lock().expect("tally").unique;
@@ -171,7 +173,6 @@ pub fn kafka_run(ctx: &Ctx, broker: &Tansu, spec: &KafkaSpec) -> Result<Run, Str
         &mut || contender.assert_alive(),
     )?;
     // Latency phase.
-    let pacer = Pacer::new(broker, &names.input, spec.partitions, spec.keys, spec.size);
     pacer.run(n, m, pace, &AtomicU64::new(0));
     wait_progress(
         &format!("{}: latency phase", spec.slug),
@@ -219,7 +220,7 @@ pub fn kafka_run(ctx: &Ctx, broker: &Tansu, spec: &KafkaSpec) -> Result<Run, Str
     if tally.duplicates > 0 {
         note.push(format!("{} duplicates", tally.duplicates));
     }
-    if let Some((calls, mean_us)) = sleep_report(&stopped.log) {
+    if let Some((calls, mean_us)) = sleep_report(&stopped.log).filter(|(calls, _)| *calls > 0) {
         note.push(format!("handler mean {mean_us} µs over {calls} calls"));
     }
     if !stopped.clean_exit {
@@ -266,6 +267,7 @@ pub fn peer_command(ctx: &Ctx, peer: &str, broker: &Tansu, names: &Names, eos: b
             if eos { "exactly-once" } else { "at-least-once" },
         )
         .env("BENCH_SESSION_MS", ctx.config.session_ms.to_string())
+        .env("BENCH_FETCH_WAIT_MS", ctx.config.fetch_wait_ms.to_string())
         .env(
             "BENCH_STATE_DIR",
             ctx.file(&format!("{}-state", names.group)),
@@ -284,6 +286,7 @@ pub fn scenario_1(ctx: &Ctx, broker: &Tansu, size: usize, events: u64) -> Vec<Ro
     let config = &ctx.config;
     let latency = (config.latency_events, config.latency_rate);
     let session = config.session_ms.to_string();
+    let fetch_wait = config.fetch_wait_ms.to_string();
     let mut cases: Vec<Case> = Vec::new();
     for (guarantee, eos) in [("at-least-once", false), ("exactly-once", true)] {
         let tag = if eos { "eos" } else { "alo" };
@@ -306,7 +309,7 @@ pub fn scenario_1(ctx: &Ctx, broker: &Tansu, size: usize, events: u64) -> Vec<Ro
                 }
             }
             let slug = format!("s1-{who}-{tag}-{size}");
-            let session = session.clone();
+            let (session, fetch_wait) = (session.clone(), fetch_wait.clone());
             cases.push((
                 row,
                 Box::new(move |_round| {
@@ -319,6 +322,7 @@ pub fn scenario_1(ctx: &Ctx, broker: &Tansu, size: usize, events: u64) -> Vec<Ro
                             &names.output,
                             tag,
                             &session,
+                            &fetch_wait,
                         ]),
                         "spate" => {
                             let spate = SpateKafka {

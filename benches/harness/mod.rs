@@ -46,6 +46,9 @@ pub struct Config {
     pub step: (u64, u64, f64, f64),
     /// Consumer-group session timeout (ms) for every Kafka contender.
     pub session_ms: u32,
+    /// `fetch.wait.max.ms` for every Kafka contender's consumer: Tansu
+    /// answers a fetch only when this runs out, not when data arrives.
+    pub fetch_wait_ms: u32,
     /// Scenarios to run (1–5), all by default.
     pub scenarios: Vec<u32>,
     /// Contenders to run (`spate`, `raw`, `quix`, `bytewax`), all by default.
@@ -66,7 +69,7 @@ impl Config {
         let (repeat, events, events_1k, latency, parallel, slow, step) = if quick {
             (1, 20_000, 10_000, 1_000, (5_000, 500), 8, (3, 4))
         } else {
-            (3, 200_000, 100_000, 4_000, (50_000, 3_000), 60, (8, 15))
+            (3, 100_000, 50_000, 2_000, (30_000, 2_000), 60, (8, 15))
         };
         let list = |name: &str, all: &str| -> Vec<String> {
             std::env::var(name)
@@ -86,6 +89,7 @@ impl Config {
             backpressure: (env_or("SPATE_BENCH_BACKPRESSURE_SECS", slow), 2_000.0),
             step: (step.0, step.1, 200.0, 4_000.0),
             session_ms: env_or("SPATE_BENCH_SESSION_MS", 6_000),
+            fetch_wait_ms: env_or("SPATE_BENCH_FETCH_WAIT_MS", 10),
             scenarios: list("SPATE_BENCH_SCENARIOS", "1,2,3,4,5")
                 .iter()
                 .filter_map(|s| s.parse().ok())

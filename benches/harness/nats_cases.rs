@@ -159,6 +159,7 @@ fn jetstream_run(
 ) -> Result<Run, String> {
     let slug = format!("s2-{who}-{flavour}");
     let names = Names::new(&slug);
+    let _runtime = rt.enter();
     let js = jetstream::new(client.clone());
     let (n, m) = (ctx.config.events, ctx.config.latency_events);
     let total = (n + m) as usize;
@@ -320,6 +321,7 @@ fn finish(
 fn core_run(ctx: &Ctx, rt: &tokio::runtime::Runtime, url: &str, who: &str) -> Result<Run, String> {
     let slug = format!("s2-{who}-core");
     let names = Names::new(&slug);
+    let _runtime = rt.enter();
     let (n, m) = (ctx.config.events, ctx.config.latency_events);
     let total = (n + m) as usize;
     let tally = Tally::shared(total, n, &[n as usize, total]);

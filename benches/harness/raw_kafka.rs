@@ -28,15 +28,17 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 pub const COMMIT_EVERY: Duration = Duration::from_millis(100);
 
 /// A consumer-group member reading `topic` from the earliest offset,
-/// committed reads only, offsets committed by hand.
-pub fn consumer(bootstrap: &str, group: &str, topic: &str, session_ms: u32) -> BaseConsumer {
+/// committed reads only, offsets committed by hand; `timing` is the session
+/// timeout and `fetch.wait.max.ms` (ms).
+pub fn consumer(bootstrap: &str, group: &str, topic: &str, timing: (u32, u32)) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
-        .set("session.timeout.ms", session_ms.to_string())
+        .set("session.timeout.ms", timing.0.to_string())
+        .set("fetch.wait.max.ms", timing.1.to_string())
         .create()
         .expect("raw consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
@@ -52,11 +54,11 @@ pub fn raw_loop(
     input: &str,
     output: &str,
     transactional: bool,
-    session_ms: u32,
+    timing: (u32, u32),
     stop: &AtomicBool,
     on_first: &dyn Fn(),
 ) {
-    let consumer = consumer(bootstrap, group, input, session_ms);
+    let consumer = consumer(bootstrap, group, input, timing);
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)

@@ -21,7 +21,7 @@ flow = Dataflow("spate-bench")
 messages = op.input(
     "in",
     flow,
-    KafkaSource(brokers, [env["BENCH_INPUT"]], tail=True, add_config={"group.id": env["BENCH_GROUP"]}),
+    KafkaSource(brokers, [env["BENCH_INPUT"]], tail=True, add_config={"group.id": env["BENCH_GROUP"], "fetch.wait.max.ms": env["BENCH_FETCH_WAIT_MS"]}),
 )
 forwarded = op.map("forward", messages, lambda m: KafkaSinkMessage(m.key, m.value))
 op.output("out", forwarded, KafkaSink(brokers, env["BENCH_OUTPUT"], add_config={"linger.ms": "5"}))

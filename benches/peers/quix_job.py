@@ -21,7 +21,10 @@ app = Application(
     commit_interval=0.1,
     auto_create_topics=False,
     state_dir=env["BENCH_STATE_DIR"],
-    consumer_extra_config={"session.timeout.ms": int(env["BENCH_SESSION_MS"])},
+    consumer_extra_config={
+        "session.timeout.ms": int(env["BENCH_SESSION_MS"]),
+        "fetch.wait.max.ms": int(env["BENCH_FETCH_WAIT_MS"]),
+    },
     producer_extra_config={"linger.ms": 5},
 )
 source = app.topic(env["BENCH_INPUT"], key_deserializer="bytes", value_deserializer="bytes")
