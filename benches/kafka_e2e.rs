@@ -4,7 +4,7 @@
 //!
 //! Cases, each over a fresh input topic of `EVENTS` records (4 partitions,
 //! `PAYLOAD` bytes each) and its own consumer group:
-//! - `raw/at_least_once`: poll, produce each record, and every 100 ms flush
+//! - `raw/at_least_once` (`harness/raw_kafka.rs`): poll, produce each record, and every 100 ms flush
 //!   the producer and commit the consumed offsets.
 //! - `raw/exactly_once`: the same with a transactional producer:
 //!   begin, produce, `send_offsets_to_transaction`, commit every 100 ms.
@@ -30,15 +30,15 @@
 
 #[path = "../tests/kafka_common/mod.rs"]
 mod kafka_common;
+#[path = "harness/raw_kafka.rs"]
+mod raw_kafka;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_common::Tansu;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -112,93 +112,6 @@ fn watch_commits(
     }
 }
 
-fn consumer(broker: &Tansu, group: &str, topic: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    consumer
-}
-
-fn raw_loop(
-    broker: &Tansu,
-    group: &str,
-    input: &str,
-    output: &str,
-    transactional: bool,
-    stop: &AtomicBool,
-) {
-    let consumer = consumer(broker, group, input);
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &broker.bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5");
-    if transactional {
-        config.set("transactional.id", format!("{group}-raw"));
-    }
-    let producer: ThreadedProducer<DefaultProducerContext> = config.create().expect("producer");
-    if transactional {
-        producer
-            .init_transactions(Duration::from_secs(30))
-            .expect("init");
-        producer.begin_transaction().expect("begin");
-    }
-    let mut positions: std::collections::BTreeMap<i32, i64> = Default::default();
-    let mut last_commit = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(10)) {
-            mark_first_event();
-            let mut record = BaseRecord::to(output).payload(message.payload().unwrap_or_default());
-            if let Some(key) = message.key() {
-                record = record.key(key);
-            }
-            let mut record = record;
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
-            }
-            positions.insert(message.partition(), message.offset() + 1);
-        }
-        if last_commit.elapsed() >= Duration::from_millis(100) && !positions.is_empty() {
-            let mut list = TopicPartitionList::new();
-            for (partition, offset) in &positions {
-                list.add_partition_offset(input, *partition, Offset::Offset(*offset))
-                    .expect("offset");
-            }
-            if transactional {
-                let metadata = consumer.group_metadata().expect("group metadata");
-                producer
-                    .send_offsets_to_transaction(&list, &metadata, Duration::from_secs(30))
-                    .expect("offsets in transaction");
-                producer
-                    .commit_transaction(Duration::from_secs(30))
-                    .expect("commit");
-                producer.begin_transaction().expect("begin");
-            } else {
-                producer.flush(Duration::from_secs(30)).expect("flush");
-                consumer.commit(&list, CommitMode::Sync).expect("commit");
-            }
-            positions.clear();
-            last_commit = Instant::now();
-        }
-    }
-    if transactional {
-        let _ = producer.abort_transaction(Duration::from_secs(10));
-    }
-}
-
 fn spate_pipeline(
     broker: &Tansu,
     group: &str,
@@ -250,13 +163,15 @@ fn run_case(broker: &Tansu, case: &str, round: usize, events: usize, dir: &std::
             "raw/at_least_once" | "raw/exactly_once" => {
                 let transactional = case.ends_with("exactly_once");
                 scope.spawn(move || {
-                    raw_loop(
-                        broker,
+                    raw_kafka::raw_loop(
+                        &broker.bootstrap,
                         &group_w,
                         &input_w,
                         &output_w,
                         transactional,
+                        (6000, 500),
                         &stop_worker,
+                        &mark_first_event,
                     )
                 })
             }

@@ -55,6 +55,8 @@
 
 #[path = "../connectors/nats/tests/common/mod.rs"]
 mod nats_common;
+#[path = "harness/raw_nats.rs"]
+mod raw_nats;
 
 use std::future::IntoFuture;
 use std::path::PathBuf;
@@ -62,16 +64,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, message::PublishMessage};
+use async_nats::jetstream::{self, consumer::pull};
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 const PAYLOAD: usize = 128;
-/// Messages per pull request of the raw loop: the engine's read batch
-/// (`EngineOptions::max_batch`), so both ask the server alike.
-const FETCH_BATCH: usize = 512;
+use raw_nats::FETCH_BATCH;
 /// Marks probe messages of the core case (data payloads are all `x`).
 const PROBE: &[u8] = b"probe";
 /// The longest a JetStream case may go without progress before it fails.
@@ -236,96 +236,6 @@ async fn stream_len(js: &jetstream::Context, stream: &str) -> usize {
         .messages as usize
 }
 
-/// The raw JetStream loop: fetch, publish, ack after the publish ack.
-async fn raw_jetstream(
-    url: String,
-    names: Arc<Names>,
-    events: usize,
-    window: usize,
-    max_ack_pending: usize,
-    exactly_once: bool,
-) {
-    let client = async_nats::connect(&url)
-        .await
-        .expect("raw client connects");
-    let js = jetstream::ContextBuilder::new()
-        .max_ack_inflight(window + FETCH_BATCH)
-        .build(client.clone());
-    let consumer: jetstream::consumer::PullConsumer = js
-        .get_stream(&names.input_stream)
-        .await
-        .expect("input stream")
-        .create_consumer(pull::Config {
-            durable_name: Some(names.durable.clone()),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: max_ack_pending as i64,
-            ..Default::default()
-        })
-        .await
-        .expect("raw consumer");
-    let output = async_nats::Subject::from(names.output.as_str());
-    // Inputs whose output is published, resolving to the input once the
-    // publish is acknowledged.
-    let mut publishes = FuturesUnordered::new();
-    // Exactly-once: double acks waiting for the server's confirmation.
-    let mut acks = FuturesUnordered::new();
-    let mut batch = None;
-    let (mut fetched, mut done) = (0usize, 0usize);
-    while done < events {
-        let open = publishes.len() + acks.len();
-        if batch.is_none() && fetched < events && open < window {
-            let want = (window - open).min(FETCH_BATCH);
-            batch = Some(
-                consumer
-                    .batch()
-                    .max_messages(want)
-                    .expires(Duration::from_secs(1))
-                    .messages()
-                    .await
-                    .expect("pull request"),
-            );
-        }
-        tokio::select! {
-            item = async { batch.as_mut().expect("a batch").next().await }, if batch.is_some() => {
-                match item {
-                    Some(message) => {
-                        let message: jetstream::Message = message.expect("message fetched");
-                        fetched += 1;
-                        let mut publish = PublishMessage::build().payload(message.payload.clone());
-                        if exactly_once {
-                            let sequence = message.info().expect("ack metadata").stream_sequence;
-                            publish = publish
-                                .message_id(format!("{}/0/{sequence}/0", names.input_stream));
-                        }
-                        let ack = js
-                            .send_publish(output.clone(), publish)
-                            .await
-                            .expect("output published");
-                        publishes.push(async move {
-                            ack.await.expect("output publish acked");
-                            message
-                        });
-                    }
-                    None => batch = None,
-                }
-            }
-            Some(message) = publishes.next(), if !publishes.is_empty() => {
-                if exactly_once {
-                    acks.push(async move {
-                        message.double_ack().await.expect("input double-acked");
-                    });
-                } else {
-                    message.ack().await.expect("input acked");
-                    done += 1;
-                }
-            }
-            Some(()) = acks.next(), if !acks.is_empty() => done += 1,
-        }
-    }
-    client.flush().await.expect("acks flushed");
-}
-
 /// Waits until the output stream holds `events` messages; returns the
 /// moment it was seen.
 async fn watch_output(js: &jetstream::Context, names: &Names, events: usize) -> Instant {
@@ -374,13 +284,18 @@ async fn jetstream_case(
     let stop = CancellationToken::new();
     let start = Instant::now();
     let worker = if mode == "raw" {
-        spawn_worker(raw_jetstream(
-            settings.url.clone(),
-            names.clone(),
-            settings.events,
+        spawn_worker(raw_nats::jetstream(
+            raw_nats::JetStreamRoute {
+                url: settings.url.clone(),
+                input_stream: names.input_stream.clone(),
+                durable: names.durable.clone(),
+                output: names.output.clone(),
+            },
             settings.in_flight,
             settings.max_ack_pending(),
             exactly_once,
+            Some(settings.events),
+            stop.clone(),
         ))
     } else {
         start_spate(spate_pipeline(settings, &names, flavour), stop.clone())
@@ -443,32 +358,6 @@ struct Counts {
     last_output: Mutex<Option<Instant>>,
 }
 
-/// The raw core floor: republish every input message to the output.
-async fn raw_core(url: String, names: Arc<Names>, stop: CancellationToken) {
-    let client = async_nats::connect(&url)
-        .await
-        .expect("raw client connects");
-    let mut inputs = client
-        .subscribe(names.input.clone())
-        .await
-        .expect("raw subscription");
-    client.flush().await.expect("subscribed");
-    let output = async_nats::Subject::from(names.output.as_str());
-    loop {
-        tokio::select! {
-            message = inputs.next() => {
-                let message = message.expect("subscription open");
-                client
-                    .publish(output.clone(), message.payload)
-                    .await
-                    .expect("republished");
-            }
-            _ = stop.cancelled() => break,
-        }
-    }
-    client.flush().await.expect("flushed");
-}
-
 async fn core_case(settings: &Settings, case: &str, round: usize) -> Outcome {
     let names = Arc::new(Names::new(case, round));
     // A client of its own for the counter, with room enough never to drop.
@@ -499,7 +388,12 @@ async fn core_case(settings: &Settings, case: &str, round: usize) -> Outcome {
     };
     let stop = CancellationToken::new();
     let worker = if case.starts_with("raw/") {
-        spawn_worker(raw_core(settings.url.clone(), names.clone(), stop.clone()))
+        spawn_worker(raw_nats::core(
+            settings.url.clone(),
+            names.input.clone(),
+            names.output.clone(),
+            stop.clone(),
+        ))
     } else {
         start_spate(spate_pipeline(settings, &names, "core"), stop.clone())
     };
