@@ -156,7 +156,14 @@ impl Scheduler {
     pub(super) async fn commit(&mut self, only: Option<&[PartKey]>) {
         self.last_commit = Instant::now();
         if self.transactions.is_some() {
-            self.commit_transaction(only.unwrap_or(&[])).await;
+            match only {
+                // Periodic and early commits run in the background.
+                None => self.start_transaction_commit_now().await,
+                // Before partitions are let go their commit must be done.
+                Some(releasing) => {
+                    self.commit_transaction(releasing).await;
+                }
+            }
             return;
         }
         for input in 0..self.sources.len() {

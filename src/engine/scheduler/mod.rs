@@ -218,6 +218,10 @@ impl Scheduler {
             let intake = !self.stopping && self.sources.iter().any(|s| s.open);
             let maxes = self.intake_room();
             let idle_commit = self.idle_commit_at();
+            let committing = self
+                .transactions
+                .as_ref()
+                .is_some_and(|tx| tx.committing.is_some());
             tokio::select! {
                 biased;
                 Some(completion) = self.done_rx.recv() => {
@@ -229,7 +233,7 @@ impl Scheduler {
                     if self.transactions.is_some() {
                         self.write_ready().await;
                         if self.transaction_due() {
-                            self.commit_transaction(&[]).await;
+                            self.start_transaction_commit_now().await;
                         }
                     }
                     self.apply_backpressure();
@@ -241,6 +245,12 @@ impl Scheduler {
                 _ = shutdown.cancelled(), if !self.stopping => {
                     info!(function = %self.shared.name, "stopping intake, draining in-flight events");
                     self.begin_stop();
+                    self.finish_drains().await;
+                }
+                outcome = transact::commit_outcome(&mut self.transactions), if committing => {
+                    self.on_commit_outcome(outcome).await;
+                    self.write_ready().await;
+                    self.apply_backpressure();
                     self.finish_drains().await;
                 }
                 _ = tick.tick() => {
@@ -638,7 +648,7 @@ impl Scheduler {
     async fn housekeeping(&mut self) {
         if self.transactions.is_some() {
             if self.transaction_due() {
-                self.commit_transaction(&[]).await;
+                self.start_transaction_commit_now().await;
             }
             if self.last_commit.elapsed() >= self.commit_interval {
                 self.last_commit = Instant::now();

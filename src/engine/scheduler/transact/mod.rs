@@ -30,208 +30,56 @@
 //! handles those events again. A fenced session (another process took over)
 //! stops the function without committing anything more.
 
-use std::time::{Duration, Instant};
-
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spate_connector::{
-    dead_letter, CommitPosition, PartitionId, Record, SessionOwner, Sink, Source, StateChange,
-    TransactionError, TransactionSession, TransactionalTarget,
+    dead_letter, CommitPosition, PartitionId, Record, SessionOwner, StoredPosition,
+    TransactionError,
 };
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 use super::Scheduler;
 use crate::engine::work::{Destination, PartKey, WorkItem};
-use crate::engine::{backoff, EngineError, NamedSink, SessionHost};
+use crate::engine::{backoff, EngineError};
 
-/// A record written into the open transaction, kept until it commits.
-struct Written {
-    part: PartKey,
-    epoch: u64,
-    destination: Destination,
-    record: Record,
-    /// The in-flight bytes its event held (on the event's first record).
-    bytes: u64,
-    /// True on the event's first record: counts the event once.
-    first_of_event: bool,
-    /// For a state change: the partition's stable name.
-    state_partition: Option<String>,
+mod session;
+
+pub(crate) use session::Transactions;
+use session::{Committed, Committing, Written};
+
+/// How starting a commit went.
+enum Start {
+    /// Nothing to commit.
+    Nothing,
+    /// The commit runs in the background.
+    Started,
+    /// It could not start (the session failed; the error is handled).
+    Failed,
 }
 
-/// The exactly-once state of a function.
-pub(super) struct Transactions {
-    session: Box<dyn TransactionSession>,
-    /// The session stores the source's positions itself (a database's):
-    /// the source resumes from them, and handler state commits with them.
-    resumes: bool,
-    outputs: Vec<TransactionalTarget>,
-    dead_letter: TransactionalTarget,
-    open: Vec<Written>,
-    /// Events whose records are in `open`.
-    open_events: usize,
-    /// The open transaction was aborted: write `open` again first.
-    needs_replay: bool,
-    interval: Duration,
-    max_events: usize,
-    failures: u32,
-    retry_at: Option<Instant>,
-    last_commit: Instant,
-    /// The session can never commit again.
-    dead: bool,
+/// The outcome of the commit running in the background, once it ends;
+/// `None` at once when none runs.
+async fn commit_outcome_if_running(
+    transactions: &mut Option<Transactions>,
+) -> Option<Option<Committed>> {
+    let tx = transactions.as_mut()?;
+    let name = tx.name.clone();
+    let committing = tx.committing.as_mut()?;
+    Some(committing.outcome(&name).await)
 }
 
-fn target_of(sink: &dyn Sink, role: &str) -> Result<TransactionalTarget, String> {
-    sink.transactional_target().ok_or_else(|| {
-        format!(
-            "{role} `{}` cannot write inside a transaction, so `exactly_once` cannot cover it",
-            sink.name()
-        )
-    })
-}
-
-impl Transactions {
-    /// Opens the session — the source's, or under [`SessionHost::Sink`]
-    /// the first output's (else the dead-letter sink's), which stores the
-    /// source's positions itself — and checks that it accepts every output
-    /// and the dead-letter sink. A sink's session then hands the source the
-    /// positions stored so far.
-    pub(super) async fn open(
-        source: &mut dyn Source,
-        outputs: &[NamedSink],
-        dead_letter: &dyn Sink,
-        host: SessionHost,
-        owner: SessionOwner,
-        interval: Duration,
-        max_events: usize,
-    ) -> Result<Self, String> {
-        let mut targets = Vec::with_capacity(outputs.len());
-        for output in outputs {
-            targets.push(target_of(
-                &*output.sink,
-                &format!("output `{}`:", output.name),
-            )?);
-        }
-        let dead_letter_target = target_of(dead_letter, "the dead-letter sink")?;
-        let mut session = match host {
-            SessionHost::Source => source
-                .begin_exactly_once()
-                .await
-                .map_err(|e| format!("opening the exactly-once session failed: {e}"))?,
-            SessionHost::Sink => {
-                let sink = outputs.first().map_or(dead_letter, |o| &*o.sink);
-                sink.begin_exactly_once(&owner).await.map_err(|e| {
-                    format!(
-                        "opening the exactly-once session in `{}` failed: {e}",
-                        sink.name()
-                    )
-                })?
-            }
-        };
-        for target in targets.iter().chain(std::iter::once(&dead_letter_target)) {
-            session.accepts(target).map_err(|why| {
-                format!(
-                    "`{}` cannot commit records to {}:{} together with its positions: {why}",
-                    session.name(),
-                    target.kind,
-                    target.destination
-                )
-            })?;
-        }
-        let resumes = host == SessionHost::Sink;
-        if resumes {
-            let positions = session
-                .load_positions()
-                .await
-                .map_err(|e| format!("reading the stored positions failed: {e}"))?;
-            info!(
-                session = session.name(),
-                positions = positions.len(),
-                "resuming from the positions stored with the records"
-            );
-            source.resume_from(&positions).map_err(|e| e.to_string())?;
-        }
-        info!(session = session.name(), "exactly-once session open");
-        Ok(Self {
-            session,
-            resumes,
-            outputs: targets,
-            dead_letter: dead_letter_target,
-            open: Vec::new(),
-            open_events: 0,
-            needs_replay: false,
-            interval,
-            max_events: max_events.max(1),
-            failures: 0,
-            retry_at: None,
-            last_commit: Instant::now(),
-            dead: false,
-        })
-    }
-
-    /// False while the session is dead or backing off after a failure.
-    pub(super) fn can_commit_now(&self) -> bool {
-        !self.dead && self.retry_at.is_none_or(|at| Instant::now() >= at)
-    }
-
-    /// Writes one remembered record (or state change) into the session.
-    async fn send(&mut self, written: &Written) -> Result<(), TransactionError> {
-        match written.destination {
-            Destination::State { delete } => {
-                let change = StateChange {
-                    key: written.record.key.clone().unwrap_or_default(),
-                    value: (!delete).then(|| written.record.payload.clone()),
-                };
-                let partition = written.state_partition.as_deref().unwrap_or_default();
-                self.session.write_state(partition, change).await
-            }
-            destination => {
-                let target = self.target(destination).clone();
-                self.session.write(&target, written.record.clone()).await
-            }
-        }
-    }
-
-    fn target(&self, destination: Destination) -> &TransactionalTarget {
-        match destination {
-            Destination::Output(index) => &self.outputs[index],
-            Destination::DeadLetter | Destination::State { .. } => &self.dead_letter,
-        }
-    }
-
-    /// Writes a record into the open transaction; remembers it either way.
-    async fn write(&mut self, written: Written) -> Result<(), TransactionError> {
-        let result = if self.needs_replay {
-            Ok(()) // the whole of `open` is written again before the commit
-        } else {
-            self.send(&written).await
-        };
-        if written.first_of_event {
-            self.open_events += 1;
-        }
-        self.open.push(written);
-        result
-    }
-
-    /// Writes everything in `open` again into a fresh transaction.
-    async fn replay(&mut self) -> Result<(), TransactionError> {
-        debug!(
-            session = self.session.name(),
-            records = self.open.len(),
-            "writing the aborted transaction's records again"
-        );
-        let open = std::mem::take(&mut self.open);
-        let mut result = Ok(());
-        for written in &open {
-            result = self.send(written).await;
-            if result.is_err() {
-                break;
-            }
-        }
-        self.open = open;
-        result?;
-        self.needs_replay = false;
-        Ok(())
+/// The outcome of the commit running in the background, once it ends;
+/// pending forever when none runs. Cancel safe: the commit keeps running.
+pub(super) async fn commit_outcome(transactions: &mut Option<Transactions>) -> Option<Committed> {
+    let Some(tx) = transactions.as_mut() else {
+        return std::future::pending().await;
+    };
+    let name = tx.name.clone();
+    match tx.committing.as_mut() {
+        Some(committing) => committing.outcome(&name).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -267,12 +115,17 @@ impl Scheduler {
             function: function.clone(),
             message,
         })?;
-        if self.shared.handler.state().is_some() && !transactions.session.stores_state() {
+        let mut transactions = transactions;
+        let stores_state = transactions
+            .session()
+            .map(|session| session.stores_state())
+            .unwrap_or(false);
+        if self.shared.handler.state().is_some() && !stores_state {
             return Err(EngineError::Plan {
                 function,
                 message: format!(
                     "the handler keeps state between events, and under `exactly_once` that state must commit with the positions, but `{}` cannot store it: write this function's outputs to a database that stores positions (postgres), or use `delivery: at_least_once` (state kept in memory, rebuilt from nothing after a restart)",
-                    transactions.session.name()
+                    transactions.name
                 ),
             });
         }
@@ -292,7 +145,13 @@ impl Scheduler {
         input: usize,
         parts: &[PartitionId],
     ) -> Result<(), EngineError> {
-        let Some(tx) = self.transactions.as_mut().filter(|tx| tx.resumes) else {
+        if !self.transactions.as_ref().is_some_and(|tx| tx.resumes) {
+            return Ok(());
+        }
+        // The session is needed here: let a commit running in the
+        // background finish first.
+        self.settle_transaction_commit().await;
+        let Some(tx) = self.transactions.as_mut() else {
             return Ok(());
         };
         let function = self.shared.name.to_string();
@@ -303,9 +162,10 @@ impl Scheduler {
         let (positions, entries) = loop {
             attempt += 1;
             let loaded = async {
-                let positions = tx.session.load_positions().await?;
+                let session = tx.session()?;
+                let positions: Vec<StoredPosition> = session.load_positions().await?;
                 let entries = match wants_state {
-                    true => tx.session.load_state(&names).await?,
+                    true => session.load_state(&names).await?,
                     false => Vec::new(),
                 };
                 Ok::<_, TransactionError>((positions, entries))
@@ -365,7 +225,13 @@ impl Scheduler {
     /// Writes the records of every event the watermark has passed into the
     /// open transaction, in offset order per partition.
     pub(super) async fn write_ready(&mut self) {
-        if self.transactions.as_ref().is_none_or(|tx| tx.dead) {
+        // While a commit runs the session is away: the records wait in
+        // their partitions for the next transaction.
+        if self
+            .transactions
+            .as_ref()
+            .is_none_or(|tx| tx.dead || tx.committing.is_some())
+        {
             return;
         }
         for written in self.take_ready() {
@@ -426,23 +292,46 @@ impl Scheduler {
     /// passed (and no back-off holds it) or it holds `max_events` events.
     pub(super) fn transaction_due(&self) -> bool {
         self.transactions.as_ref().is_some_and(|tx| {
-            !tx.dead
-                && tx.retry_at.is_none_or(|at| Instant::now() >= at)
+            tx.can_commit_now()
                 && (tx.last_commit.elapsed() >= tx.interval || tx.open_events >= tx.max_events)
         })
     }
 
-    /// Commits the open transaction with every partition's watermark.
+    /// Commits the open transaction with every partition's watermark and
+    /// waits for the outcome (after any commit already running).
     /// `releasing` are partitions about to be let go: if the commit fails,
     /// their records are dropped (their next owner redoes them) instead of
     /// being kept for the next transaction. Returns true on success.
     pub(super) async fn commit_transaction(&mut self, releasing: &[PartKey]) -> bool {
+        self.settle_transaction_commit().await;
+        match self.start_transaction_commit(releasing).await {
+            Start::Nothing => true,
+            Start::Failed => false,
+            Start::Started => self.settle_transaction_commit().await.unwrap_or(false),
+        }
+    }
+
+    /// Starts committing the open transaction in the background, unless a
+    /// commit runs already; its outcome is taken in by
+    /// [`Scheduler::on_commit_outcome`] (from the run loop) or
+    /// [`Scheduler::settle_transaction_commit`].
+    pub(super) async fn start_transaction_commit_now(&mut self) {
+        if self
+            .transactions
+            .as_ref()
+            .is_some_and(|tx| tx.committing.is_none())
+        {
+            self.start_transaction_commit(&[]).await;
+        }
+    }
+
+    async fn start_transaction_commit(&mut self, releasing: &[PartKey]) -> Start {
         self.write_ready().await;
         let Some(tx) = self.transactions.as_mut() else {
-            return false;
+            return Start::Failed;
         };
-        if tx.dead {
-            return false;
+        if tx.dead || tx.committing.is_some() {
+            return Start::Failed;
         }
         tx.last_commit = Instant::now();
         let mut positions = Vec::new();
@@ -457,7 +346,7 @@ impl Scheduler {
         }
         positions.sort();
         if positions.is_empty() && tx.open.is_empty() {
-            return true;
+            return Start::Nothing;
         }
         let commit: Vec<CommitPosition> = positions
             .iter()
@@ -467,19 +356,57 @@ impl Scheduler {
             })
             .collect();
         let stored = self.sources[0].source.positions_to_store(&commit);
-        let started = Instant::now();
-        let result = match tx.needs_replay {
+        let started = match tx.needs_replay {
             true => tx.replay().await,
             false => Ok(()),
+        }
+        .and_then(|()| tx.spawn_commit(positions, commit, stored, releasing.to_vec()));
+        match started {
+            Ok(()) => Start::Started,
+            Err(error) => {
+                self.on_transaction_error(error, "commit");
+                self.abort_transaction(releasing).await;
+                Start::Failed
+            }
+        }
+    }
+
+    /// Waits for the commit running in the background, if one is, and takes
+    /// its outcome in; `Some(true)` when it committed.
+    pub(super) async fn settle_transaction_commit(&mut self) -> Option<bool> {
+        let outcome = commit_outcome_if_running(&mut self.transactions).await?;
+        Some(self.on_commit_outcome(outcome).await)
+    }
+
+    /// Takes in the outcome of the commit that ran in the background: the
+    /// session comes back; on success the source's side of the positions
+    /// follows (a no-op where the transaction stored them), on failure the
+    /// transaction is aborted and its records kept for the next one.
+    pub(super) async fn on_commit_outcome(&mut self, outcome: Option<Committed>) -> bool {
+        let Some(tx) = self.transactions.as_mut() else {
+            return false;
         };
-        let result = match result {
-            Ok(()) => tx.session.commit(&commit, &stored).await,
-            Err(error) => Err(error),
+        let Some(committing) = tx.committing.take() else {
+            return false;
         };
+        let Some((session, result)) = outcome else {
+            let error = TransactionError::Fatal {
+                session: tx.name.clone(),
+                message: "the commit task failed; the session is lost".to_owned(),
+            };
+            self.on_transaction_error(error, "commit");
+            return false;
+        };
+        tx.restore(session);
+        let Committing {
+            positions,
+            commit,
+            releasing,
+            started,
+            ..
+        } = committing;
         match result {
             Ok(()) => {
-                // The records are durable; now the source's own side of the
-                // positions (a no-op where the transaction stored them).
                 let source = &mut self.sources[0].source;
                 match source.commit(&commit).await {
                     Ok(()) => {
@@ -496,7 +423,7 @@ impl Scheduler {
             }
             Err(error) => {
                 self.on_transaction_error(error, "commit");
-                self.abort_transaction(releasing).await;
+                self.abort_transaction(&releasing).await;
                 false
             }
         }
@@ -566,10 +493,10 @@ impl Scheduler {
             return;
         };
         if error.is_abortable() {
-            warn!(function = %self.shared.name, session = tx.session.name(), %error, during, "transaction failed; aborting it and writing its records again");
+            warn!(function = %self.shared.name, session = %tx.name, %error, during, "transaction failed; aborting it and writing its records again");
             return;
         }
-        error!(function = %self.shared.name, session = tx.session.name(), %error, during, "exactly-once session lost; stopping the function without committing");
+        error!(function = %self.shared.name, session = %tx.name, %error, during, "exactly-once session lost; stopping the function without committing");
         tx.dead = true;
         if self.fatal.is_none() {
             self.fatal = Some(EngineError::Transaction {
@@ -591,7 +518,11 @@ impl Scheduler {
         if tx.dead {
             return;
         }
-        if let Err(error) = tx.session.abort().await {
+        let aborted = match tx.session() {
+            Ok(session) => session.abort().await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = aborted {
             self.on_transaction_error(error, "abort");
         }
         let Some(tx) = self.transactions.as_mut() else {
