@@ -7,13 +7,9 @@
 
 mod common;
 
-use common::fixtures::{
-    commit_until_ok, dead, dead_letter_rows, eos_sink, eos_tables, expected_rows, output, owner,
-    put, remove, store_tables, stored_map, telemetry_rows, Txn, DLQ_COLUMNS, TELEMETRY_COLUMNS,
-};
-use common::{server, Schema};
+use common::eos::Fixture;
+use common::fixtures::{commit_until_ok, dead, output, owner, put, remove, stored_map, Txn};
 use spate_connector::{SessionOwner, Sink, StateEntry, StoredPosition};
-use spate_postgres::{load_offsets, load_stored_state};
 
 fn entries(session_state: Vec<StateEntry>) -> Vec<(String, String, String)> {
     session_state
@@ -37,23 +33,18 @@ fn triples(items: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
 
 #[tokio::test]
 async fn rows_in_two_tables_positions_and_state_commit_together() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "eos_commit").await;
-    let (telemetry, dlq) = eos_tables(&client, &schema).await;
-    let out = eos_sink(&server.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &[]).await;
-    let dl = eos_sink(&server.url(), &schema, &dlq, DLQ_COLUMNS, &[]).await;
-    let (out_t, dl_t) = (
-        out.transactional_target().unwrap(),
-        dl.transactional_target().unwrap(),
-    );
+    let fx = Fixture::new("eos_commit").await;
+    let ((out, out_t, mut session), dl) = fx.open_with_dead_letters(&fx.url()).await;
+    let dl_t = dl.target.clone();
     assert_eq!(
         out_t.destination,
-        format!("{telemetry}(device_id=/device, ts, temperature, record_id=$record_id)")
+        format!(
+            "{}(device_id=/device, ts, temperature, record_id=$record_id)",
+            fx.telemetry
+        )
     );
-    assert_eq!(out_t.cluster, server.addr.clone() + "/postgres");
+    assert_eq!(out_t.cluster, fx.server.addr.clone() + "/postgres");
 
-    let mut session = out.begin_exactly_once(&owner()).await.expect("session");
     session.accepts(&out_t).expect("its own table");
     session.accepts(&dl_t).expect("the dead-letter table");
     assert!(session.stores_state());
@@ -74,24 +65,20 @@ async fn rows_in_two_tables_positions_and_state_commit_together() {
     };
     txn.write(&mut *session).await;
     // Nothing is visible before the commit.
-    assert_eq!(telemetry_rows(&client, &telemetry).await, vec![]);
+    assert_eq!(fx.rows().await, vec![]);
     txn.commit(&mut *session).await.expect("committed");
 
+    fx.assert_rows(&[(0, 0), (0, 1), (2, 6)]).await;
     assert_eq!(
-        telemetry_rows(&client, &telemetry).await,
-        expected_rows(&[(0, 0), (0, 1), (2, 6)])
-    );
-    assert_eq!(
-        dead_letter_rows(&client, &dlq).await,
+        fx.dead_letters().await,
         triples(&[("poison 0/2", "handler-error", "telemetry/0/2/dead-letter")])
     );
-    let (offsets, state) = store_tables(&schema);
     assert_eq!(
-        load_offsets(&client, &offsets, &owner()).await.unwrap(),
+        fx.offsets().await,
         stored_map(&[(0, 3), (2, 7)]),
         "the stable names are stored, not the numeric partitions"
     );
-    let stored = load_stored_state(&client, &state, &owner()).await.unwrap();
+    let stored = fx.state().await;
     assert_eq!(stored.len(), 2);
     assert_eq!(
         stored[&("telemetry/0".to_owned(), "d0".into())],
@@ -117,26 +104,17 @@ async fn rows_in_two_tables_positions_and_state_commit_together() {
         entries(again.load_state(&["telemetry/2".into()]).await.unwrap()),
         triples(&[("telemetry/2", "d2", "sum=19")])
     );
-    schema.drop_now(&client).await;
+    fx.drop_now().await;
 }
 
 #[tokio::test]
 async fn abort_leaves_nothing() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "eos_abort").await;
-    let (telemetry, dlq) = eos_tables(&client, &schema).await;
-    let out = eos_sink(&server.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &[]).await;
-    let dl = eos_sink(&server.url(), &schema, &dlq, DLQ_COLUMNS, &[]).await;
-    let (out_t, dl_t) = (
-        out.transactional_target().unwrap(),
-        dl.transactional_target().unwrap(),
-    );
-    let mut session = out.begin_exactly_once(&owner()).await.unwrap();
+    let fx = Fixture::new("eos_abort").await;
+    let ((_out, out_t, mut session), dl) = fx.open_with_dead_letters(&fx.url()).await;
     let aborted = Txn {
         records: vec![
             (out_t.clone(), output(0, 0, 1.0)),
-            (dl_t.clone(), dead(0, 1, "timeout")),
+            (dl.target.clone(), dead(0, 1, "timeout")),
         ],
         state: vec![("telemetry/0".into(), put("d0", "x"))],
         positions: vec![],
@@ -151,41 +129,25 @@ async fn abort_leaves_nothing() {
     .commit(&mut *session)
     .await
     .unwrap();
-    let (offsets, state) = store_tables(&schema);
-    assert_eq!(telemetry_rows(&client, &telemetry).await, vec![]);
-    assert_eq!(dead_letter_rows(&client, &dlq).await, vec![]);
-    assert!(load_stored_state(&client, &state, &owner())
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        load_offsets(&client, &offsets, &owner()).await.unwrap(),
-        stored_map(&[(0, 2)])
-    );
+    assert_eq!(fx.rows().await, vec![]);
+    assert_eq!(fx.dead_letters().await, vec![]);
+    assert!(fx.state().await.is_empty());
+    fx.assert_offsets(&[(0, 2)]).await;
     // Nothing written and no positions: nothing happens.
     session.commit(&[], &[]).await.unwrap();
-    schema.drop_now(&client).await;
+    fx.drop_now().await;
 }
 
 #[tokio::test]
 async fn a_row_the_server_refuses_fails_the_whole_commit_and_the_retry_commits_once() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "eos_refused").await;
-    let (telemetry, dlq) = eos_tables(&client, &schema).await;
-    let out = eos_sink(&server.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &[]).await;
-    let dl = eos_sink(&server.url(), &schema, &dlq, DLQ_COLUMNS, &[]).await;
-    let (out_t, dl_t) = (
-        out.transactional_target().unwrap(),
-        dl.transactional_target().unwrap(),
-    );
-    let mut session = out.begin_exactly_once(&owner()).await.unwrap();
+    let fx = Fixture::new("eos_refused").await;
+    let ((out, out_t, mut session), dl) = fx.open_with_dead_letters(&fx.url()).await;
     // 5000 passes `check` (only the server's CHECK constraint refuses it).
     out.check(&output(1, 1, 5000.0)).expect("fits its column");
     let txn = Txn {
         records: vec![
             (out_t.clone(), output(1, 0, 10.0)),
-            (dl_t.clone(), dead(1, 2, "late")),
+            (dl.target.clone(), dead(1, 2, "late")),
             (out_t.clone(), output(1, 1, 5000.0)),
         ],
         state: vec![("telemetry/1".into(), put("d1", "n=2"))],
@@ -199,25 +161,16 @@ async fn a_row_the_server_refuses_fails_the_whole_commit_and_the_retry_commits_o
         message.contains("23514") && message.contains("not_too_hot"),
         "{message}"
     );
-    let (offsets, state) = store_tables(&schema);
-    assert_eq!(telemetry_rows(&client, &telemetry).await, vec![]);
-    assert_eq!(dead_letter_rows(&client, &dlq).await, vec![]);
-    assert!(load_offsets(&client, &offsets, &owner())
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(load_stored_state(&client, &state, &owner())
-        .await
-        .unwrap()
-        .is_empty());
+    fx.assert_nothing_stored().await;
 
     // The retry fails the same way until the operator fixes the table.
     session.abort().await.unwrap();
     txn.write(&mut *session).await;
     assert!(txn.commit(&mut *session).await.unwrap_err().is_abortable());
-    client
+    fx.client
         .batch_execute(&format!(
-            "ALTER TABLE {telemetry} DROP CONSTRAINT not_too_hot"
+            "ALTER TABLE {} DROP CONSTRAINT not_too_hot",
+            fx.telemetry
         ))
         .await
         .unwrap();
@@ -225,24 +178,17 @@ async fn a_row_the_server_refuses_fails_the_whole_commit_and_the_retry_commits_o
     txn.write(&mut *session).await;
     let failures = commit_until_ok(&mut *session, &txn, 5).await;
     assert!(failures.is_empty(), "{failures:?}");
+    fx.assert_rows(&[(1, 0), (1, 1)]).await;
     assert_eq!(
-        telemetry_rows(&client, &telemetry).await,
-        expected_rows(&[(1, 0), (1, 1)])
-    );
-    assert_eq!(
-        dead_letter_rows(&client, &dlq).await,
+        fx.dead_letters().await,
         triples(&[("poison 1/2", "late", "telemetry/1/2/dead-letter")])
     );
+    fx.assert_offsets(&[(1, 3)]).await;
     assert_eq!(
-        load_offsets(&client, &offsets, &owner()).await.unwrap(),
-        stored_map(&[(1, 3)])
-    );
-    assert_eq!(
-        load_stored_state(&client, &state, &owner()).await.unwrap()
-            [&("telemetry/1".to_owned(), "d1".into())],
+        fx.state().await[&("telemetry/1".to_owned(), "d1".into())],
         &b"n=2"[..]
     );
-    schema.drop_now(&client).await;
+    fx.drop_now().await;
 }
 
 /// The session's backend, found by the application name in its URL.
@@ -261,22 +207,17 @@ async fn backend_of(client: &tokio_postgres::Client, app: &str, waiting: bool) -
 
 #[tokio::test]
 async fn a_connection_terminated_mid_transaction_writes_nothing_and_the_retry_commits_once() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "eos_kill").await;
-    let (telemetry, _) = eos_tables(&client, &schema).await;
+    let fx = Fixture::new("eos_kill").await;
+    let client = &fx.client;
     let app = common::unique("spate_eos_kill");
-    let url = format!("{}?application_name={app}", server.url());
-    let out = eos_sink(&url, &schema, &telemetry, TELEMETRY_COLUMNS, &[]).await;
-    let out_t = out.transactional_target().unwrap();
-    let mut session = out.begin_exactly_once(&owner()).await.unwrap();
+    let url = format!("{}?application_name={app}", fx.url());
+    let (_out, out_t, mut session) = fx.open(&url, &[]).await;
     let first = Txn {
         records: vec![(out_t.clone(), output(0, 0, 1.0))],
         state: vec![],
         positions: vec![(0, 1)],
     };
-    first.write(&mut *session).await;
-    first.commit(&mut *session).await.unwrap();
+    first.land(&mut *session).await;
 
     // The second commit blocks on a lock inside its transaction (after it
     // moved the positions), and its backend is terminated there.
@@ -289,20 +230,10 @@ async fn a_connection_terminated_mid_transaction_writes_nothing_and_the_retry_co
         positions: vec![(0, 3)],
     };
     second.write(&mut *session).await;
-    let mut locker = server.client().await;
-    let lock = locker.transaction().await.unwrap();
-    lock.batch_execute(&format!("LOCK TABLE {telemetry} IN ACCESS EXCLUSIVE MODE"))
-        .await
-        .unwrap();
-    let committing = {
-        let second = second.clone();
-        tokio::spawn(async move {
-            let result = second.commit(&mut *session).await;
-            (session, result)
-        })
-    };
+    let locker = fx.lock_output().await;
+    let committing = second.commit_in_background(session);
     let pid = loop {
-        if let Some(pid) = backend_of(&client, &app, true).await {
+        if let Some(pid) = backend_of(client, &app, true).await {
             break pid;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -316,16 +247,9 @@ async fn a_connection_terminated_mid_transaction_writes_nothing_and_the_retry_co
     let (mut session, result) = committing.await.unwrap();
     let err = result.expect_err("the connection was terminated");
     assert!(err.is_abortable(), "{err}");
-    lock.rollback().await.unwrap();
-    let (offsets, state) = store_tables(&schema);
-    assert_eq!(
-        telemetry_rows(&client, &telemetry).await,
-        expected_rows(&[(0, 0)])
-    );
-    assert_eq!(
-        load_offsets(&client, &offsets, &owner()).await.unwrap(),
-        stored_map(&[(0, 1)])
-    );
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    fx.assert_rows(&[(0, 0)]).await;
+    fx.assert_offsets(&[(0, 1)]).await;
 
     // The engine aborts, writes the same records again and commits: the
     // session reconnects, and everything lands once.
@@ -333,24 +257,12 @@ async fn a_connection_terminated_mid_transaction_writes_nothing_and_the_retry_co
     second.write(&mut *session).await;
     let failures = commit_until_ok(&mut *session, &second, 20).await;
     assert!(failures.len() <= 1, "{failures:?}");
-    assert_eq!(
-        telemetry_rows(&client, &telemetry).await,
-        expected_rows(&[(0, 0), (0, 1), (0, 2)])
-    );
-    assert_eq!(
-        load_offsets(&client, &offsets, &owner()).await.unwrap(),
-        stored_map(&[(0, 3)])
-    );
-    assert_eq!(
-        load_stored_state(&client, &state, &owner())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    fx.assert_rows(&[(0, 0), (0, 1), (0, 2)]).await;
+    fx.assert_offsets(&[(0, 3)]).await;
+    assert_eq!(fx.state().await.len(), 1);
 
     // An idle connection terminated between commits is replaced unseen.
-    let pid = backend_of(&client, &app, false).await;
+    let pid = backend_of(client, &app, false).await;
     let third = Txn {
         records: vec![(out_t.clone(), output(0, 3, 4.0))],
         state: vec![],
@@ -364,33 +276,23 @@ async fn a_connection_terminated_mid_transaction_writes_nothing_and_the_retry_co
             .unwrap();
     }
     commit_until_ok(&mut *session, &third, 20).await;
-    assert_eq!(
-        telemetry_rows(&client, &telemetry).await,
-        expected_rows(&[(0, 0), (0, 1), (0, 2), (0, 3)])
-    );
-    schema.drop_now(&client).await;
+    fx.assert_rows(&[(0, 0), (0, 1), (0, 2), (0, 3)]).await;
+    fx.drop_now().await;
 }
 
 #[tokio::test]
 async fn a_second_session_that_committed_the_partition_fences_the_first() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "eos_fence").await;
-    let (telemetry, _) = eos_tables(&client, &schema).await;
-    let out = eos_sink(&server.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &[]).await;
-    let out_t = out.transactional_target().unwrap();
-    let (offsets, _) = store_tables(&schema);
+    let fx = Fixture::new("eos_fence").await;
+    let (out, out_t, mut first) = fx.open(&fx.url(), &[]).await;
     let rec = |p, o| (out_t.clone(), output(p, o, 1.0));
 
-    let mut first = out.begin_exactly_once(&owner()).await.unwrap();
     first.load_positions().await.unwrap();
     let t = Txn {
         records: vec![rec(0, 0), rec(0, 1), rec(0, 2)],
         state: vec![],
         positions: vec![(0, 3)],
     };
-    t.write(&mut *first).await;
-    t.commit(&mut *first).await.unwrap();
+    t.land(&mut *first).await;
 
     // Another process takes partition 0 over (and partition 9, which has
     // no row yet, as does the first session's view of it).
@@ -407,8 +309,7 @@ async fn a_second_session_that_committed_the_partition_fences_the_first() {
         state: vec![("telemetry/0".into(), put("d0", "second"))],
         positions: vec![(0, 5), (9, 1)],
     };
-    t.write(&mut *second).await;
-    t.commit(&mut *second).await.unwrap();
+    t.land(&mut *second).await;
 
     // The first session still thinks partition 0 is at 3: fenced, and
     // nothing of its transaction is written.
@@ -439,8 +340,7 @@ async fn a_second_session_that_committed_the_partition_fences_the_first() {
         state: vec![],
         positions: vec![(7, 1)],
     };
-    t.write(&mut *fourth).await;
-    t.commit(&mut *fourth).await.unwrap();
+    t.land(&mut *fourth).await;
     t.write(&mut *third).await;
     let err = t.commit(&mut *third).await.expect_err("fenced");
     assert!(
@@ -448,14 +348,9 @@ async fn a_second_session_that_committed_the_partition_fences_the_first() {
         "{err}"
     );
 
-    assert_eq!(
-        telemetry_rows(&client, &telemetry).await,
-        expected_rows(&[(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (7, 0), (9, 0)])
-    );
-    assert_eq!(
-        load_offsets(&client, &offsets, &owner()).await.unwrap(),
-        stored_map(&[(0, 5), (7, 1), (9, 1)])
-    );
+    fx.assert_rows(&[(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (7, 0), (9, 0)])
+        .await;
+    fx.assert_offsets(&[(0, 5), (7, 1), (9, 1)]).await;
 
     // A session that reloads the positions after an assignment (the
     // engine does) takes the new baseline and commits.
@@ -465,8 +360,7 @@ async fn a_second_session_that_committed_the_partition_fences_the_first() {
         state: vec![],
         positions: vec![(0, 6)],
     };
-    t.write(&mut *second).await;
-    t.commit(&mut *second).await.unwrap();
+    t.land(&mut *second).await;
     assert_eq!(fifth.load_positions().await.unwrap()[0].next_offset, 6);
     let t = Txn {
         records: vec![rec(0, 6)],
@@ -477,21 +371,14 @@ async fn a_second_session_that_committed_the_partition_fences_the_first() {
     t.commit(&mut *fifth)
         .await
         .expect("the refreshed baseline commits");
-    assert_eq!(
-        load_offsets(&client, &offsets, &owner()).await.unwrap()["telemetry/0"],
-        7
-    );
-    schema.drop_now(&client).await;
+    assert_eq!(fx.offsets().await["telemetry/0"], 7);
+    fx.drop_now().await;
 }
 
 #[tokio::test]
 async fn state_puts_overwrites_and_removals_load_by_partition() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "eos_state").await;
-    let (telemetry, _) = eos_tables(&client, &schema).await;
-    let out = eos_sink(&server.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &[]).await;
-    let mut session = out.begin_exactly_once(&owner()).await.unwrap();
+    let fx = Fixture::new("eos_state").await;
+    let (out, _, mut session) = fx.open(&fx.url(), &[]).await;
     let p = |n: u32| format!("telemetry/{n}");
     let t = Txn {
         records: vec![],
@@ -503,8 +390,7 @@ async fn state_puts_overwrites_and_removals_load_by_partition() {
         ],
         positions: vec![(0, 1), (1, 1), (2, 1)],
     };
-    t.write(&mut *session).await;
-    t.commit(&mut *session).await.unwrap();
+    t.land(&mut *session).await;
     let t = Txn {
         records: vec![],
         state: vec![
@@ -518,8 +404,7 @@ async fn state_puts_overwrites_and_removals_load_by_partition() {
         ],
         positions: vec![(0, 2), (1, 2)],
     };
-    t.write(&mut *session).await;
-    t.commit(&mut *session).await.unwrap();
+    t.land(&mut *session).await;
 
     assert_eq!(
         entries(session.load_state(&[p(0)]).await.unwrap()),
@@ -540,9 +425,9 @@ async fn state_puts_overwrites_and_removals_load_by_partition() {
     let mut theirs = out.begin_exactly_once(&other).await.unwrap();
     assert_eq!(theirs.load_state(&[p(0), p(2)]).await.unwrap(), vec![]);
     assert_eq!(theirs.load_positions().await.unwrap(), vec![]);
-    let (_, state) = store_tables(&schema);
-    let all = load_stored_state(&client, &state, &owner()).await.unwrap();
-    let all: Vec<(String, Vec<u8>, Vec<u8>)> = all
+    let all: Vec<(String, Vec<u8>, Vec<u8>)> = fx
+        .state()
+        .await
         .into_iter()
         .map(|((p, k), v)| (p, k.to_vec(), v.to_vec()))
         .collect();
@@ -554,5 +439,5 @@ async fn state_puts_overwrites_and_removals_load_by_partition() {
             (p(2), b"z".to_vec(), b"z".to_vec()),
         ]
     );
-    schema.drop_now(&client).await;
+    fx.drop_now().await;
 }

@@ -5,42 +5,27 @@
 
 mod common;
 
-use common::fixtures::{
-    commit_until_ok, dead, dead_letter_rows, eos_sink, eos_tables, expected_rows, output, owner,
-    put, store_tables, stored_map, telemetry_rows, Txn, DLQ_COLUMNS, TELEMETRY_COLUMNS,
-};
+use common::eos::Fixture;
+use common::fixtures::{commit_until_ok, dead, output, put, Txn};
 use common::proxy::{Cut, Proxy};
-use common::{server, Schema};
-use spate_connector::Sink;
-use spate_postgres::{load_offsets, load_stored_state};
 
 #[tokio::test]
 async fn a_commit_whose_answer_was_lost_after_it_landed_is_ok_and_not_written_again() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "doubt_landed").await;
-    let (telemetry, dlq) = eos_tables(&client, &schema).await;
-    let proxy = Proxy::start(&server.addr).await;
-    let out = eos_sink(&proxy.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &[]).await;
-    let dl = eos_sink(&proxy.url(), &schema, &dlq, DLQ_COLUMNS, &[]).await;
-    let (out_t, dl_t) = (
-        out.transactional_target().unwrap(),
-        dl.transactional_target().unwrap(),
-    );
-    let mut session = out.begin_exactly_once(&owner()).await.unwrap();
+    let fx = Fixture::new("doubt_landed").await;
+    let proxy = Proxy::start(&fx.server.addr).await;
+    let ((_out, out_t, mut session), dl) = fx.open_with_dead_letters(&proxy.url()).await;
     let first = Txn {
         records: vec![(out_t.clone(), output(0, 0, 1.0))],
         state: vec![],
         positions: vec![(0, 1)],
     };
-    first.write(&mut *session).await;
-    first.commit(&mut *session).await.unwrap();
+    first.land(&mut *session).await;
 
     proxy.arm(Cut::AfterCommit, None);
     let second = Txn {
         records: vec![
             (out_t.clone(), output(0, 1, 2.0)),
-            (dl_t.clone(), dead(0, 2, "panic")),
+            (dl.target.clone(), dead(0, 2, "panic")),
         ],
         state: vec![("telemetry/0".into(), put("d0", "2"))],
         positions: vec![(0, 3)],
@@ -57,39 +42,20 @@ async fn a_commit_whose_answer_was_lost_after_it_landed_is_ok_and_not_written_ag
         state: vec![],
         positions: vec![(0, 4)],
     };
-    third.write(&mut *session).await;
-    third.commit(&mut *session).await.unwrap();
+    third.land(&mut *session).await;
 
-    let (offsets, state) = store_tables(&schema);
-    assert_eq!(
-        telemetry_rows(&client, &telemetry).await,
-        expected_rows(&[(0, 0), (0, 1), (0, 3)])
-    );
-    assert_eq!(dead_letter_rows(&client, &dlq).await.len(), 1);
-    assert_eq!(
-        load_offsets(&client, &offsets, &owner()).await.unwrap(),
-        stored_map(&[(0, 4)])
-    );
-    assert_eq!(
-        load_stored_state(&client, &state, &owner())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    schema.drop_now(&client).await;
+    fx.assert_rows(&[(0, 0), (0, 1), (0, 3)]).await;
+    assert_eq!(fx.dead_letters().await.len(), 1);
+    fx.assert_offsets(&[(0, 4)]).await;
+    assert_eq!(fx.state().await.len(), 1);
+    fx.drop_now().await;
 }
 
 #[tokio::test]
 async fn a_commit_lost_before_the_server_saw_it_did_not_land_and_the_retry_commits_once() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "doubt_lost").await;
-    let (telemetry, _) = eos_tables(&client, &schema).await;
-    let proxy = Proxy::start(&server.addr).await;
-    let out = eos_sink(&proxy.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &[]).await;
-    let out_t = out.transactional_target().unwrap();
-    let mut session = out.begin_exactly_once(&owner()).await.unwrap();
+    let fx = Fixture::new("doubt_lost").await;
+    let proxy = Proxy::start(&fx.server.addr).await;
+    let (_out, out_t, mut session) = fx.open(&proxy.url(), &[]).await;
 
     proxy.arm(Cut::BeforeCommit, None);
     let txn = Txn {
@@ -105,31 +71,15 @@ async fn a_commit_lost_before_the_server_saw_it_did_not_land_and_the_retry_commi
     assert!(err.is_abortable(), "{err}");
     assert!(err.to_string().contains("did not land"), "{err}");
     assert_eq!(proxy.fired(), 1);
-    let (offsets, state) = store_tables(&schema);
-    assert_eq!(telemetry_rows(&client, &telemetry).await, vec![]);
-    assert!(load_offsets(&client, &offsets, &owner())
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(fx.rows().await, vec![]);
+    assert!(fx.offsets().await.is_empty());
 
     session.abort().await.unwrap();
     txn.write(&mut *session).await;
     let failures = commit_until_ok(&mut *session, &txn, 5).await;
     assert!(failures.is_empty(), "{failures:?}");
-    assert_eq!(
-        telemetry_rows(&client, &telemetry).await,
-        expected_rows(&[(1, 0), (1, 1)])
-    );
-    assert_eq!(
-        load_offsets(&client, &offsets, &owner()).await.unwrap(),
-        stored_map(&[(1, 2)])
-    );
-    assert_eq!(
-        load_stored_state(&client, &state, &owner())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    schema.drop_now(&client).await;
+    fx.assert_rows(&[(1, 0), (1, 1)]).await;
+    fx.assert_offsets(&[(1, 2)]).await;
+    assert_eq!(fx.state().await.len(), 1);
+    fx.drop_now().await;
 }

@@ -10,14 +10,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fixtures::{
-    commit_until_ok, eos_sink, eos_tables, expected_rows, output, owner, put, store_tables,
-    stored_map, telemetry_rows, Txn, TELEMETRY_COLUMNS,
-};
+use common::eos::Fixture;
+use common::fixtures::{commit_until_ok, output, put, Txn};
 use common::proxy::{Cut, Proxy};
 use common::{config, sink_node, start_own, Control, Schema};
 use spate_connector::{Record, Sink, TransactionalTarget};
-use spate_postgres::{load_offsets, load_stored_state, PgSink, PgSinkBuilder};
+use spate_postgres::{PgSink, PgSinkBuilder};
 
 /// Starts the server again after `delay`, on a blocking thread.
 fn restart_after(ctl: Arc<Control>, delay: Duration) -> tokio::task::JoinHandle<()> {
@@ -113,23 +111,13 @@ fn txn_of(target: &TransactionalTarget, evs: &[(u32, u64)], next: u64) -> Txn {
     }
 }
 
-/// Checks that exactly `evs` are stored, once each, with position `next`
-/// and the state the last transaction left.
-async fn assert_exactly(
-    server: &common::Server,
-    schema: &Schema,
-    table: &str,
-    evs: &[(u32, u64)],
-    next: u64,
-) {
-    let client = server.client().await;
-    assert_eq!(telemetry_rows(&client, table).await, expected_rows(evs));
-    let (offsets, state) = store_tables(schema);
-    assert_eq!(
-        load_offsets(&client, &offsets, &owner()).await.unwrap(),
-        stored_map(&[(0, next)])
-    );
-    let state = load_stored_state(&client, &state, &owner()).await.unwrap();
+/// Checks, on a new connection, that exactly `evs` are stored, once each,
+/// with position `next` and the state the last transaction left.
+async fn assert_exactly(fx: &mut Fixture, evs: &[(u32, u64)], next: u64) {
+    fx.reconnect().await;
+    fx.assert_rows(evs).await;
+    fx.assert_offsets(&[(0, next)]).await;
+    let state = fx.state().await;
     assert_eq!(state.len(), 1);
     assert_eq!(
         state[&("telemetry/0".to_owned(), "d0".into())],
@@ -139,53 +127,29 @@ async fn assert_exactly(
 
 #[tokio::test]
 async fn the_session_survives_a_restart_between_commits_and_mid_transaction() {
-    let server = start_own();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "eos_restart").await;
-    let (telemetry, _) = eos_tables(&client, &schema).await;
-    let extra = [("connect_timeout", "2s")];
-    let out = eos_sink(
-        &server.url(),
-        &schema,
-        &telemetry,
-        TELEMETRY_COLUMNS,
-        &extra,
-    )
-    .await;
-    let target = out.transactional_target().unwrap();
-    let mut session = out.begin_exactly_once(&owner()).await.unwrap();
+    let mut fx = Fixture::on(start_own(), "eos_restart").await;
+    let (_out, target, mut session) = fx.open(&fx.url(), &[("connect_timeout", "2s")]).await;
     let first = txn_of(&target, &events(0, 0..10), 10);
-    first.write(&mut *session).await;
-    first.commit(&mut *session).await.unwrap();
+    first.land(&mut *session).await;
 
     // Stopped while records wait in the session: the commit fails with
     // nothing written, and the engine's retries land once it is back.
     let second = txn_of(&target, &events(0, 10..20), 20);
     second.write(&mut *session).await;
-    server.stop();
-    let restart = restart_after(server.control(), Duration::from_millis(700));
+    fx.server.stop();
+    let restart = restart_after(fx.server.control(), Duration::from_millis(700));
     let failures = commit_until_ok(&mut *session, &second, 400).await;
     restart.await.unwrap();
     assert!(!failures.is_empty(), "the stop was not noticed");
-    assert_exactly(&server, &schema, &telemetry, &events(0, 0..20), 20).await;
+    assert_exactly(&mut fx, &events(0, 0..20), 20).await;
 
     // Stopped in the middle of a transaction: blocked on a lock after it
     // moved the positions.
     let third = txn_of(&target, &events(0, 20..30), 30);
     third.write(&mut *session).await;
-    let mut locker = server.client().await;
-    let lock = locker.transaction().await.unwrap();
-    lock.batch_execute(&format!("LOCK TABLE {telemetry} IN ACCESS EXCLUSIVE MODE"))
-        .await
-        .unwrap();
-    let committing = {
-        let third = third.clone();
-        tokio::spawn(async move {
-            let result = third.commit(&mut *session).await;
-            (session, result)
-        })
-    };
-    let client = server.client().await;
+    let locker = fx.lock_output().await;
+    let committing = third.commit_in_background(session);
+    let client = fx.server.client().await;
     loop {
         let waiting: i64 = client
             .query_one(
@@ -200,20 +164,20 @@ async fn the_session_survives_a_restart_between_commits_and_mid_transaction() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let ctl = server.control();
+    let ctl = fx.server.control();
     tokio::task::spawn_blocking(move || ctl.stop())
         .await
         .unwrap();
     let (mut session, result) = committing.await.unwrap();
     let err = result.expect_err("the server stopped mid-transaction");
     assert!(err.is_abortable(), "{err}");
-    drop(lock);
-    let restart = restart_after(server.control(), Duration::from_millis(300));
+    drop(locker);
+    let restart = restart_after(fx.server.control(), Duration::from_millis(300));
     session.abort().await.unwrap();
     third.write(&mut *session).await;
     commit_until_ok(&mut *session, &third, 400).await;
     restart.await.unwrap();
-    assert_exactly(&server, &schema, &telemetry, &events(0, 0..30), 30).await;
+    assert_exactly(&mut fx, &events(0, 0..30), 30).await;
 }
 
 /// A COMMIT cut at `cut` by a proxy that then stops the server, so the
@@ -221,21 +185,13 @@ async fn the_session_survives_a_restart_between_commits_and_mid_transaction() {
 /// engine keeps retrying with the same records first and the new ones
 /// after. Everything must end up stored exactly once.
 async fn commit_in_doubt_across_a_restart(cut: Cut) {
-    let server = start_own();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "eos_doubt").await;
-    let (telemetry, _) = eos_tables(&client, &schema).await;
-    drop(client);
-    let proxy = Proxy::start(&server.addr).await;
-    let extra = [("connect_timeout", "2s")];
-    let out = eos_sink(&proxy.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &extra).await;
-    let target = out.transactional_target().unwrap();
-    let mut session = out.begin_exactly_once(&owner()).await.unwrap();
+    let mut fx = Fixture::on(start_own(), "eos_doubt").await;
+    let proxy = Proxy::start(&fx.server.addr).await;
+    let (_out, target, mut session) = fx.open(&proxy.url(), &[("connect_timeout", "2s")]).await;
     let first = txn_of(&target, &events(0, 0..5), 5);
-    first.write(&mut *session).await;
-    first.commit(&mut *session).await.unwrap();
+    first.land(&mut *session).await;
 
-    let ctl = server.control();
+    let ctl = fx.server.control();
     proxy.arm(cut, Some(Box::new(move || ctl.stop())));
     let second = txn_of(&target, &events(0, 5..10), 10);
     second.write(&mut *session).await;
@@ -258,16 +214,15 @@ async fn commit_in_doubt_across_a_restart(cut: Cut) {
     session.abort().await.unwrap();
     retry.write(&mut *session).await;
 
-    let restart = restart_after(server.control(), Duration::from_millis(500));
+    let restart = restart_after(fx.server.control(), Duration::from_millis(500));
     commit_until_ok(&mut *session, &retry, 400).await;
     restart.await.unwrap();
-    assert_exactly(&server, &schema, &telemetry, &events(0, 0..15), 15).await;
+    assert_exactly(&mut fx, &events(0, 0..15), 15).await;
 
     // And the session goes on normally.
     let next = txn_of(&target, &events(0, 15..16), 16);
-    next.write(&mut *session).await;
-    next.commit(&mut *session).await.unwrap();
-    assert_exactly(&server, &schema, &telemetry, &events(0, 0..16), 16).await;
+    next.land(&mut *session).await;
+    assert_exactly(&mut fx, &events(0, 0..16), 16).await;
 }
 
 #[tokio::test]

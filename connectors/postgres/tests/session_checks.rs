@@ -4,24 +4,16 @@
 
 mod common;
 
-use common::fixtures::{eos_sink, eos_tables, owner, DLQ_COLUMNS, TELEMETRY_COLUMNS};
-use common::{server, Schema};
+use common::eos::Fixture;
+use common::fixtures::owner;
 use spate_connector::{Sink, SinkError, TransactionalTarget};
 
 #[tokio::test]
 async fn accepts_refuses_other_kinds_databases_and_unknown_mappings() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "eos_accepts").await;
-    let (telemetry, dlq) = eos_tables(&client, &schema).await;
-    let out = eos_sink(&server.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &[]).await;
-    let dl = eos_sink(&server.url(), &schema, &dlq, DLQ_COLUMNS, &[]).await;
-    let out_t = out.transactional_target().unwrap();
-    let session = out.begin_exactly_once(&owner()).await.unwrap();
+    let fx = Fixture::new("eos_accepts").await;
+    let ((_out, out_t, session), dl) = fx.open_with_dead_letters(&fx.url()).await;
     session.accepts(&out_t).unwrap();
-    session
-        .accepts(&dl.transactional_target().unwrap())
-        .unwrap();
+    session.accepts(&dl.target).unwrap();
 
     let kafka = TransactionalTarget {
         kind: "kafka",
@@ -44,7 +36,7 @@ async fn accepts_refuses_other_kinds_databases_and_unknown_mappings() {
 
     // The same table mapped differently, by a sink never built here.
     let unknown = TransactionalTarget {
-        destination: format!("{telemetry}(device_id=/dev, ts)"),
+        destination: format!("{}(device_id=/dev, ts)", fx.telemetry),
         ..out_t.clone()
     };
     let why = session.accepts(&unknown).unwrap_err();
@@ -52,24 +44,21 @@ async fn accepts_refuses_other_kinds_databases_and_unknown_mappings() {
         why.contains("no postgres sink mapping") && why.contains(&out_t.destination),
         "{why}"
     );
-    schema.drop_now(&client).await;
+    fx.drop_now().await;
 }
 
 #[tokio::test]
 async fn an_offsets_table_of_another_shape_is_refused_at_begin() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "eos_shape").await;
-    let (telemetry, _) = eos_tables(&client, &schema).await;
-    client
+    let fx = Fixture::new("eos_shape").await;
+    fx.client
         .batch_execute(&format!(
             "CREATE TABLE {0}.spate_offsets (pipeline text, function text, source text, \
              partition bigint, next_offset bigint, PRIMARY KEY (pipeline, function, source, partition))",
-            schema.name
+            fx.schema.name
         ))
         .await
         .unwrap();
-    let out = eos_sink(&server.url(), &schema, &telemetry, TELEMETRY_COLUMNS, &[]).await;
+    let out = fx.out_sink(&fx.url(), &[]).await;
     match out.begin_exactly_once(&owner()).await {
         Err(SinkError::Rejected { message, .. }) => assert!(
             message.contains("its column `partition` is bigint, spate stores text there"),
@@ -78,5 +67,5 @@ async fn an_offsets_table_of_another_shape_is_refused_at_begin() {
         Err(other) => panic!("expected Rejected, got {other}"),
         Ok(_) => panic!("a session opened on an offsets table of another shape"),
     }
-    schema.drop_now(&client).await;
+    fx.drop_now().await;
 }

@@ -1,8 +1,9 @@
-//! Tables, sinks, records and an engine-style driver for the exactly-once
-//! tests: an output table and a dead-letter table without unique keys (so
-//! a duplicate shows as a second row), sinks whose offsets and state tables
-//! live in the test's schema, and the retry the engine does after a failed
-//! commit (abort, write the same records again, commit).
+//! Records, transactions and an engine-style driver for the exactly-once
+//! tests: the column mappings of the output and dead-letter tables (which
+//! [`super::eos::Fixture`] creates), output records, dead letters, state
+//! changes and positions, one transaction's writes ([`Txn`]), the retry the
+//! engine does after a failed commit (abort, write the same records again,
+//! commit), and the rows those records make.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,9 +13,7 @@ use spate_connector::{
     dead_letter, CommitPosition, Record, SessionOwner, StateChange, StoredPosition,
     TransactionError, TransactionSession, TransactionalTarget, RECORD_ID_HEADER,
 };
-use spate_postgres::{PgSink, PgSinkBuilder, TableName};
-
-use super::{config, sink_node, Schema};
+use tokio::task::JoinHandle;
 
 /// The output columns: the device, the time, the temperature and the
 /// record id (which tells duplicates apart from distinct records).
@@ -31,55 +30,6 @@ pub const DLQ_COLUMNS: &[(&str, &str)] = &[
     ("reason", "$header.spate-dlq-reason"),
     ("record_id", "$record_id"),
 ];
-
-/// Creates `schema.telemetry` (plain inserts, `temperature < 1000`) and
-/// `schema.dead_letters`; returns their names.
-pub async fn eos_tables(client: &tokio_postgres::Client, schema: &Schema) -> (String, String) {
-    let telemetry = format!("{}.telemetry", schema.name);
-    let dlq = format!("{}.dead_letters", schema.name);
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {telemetry} (device_id text NOT NULL, ts bigint NOT NULL, \
-             temperature double precision CONSTRAINT not_too_hot CHECK (temperature < 1000), \
-             record_id text NOT NULL); \
-             CREATE TABLE {dlq} (id bigserial PRIMARY KEY, payload text NOT NULL, \
-             reason text NOT NULL, record_id text NOT NULL)"
-        ))
-        .await
-        .expect("tables created");
-    (telemetry, dlq)
-}
-
-/// The offsets and state tables of a test's schema.
-pub fn store_tables(schema: &Schema) -> (TableName, TableName) {
-    (
-        TableName::parse(&format!("{}.spate_offsets", schema.name)).unwrap(),
-        TableName::parse(&format!("{}.spate_state", schema.name)).unwrap(),
-    )
-}
-
-/// Builds a sink whose offsets and state tables are in `schema`.
-pub async fn eos_sink(
-    url: &str,
-    schema: &Schema,
-    table: &str,
-    columns: &[(&str, &str)],
-    extra: &[(&str, &str)],
-) -> PgSink {
-    let offsets = format!("{}.spate_offsets", schema.name);
-    let state = format!("{}.spate_state", schema.name);
-    let mut entries = vec![
-        ("url", url),
-        ("table", table),
-        ("offsets_table", offsets.as_str()),
-        ("state_table", state.as_str()),
-    ];
-    entries.extend_from_slice(extra);
-    PgSinkBuilder::new(config(&sink_node(&entries, columns, &[])))
-        .build_pg()
-        .await
-        .expect("sink builds")
-}
 
 /// The owner every test uses (a Kafka-like source).
 pub fn owner() -> SessionOwner {
@@ -191,6 +141,25 @@ impl Txn {
         let (numeric, stored) = positions(&self.positions);
         session.commit(&numeric, &stored).await
     }
+
+    /// Commits on a task of its own (the caller can act while the commit
+    /// blocks); the task gives back the session and the outcome.
+    pub fn commit_in_background(
+        &self,
+        mut session: Box<dyn TransactionSession>,
+    ) -> JoinHandle<(Box<dyn TransactionSession>, Result<(), TransactionError>)> {
+        let txn = self.clone();
+        tokio::spawn(async move {
+            let result = txn.commit(&mut *session).await;
+            (session, result)
+        })
+    }
+
+    /// Writes and commits; panics if the commit fails.
+    pub async fn land(&self, session: &mut dyn TransactionSession) {
+        self.write(session).await;
+        self.commit(session).await.expect("committed");
+    }
 }
 
 /// What the engine does: commit; on an abortable failure abort, write the
@@ -221,25 +190,6 @@ pub async fn commit_until_ok(
     }
 }
 
-/// `(device_id, ts, record_id)` of every telemetry row, sorted.
-pub async fn telemetry_rows(
-    client: &tokio_postgres::Client,
-    table: &str,
-) -> Vec<(String, i64, String)> {
-    client
-        .query(
-            &format!(
-                "SELECT device_id, ts, record_id FROM {table} ORDER BY device_id, ts, record_id"
-            ),
-            &[],
-        )
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect()
-}
-
 /// `(device_id, ts, record_id)` of what `output(p, o, _)` writes, sorted.
 pub fn expected_rows(events: &[(u32, u64)]) -> Vec<(String, i64, String)> {
     let mut rows: Vec<(String, i64, String)> = events
@@ -248,21 +198,4 @@ pub fn expected_rows(events: &[(u32, u64)]) -> Vec<(String, i64, String)> {
         .collect();
     rows.sort();
     rows
-}
-
-/// `(payload, reason, record_id)` of every dead-letter row, in id order.
-pub async fn dead_letter_rows(
-    client: &tokio_postgres::Client,
-    table: &str,
-) -> Vec<(String, String, String)> {
-    client
-        .query(
-            &format!("SELECT payload, reason, record_id FROM {table} ORDER BY id"),
-            &[],
-        )
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect()
 }

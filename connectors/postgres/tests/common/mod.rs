@@ -13,6 +13,7 @@
 
 #![allow(dead_code)]
 
+pub mod eos;
 pub mod fixtures;
 pub mod proxy;
 
