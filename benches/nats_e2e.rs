@@ -55,10 +55,11 @@
 
 #[path = "../connectors/nats/tests/common/mod.rs"]
 mod nats_common;
+#[path = "harness/nats_setup.rs"]
+mod nats_setup;
 #[path = "harness/raw_nats.rs"]
 mod raw_nats;
 
-use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,9 +67,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull};
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+
+use nats_setup::{js_publish, output_subscriber, Delivery, Names};
 
 const PAYLOAD: usize = 128;
 use raw_nats::FETCH_BATCH;
@@ -108,30 +110,12 @@ struct Outcome {
     lost: usize,
 }
 
-/// The names of one case's streams and subjects.
-struct Names {
-    input_stream: String,
-    output_stream: String,
-    dead_stream: String,
-    input: String,
-    output: String,
-    dead: String,
-    durable: String,
-}
-
-impl Names {
-    fn new(case: &str, round: usize) -> Self {
-        let tag = nats_common::unique(&format!("{}_{round}", case.replace(['/', '-'], "_")));
-        Self {
-            input_stream: format!("IN_{tag}"),
-            output_stream: format!("OUT_{tag}"),
-            dead_stream: format!("DEAD_{tag}"),
-            input: format!("in.{tag}"),
-            output: format!("out.{tag}"),
-            dead: format!("dead.{tag}"),
-            durable: format!("bench_{tag}"),
-        }
-    }
+/// The names of one case's streams and subjects in round `round`.
+fn case_names(case: &str, round: usize) -> Names {
+    Names::from_tag(&nats_common::unique(&format!(
+        "{}_{round}",
+        case.replace(['/', '-'], "_")
+    )))
 }
 
 /// Runs `work` on a fresh multi-thread tokio runtime in a thread of its own.
@@ -155,35 +139,17 @@ async fn join_worker(worker: std::thread::JoinHandle<()>) {
 
 /// Writes the pipeline file of a spate case and returns its path.
 fn spate_pipeline(settings: &Settings, names: &Names, case: &str) -> PathBuf {
-    let url = &settings.url;
-    let (input, outputs, dead_letter, policy) = if case == "core" {
-        (
-            format!("{{type: nats, url: {url}, subject: {}}}", names.input),
-            format!("{{type: nats, url: {url}, subject: {}}}", names.output),
-            format!("{{type: nats, url: {url}, subject: {}}}", names.dead),
-            "delivery: at_most_once".to_owned(),
-        )
-    } else {
-        let policy = if case == "jetstream-eos" {
-            "delivery: exactly_once\n    transaction_interval: 100ms".to_owned()
-        } else {
-            "delivery: at_least_once\n    commit_interval: 100ms".to_owned()
-        };
-        (
-            format!(
-                "{{type: jetstream, url: {url}, stream: {}, durable: {}, max_ack_pending: {}, ack_wait: 30s, fetch_wait: 1s}}",
-                names.input_stream,
-                names.durable,
-                settings.max_ack_pending()
-            ),
-            format!("{{type: jetstream, url: {url}, subject: {}}}", names.output),
-            format!("{{type: jetstream, url: {url}, subject: {}}}", names.dead),
-            policy,
-        )
+    let delivery = match case {
+        "core" => Delivery::Core,
+        "jetstream-eos" => Delivery::ExactlyOnce,
+        _ => Delivery::AtLeastOnce,
     };
-    let text = format!(
-        "settings:\n  metrics_address: off\nfunctions:\n  - name: bench\n    input: {input}\n    handler: passthrough\n    outputs: [{outputs}]\n    dead_letter: {dead_letter}\n    {policy}\n    ordering: partition\n    concurrency: {{min: 4, max: 64}}\n    max_in_flight: {{events: {in_flight}, bytes: 256MiB}}\n    drain_timeout: 10s\n",
-        in_flight = settings.in_flight,
+    let text = nats_setup::spate_pipeline(
+        &settings.url,
+        names,
+        delivery,
+        settings.in_flight,
+        settings.max_ack_pending(),
     );
     let path = settings.dir.join(format!("{}.yaml", names.durable));
     std::fs::write(&path, text).expect("pipeline written");
@@ -202,27 +168,8 @@ fn start_spate(pipeline: PathBuf, stop: CancellationToken) -> std::thread::JoinH
 
 /// Preloads the input stream with `events` messages of `PAYLOAD` bytes.
 async fn preload(client: &async_nats::Client, subject: &str, events: usize) {
-    let js = jetstream::new(client.clone());
     let payload = Bytes::from(vec![b'x'; PAYLOAD]);
-    let mut acks: FuturesUnordered<
-        <jetstream::context::PublishAckFuture as IntoFuture>::IntoFuture,
-    > = FuturesUnordered::new();
-    for _ in 0..events {
-        if acks.len() >= 4000 {
-            acks.next()
-                .await
-                .expect("an ack")
-                .expect("input publish acked");
-        }
-        let ack = js
-            .publish(subject.to_owned(), payload.clone())
-            .await
-            .expect("input published");
-        acks.push(ack.into_future());
-    }
-    while let Some(ack) = acks.next().await {
-        ack.expect("input publish acked");
-    }
+    js_publish(client, subject, events as u64, None, |_| payload.clone()).await;
 }
 
 async fn stream_len(js: &jetstream::Context, stream: &str) -> usize {
@@ -265,15 +212,9 @@ async fn jetstream_case(
     round: usize,
 ) -> Outcome {
     let (mode, flavour) = case.split_once('/').expect("case is mode/flavour");
-    let names = Arc::new(Names::new(case, round));
+    let names = Arc::new(case_names(case, round));
     let js = jetstream::new(client.clone());
-    for (stream, subject) in [
-        (&names.input_stream, &names.input),
-        (&names.output_stream, &names.output),
-        (&names.dead_stream, &names.dead),
-    ] {
-        nats_common::create_stream(client, stream, std::slice::from_ref(subject)).await;
-    }
+    names.create_streams(client).await;
     preload(client, &names.input, settings.events).await;
     assert_eq!(
         stream_len(&js, &names.input_stream).await,
@@ -340,13 +281,7 @@ async fn jetstream_case(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for stream in [
-        &names.input_stream,
-        &names.output_stream,
-        &names.dead_stream,
-    ] {
-        nats_common::delete_stream(client, stream).await;
-    }
+    names.delete_streams(client).await;
     Outcome { rate, lost: 0 }
 }
 
@@ -359,18 +294,9 @@ struct Counts {
 }
 
 async fn core_case(settings: &Settings, case: &str, round: usize) -> Outcome {
-    let names = Arc::new(Names::new(case, round));
+    let names = Arc::new(case_names(case, round));
     // A client of its own for the counter, with room enough never to drop.
-    let counter_client = async_nats::ConnectOptions::new()
-        .subscription_capacity(1 << 20)
-        .connect(&settings.url)
-        .await
-        .expect("counter connects");
-    let mut outputs = counter_client
-        .subscribe(names.output.clone())
-        .await
-        .expect("output subscription");
-    counter_client.flush().await.expect("subscribed");
+    let (_counter_client, mut outputs) = output_subscriber(&settings.url, &names.output).await;
     let counts = Arc::new(Counts::default());
     let counter = {
         let counts = counts.clone();

@@ -24,8 +24,8 @@ use std::time::Duration;
 use super::kafka::{self, Checker, Pacer};
 use super::proc::Contender;
 use super::report::{Row, Run};
-use super::tally::{quantile_ms, Tally};
-use super::{run_rounds, unique, wait_progress, Case, Ctx};
+use super::tally::Tally;
+use super::{run_rounds, throughput_run, unique, wait_progress, Case, Ctx};
 use crate::kafka_common::Tansu;
 
 /// Topic and group names of one run.
@@ -211,11 +211,6 @@ pub fn kafka_run(ctx: &Ctx, broker: &Tansu, spec: &KafkaSpec) -> Result<Run, Str
             spec.slug, tally.duplicates
         ));
     }
-    let first = tally.first.ok_or("no output")?;
-    let done = tally
-        .reached(n as usize)
-        .ok_or("throughput phase unfinished")?;
-    let window = done.duration_since(first).as_secs_f64().max(1e-3);
     let mut note = Vec::new();
     if tally.duplicates > 0 {
         note.push(format!("{} duplicates", tally.duplicates));
@@ -226,17 +221,7 @@ pub fn kafka_run(ctx: &Ctx, broker: &Tansu, spec: &KafkaSpec) -> Result<Run, Str
     if !stopped.clean_exit {
         note.push("killed after 30 s drain".to_owned());
     }
-    Ok(Run {
-        rate: n as f64 / window,
-        p50_ms: quantile_ms(&tally.latencies_us, 0.5),
-        p99_ms: quantile_ms(&tally.latencies_us, 0.99),
-        cpu_s: stopped.cpu_between(first, done),
-        rss_mib: stopped.peak_rss_mib(),
-        duplicates: tally.duplicates,
-        lost: 0,
-        note: note.join("; "),
-        ..Default::default()
-    })
+    throughput_run(&tally, &stopped, n, tally.duplicates, 0, note.join("; "))
 }
 
 /// The command running a Python peer (`quix` or `bytewax`) for `names`.

@@ -15,6 +15,7 @@ pub mod kafka;
 pub mod kafka_cases;
 pub mod machine;
 pub mod nats_cases;
+pub mod nats_setup;
 pub mod proc;
 pub mod raw_kafka;
 pub mod raw_nats;
@@ -200,6 +201,36 @@ fn attempt(
             row.failures.push(why);
         }
     }
+}
+
+/// The figures of a verified run: the rate of the throughput phase (from
+/// the first output until the `n`-th distinct one), the latencies of the
+/// paced phase, the contender's CPU over the throughput phase and its peak
+/// memory; `duplicates`, `lost` and `note` as the case counted them.
+pub fn throughput_run(
+    tally: &tally::Tally,
+    stopped: &proc::Stopped,
+    n: u64,
+    duplicates: usize,
+    lost: usize,
+    note: String,
+) -> Result<report::Run, String> {
+    let first = tally.first.ok_or("no output")?;
+    let done = tally
+        .reached(n as usize)
+        .ok_or("throughput phase unfinished")?;
+    let window = done.duration_since(first).as_secs_f64().max(1e-3);
+    Ok(report::Run {
+        rate: n as f64 / window,
+        p50_ms: tally::quantile_ms(&tally.latencies_us, 0.5),
+        p99_ms: tally::quantile_ms(&tally.latencies_us, 0.99),
+        cpu_s: stopped.cpu_between(first, done),
+        rss_mib: stopped.peak_rss_mib(),
+        duplicates,
+        lost,
+        note,
+        ..Default::default()
+    })
 }
 
 /// Waits until `done` or `stall` passes with `progress` unchanged; calls

@@ -19,20 +19,19 @@
 //! a lost message fails the run (it would be a real loss under flow
 //! control).
 
-use std::future::IntoFuture;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull};
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
+use super::nats_setup::{js_publish, output_subscriber, Delivery, Names};
 use super::proc::Contender;
 use super::raw_nats::FETCH_BATCH;
 use super::report::{Row, Run};
-use super::tally::{self, quantile_ms, Tally};
-use super::{await_first, run_rounds, unique, wait_progress, Case, Ctx};
+use super::tally::{self, Tally};
+use super::{await_first, run_rounds, throughput_run, unique, wait_progress, Case, Ctx};
 use crate::nats_common;
 
 /// Most core messages outstanding at once.
@@ -40,62 +39,24 @@ pub const CORE_WINDOW: usize = 10_000;
 const PAYLOAD: usize = 128;
 const IN_FLIGHT: usize = 5_000;
 
-struct Names {
-    input_stream: String,
-    output_stream: String,
-    dead_stream: String,
-    input: String,
-    output: String,
-    dead: String,
-    durable: String,
-}
-
-impl Names {
-    fn new(slug: &str) -> Self {
-        let tag = unique(slug).replace('-', "_");
-        Self {
-            input_stream: format!("IN_{tag}"),
-            output_stream: format!("OUT_{tag}"),
-            dead_stream: format!("DEAD_{tag}"),
-            input: format!("in.{tag}"),
-            output: format!("out.{tag}"),
-            dead: format!("dead.{tag}"),
-            durable: format!("bench_{tag}"),
-        }
-    }
+/// The names of the case `slug`.
+fn case_names(slug: &str) -> Names {
+    Names::from_tag(&unique(slug).replace('-', "_"))
 }
 
 fn max_ack_pending() -> usize {
     (IN_FLIGHT + FETCH_BATCH).max(10_000)
 }
 
+/// Writes the spate pipeline of a case and returns its path.
 fn spate_pipeline(ctx: &Ctx, url: &str, names: &Names, flavour: &str) -> String {
-    let (input, outputs, dead, policy) = if flavour == "core" {
-        (
-            format!("{{type: nats, url: {url}, subject: {}}}", names.input),
-            format!("{{type: nats, url: {url}, subject: {}}}", names.output),
-            format!("{{type: nats, url: {url}, subject: {}}}", names.dead),
-            "delivery: at_most_once".to_owned(),
-        )
-    } else {
-        let policy = if flavour == "eos" {
-            "delivery: exactly_once\n    transaction_interval: 100ms"
-        } else {
-            "delivery: at_least_once\n    commit_interval: 100ms"
-        };
-        (
-            format!(
-                "{{type: jetstream, url: {url}, stream: {}, durable: {}, max_ack_pending: {}, ack_wait: 30s, fetch_wait: 1s}}",
-                names.input_stream, names.durable, max_ack_pending()
-            ),
-            format!("{{type: jetstream, url: {url}, subject: {}}}", names.output),
-            format!("{{type: jetstream, url: {url}, subject: {}}}", names.dead),
-            policy.to_owned(),
-        )
+    let delivery = match flavour {
+        "core" => Delivery::Core,
+        "eos" => Delivery::ExactlyOnce,
+        _ => Delivery::AtLeastOnce,
     };
-    let text = format!(
-        "settings:\n  metrics_address: off\nfunctions:\n  - name: bench\n    input: {input}\n    handler: passthrough\n    outputs: [{outputs}]\n    dead_letter: {dead}\n    {policy}\n    ordering: partition\n    concurrency: {{min: 4, max: 64}}\n    max_in_flight: {{events: {IN_FLIGHT}, bytes: 256MiB}}\n    drain_timeout: 10s\n"
-    );
+    let text =
+        super::nats_setup::spate_pipeline(url, names, delivery, IN_FLIGHT, max_ack_pending());
     let path = ctx.file(&format!("{}.yaml", names.durable));
     std::fs::write(&path, text).expect("pipeline written");
     path.display().to_string()
@@ -103,38 +64,17 @@ fn spate_pipeline(ctx: &Ctx, url: &str, names: &Names, flavour: &str) -> String 
 
 /// Publishes stamped messages `first..first+count` to a JetStream subject,
 /// at `rate` per second (or as fast as acks allow with `None`).
-async fn js_publish(
+async fn publish_stamped(
     client: &async_nats::Client,
     subject: &str,
     first: u64,
     count: u64,
     rate: Option<f64>,
 ) {
-    let js = jetstream::new(client.clone());
-    let mut acks: FuturesUnordered<
-        <jetstream::context::PublishAckFuture as IntoFuture>::IntoFuture,
-    > = FuturesUnordered::new();
-    let start = Instant::now();
-    for id in first..first + count {
-        if let Some(rate) = rate {
-            let due = start + Duration::from_secs_f64((id - first) as f64 / rate);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        if acks.len() >= 4_000 {
-            acks.next()
-                .await
-                .expect("an ack")
-                .expect("input publish acked");
-        }
-        let ack = js
-            .publish(subject.to_owned(), Bytes::from(tally::payload(id, PAYLOAD)))
-            .await
-            .expect("input published");
-        acks.push(ack.into_future());
-    }
-    while let Some(ack) = acks.next().await {
-        ack.expect("input publish acked");
-    }
+    js_publish(client, subject, count, rate, |i| {
+        Bytes::from(tally::payload(first + i, PAYLOAD))
+    })
+    .await;
 }
 
 async fn stream_len(js: &jetstream::Context, stream: &str) -> usize {
@@ -158,20 +98,14 @@ fn jetstream_run(
     flavour: &str,
 ) -> Result<Run, String> {
     let slug = format!("s2-{who}-{flavour}");
-    let names = Names::new(&slug);
+    let names = case_names(&slug);
     let _runtime = rt.enter();
     let js = jetstream::new(client.clone());
     let (n, m) = (ctx.config.events, ctx.config.latency_events);
     let total = (n + m) as usize;
     rt.block_on(async {
-        for (stream, subject) in [
-            (&names.input_stream, &names.input),
-            (&names.output_stream, &names.output),
-            (&names.dead_stream, &names.dead),
-        ] {
-            nats_common::create_stream(client, stream, std::slice::from_ref(subject)).await;
-        }
-        js_publish(client, &names.input, 0, n, None).await;
+        names.create_streams(client).await;
+        publish_stamped(client, &names.input, 0, n, None).await;
     });
     let tally = Tally::shared(total, n, &[n as usize, total]);
     let checker = {
@@ -226,7 +160,7 @@ fn jetstream_run(
         &|| unique_now() >= n as usize,
         check,
     )?;
-    rt.block_on(js_publish(
+    rt.block_on(publish_stamped(
         client,
         &names.input,
         n,
@@ -261,15 +195,7 @@ fn jetstream_run(
             stream_len(&js, &names.dead_stream).await,
         )
     });
-    rt.block_on(async {
-        for stream in [
-            &names.input_stream,
-            &names.output_stream,
-            &names.dead_stream,
-        ] {
-            nats_common::delete_stream(client, stream).await;
-        }
-    });
+    rt.block_on(names.delete_streams(client));
     let tally = tally.lock().expect("tally");
     if settled != Some((0, 0)) {
         return Err(format!(
@@ -288,6 +214,8 @@ fn jetstream_run(
     finish(&tally, &stopped, n, outputs.saturating_sub(total), 0)
 }
 
+/// The figures of a verified run; an output-stream surplus counts as
+/// duplicates.
 fn finish(
     tally: &Tally,
     stopped: &super::proc::Stopped,
@@ -295,47 +223,24 @@ fn finish(
     surplus: usize,
     lost: usize,
 ) -> Result<Run, String> {
-    let first = tally.first.ok_or("no output")?;
-    let done = tally
-        .reached(n as usize)
-        .ok_or("throughput phase unfinished")?;
-    let window = done.duration_since(first).as_secs_f64().max(1e-3);
     let duplicates = tally.duplicates.max(surplus);
-    Ok(Run {
-        rate: n as f64 / window,
-        p50_ms: quantile_ms(&tally.latencies_us, 0.5),
-        p99_ms: quantile_ms(&tally.latencies_us, 0.99),
-        cpu_s: stopped.cpu_between(first, done),
-        rss_mib: stopped.peak_rss_mib(),
-        duplicates,
-        lost,
-        note: if duplicates > 0 {
-            format!("{duplicates} duplicates")
-        } else {
-            String::new()
-        },
-        ..Default::default()
-    })
+    let note = if duplicates > 0 {
+        format!("{duplicates} duplicates")
+    } else {
+        String::new()
+    };
+    throughput_run(tally, stopped, n, duplicates, lost, note)
 }
 
 fn core_run(ctx: &Ctx, rt: &tokio::runtime::Runtime, url: &str, who: &str) -> Result<Run, String> {
     let slug = format!("s2-{who}-core");
-    let names = Names::new(&slug);
+    let names = case_names(&slug);
     let _runtime = rt.enter();
     let (n, m) = (ctx.config.events, ctx.config.latency_events);
     let total = (n + m) as usize;
     let tally = Tally::shared(total, n, &[n as usize, total]);
     let (publisher, checker) = rt.block_on(async {
-        let counter = async_nats::ConnectOptions::new()
-            .subscription_capacity(1 << 20)
-            .connect(url)
-            .await
-            .expect("checker connects");
-        let mut outputs = counter
-            .subscribe(names.output.clone())
-            .await
-            .expect("output subscription");
-        counter.flush().await.expect("subscribed");
+        let (counter, mut outputs) = output_subscriber(url, &names.output).await;
         let tally = tally.clone();
         let checker = tokio::spawn(async move {
             let _keep = counter;
