@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{options, plan, wait_for};
+use common::{attached_sinks, crash_at_random, exactly_once, options, plan, wait_for};
 use rand::Rng;
-use spate::engine::{run_function, EngineError, FunctionPlan, NamedSink};
+use spate::engine::{run_function, EngineError, NamedSink};
 use spate::handler::{Context, Handler, HandlerError, Output};
-use spate::pipeline::{Delivery, Ordering, TransactionPolicy};
+use spate::pipeline::Ordering;
 use spate::Event;
 use spate_connector::testkit::{MemoryLog, MemorySink};
 use spate_connector::{Record, Sink, SinkError, RECORD_ID_HEADER};
@@ -48,24 +48,6 @@ impl Handler for Tagging {
     }
 }
 
-fn eos_plan(
-    log: &MemoryLog,
-    handler: Arc<dyn Handler>,
-    ordering: Ordering,
-    out: &MemorySink,
-    dlq: &MemorySink,
-) -> FunctionPlan {
-    log.attach(out);
-    log.attach(dlq);
-    let mut plan = plan(log, handler, ordering, out, dlq);
-    plan.policy.delivery = Delivery::ExactlyOnce;
-    plan.policy.transaction = TransactionPolicy {
-        interval: Duration::from_millis(10),
-        max_events: 50,
-    };
-    plan
-}
-
 fn fill(log: &MemoryLog, partitions: u32, per_partition: u64) {
     for p in 0..partitions {
         for n in 0..per_partition {
@@ -95,16 +77,10 @@ async fn crashes_at_twenty_points_lose_nothing_and_duplicate_nothing() {
     let (partitions, per_partition) = (3u32, 400u64);
     let log = MemoryLog::new("readings", partitions);
     fill(&log, partitions, per_partition);
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
-    let mut rng = rand::rng();
+    let (out, dlq) = attached_sinks(&log);
     for crash in 0..20 {
         let handler = Arc::new(Tagging::default());
-        let plan = eos_plan(&log, handler, Ordering::Key, &out, &dlq);
-        let run = tokio::spawn(run_function(plan, options(), CancellationToken::new()));
-        tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
-        // kill -9: the run is dropped wherever it is, open transaction and all.
-        run.abort();
-        let _ = run.await;
+        crash_at_random(exactly_once(plan(&log, handler, Ordering::Key, &out, &dlq))).await;
         // What is committed must be exactly the events below the positions.
         let committed: u64 = (0..partitions).map(|p| log.committed(p).unwrap_or(0)).sum();
         let expected_outputs: usize = (0..partitions)
@@ -121,7 +97,7 @@ async fn crashes_at_twenty_points_lose_nothing_and_duplicate_nothing() {
     // Finally run to the end.
     log.end();
     let handler = Arc::new(Tagging::default());
-    let plan = eos_plan(&log, handler, Ordering::Key, &out, &dlq);
+    let plan = exactly_once(plan(&log, handler, Ordering::Key, &out, &dlq));
     let report = run_function(plan, options(), CancellationToken::new())
         .await
         .expect("final run succeeds");
@@ -176,14 +152,14 @@ async fn outputs_of_one_partition_commit_in_offset_order() {
     let log = MemoryLog::new("readings", 1);
     fill(&log, 1, 300);
     log.end();
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
-    let plan = eos_plan(
+    let (out, dlq) = attached_sinks(&log);
+    let plan = exactly_once(plan(
         &log,
         Arc::new(Tagging::default()),
         Ordering::None,
         &out,
         &dlq,
-    );
+    ));
     run_function(plan, options(), CancellationToken::new())
         .await
         .expect("run succeeds");
@@ -214,9 +190,9 @@ async fn failed_transactions_are_aborted_and_written_again_without_rerunning_han
     fill(&log, 2, 200);
     log.fail_transactions(4);
     log.end();
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = attached_sinks(&log);
     let handler = Arc::new(Tagging::default());
-    let plan = eos_plan(&log, handler.clone(), Ordering::Partition, &out, &dlq);
+    let plan = exactly_once(plan(&log, handler.clone(), Ordering::Partition, &out, &dlq));
     let report = run_function(plan, options(), CancellationToken::new())
         .await
         .expect("run succeeds despite failed transactions");
@@ -243,14 +219,14 @@ async fn failed_transactions_are_aborted_and_written_again_without_rerunning_han
 async fn a_fenced_session_stops_the_function_without_committing() {
     let log = MemoryLog::new("readings", 1);
     fill(&log, 1, 50);
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
-    let plan = eos_plan(
+    let (out, dlq) = attached_sinks(&log);
+    let plan = exactly_once(plan(
         &log,
         Arc::new(Tagging::default()),
         Ordering::Partition,
         &out,
         &dlq,
-    );
+    ));
     let run = tokio::spawn(run_function(plan, options(), CancellationToken::new()));
     wait_for("the first 50 events to commit", || {
         log.committed(0) == Some(50)
@@ -299,14 +275,17 @@ impl Sink for Plain {
 #[tokio::test]
 async fn plans_that_cannot_be_exactly_once_are_refused_with_the_reason() {
     let log = MemoryLog::new("readings", 1);
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
-    let mut plan = eos_plan(
-        &log,
-        Arc::new(Tagging::default()),
-        Ordering::Partition,
-        &out,
-        &dlq,
-    );
+    let (out, dlq) = attached_sinks(&log);
+    let eos = || {
+        exactly_once(plan(
+            &log,
+            Arc::new(Tagging::default()),
+            Ordering::Partition,
+            &out,
+            &dlq,
+        ))
+    };
+    let mut plan = eos();
     plan.outputs.push(NamedSink {
         name: Arc::from("audit"),
         sink: Arc::new(Plain),
@@ -322,13 +301,7 @@ async fn plans_that_cannot_be_exactly_once_are_refused_with_the_reason() {
     );
 
     let unattached = MemorySink::new("elsewhere");
-    let mut plan = eos_plan(
-        &log,
-        Arc::new(Tagging::default()),
-        Ordering::Partition,
-        &out,
-        &dlq,
-    );
+    let mut plan = eos();
     plan.dead_letter = Arc::new(unattached);
     let message = run_function(plan, options(), CancellationToken::new())
         .await
@@ -339,13 +312,7 @@ async fn plans_that_cannot_be_exactly_once_are_refused_with_the_reason() {
         "{message}"
     );
 
-    let mut plan = eos_plan(
-        &log,
-        Arc::new(Tagging::default()),
-        Ordering::Partition,
-        &out,
-        &dlq,
-    );
+    let mut plan = eos();
     plan.sources
         .push(Box::new(MemoryLog::new("other", 1).source()));
     let message = run_function(plan, options(), CancellationToken::new())

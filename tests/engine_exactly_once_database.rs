@@ -8,15 +8,13 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{options, plan, wait_for};
-use rand::Rng;
+use common::{attached_sinks, crash_at_random, exactly_once, options, plan, wait_for};
 use spate::engine::{run_function, EngineError, FunctionPlan, NamedSink, SessionHost};
 use spate::handler::{Context, Handler, HandlerError, HandlerState, Output};
-use spate::pipeline::{Delivery, Ordering, TransactionPolicy};
+use spate::pipeline::Ordering;
 use spate_connector::testkit::{MemoryDatabase, MemoryLog, MemorySink};
 use spate_connector::{dead_letter, Event, PartitionId, SessionOwner};
 use tokio_util::sync::CancellationToken;
@@ -89,12 +87,7 @@ fn db_plan(log: &MemoryLog, db: &MemoryDatabase, handler: Arc<dyn Handler>) -> F
     plan.outputs = vec![NamedSink::new("counts", Arc::new(db.table("counts")))];
     plan.dead_letter = Arc::new(db.table("dead"));
     plan.session_host = SessionHost::Sink;
-    plan.policy.delivery = Delivery::ExactlyOnce;
-    plan.policy.transaction = TransactionPolicy {
-        interval: Duration::from_millis(10),
-        max_events: 50,
-    };
-    plan
+    exactly_once(plan)
 }
 
 fn fill(log: &MemoryLog, partitions: u32, per_partition: u64) {
@@ -143,13 +136,9 @@ async fn rows_positions_and_state_stay_exact_across_twenty_crashes() {
     // the database's, or it would count everything again.
     log.fail_commits(true);
     let db = MemoryDatabase::new();
-    let mut rng = rand::rng();
     for crash in 0..20 {
-        let plan = db_plan(&log, &db, Arc::new(Counter::default()));
-        let run = tokio::spawn(run_function(plan, options(), CancellationToken::new()));
-        tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
-        run.abort(); // kill -9: whatever is not committed is gone
-        let _ = run.await;
+        // kill -9: whatever is not committed is gone
+        crash_at_random(db_plan(&log, &db, Arc::new(Counter::default()))).await;
         // Each key's rows count 1, 2, 3, … with no repeat and no gap, and
         // the stored state is the last count.
         let state = db.state_of(&owner());
@@ -271,17 +260,14 @@ async fn a_reassigned_partition_restores_its_committed_state() {
 #[tokio::test]
 async fn stateful_handlers_need_a_session_that_stores_state_and_an_order_per_key() {
     let log = MemoryLog::new("readings", 1);
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
-    log.attach(&out);
-    log.attach(&dlq);
-    let mut eos = plan(
+    let (out, dlq) = attached_sinks(&log);
+    let eos = exactly_once(plan(
         &log,
         Arc::new(Counter::default()),
         Ordering::Key,
         &out,
         &dlq,
-    );
-    eos.policy.delivery = Delivery::ExactlyOnce;
+    ));
     match run_function(eos, options(), CancellationToken::new()).await {
         Err(EngineError::Plan { message, .. }) => {
             assert!(message.contains("cannot store it"), "{message}");

@@ -1,5 +1,6 @@
-//! Shared helpers for the engine tests: plans over the in-memory test kit,
-//! gates that hold handlers until the test lets them go, and polling waits.
+//! Shared helpers for the engine tests: plans over the in-memory test kit
+//! (exactly-once ones too), runs killed at a random moment, gates that hold
+//! handlers until the test lets them go, polling waits, and spate processes.
 
 #![allow(dead_code)]
 
@@ -8,12 +9,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spate::engine::{EngineOptions, FunctionPlan, NamedSink, ProcessBudget, ScalerTuning};
+use rand::Rng;
+use spate::engine::{
+    run_function, EngineOptions, FunctionPlan, NamedSink, ProcessBudget, ScalerTuning,
+};
 use spate::handler::Handler;
 use spate::pipeline::{
-    ConcurrencySpec, Delivery, InFlightLimits, Ordering, RetryPolicy, RunPolicy,
+    ConcurrencySpec, Delivery, InFlightLimits, Ordering, RetryPolicy, RunPolicy, TransactionPolicy,
 };
 use spate_connector::testkit::{MemoryLog, MemorySink};
+use tokio_util::sync::CancellationToken;
 
 /// A plan with test-friendly defaults: fast retries, short intervals.
 pub fn plan(
@@ -55,6 +60,35 @@ pub fn plan(
         },
         session_host: spate::engine::SessionHost::Source,
     }
+}
+
+/// Makes `plan` exactly-once, with a transaction every 10 ms or 50 events.
+pub fn exactly_once(mut plan: FunctionPlan) -> FunctionPlan {
+    plan.policy.delivery = Delivery::ExactlyOnce;
+    plan.policy.transaction = TransactionPolicy {
+        interval: Duration::from_millis(10),
+        max_events: 50,
+    };
+    plan
+}
+
+/// An output sink `out` and a dead-letter sink `dlq` attached to `log`, so
+/// that the transactions of its exactly-once session write them.
+pub fn attached_sinks(log: &MemoryLog) -> (MemorySink, MemorySink) {
+    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    log.attach(&out);
+    log.attach(&dlq);
+    (out, dlq)
+}
+
+/// Runs `plan` and, after a random 5 to 40 ms, kills it like `kill -9`:
+/// the run is dropped wherever it is, open transaction and all.
+pub async fn crash_at_random(plan: FunctionPlan) {
+    let run = tokio::spawn(run_function(plan, options(), CancellationToken::new()));
+    let delay = rand::rng().random_range(5..40);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    run.abort();
+    let _ = run.await;
 }
 
 /// Engine options with a small batch and quick idle retirement.
