@@ -31,6 +31,8 @@
 //!    transaction, because [`Source::commit`] runs after the database
 //!    commit; what lies between is skipped, never handled twice.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 
 use crate::error::SourceError;
@@ -71,6 +73,21 @@ pub struct StoredPosition {
     pub partition: String,
     /// Everything below it is finished and stored.
     pub next_offset: u64,
+}
+
+impl StoredPosition {
+    /// The positions of a map from partition name to next offset, in the
+    /// map's order (by name): what a session that keeps its positions in
+    /// such a map answers to [`TransactionSession::load_positions`].
+    pub fn from_map(positions: BTreeMap<String, u64>) -> Vec<Self> {
+        positions
+            .into_iter()
+            .map(|(partition, next_offset)| Self {
+                partition,
+                next_offset,
+            })
+            .collect()
+    }
 }
 
 /// A stream of events with durable, engine-driven positions.

@@ -287,13 +287,7 @@ impl TransactionSession for MemoryDatabaseSession {
             .cloned()
             .unwrap_or_default();
         self.known = stored.clone();
-        Ok(stored
-            .into_iter()
-            .map(|(partition, next_offset)| StoredPosition {
-                partition,
-                next_offset,
-            })
-            .collect())
+        Ok(StoredPosition::from_map(stored))
     }
 
     fn stores_state(&self) -> bool {

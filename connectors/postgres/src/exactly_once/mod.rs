@@ -418,13 +418,7 @@ impl TransactionSession for PgSession {
         )
         .map_err(|e| self.fatal(e.to_string()))?;
         self.known = known.clone();
-        Ok(known
-            .into_iter()
-            .map(|(partition, next_offset)| StoredPosition {
-                partition,
-                next_offset,
-            })
-            .collect())
+        Ok(StoredPosition::from_map(known))
     }
 
     fn stores_state(&self) -> bool {
