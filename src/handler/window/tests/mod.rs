@@ -13,7 +13,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use spate_connector::config::ConfigErrors;
-use spate_connector::{ConfigReader, Event, Headers, Position, StateChange};
+use spate_connector::{
+    ConfigError, ConfigNode, ConfigReader, Event, Headers, Position, StateChange,
+};
 
 use super::config::{self, Settings};
 use super::*;
@@ -21,15 +23,25 @@ use crate::handler::ErrorKind;
 
 const AGGREGATES: &str = "aggregates:\n  n: count\n  sum: {sum: /v}\n  min: {min: /v}\n  max: {max: /v}\n  avg: {avg: /v}\n  last: {last: /v}\n";
 
-/// Settings from the YAML of a `handler:` mapping; panics on any problem.
-fn settings(yaml: &str) -> Settings {
-    let document = crate::pipeline::yaml::parse(yaml, &|_: &str| None).expect("YAML");
+/// Reads a `handler:` mapping: the settings, if valid, and every problem.
+fn read_node(root: &ConfigNode) -> (Option<Settings>, Vec<ConfigError>) {
     let errors = ConfigErrors::default();
     let settings = {
-        let mut reader = ConfigReader::new(&document.root, "handler", &errors);
+        let mut reader = ConfigReader::new(root, "handler", &errors);
         config::read(&mut reader)
     };
-    let errors = errors.into_inner();
+    (settings, errors.into_inner())
+}
+
+/// [`read_node`] of the YAML of a `handler:` mapping.
+fn read(yaml: &str) -> (Option<Settings>, Vec<ConfigError>) {
+    let document = crate::pipeline::yaml::parse(yaml, &|_: &str| None).expect("YAML");
+    read_node(&document.root)
+}
+
+/// Settings from the YAML of a `handler:` mapping; panics on any problem.
+fn settings(yaml: &str) -> Settings {
+    let (settings, errors) = read(yaml);
     assert!(errors.is_empty(), "{yaml}\n{errors:#?}");
     settings.expect("settings")
 }

@@ -1,22 +1,13 @@
 //! Reading the `window` settings: the example from the docs, defaults,
 //! and every problem reported at its key with a hint.
 
-use spate_connector::config::ConfigErrors;
-use spate_connector::ConfigReader;
-
-use super::super::config::{self, Aggregate, AggregateKind, Emit, KeySource, Settings, TimeSource};
-use super::settings;
+use super::super::config::{Aggregate, AggregateKind, Emit, KeySource, Settings, TimeSource};
+use super::{read, read_node, settings};
 
 /// The problems reading `yaml` reports, one line each: `line:column path:
 /// message (hint)`.
 fn problems(yaml: &str) -> Vec<String> {
-    let document = crate::pipeline::yaml::parse(yaml, &|_: &str| None).expect("YAML");
-    let errors = ConfigErrors::default();
-    let settings = {
-        let mut reader = ConfigReader::new(&document.root, "handler", &errors);
-        config::read(&mut reader)
-    };
-    let errors = errors.into_inner();
+    let (settings, errors) = read(yaml);
     assert!(settings.is_none(), "{yaml}\nread despite {errors:#?}");
     let mut lines: Vec<String> = errors
         .into_iter()
@@ -223,13 +214,8 @@ fn a_duplicate_output_field_is_reported_even_from_a_tree_built_in_code() {
         ]),
         span: at(1),
     };
-    let errors = ConfigErrors::default();
-    let read = {
-        let mut reader = ConfigReader::new(&root, "handler", &errors);
-        config::read(&mut reader)
-    };
+    let (read, errors) = read_node(&root);
     assert!(read.is_none());
-    let errors = errors.into_inner();
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert_eq!(errors[0].message, "output field `n` is declared twice");
     assert_eq!(errors[0].span.line, 4);
