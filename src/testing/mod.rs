@@ -9,7 +9,7 @@
 //! timeout, and a retryable failure is tried again up to `max_attempts`
 //! (at once: offline runs do not sleep through the backoff); a panic is
 //! caught; outputs are routed with the engine's
-//! [`resolve_outputs`](crate::engine::worker::resolve_outputs), so routing to
+//! [`resolve_outputs`], so routing to
 //! an undeclared output is a dead letter here as there; each output is
 //! encoded in its output's `format` (a record that does not fit is an
 //! `encode-error` dead letter), and the outcome shows the handler's

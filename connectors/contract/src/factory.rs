@@ -22,10 +22,10 @@ pub struct Capabilities {
     /// something (a core-NATS subscription, for example, does not). For a
     /// sink: stores source positions itself, in the same transactions as
     /// its records (a database), so it can open the exactly-once session
-    /// ([`Sink::begin_exactly_once`](crate::Sink::begin_exactly_once)).
+    /// ([`Sink::begin_exactly_once`]).
     pub durable_positions: bool,
     /// For a source: can resume from positions a sink stored
-    /// ([`Source::resume_from`](crate::Source::resume_from)), so it can feed
+    /// ([`Source::resume_from`]), so it can feed
     /// `exactly_once` into a database. Always false for a sink.
     pub resumable: bool,
 }

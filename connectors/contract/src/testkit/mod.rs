@@ -10,7 +10,7 @@
 //! The log can also be the input of an `exactly_once` function: its source
 //! opens a [`MemoryTransaction`] that commits records to attached
 //! [`MemorySink`]s together with the log's committed positions, all at once
-//! (see [`transaction`]).
+//! (see [`MemoryTransaction`]).
 
 mod database;
 mod transaction;
