@@ -82,13 +82,29 @@ pub fn attached_sinks(log: &MemoryLog) -> (MemorySink, MemorySink) {
 }
 
 /// Runs `plan` and, after a random 5 to 40 ms, kills it like `kill -9`:
-/// the run is dropped wherever it is, open transaction and all.
+/// the run goes on a runtime of its own, which is shut down wherever the
+/// run is, open transaction, commit in flight and handler tasks all. Only
+/// once that runtime's threads stopped does this return, so nothing of the
+/// killed run can land after it (as nothing of a killed process can).
 pub async fn crash_at_random(plan: FunctionPlan) {
-    let run = tokio::spawn(run_function(plan, options(), CancellationToken::new()));
-    let delay = rand::rng().random_range(5..40);
-    tokio::time::sleep(Duration::from_millis(delay)).await;
-    run.abort();
-    let _ = run.await;
+    let delay = Duration::from_millis(rand::rng().random_range(5..40));
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for the run");
+        runtime.block_on(async {
+            let run = tokio::spawn(run_function(plan, options(), CancellationToken::new()));
+            tokio::time::sleep(delay).await;
+            drop(run); // detached: the shutdown below kills it mid-flight
+        });
+        // Dropping the runtime drops every task at its next await and waits
+        // for its worker threads: the kill.
+        drop(runtime);
+    })
+    .await
+    .expect("the crashed run's thread");
 }
 
 /// Engine options with a small batch and quick idle retirement.

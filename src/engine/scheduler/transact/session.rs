@@ -46,7 +46,7 @@ pub(super) type Committed = (Box<dyn TransactionSession>, Result<(), Transaction
 
 /// A commit running in the background, and what it commits.
 pub(crate) struct Committing {
-    task: JoinHandle<Committed>,
+    task: CommitTask,
     /// The positions it commits, by partition.
     pub(super) positions: Vec<(PartKey, u64)>,
     /// The same as the source's commit takes them.
@@ -56,11 +56,24 @@ pub(crate) struct Committing {
     pub(super) started: Instant,
 }
 
+/// The commit task, aborted when dropped. A scheduler that goes away
+/// without taking the outcome in (its task was cancelled: a crash, as far
+/// as this function is concerned) takes its commit with it: a commit task
+/// left running could land after a restarted function opened its own
+/// session, committing positions behind that session's back.
+pub(super) struct CommitTask(JoinHandle<Committed>);
+
+impl Drop for CommitTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Committing {
     /// Waits for the commit to end; the session comes back with it. A
     /// commit task that panicked loses the session: a fatal error.
     pub(super) async fn outcome(&mut self, name: &str) -> Option<Committed> {
-        match (&mut self.task).await {
+        match (&mut self.task.0).await {
             Ok(committed) => Some(committed),
             Err(join) => {
                 tracing::error!(session = name, error = %join, "the commit task failed");
@@ -229,7 +242,7 @@ impl Transactions {
             })
         };
         self.committing = Some(Committing {
-            task,
+            task: CommitTask(task),
             positions,
             commit,
             releasing,
