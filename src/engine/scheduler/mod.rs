@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use spate_connector::{Event, Source, SourceError, SourceMessage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +59,11 @@ pub struct Scheduler {
     work_rx: async_channel::Receiver<WorkItem>,
     done_tx: mpsc::Sender<Completion>,
     done_rx: mpsc::Receiver<Completion>,
+    /// Items whose lane moved on while their output writes await the
+    /// sinks' acknowledgements (at-least-once and at-most-once): polled
+    /// here rather than spawned, so an event costs no task and no channel
+    /// hop for its acks.
+    acks: FuturesUnordered<BoxFuture<'static, Completion>>,
     latency: LatencyMean,
     /// Since when every task has been busy with no event finishing.
     all_busy_since: Option<Instant>,
@@ -180,6 +187,7 @@ impl Scheduler {
             work_rx,
             done_tx,
             done_rx,
+            acks: FuturesUnordered::new(),
             latency: LatencyMean::default(),
             all_busy_since: None,
             next_epoch: 0,
@@ -225,19 +233,12 @@ impl Scheduler {
             tokio::select! {
                 biased;
                 Some(completion) = self.done_rx.recv() => {
-                    self.last_activity = tokio::time::Instant::now();
                     self.on_completion(completion);
-                    while let Ok(completion) = self.done_rx.try_recv() {
-                        self.on_completion(completion);
-                    }
-                    if self.transactions.is_some() {
-                        self.write_ready().await;
-                        if self.transaction_due() {
-                            self.start_transaction_commit_now().await;
-                        }
-                    }
-                    self.apply_backpressure();
-                    self.finish_drains().await;
+                    self.after_completions().await;
+                }
+                Some(completion) = self.acks.next(), if !self.acks.is_empty() => {
+                    self.on_completion(completion);
+                    self.after_completions().await;
                 }
                 Some(expired) = self.parked.next(), if !self.parked.is_empty() => {
                     self.unpark(expired.into_inner());
@@ -283,6 +284,35 @@ impl Scheduler {
             retries: tally.retries.load(AtomicOrdering::Relaxed),
             elapsed: self.started.elapsed(),
         })
+    }
+
+    /// After a completion: takes every other completion already there,
+    /// then moves the work on (exactly-once writes and commits,
+    /// backpressure, drains).
+    async fn after_completions(&mut self) {
+        self.last_activity = tokio::time::Instant::now();
+        loop {
+            let mut took = false;
+            while let Ok(completion) = self.done_rx.try_recv() {
+                self.on_completion(completion);
+                took = true;
+            }
+            while let Some(Some(completion)) = self.acks.next().now_or_never() {
+                self.on_completion(completion);
+                took = true;
+            }
+            if !took {
+                break;
+            }
+        }
+        if self.transactions.is_some() {
+            self.write_ready().await;
+            if self.transaction_due() {
+                self.start_transaction_commit_now().await;
+            }
+        }
+        self.apply_backpressure();
+        self.finish_drains().await;
     }
 
     /// When to commit early, if now everything read is finished and
@@ -561,11 +591,11 @@ impl Scheduler {
                         self.lanes.release(&lane);
                     }
                 }
-                let (shared, done) = (self.shared.clone(), self.done_tx.clone());
-                tokio::spawn(async move {
-                    let completion = worker::await_acks(shared, item, accepted).await;
-                    let _ = done.send(completion).await;
-                });
+                self.acks.push(Box::pin(worker::await_acks(
+                    self.shared.clone(),
+                    item,
+                    accepted,
+                )));
             }
             Verdict::RetryAfter(delay) => {
                 part.running = part.running.saturating_sub(1);
