@@ -188,7 +188,7 @@ pub(crate) const QUEUE_FULL_WAIT: Duration = Duration::from_millis(20);
 
 /// An idempotent producer writing to one topic.
 pub struct KafkaSink {
-    name: String,
+    name: Arc<str>,
     settings: Arc<SinkSettings>,
     producer: RwLock<Arc<KafkaProducer>>,
 }
@@ -208,7 +208,7 @@ impl KafkaSink {
                 .map_err(|f| f.into_sink(&name))?
         };
         Ok(Self {
-            name,
+            name: name.into(),
             settings,
             producer: RwLock::new(Arc::new(producer)),
         })
@@ -268,7 +268,7 @@ impl Sink for KafkaSink {
             self.replace_if_fatal(&producer);
             producer = self.producer();
         }
-        let mut future = FutureRecord::to(&prepared.topic)
+        let mut future = FutureRecord::to(prepared.topic)
             .payload(record.payload.as_ref())
             .headers(prepared.headers);
         if let Some(key) = record.key.as_deref() {
@@ -290,17 +290,17 @@ impl Sink for KafkaSink {
                     return Err(producer_failure(
                         &error,
                         &self.settings.connection.bootstrap_servers,
-                        &prepared.topic,
+                        prepared.topic,
                     )
                     .into_sink(&self.name));
                 }
             }
         };
-        let (name, servers, topic) = (
-            self.name.clone(),
-            self.settings.connection.bootstrap_servers.clone(),
-            prepared.topic.clone(),
-        );
+        // What an error report needs, without copying a string per record:
+        // the sink's name and settings are shared, the topic is copied only
+        // when a header routed the record elsewhere.
+        let (name, settings) = (self.name.clone(), self.settings.clone());
+        let routed_topic = (prepared.topic != settings.topic).then(|| prepared.topic.to_owned());
         Ok(Box::pin(async move {
             match delivery.await {
                 Ok(Ok(_)) => Ok(()),
@@ -308,10 +308,14 @@ impl Sink for KafkaSink {
                     if producer.client().fatal_error().is_some() {
                         tracing::warn!(sink = %name, %error, "the producer hit a fatal error; the next write replaces it");
                     }
-                    Err(producer_failure(&error, &servers, &topic).into_sink(&name))
+                    let topic = routed_topic.as_deref().unwrap_or(&settings.topic);
+                    Err(
+                        producer_failure(&error, &settings.connection.bootstrap_servers, topic)
+                            .into_sink(&name),
+                    )
                 }
                 Err(_canceled) => Err(SinkError::Unavailable {
-                    sink_name: name,
+                    sink_name: name.to_string(),
                     message: "the producer was dropped before the delivery report".to_owned(),
                 }),
             }
@@ -331,34 +335,38 @@ impl Sink for KafkaSink {
         let flushed = tokio::task::spawn_blocking(move || producer.flush(FLUSH_TIMEOUT))
             .await
             .map_err(|e| SinkError::Unavailable {
-                sink_name: self.name.clone(),
+                sink_name: self.name.to_string(),
                 message: format!("the flush task failed: {e}"),
             })?;
         flushed.map_err(|e| SinkError::Unavailable {
-            sink_name: self.name.clone(),
+            sink_name: self.name.to_string(),
             message: format!("records still unacknowledged after {FLUSH_TIMEOUT:?}: {e}"),
         })
     }
 }
 
-/// A record's destination topic and Kafka headers.
-pub(crate) struct Prepared {
-    pub topic: String,
+/// A record's destination topic (borrowed from the record's override
+/// header or the default: no copy per record) and Kafka headers.
+pub(crate) struct Prepared<'a> {
+    pub topic: &'a str,
     pub headers: OwnedHeaders,
 }
 
 /// Picks the topic (the override header or `default_topic`) and converts
 /// the other headers.
-pub(crate) fn prepare(record: &Record, default_topic: &str) -> Result<Prepared, Failure> {
+pub(crate) fn prepare<'a>(
+    record: &'a Record,
+    default_topic: &'a str,
+) -> Result<Prepared<'a>, Failure> {
     let topic = match record.headers.get(TOPIC_HEADER) {
-        None => default_topic.to_owned(),
+        None => default_topic,
         Some(value) => {
             let topic = std::str::from_utf8(value).map_err(|_| {
                 Failure::rejected(format!("header `{TOPIC_HEADER}` is not UTF-8 text"))
             })?;
             check_topic_name(topic)
                 .map_err(|why| Failure::rejected(format!("header `{TOPIC_HEADER}`: {why}")))?;
-            topic.to_owned()
+            topic
         }
     };
     let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());

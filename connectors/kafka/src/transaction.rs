@@ -275,7 +275,7 @@ impl TransactionSession for KafkaTransaction {
                 ),
             })?;
         self.begin()?;
-        let mut base = BaseRecord::to(&prepared.topic)
+        let mut base = BaseRecord::to(prepared.topic)
             .payload(record.payload.as_ref())
             .headers(prepared.headers);
         if let Some(key) = record.key.as_deref() {
@@ -292,7 +292,7 @@ impl TransactionSession for KafkaTransaction {
                     tokio::time::sleep(QUEUE_FULL_WAIT).await;
                 }
                 Err((error, _)) => {
-                    let failure = producer_failure(&error, &self.servers, &prepared.topic);
+                    let failure = producer_failure(&error, &self.servers, prepared.topic);
                     if failure.kind == FailureKind::Rejected {
                         return Err(TransactionError::Fatal {
                             session: self.name.clone(),
