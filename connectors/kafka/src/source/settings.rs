@@ -12,6 +12,8 @@ const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
 /// Default `statistics.interval.ms` (feeds
 /// [`Source::lag`](spate_connector::Source::lag)).
 const DEFAULT_STATISTICS_INTERVAL_MS: &str = "5000";
+/// librdkafka's `heartbeat.interval.ms` default.
+const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// Default `commit_timeout`.
 pub const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -203,6 +205,12 @@ impl SourceSettings {
         }
         if let Some(timeout) = self.session_timeout {
             config.set("session.timeout.ms", timeout.as_millis().to_string());
+            // librdkafka heartbeats every 3 s whatever the session timeout;
+            // a session under 9 s needs them at a third of it, as Kafka
+            // advises, or one late heartbeat costs the member its partitions.
+            // `properties` may still set it (applied below).
+            let heartbeat = (timeout / 3).min(DEFAULT_HEARTBEAT_INTERVAL);
+            config.set("heartbeat.interval.ms", heartbeat.as_millis().to_string());
         }
         self.connection.finish(&mut config);
         config
@@ -240,4 +248,38 @@ fn non_empty(config: &mut ConfigReader<'_>, key: &'static str) -> Option<String>
         return None;
     }
     Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use spate_connector::config::ConfigErrors;
+    use spate_connector::testkit::config_map;
+    use spate_connector::ConfigReader;
+
+    use super::SourceSettings;
+
+    fn consumer_setting(entries: &[(&str, &str)], key: &str) -> Option<String> {
+        let node = config_map(entries);
+        let errors = ConfigErrors::default();
+        let settings = SourceSettings::read(&mut ConfigReader::new(&node, "inputs[0]", &errors));
+        let settings = settings.unwrap_or_else(|| panic!("{:?}", errors.into_inner()));
+        settings.consumer_config().get(key).map(str::to_owned)
+    }
+
+    #[test]
+    fn a_short_session_timeout_brings_the_heartbeat_down_to_a_third_of_it() {
+        let base = [("topics", "orders"), ("group_id", "fn")];
+        assert_eq!(consumer_setting(&base, "heartbeat.interval.ms"), None);
+        let short = [base[0], base[1], ("session_timeout", "2s")];
+        assert_eq!(
+            consumer_setting(&short, "heartbeat.interval.ms").as_deref(),
+            Some("666")
+        );
+        let long = [base[0], base[1], ("session_timeout", "45s")];
+        assert_eq!(
+            consumer_setting(&long, "heartbeat.interval.ms").as_deref(),
+            Some("3000"),
+            "a long session keeps librdkafka's default"
+        );
+    }
 }
