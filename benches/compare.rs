@@ -200,34 +200,48 @@ fn main() {
     let wants = |s: u32| config.scenarios.contains(&s);
     let broker = kafka_common::Tansu::start();
     let mut rows = Vec::new();
+    // Wall time per scenario, for the report: where a full run's time goes.
+    let mut scenario_secs: Vec<(u32, f64)> = Vec::new();
+    let mut timed = |scenario: u32, run: &mut dyn FnMut() -> Vec<Row>| -> Vec<Row> {
+        let began = Instant::now();
+        let rows = run();
+        scenario_secs.push((scenario, began.elapsed().as_secs_f64()));
+        rows
+    };
     if wants(1) {
-        rows.extend(harness::kafka_cases::scenario_1(
-            &ctx,
-            &broker,
-            128,
-            config.events,
-        ));
-        rows.extend(harness::kafka_cases::scenario_1(
-            &ctx,
-            &broker,
-            1024,
-            config.events_1k,
-        ));
+        rows.extend(timed(1, &mut || {
+            let mut rows = harness::kafka_cases::scenario_1(&ctx, &broker, 128, config.events);
+            rows.extend(harness::kafka_cases::scenario_1(
+                &ctx,
+                &broker,
+                1024,
+                config.events_1k,
+            ));
+            rows
+        }));
     }
     let mut nats_version = "not used".to_owned();
     if wants(2) {
-        let (nats_rows, version) = harness::nats_cases::scenario_2(&ctx);
-        rows.extend(nats_rows);
-        nats_version = version;
+        rows.extend(timed(2, &mut || {
+            let (nats_rows, version) = harness::nats_cases::scenario_2(&ctx);
+            nats_version = version;
+            nats_rows
+        }));
     }
     if wants(3) {
-        rows.extend(harness::kafka_cases::scenario_3(&ctx, &broker));
+        rows.extend(timed(3, &mut || {
+            harness::kafka_cases::scenario_3(&ctx, &broker)
+        }));
     }
     if wants(4) {
-        rows.extend(harness::dynamics::scenario_4(&ctx, &broker));
+        rows.extend(timed(4, &mut || {
+            harness::dynamics::scenario_4(&ctx, &broker)
+        }));
     }
     if wants(5) {
-        rows.extend(harness::dynamics::scenario_5(&ctx, &broker));
+        rows.extend(timed(5, &mut || {
+            harness::dynamics::scenario_5(&ctx, &broker)
+        }));
     }
     drop(broker);
     let tansu = std::process::Command::new(
@@ -255,9 +269,14 @@ fn main() {
     let _ = writeln!(md, "# {title}\n");
     let _ = writeln!(
         md,
-        "Written by `scripts/bench` (`cargo bench --bench compare{}`); harness wall time {:.0} s. How each figure is measured and checked: `benches/README.md`.\n",
+        "Written by `scripts/bench` (`cargo bench --bench compare{}`); harness wall time {:.0} s ({}). How each figure is measured and checked: `benches/README.md`.\n",
         if quick { " -- --quick" } else { "" },
-        wall
+        wall,
+        scenario_secs
+            .iter()
+            .map(|(scenario, secs)| format!("scenario {scenario}: {secs:.0} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     md.push_str(&report::table(&rows));
     let _ = writeln!(md, "\n`÷ raw floor`: events/s over the raw client's under the same guarantee (scenario 3: over the bound). `spate ÷ this`: spate's events/s over this contender's under the same guarantee. `–`: not measured.\n");

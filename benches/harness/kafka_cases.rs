@@ -137,6 +137,9 @@ pub fn sleep_report(log: &str) -> Option<(u64, u64)> {
 /// One run of one Kafka case; see the module docs.
 pub fn kafka_run(ctx: &Ctx, broker: &Tansu, spec: &KafkaSpec) -> Result<Run, String> {
     let names = Names::new(spec.slug);
+    let began = std::time::Instant::now();
+    let mut phases: Vec<(&str, f64)> = Vec::new();
+    let mut mark = |phase: &'static str| phases.push((phase, began.elapsed().as_secs_f64()));
     broker.create_topic(&names.input, spec.partitions);
     broker.create_topic(&names.output, 1);
     broker.create_topic(&names.dead, 1);
@@ -150,6 +153,7 @@ pub fn kafka_run(ctx: &Ctx, broker: &Tansu, spec: &KafkaSpec) -> Result<Run, Str
         n,
         spec.size,
     );
+    mark("preloaded");
     let total = (n + m) as usize;
     let tally = Tally::shared(total, n, &[n as usize, total]);
     let checker = Checker::start(broker, &names.output, tally.clone());
@@ -165,6 +169,7 @@ pub fn kafka_run(ctx: &Ctx, broker: &Tansu, spec: &KafkaSpec) -> Result<Run, Str
         &mut || unique_now() > 0,
         &mut || contender.assert_alive(),
     )?;
+    mark("first output");
     wait_progress(
         &format!("{}: throughput phase", spec.slug),
         Duration::from_secs(30),
@@ -172,6 +177,7 @@ pub fn kafka_run(ctx: &Ctx, broker: &Tansu, spec: &KafkaSpec) -> Result<Run, Str
         &|| unique_now() >= n as usize,
         &mut || contender.assert_alive(),
     )?;
+    mark("throughput phase");
     // Latency phase.
     pacer.run(n, m, pace, &AtomicU64::new(0));
     wait_progress(
@@ -181,6 +187,7 @@ pub fn kafka_run(ctx: &Ctx, broker: &Tansu, spec: &KafkaSpec) -> Result<Run, Str
         &|| unique_now() >= total,
         &mut || contender.assert_alive(),
     )?;
+    mark("latency phase");
     let committed = if spec.commits {
         kafka::await_commits(
             broker,
@@ -193,12 +200,24 @@ pub fn kafka_run(ctx: &Ctx, broker: &Tansu, spec: &KafkaSpec) -> Result<Run, Str
     } else {
         0
     };
+    mark("commits");
     let stopped = contender.stop(Duration::from_secs(30));
+    mark("stopped");
     // Anything written late (a duplicate) still gets counted.
     std::thread::sleep(Duration::from_millis(300));
     checker.stop();
     let tally = tally.lock().expect("tally");
     kafka::delete_topics(broker, &[&names.input, &names.output, &names.dead]);
+    mark("cleaned up");
+    eprintln!(
+        "    {}: {}",
+        spec.slug,
+        phases
+            .iter()
+            .map(|(phase, at)| format!("{phase} at {at:.1} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if spec.commits && committed < total as i64 {
         return Err(format!(
             "{}: only {committed} of {total} input offsets committed",

@@ -45,7 +45,10 @@ pub struct Config {
     pub backpressure: (u64, f64),
     /// Scenario 5: seconds before and after the step, and the two rates.
     pub step: (u64, u64, f64, f64),
-    /// Consumer-group session timeout (ms) for every Kafka contender.
+    /// Consumer-group session timeout (ms) for every Kafka contender. Tansu
+    /// answers a group join after half of it, so it is every run's fixed
+    /// start-up cost: 2 s keeps that at 1 s (every contender heartbeats at
+    /// a third of it).
     pub session_ms: u32,
     /// `fetch.wait.max.ms` for every Kafka contender's consumer: Tansu
     /// answers a fetch only when this runs out, not when data arrives.
@@ -89,7 +92,7 @@ impl Config {
             parallel_events: parallel,
             backpressure: (env_or("SPATE_BENCH_BACKPRESSURE_SECS", slow), 2_000.0),
             step: (step.0, step.1, 200.0, 4_000.0),
-            session_ms: env_or("SPATE_BENCH_SESSION_MS", 6_000),
+            session_ms: env_or("SPATE_BENCH_SESSION_MS", 2_000),
             fetch_wait_ms: env_or("SPATE_BENCH_FETCH_WAIT_MS", 10),
             scenarios: list("SPATE_BENCH_SCENARIOS", "1,2,3,4,5")
                 .iter()
@@ -169,11 +172,12 @@ fn attempt(
 ) {
     let label = format!("{} / {} / {}", row.scenario, row.contender, row.guarantee);
     eprintln!("  {label} #{round} ...");
+    let began = std::time::Instant::now();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(round)));
     match outcome {
         Ok(Ok(result)) => {
             eprintln!(
-                "  {label} #{round}: {:.0} ev/s, p50 {:.1} ms, p99 {:.1} ms, cpu {:.2} s, rss {:.0} MiB{}",
+                "  {label} #{round}: {:.0} ev/s, p50 {:.1} ms, p99 {:.1} ms, cpu {:.2} s, rss {:.0} MiB{} [run took {:.1} s]",
                 result.rate,
                 result.p50_ms,
                 result.p99_ms,
@@ -183,7 +187,8 @@ fn attempt(
                     String::new()
                 } else {
                     format!(" ({})", result.note)
-                }
+                },
+                began.elapsed().as_secs_f64()
             );
             row.runs.push(result);
         }

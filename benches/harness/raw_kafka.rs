@@ -38,6 +38,11 @@ pub fn consumer(bootstrap: &str, group: &str, topic: &str, timing: (u32, u32)) -
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("session.timeout.ms", timing.0.to_string())
+        // A third of the session, as spate's source sets it.
+        .set(
+            "heartbeat.interval.ms",
+            (timing.0 / 3).min(3_000).to_string(),
+        )
         .set("fetch.wait.max.ms", timing.1.to_string())
         .create()
         .expect("raw consumer");

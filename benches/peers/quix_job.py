@@ -23,6 +23,8 @@ app = Application(
     state_dir=env["BENCH_STATE_DIR"],
     consumer_extra_config={
         "session.timeout.ms": int(env["BENCH_SESSION_MS"]),
+        # A third of the session, as spate's source and the raw loop set it.
+        "heartbeat.interval.ms": min(3000, int(env["BENCH_SESSION_MS"]) // 3),
         "fetch.wait.max.ms": int(env["BENCH_FETCH_WAIT_MS"]),
     },
     producer_extra_config={"linger.ms": 5},
