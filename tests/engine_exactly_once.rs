@@ -73,6 +73,32 @@ fn tag_counts(out: &MemorySink) -> BTreeMap<String, u32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_in_flight_dies_with_its_cancelled_function() {
+    let log = MemoryLog::new("readings", 1);
+    fill(&log, 1, 50);
+    let (out, dlq) = attached_sinks(&log);
+    log.hold_commits();
+    let handler = Arc::new(Tagging::default());
+    let plan = exactly_once(plan(&log, handler, Ordering::Key, &out, &dlq));
+    let run = tokio::spawn(run_function(plan, options(), CancellationToken::new()));
+    wait_for("a commit in flight", || log.held_commits() > 0).await;
+    // The function is cancelled while its commit runs in the background:
+    // the commit must go with it, or it would land behind the back of the
+    // next instance's session.
+    run.abort();
+    let _ = run.await;
+    log.release_commits();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        log.committed(0),
+        None,
+        "a cancelled function's commit landed"
+    );
+    assert_eq!(out.len(), 0, "its records reached the output");
+    assert_eq!(log.transaction_counts().0, 0, "no transaction committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashes_at_twenty_points_lose_nothing_and_duplicate_nothing() {
     let (partitions, per_partition) = (3u32, 400u64);
     let log = MemoryLog::new("readings", partitions);

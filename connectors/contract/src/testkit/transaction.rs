@@ -1,12 +1,14 @@
 //! Transactions over a [`MemoryLog`](super::MemoryLog): records written into
 //! a [`MemoryTransaction`] reach their attached [`MemorySink`]s only when it
 //! commits, in the same step as the log's committed positions; an abort or a
-//! dropped session (a crash) leaves no trace. Commit failures and fencing can
-//! be injected.
+//! dropped session (a crash) leaves no trace. Commit failures, fencing and
+//! commits held in flight can be injected.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::sync::Semaphore;
 
 use super::{MemoryLog, MemorySink};
 use crate::event::Record;
@@ -25,6 +27,10 @@ pub(super) struct TransactionState {
     opened: u64,
     commits: u64,
     aborts: u64,
+    /// While set, each commit waits for a permit before it lands.
+    hold: Option<Arc<Semaphore>>,
+    /// Commits that reached the hold.
+    held: u64,
 }
 
 impl MemoryLog {
@@ -46,6 +52,24 @@ impl MemoryLog {
     pub fn fence(&self) {
         let mut state = self.state();
         state.transactions.fenced_below = state.transactions.opened;
+    }
+
+    /// Holds every commit from now on in flight, before it lands, until
+    /// [`MemoryLog::release_commits`]: a commit a crash can catch midway.
+    pub fn hold_commits(&self) {
+        self.state().transactions.hold = Some(Arc::new(Semaphore::new(0)));
+    }
+
+    /// Lets held commits (and every later one) land.
+    pub fn release_commits(&self) {
+        if let Some(hold) = self.state().transactions.hold.take() {
+            hold.add_permits(Semaphore::MAX_PERMITS / 2);
+        }
+    }
+
+    /// Commits that have reached the hold of [`MemoryLog::hold_commits`].
+    pub fn held_commits(&self) -> u64 {
+        self.state().transactions.held
     }
 
     /// Transactions committed and aborted so far.
@@ -132,6 +156,18 @@ impl TransactionSession for MemoryTransaction {
         positions: &[CommitPosition],
         _stored: &[StoredPosition],
     ) -> Result<(), TransactionError> {
+        let hold = {
+            let mut state = self.log.state();
+            let hold = state.transactions.hold.clone();
+            if hold.is_some() {
+                state.transactions.held += 1;
+            }
+            hold
+        };
+        if let Some(hold) = hold {
+            // Closed or released: either way the commit goes on.
+            let _ = hold.acquire().await;
+        }
         self.check_fenced()?;
         let mut state = self.log.state();
         if state.transactions.failing > 0 {
