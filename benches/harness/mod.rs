@@ -73,7 +73,7 @@ impl Config {
         let (repeat, events, events_1k, latency, parallel, slow, step) = if quick {
             (1, 20_000, 10_000, 1_000, (5_000, 500), 8, (3, 4))
         } else {
-            (3, 100_000, 50_000, 2_000, (30_000, 2_000), 60, (8, 15))
+            (3, 100_000, 50_000, 2_000, (120_000, 2_000), 60, (8, 15))
         };
         let list = |name: &str, all: &str| -> Vec<String> {
             std::env::var(name)
@@ -89,7 +89,10 @@ impl Config {
             events_1k: env_or("SPATE_BENCH_EVENTS_1K", events_1k),
             latency_events: env_or("SPATE_BENCH_LATENCY_EVENTS", latency),
             latency_rate: env_or("SPATE_BENCH_LATENCY_RATE", 2_000.0),
-            parallel_events: parallel,
+            parallel_events: (
+                env_or("SPATE_BENCH_PARALLEL_EVENTS", parallel.0),
+                parallel.1,
+            ),
             backpressure: (env_or("SPATE_BENCH_BACKPRESSURE_SECS", slow), 2_000.0),
             step: (step.0, step.1, 200.0, 4_000.0),
             session_ms: env_or("SPATE_BENCH_SESSION_MS", 2_000),
