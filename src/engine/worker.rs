@@ -119,14 +119,12 @@ pub async fn run_task(
     loop {
         // An item already waiting is taken without arming the idle timer:
         // under load that saves a timer entry and a clock read per event.
-        let waiting = match work.try_recv() {
-            Ok(item) => Some(item),
+        let received = match work.try_recv() {
+            Ok(item) => Ok(Ok(item)),
             Err(async_channel::TryRecvError::Closed) => break,
-            Err(async_channel::TryRecvError::Empty) => None,
-        };
-        let received = match waiting {
-            Some(item) => Ok(Ok(item)),
-            None => tokio::time::timeout(shared.idle_retire_after, work.recv()).await,
+            Err(async_channel::TryRecvError::Empty) => {
+                tokio::time::timeout(shared.idle_retire_after, work.recv()).await
+            }
         };
         let item = match received {
             Ok(Ok(item)) => item,
