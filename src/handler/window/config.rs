@@ -15,6 +15,12 @@ use super::time::{Millis, MAX_DURATION_MS};
 /// Most windows one event may fall in (`size / slide`).
 pub const MAX_WINDOWS_PER_EVENT: i64 = 1_000;
 
+/// Keys one partition keeps state for when `max_keys:` is not written.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
+/// The largest `max_keys:` accepted.
+pub const MAX_MAX_KEYS: u64 = 10_000_000;
+
 /// Output fields the handler writes itself.
 pub const RESERVED_FIELDS: &[&str] = &["key", "window_start", "window_end"];
 
@@ -130,6 +136,8 @@ pub struct Settings {
     pub emit: Emit,
     /// Output fields in order.
     pub aggregates: Vec<Aggregate>,
+    /// Most keys one partition keeps state for (see the module docs).
+    pub max_keys: usize,
 }
 
 impl Settings {
@@ -516,6 +524,7 @@ pub fn read(config: &mut ConfigReader<'_>) -> Option<Settings> {
         None => Some(Emit::OnClose),
     };
     let aggregates = read_aggregates(config);
+    let max_keys = read_max_keys(config);
     let (size_ms, slide_ms) = size_and_slide?;
     Some(Settings {
         key: key?.map_or(KeySource::EventKey, KeySource::Pointer),
@@ -525,5 +534,25 @@ pub fn read(config: &mut ConfigReader<'_>) -> Option<Settings> {
         lateness_ms: lateness?.unwrap_or(0),
         emit: emit?,
         aggregates: aggregates?,
+        max_keys: max_keys?,
     })
+}
+
+/// `max_keys`: 1 to [`MAX_MAX_KEYS`], [`DEFAULT_MAX_KEYS`] when absent.
+fn read_max_keys(config: &mut ConfigReader<'_>) -> Option<usize> {
+    match config.u64("max_keys") {
+        Some(keys @ 1..=MAX_MAX_KEYS) => usize::try_from(keys).ok(),
+        Some(keys) => {
+            config.error_at_key(
+                "max_keys",
+                format!("`max_keys` must be between 1 and {MAX_MAX_KEYS}, found {keys}"),
+                Some(format!(
+                    "it bounds the keys one partition keeps windows for; the default is {DEFAULT_MAX_KEYS}"
+                )),
+            );
+            None
+        }
+        None if config.has("max_keys") => None,
+        None => Some(DEFAULT_MAX_KEYS),
+    }
 }

@@ -98,7 +98,17 @@
 //! event that fails records nothing. A key's state stays after its windows
 //! have closed (its `max_time` decides what is late), so memory grows with
 //! the number of distinct keys and their open windows, at most
-//! `(size + allowed_lateness) / slide + 1` each. `restore` replaces a
+//! `(size + allowed_lateness) / slide + 1` each.
+//!
+//! The keys are bounded: a partition keeps state for at most `max_keys`
+//! keys (default [`config::DEFAULT_MAX_KEYS`], at most
+//! [`config::MAX_MAX_KEYS`]), so a stream of ever new keys costs outputs,
+//! never unbounded memory. When a new key arrives at the bound, the eighth
+//! of the keys silent longest (lowest event time) are evicted: under
+//! `on_close` their open windows are written then, as if their next
+//! reading had come, and their stored state is removed. An evicted key
+//! that speaks again starts with no windows, so a reading of it older than
+//! what was written opens a window again instead of being refused as late. `restore` replaces a
 //! partition's keys with the committed ones, and an entry written under
 //! another `size`, `slide` or list of aggregates (or corrupt) is skipped
 //! with an error in the log: that key starts again with no windows. Changing
@@ -133,7 +143,34 @@ use state::{KeyState, Late, Window};
 use time::{Millis, Rfc3339};
 
 /// Keys' states of one partition of one input.
-type PartitionState = HashMap<Bytes, KeyState>;
+#[derive(Default)]
+struct PartitionState {
+    keys: HashMap<Bytes, KeyState>,
+}
+
+impl PartitionState {
+    /// Makes room for a new key when the partition holds `max_keys`: takes
+    /// out the eighth of the keys that have been silent longest (lowest
+    /// event time) and returns them with their states. One search serves
+    /// the next `max_keys / 8` new keys, so the cost per event stays small.
+    fn make_room(&mut self, max_keys: usize) -> Vec<(Bytes, KeyState)> {
+        if self.keys.len() < max_keys {
+            return Vec::new();
+        }
+        let count = (max_keys / 8).max(1).min(self.keys.len());
+        let mut by_time: Vec<(i64, Bytes)> = self
+            .keys
+            .iter()
+            .map(|(key, state)| (state.max_time, key.clone()))
+            .collect();
+        by_time.select_nth_unstable(count - 1);
+        by_time.truncate(count);
+        by_time
+            .into_iter()
+            .filter_map(|(_, key)| self.keys.remove_entry(&key))
+            .collect()
+    }
+}
 
 /// The configured `window` handler.
 pub struct WindowHandler {
@@ -162,15 +199,15 @@ impl WindowHandler {
     }
 
     /// The output for one window of a key.
-    fn output(&self, reading: &Reading, start: i64, window: &Window) -> Output {
+    fn output(&self, key: &Bytes, key_text: &str, start: i64, window: &Window) -> Output {
         let end = start + self.settings.size_ms;
         let mut json = String::with_capacity(96);
         json.push_str("{\"key\":");
-        json.push_str(&Value::String(reading.key_text.clone()).to_string());
+        json.push_str(&Value::String(key_text.to_owned()).to_string());
         let _ = write!(json, ",\"window_start\":{start},\"window_end\":{end}");
         window.write_fields(&self.settings, &mut json);
         json.push('}');
-        let mut output = Output::new(json).with_key(reading.key.clone());
+        let mut output = Output::new(json).with_key(key.clone());
         output.record.timestamp_ms = Some(end);
         output
     }
@@ -201,9 +238,14 @@ impl Handler for WindowHandler {
             HandlerError::permanent(format!("window: {invalid}")).with_reason("invalid")
         })?;
         let slot = (ctx.input, event.position.partition);
+        let mut evicted = Vec::new();
         let (mut outputs, closed, stored) = {
             let mut partitions = self.partitions();
-            let keys = partitions.entry(slot).or_default();
+            let partition = partitions.entry(slot).or_default();
+            if !partition.keys.contains_key(&reading.key) {
+                evicted = partition.make_room(self.settings.max_keys);
+            }
+            let keys = &mut partition.keys;
             // A key's first event cannot be late, so inserting its state
             // first changes nothing when the event is refused.
             let state = keys
@@ -219,7 +261,7 @@ impl Handler for WindowHandler {
                     .iter()
                     .filter_map(|start| {
                         let window = state.windows.get(start)?;
-                        Some(self.output(&reading, *start, window))
+                        Some(self.output(&reading.key, &reading.key_text, *start, window))
                     })
                     .collect(),
             };
@@ -227,11 +269,21 @@ impl Handler for WindowHandler {
         };
         ctx.put_state(reading.key.clone(), stored);
         if self.settings.emit == Emit::OnClose {
-            outputs.extend(
-                closed
-                    .iter()
-                    .map(|(start, window)| self.output(&reading, *start, window)),
-            );
+            outputs.extend(closed.iter().map(|(start, window)| {
+                self.output(&reading.key, &reading.key_text, *start, window)
+            }));
+        }
+        for (key, state) in evicted {
+            if self.settings.emit == Emit::OnClose {
+                let key_text = String::from_utf8_lossy(&key).into_owned();
+                outputs.extend(
+                    state
+                        .windows
+                        .iter()
+                        .map(|(start, window)| self.output(&key, &key_text, *start, window)),
+                );
+            }
+            ctx.remove_state(key);
         }
         Ok(outputs)
     }
@@ -243,11 +295,12 @@ impl Handler for WindowHandler {
 
 impl HandlerState for WindowHandler {
     fn restore(&self, input: usize, partition: PartitionId, entries: Vec<(Bytes, Bytes)>) {
-        let mut keys = PartitionState::with_capacity(entries.len());
+        let mut keys = PartitionState::default();
+        keys.keys.reserve(entries.len());
         for (key, value) in entries {
             match codec::decode(&self.settings, &value) {
                 Ok(state) => {
-                    keys.insert(key, state);
+                    keys.keys.insert(key, state);
                 }
                 Err(error) => tracing::error!(
                     input,

@@ -3,6 +3,7 @@
 //! input. The state contract is tested in [`restore`], the settings in
 //! [`settings`], the stored form in [`stored`].
 
+mod keys;
 mod restore;
 mod settings;
 mod stored;
@@ -99,8 +100,11 @@ async fn ok(h: &WindowHandler, payload: &str) -> Vec<Value> {
         .collect()
 }
 
-fn snapshot(h: &WindowHandler) -> HashMap<(usize, PartitionId), PartitionState> {
-    h.partitions().clone()
+fn snapshot(h: &WindowHandler) -> HashMap<(usize, PartitionId), HashMap<Bytes, KeyState>> {
+    h.partitions()
+        .iter()
+        .map(|(slot, partition)| (*slot, partition.keys.clone()))
+        .collect()
 }
 
 /// (window_start, n) of outputs.

@@ -59,6 +59,7 @@ fn the_documented_example_reads_in_order() {
                     Some("/temperature")
                 ),
             ],
+            max_keys: crate::handler::window::config::DEFAULT_MAX_KEYS,
         }
     );
     assert!(read.reads_payload());
