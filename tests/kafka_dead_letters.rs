@@ -1,7 +1,9 @@
 //! The `spate` binary against a real Kafka-protocol broker (Tansu): a bad
 //! payload larger than the dead-letter producer's `message.max.bytes` is
 //! dead-lettered in reduced form (headers kept, payload left out, its size
-//! and SHA-256 in headers) and every good event after it still comes out.
+//! and SHA-256 in headers) and every good event after it still comes out,
+//! under `at_least_once` (the write is refused) and `exactly_once` (the
+//! sink's `check` refuses it before it is staged in a transaction).
 //!
 //! Tansu 0.6.0 enforces no topic size limit of its own, so the rejection is
 //! provoked by the producer's limit: the dead-letter sink sets
@@ -81,7 +83,20 @@ fn load(bootstrap: &str, topic: &str) -> usize {
     order
 }
 
-fn pipeline(dir: &Path, bootstrap: &str, input: &str, output: &str, dead: &str) -> String {
+fn pipeline(dir: &Path, bootstrap: &str, names: &Names, delivery: &str) -> String {
+    let Names {
+        input,
+        output,
+        dead,
+    } = names;
+    let (eos, timing) = if delivery == "exactly_once" {
+        (
+            format!("\n      transactional_id: {input}-eos"),
+            "transaction_interval: 100ms",
+        )
+    } else {
+        (String::new(), "commit_interval: 20ms")
+    };
     let text = format!(
         r#"settings:
   metrics_address: off
@@ -92,7 +107,7 @@ functions:
       bootstrap_servers: {bootstrap}
       topics: [{input}]
       group_id: {input}-group
-      session_timeout: 6s
+      session_timeout: 6s{eos}
     handler: {{name: filter, field: amount, gte: 0}}
     outputs:
       - {{type: kafka, bootstrap_servers: {bootstrap}, topic: {output}}}
@@ -101,9 +116,9 @@ functions:
       bootstrap_servers: {bootstrap}
       topic: {dead}
       properties: {{message.max.bytes: 1000000}}
-    delivery: at_least_once
+    delivery: {delivery}
     ordering: partition
-    commit_interval: 20ms
+    {timing}
     drain_timeout: 5s
 "#
     );
@@ -112,16 +127,40 @@ functions:
     path.to_string_lossy().into_owned()
 }
 
+struct Names {
+    input: String,
+    output: String,
+    dead: String,
+}
+
 #[test]
 fn a_dead_letter_over_the_producers_limit_lands_reduced_and_the_good_events_after_it_come_out() {
+    run_case("at_least_once");
+}
+
+#[test]
+fn under_exactly_once_too_the_dead_letter_is_committed_reduced_with_the_good_events() {
+    run_case("exactly_once");
+}
+
+fn run_case(delivery: &str) {
     let broker = Tansu::start();
-    let (input, output, dead) = ("big-orders", "big-valid", "big-dead");
+    let names = Names {
+        input: format!("big-orders-{delivery}"),
+        output: format!("big-valid-{delivery}"),
+        dead: format!("big-dead-{delivery}"),
+    };
+    let Names {
+        input,
+        output,
+        dead,
+    } = &names;
     broker.create_topic(input, PARTITIONS);
     broker.create_topic(output, 1);
     broker.create_topic(dead, 1);
     let good = load(&broker.bootstrap, input);
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = pipeline(dir.path(), &broker.bootstrap, input, output, dead);
+    let file = pipeline(dir.path(), &broker.bootstrap, &names, delivery);
     let log_path = dir.path().join("run.log");
     let child = Command::new(env!("CARGO_BIN_EXE_spate"))
         .args(["run", &file])

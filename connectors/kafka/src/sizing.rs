@@ -13,6 +13,12 @@
 //! answer (no such request, no permission, the topic not there yet) leaves
 //! librdkafka's default, logged at debug. The limit in force is what the
 //! sink's errors and [`check`](spate_connector::Sink::check) go by.
+//!
+//! Under `exactly_once` the records go through the input's transactional
+//! producer instead, which serves every output topic: it is given the
+//! largest `message.max.bytes` librdkafka allows (unless the input's
+//! `properties` set one), so each sink's `check` is the one gate, and a
+//! record too large is dead-lettered before it enters a transaction.
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
