@@ -96,24 +96,42 @@ fn assert_reduced_poison(dlq: &MemorySink) {
     );
 }
 
+/// The process's metrics, rendered as Prometheus text (the recorder is
+/// installed by the first caller, before the function registers its
+/// handles).
+fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).expect("the only recorder");
+        handle
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_too_large_for_its_sink_is_written_reduced_and_the_partition_moves_on() {
+    let metrics = metrics();
     let log = log_with_poison();
     let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
     dlq.set_max_payload(Some(1_000));
     let handler = Arc::new(Echo { fail_poison: true });
     let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(
-        plan(&log, handler, Ordering::Partition, &out, &dlq),
-        options(),
-        shutdown.clone(),
-    ));
+    let mut plan = plan(&log, handler, Ordering::Partition, &out, &dlq);
+    plan.name = Arc::from("reducing-fn");
+    let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
     wait_for("the nine good events", || out.len() == 9).await;
     wait_for("the commit past the poison event", || {
         log.committed(0) == Some(10)
     })
     .await;
     assert_reduced_poison(&dlq);
+    let rendered = metrics.render();
+    assert!(
+        rendered.contains(r#"spate_dead_letters_reduced_total{function="reducing-fn"} 1"#),
+        "{rendered}"
+    );
     // Later events flow too.
     log.append(0, Some("device-10"), "10");
     wait_for("an event after it", || out.len() == 10).await;
