@@ -19,6 +19,9 @@ pub const EVENTS_OUT: &str = "spate_events_out_total";
 pub const EVENTS_FAILED: &str = "spate_events_failed_total";
 /// Events written to the dead-letter sink.
 pub const EVENTS_DEAD_LETTERED: &str = "spate_events_dead_lettered_total";
+/// Dead letters written without their payload because the dead-letter
+/// sink rejected them whole for good (see `engine::dead_letter`).
+pub const DEAD_LETTERS_REDUCED: &str = "spate_dead_letters_reduced_total";
 /// Retries scheduled (handler, output or dead-letter writes).
 pub const RETRIES: &str = "spate_retries_total";
 /// Handler latency per attempt, seconds.
@@ -57,6 +60,8 @@ pub struct FunctionMetrics {
     pub failed: Counter,
     /// See [`EVENTS_DEAD_LETTERED`].
     pub dead_lettered: Counter,
+    /// See [`DEAD_LETTERS_REDUCED`].
+    pub dead_letters_reduced: Counter,
     /// See [`RETRIES`].
     pub retries: Counter,
     /// See [`HANDLER_SECONDS`].
@@ -90,6 +95,7 @@ impl FunctionMetrics {
             out: counter!(EVENTS_OUT, "function" => f.clone()),
             failed: counter!(EVENTS_FAILED, "function" => f.clone()),
             dead_lettered: counter!(EVENTS_DEAD_LETTERED, "function" => f.clone()),
+            dead_letters_reduced: counter!(DEAD_LETTERS_REDUCED, "function" => f.clone()),
             retries: counter!(RETRIES, "function" => f.clone()),
             handler_seconds: histogram!(HANDLER_SECONDS, "function" => f.clone()),
             in_flight: gauge!(IN_FLIGHT, "function" => f.clone()),

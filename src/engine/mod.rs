@@ -18,8 +18,16 @@
 //!   finished in. Commits happen every `commit_interval`, after draining a
 //!   revoked partition, and at shutdown.
 //! - **Nothing is dropped.** An event ends as handled or as a dead letter.
-//!   Output and dead-letter writes that fail are retried with backoff for as
-//!   long as it takes; the partition's position waits for them.
+//!   Output and dead-letter writes that fail transiently
+//!   ([`SinkError::Unavailable`](spate_connector::SinkError)) are retried
+//!   with backoff for as long as it takes; the partition's position waits
+//!   for them. A record a sink rejects for good (`Rejected`) is never
+//!   retried as it is: a rejected output dead-letters its event
+//!   (`output-rejected`); a rejected dead letter is written once more
+//!   without its payload (see [`dead_letter`]); a reduced dead letter
+//!   rejected too stops the function with an error naming the dead-letter
+//!   sink, and the event stays uncommitted, to be read again once the
+//!   sink's setting is fixed.
 //!
 //! `at_most_once` commits each batch's positions on receipt, before the
 //! handler runs. `exactly_once` commits outputs, dead letters and positions
@@ -29,6 +37,7 @@
 
 pub mod backoff;
 pub mod budget;
+pub mod dead_letter;
 mod lanes;
 pub mod scaler;
 mod scheduler;
@@ -163,6 +172,17 @@ pub enum EngineError {
         /// The error.
         #[source]
         source: spate_connector::TransactionError,
+    },
+    /// The dead-letter sink rejected an event's dead letter for good even
+    /// without its payload: the event can neither be written nor dropped
+    /// silently, so the function stops (its position stays before it).
+    #[error("function `{function}`: {message}")]
+    DeadLetterRejected {
+        /// The function.
+        function: String,
+        /// What was refused, by which dead-letter sink, and why (naming the
+        /// setting to change).
+        message: String,
     },
     /// The plan cannot run.
     #[error("function `{function}`: {message}")]

@@ -116,6 +116,9 @@ pub enum Verdict {
     /// item's lane may move on, but the item finishes only once these
     /// writes are acknowledged.
     Written(Accepted),
+    /// The item's dead letter cannot be written even in reduced form: the
+    /// function stops with this message; the item stays unfinished.
+    Unwritable(String),
 }
 
 /// Where a staged record goes.

@@ -19,6 +19,7 @@ use spate_connector::{
 use tracing::{debug, info, warn};
 
 use super::backoff;
+use super::dead_letter as reduced;
 use super::work::{Accepted, Completion, Destination, Failure, Outcome, Stage, Verdict, WorkItem};
 use crate::format::{PayloadDecoder, PayloadEncoder, SCHEMA_ID_HEADER};
 use crate::handler::{Context, ErrorKind, Handler, Output};
@@ -269,9 +270,13 @@ fn stage_dead_letter(
     mut record: Record,
     staged: &mut Vec<(Destination, Record)>,
 ) -> Option<Verdict> {
-    if let Err(error) = shared.dead_letter.check(&record) {
-        warn!(function = %shared.name, %error, "the dead-letter sink refuses this dead letter; the offset stays uncommitted until it accepts it (fix the dead-letter mapping)");
-        return Some(retry_write(shared, item, Stage::DeadLetter(record)));
+    match shared.dead_letter.check(&record) {
+        Ok(()) => {}
+        Err(error) if error.is_retryable() => {
+            warn!(function = %shared.name, %error, "the dead-letter sink cannot take this dead letter now; the offset stays uncommitted until it does");
+            return Some(retry_write(shared, item, Stage::DeadLetter(record)));
+        }
+        Err(error) => return rejected_dead_letter(shared, item, record, &error),
     }
     let id = transaction::record_id(&item.event.position, None);
     record.headers.set(RECORD_ID_HEADER, id);
@@ -657,9 +662,49 @@ async fn write_dead_letter(
             }
             Some(Verdict::Finished(Outcome::DeadLettered))
         }
-        Err(error) => {
+        Err(error) if error.is_retryable() => {
             warn!(function = %shared.name, %error, "dead-letter write failed; the offset stays uncommitted until it succeeds");
             Some(retry_write(shared, item, Stage::DeadLetter(record)))
         }
+        Err(error) => rejected_dead_letter(shared, item, record, &error),
     }
+}
+
+/// The dead-letter sink rejected `record` for good. Written as it is it
+/// would be rejected again however often it is tried, so the item moves
+/// on to writing it in reduced form (returns `None`: the stage runs now).
+/// A reduced dead letter rejected too cannot be written at all, and
+/// dropping it would lose the event silently: the function stops, naming
+/// the dead-letter sink and its error.
+fn rejected_dead_letter(
+    shared: &FunctionShared,
+    item: &mut WorkItem,
+    record: Record,
+    error: &SinkError,
+) -> Option<Verdict> {
+    let position = &item.event.position;
+    if reduced::is_reduced(&record) {
+        return Some(Verdict::Unwritable(format!(
+            "the dead-letter sink `{}` rejected the dead letter of {} partition {} offset {} even without its payload ({error}); change that setting of the dead-letter destination and restart: the event is read again",
+            shared.dead_letter.name(),
+            position.stream,
+            position.partition,
+            position.offset,
+        )));
+    }
+    warn!(
+        function = %shared.name,
+        stream = %position.stream,
+        partition = position.partition,
+        offset = position.offset,
+        payload_bytes = record.payload.len(),
+        %error,
+        "the dead-letter sink rejected the dead letter for good; writing it without its payload (headers `{}`, `{}`)",
+        spate_connector::dead_letter::PAYLOAD_SIZE,
+        spate_connector::dead_letter::PAYLOAD_SHA256,
+    );
+    shared.metrics.dead_letters_reduced.increment(1);
+    item.write_failures = 0;
+    item.stage = Stage::DeadLetter(reduced::reduce(record, &error.to_string()));
+    None
 }

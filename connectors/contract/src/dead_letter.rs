@@ -32,3 +32,14 @@ pub const ATTEMPTS: &str = "spate-dlq-attempts";
 pub const FIRST_FAILURE_MS: &str = "spate-dlq-first-failure-ms";
 /// Last failure, milliseconds since the Unix epoch.
 pub const LAST_FAILURE_MS: &str = "spate-dlq-last-failure-ms";
+
+/// On a dead letter written in reduced form (its sink refused it as it
+/// was, for good): the original payload's size in bytes, decimal. The
+/// payload itself is left out; every other header is kept.
+pub const PAYLOAD_SIZE: &str = "spate-dlq-payload-size";
+/// On a reduced dead letter: the SHA-256 of the original payload,
+/// lowercase hex, to match it against the source's copy.
+pub const PAYLOAD_SHA256: &str = "spate-dlq-payload-sha256";
+/// On a reduced dead letter: why it was reduced, in words, naming the
+/// setting that would have let it through whole.
+pub const REDUCED: &str = "spate-dlq-reduced";

@@ -42,12 +42,26 @@ pub enum SinkError {
         /// What went wrong.
         message: String,
     },
-    /// The record can never be written (too large, rejected by schema).
+    /// This one record can never be written as it is (too large, refused
+    /// by a schema or a column, an invalid record): writing it again would
+    /// fail the same way, while other records still go through. The engine
+    /// does not retry it: an output record rejected so dead-letters its
+    /// event (reason `output-rejected`); a dead letter rejected so is
+    /// written once more in reduced form (see
+    /// [`dead_letter::REDUCED`](crate::dead_letter::REDUCED)).
+    ///
+    /// Anything that is not about the record itself — the broker away, a
+    /// timeout, missing permissions for the whole destination — is
+    /// [`SinkError::Unavailable`] instead, even when it needs an operator.
     #[error("{sink_name}: record rejected: {message}")]
     Rejected {
         /// Which sink (connector kind and target).
         sink_name: String,
-        /// Why the record was refused.
+        /// Why the record was refused, in words, and the setting that
+        /// would let it through (e.g. "the payload (1048600 bytes) is
+        /// larger than the producer's `message.max.bytes` (1000000); raise
+        /// `properties: {message.max.bytes: …}`"): it ends up in the dead
+        /// letter's headers, where an operator reads it.
         message: String,
     },
     /// The sink's settings do not fit what it found when it connected (a

@@ -137,23 +137,44 @@ pub fn consumer_failure(error: &KafkaError, servers: &str) -> Failure {
     }
 }
 
-/// Classifies an error of a producer's delivery report or send.
+/// True for the errors that say a record (or its batch) is too large.
+pub fn is_size_error(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge
+    )
+}
+
+/// The rejection of a record librdkafka refused to enqueue as larger than
+/// the producer's `message.max.bytes` (`limit`): the producer's setting is
+/// the one to raise, not the topic's.
+pub fn producer_size_failure(topic: &str, wire_size: u64, limit: u64) -> Failure {
+    Failure::rejected(format!(
+        "the record ({wire_size} bytes with key, headers and framing) is larger than this producer's `message.max.bytes` ({limit} bytes); raise `message.max.bytes` under the sink's `properties` (up to topic `{topic}`'s `max.message.bytes` on the broker), or make the record smaller"
+    ))
+}
+
+/// Classifies an error of a producer's delivery report or send. A size
+/// error here came from the broker: the topic's `max.message.bytes` is the
+/// limit (see [`producer_size_failure`] for the producer's own).
 pub fn producer_failure(error: &KafkaError, servers: &str, topic: &str) -> Failure {
     use RDKafkaErrorCode as C;
     match code_of(error) {
-        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge) => {
-            Failure::rejected(format!(
-                "the record is larger than topic `{topic}` accepts ({error}); raise the topic's `max.message.bytes` and the `message.max.bytes` property, or make the record smaller"
-            ))
-        }
+        Some(code) if is_size_error(code) => Failure::rejected(format!(
+            "the broker refused the record as larger than topic `{topic}` accepts ({error}); raise the topic's `max.message.bytes` on the broker (e.g. `kafka-configs --alter --entity-type topics --entity-name {topic} --add-config max.message.bytes=…`), or make the record smaller"
+        )),
         Some(C::InvalidTopic) => Failure::rejected(format!(
             "`{topic}` is not a valid Kafka topic name ({error})"
         )),
         Some(C::InvalidRecord | C::InvalidMessage | C::InvalidTimestamp) => {
             Failure::rejected(format!("topic `{topic}` refused the record: {error}"))
         }
+        // Not about the record: every record to the topic fails alike, and
+        // granting the ACL lets them all through, so it is retried (the
+        // sink says so loudly, once).
         Some(code) if is_auth_error(code) => Failure::retryable(format!(
-            "Kafka at `{servers}` does not allow writing to `{topic}` ({error}); check the credentials and the ACLs"
+            "Kafka at `{servers}` does not allow writing to `{topic}` ({error}); check the credentials and the ACLs (retried until they allow it)"
         )),
         Some(C::MessageTimedOut) => Failure::retryable(format!(
             "Kafka at `{servers}` did not acknowledge the record for `{topic}` within `delivery_timeout` ({error})"

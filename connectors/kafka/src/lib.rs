@@ -34,6 +34,7 @@ pub mod config;
 pub mod consumer;
 pub mod error;
 pub mod sink;
+pub mod sizing;
 pub mod source;
 pub mod transaction;
 

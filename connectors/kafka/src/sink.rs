@@ -23,11 +23,18 @@
 //! record has one; otherwise the broker's clock) are written as given.
 //! A write resolves `Ok` only on a successful delivery report. A full local
 //! queue makes the write wait, not fail. A record larger than the topic
-//! accepts, or naming an invalid topic, is [`SinkError::Rejected`]; anything
-//! else (broker away, timeout) is [`SinkError::Unavailable`]. When the
+//! accepts, or naming an invalid topic, is [`SinkError::Rejected`], with the
+//! setting to raise: the producer's `message.max.bytes` when librdkafka
+//! refused it before sending, the topic's `max.message.bytes` when the
+//! broker did. Anything else (broker away, timeout) is
+//! [`SinkError::Unavailable`]; so is a refusal of the topic's ACLs, which
+//! concerns every record alike (logged at error once, then retried). When
+//! the sink starts it sizes the producer's `message.max.bytes` to the
+//! topic's `max.message.bytes` (see [`sizing`](crate::sizing)). When the
 //! idempotent producer hits a fatal error (it cannot keep its ordering
 //! promise any more) the sink replaces it and the write fails retryably.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -41,7 +48,10 @@ use spate_connector::{
 };
 
 use crate::config::ConnectionSettings;
-use crate::error::{code_of, is_auth_error, producer_failure, Failure};
+use crate::error::{
+    code_of, is_auth_error, is_size_error, producer_failure, producer_size_failure, Failure,
+};
+use crate::sizing::{self, MessageLimit, PRODUCER_MESSAGE_MAX_BYTES};
 
 /// Header that sends one record to another topic than the sink's `topic`.
 pub const TOPIC_HEADER: &str = "spate-kafka-topic";
@@ -65,6 +75,9 @@ pub struct SinkSettings {
     pub delivery_timeout: Duration,
     /// `compression`, as librdkafka names it.
     pub compression: &'static str,
+    /// The producer's `message.max.bytes` and where it came from: the
+    /// default until the sink starts and reads the topic's limit.
+    pub message_limit: MessageLimit,
 }
 
 impl SinkSettings {
@@ -110,6 +123,7 @@ impl SinkSettings {
             linger,
             delivery_timeout,
             compression,
+            message_limit: MessageLimit::Default,
         })
     }
 
@@ -125,6 +139,9 @@ impl SinkSettings {
                 self.delivery_timeout.as_millis().to_string(),
             )
             .set("compression.type", self.compression);
+        if let Some(bytes) = self.message_limit.to_set() {
+            config.set(PRODUCER_MESSAGE_MAX_BYTES, bytes.to_string());
+        }
         self.connection.finish(&mut config);
         config
     }
@@ -191,27 +208,58 @@ pub struct KafkaSink {
     name: Arc<str>,
     settings: Arc<SinkSettings>,
     producer: RwLock<Arc<KafkaProducer>>,
+    /// A refusal of the topic's ACLs was logged at error already.
+    auth_reported: Arc<AtomicBool>,
 }
 
 impl KafkaSink {
-    /// Creates the producer and checks that the cluster answers within
-    /// `connect_timeout`.
+    /// Creates the producer, checks that the cluster answers within
+    /// `connect_timeout`, and sizes the producer's `message.max.bytes` to
+    /// the topic's `max.message.bytes` (see [`sizing`]).
     pub async fn open(settings: Arc<SinkSettings>) -> Result<Self, SinkError> {
         let name = format!("kafka:{}", settings.topic);
-        let producer = {
-            let settings = settings.clone();
-            let name_for_task = name.clone();
-            tokio::task::spawn_blocking(move || connect(&settings, &name_for_task))
-                .await
-                .map_err(|e| Failure::retryable(format!("starting the producer failed: {e}")))
-                .and_then(|r| r)
-                .map_err(|f| f.into_sink(&name))?
+        let producer = spawn_connect(settings.clone(), name.clone(), true)
+            .await
+            .map_err(|f| f.into_sink(&name))?;
+        let user = settings
+            .connection
+            .properties
+            .iter()
+            .find(|(key, _)| key == PRODUCER_MESSAGE_MAX_BYTES)
+            .map(|(_, value)| value.as_str());
+        let topic_limit = match user {
+            Some(_) => None,
+            None => {
+                let timeout = settings.connection.connect_timeout;
+                sizing::topic_max_message_bytes(&settings, &settings.topic, timeout).await
+            }
+        };
+        let limit = sizing::decide(user, topic_limit.as_deref());
+        let mut sized = SinkSettings::clone(&settings);
+        sized.message_limit = limit;
+        let settings = Arc::new(sized);
+        let producer = match limit.to_set() {
+            None => producer,
+            Some(bytes) => {
+                tracing::info!(sink = %name, bytes, "sized the producer's `message.max.bytes` to the topic's `max.message.bytes`");
+                let fresh = spawn_connect(settings.clone(), name.clone(), false)
+                    .await
+                    .map_err(|f| f.into_sink(&name))?;
+                tokio::task::spawn_blocking(move || drop(producer));
+                fresh
+            }
         };
         Ok(Self {
             name: name.into(),
             settings,
             producer: RwLock::new(Arc::new(producer)),
+            auth_reported: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The producer's `message.max.bytes` in force and where it came from.
+    pub fn message_limit(&self) -> MessageLimit {
+        self.settings.message_limit
     }
 
     fn producer(&self) -> Arc<KafkaProducer> {
@@ -287,12 +335,21 @@ impl Sink for KafkaSink {
                 }
                 Err((error, _)) => {
                     self.replace_if_fatal(&producer);
-                    return Err(producer_failure(
-                        &error,
-                        &self.settings.connection.bootstrap_servers,
-                        prepared.topic,
-                    )
-                    .into_sink(&self.name));
+                    let failure = match code_of(&error) {
+                        // Refused before sending: the producer's limit.
+                        Some(code) if is_size_error(code) => producer_size_failure(
+                            prepared.topic,
+                            sizing::wire_size(&record),
+                            self.settings.message_limit.bytes(),
+                        ),
+                        _ => producer_failure(
+                            &error,
+                            &self.settings.connection.bootstrap_servers,
+                            prepared.topic,
+                        ),
+                    };
+                    report_auth_once(&self.auth_reported, &self.name, &error, &failure);
+                    return Err(failure.into_sink(&self.name));
                 }
             }
         };
@@ -300,6 +357,7 @@ impl Sink for KafkaSink {
         // the sink's name and settings are shared, the topic is copied only
         // when a header routed the record elsewhere.
         let (name, settings) = (self.name.clone(), self.settings.clone());
+        let auth_reported = self.auth_reported.clone();
         let routed_topic = (prepared.topic != settings.topic).then(|| prepared.topic.to_owned());
         Ok(Box::pin(async move {
             match delivery.await {
@@ -309,10 +367,10 @@ impl Sink for KafkaSink {
                         tracing::warn!(sink = %name, %error, "the producer hit a fatal error; the next write replaces it");
                     }
                     let topic = routed_topic.as_deref().unwrap_or(&settings.topic);
-                    Err(
-                        producer_failure(&error, &settings.connection.bootstrap_servers, topic)
-                            .into_sink(&name),
-                    )
+                    let failure =
+                        producer_failure(&error, &settings.connection.bootstrap_servers, topic);
+                    report_auth_once(&auth_reported, &name, &error, &failure);
+                    Err(failure.into_sink(&name))
                 }
                 Err(_canceled) => Err(SinkError::Unavailable {
                     sink_name: name.to_string(),
@@ -320,6 +378,22 @@ impl Sink for KafkaSink {
                 }),
             }
         }))
+    }
+
+    /// Refuses a record larger than the producer's `message.max.bytes`
+    /// before an exactly-once transaction takes it (inside one, a refusal
+    /// could not be dead-lettered alone).
+    fn check(&self, record: &Record) -> Result<(), SinkError> {
+        let limit = self.settings.message_limit.bytes();
+        let size = sizing::wire_size(record);
+        if size <= limit {
+            return Ok(());
+        }
+        let topic = record
+            .headers
+            .get_str(TOPIC_HEADER)
+            .unwrap_or(&self.settings.topic);
+        Err(producer_size_failure(topic, size, limit).into_sink(&self.name))
     }
 
     fn transactional_target(&self) -> Option<TransactionalTarget> {
@@ -394,6 +468,33 @@ fn connect_without_probe(settings: &SinkSettings, name: &str) -> Result<KafkaPro
                 settings.connection.bootstrap_servers
             ))
         })
+}
+
+/// Logs a refusal of the topic's ACLs at error, once per sink: it is
+/// retried like an outage, but only an operator can end it.
+fn report_auth_once(reported: &AtomicBool, name: &str, error: &KafkaError, failure: &Failure) {
+    if code_of(error).is_some_and(is_auth_error) && !reported.swap(true, Ordering::Relaxed) {
+        tracing::error!(sink = %name, %failure, "Kafka refuses this producer the topic; writes are retried until the ACLs allow them");
+    }
+}
+
+/// Creates the producer off the async runtime; with `probe`, waits for the
+/// cluster's first metadata answer too.
+async fn spawn_connect(
+    settings: Arc<SinkSettings>,
+    name: String,
+    probe: bool,
+) -> Result<KafkaProducer, Failure> {
+    tokio::task::spawn_blocking(move || {
+        if probe {
+            connect(&settings, &name)
+        } else {
+            connect_without_probe(&settings, &name)
+        }
+    })
+    .await
+    .map_err(|e| Failure::retryable(format!("starting the producer failed: {e}")))
+    .and_then(|r| r)
 }
 
 /// Creates the producer and waits for the cluster's first metadata answer.

@@ -53,6 +53,7 @@ use crate::config::cluster_identity;
 use crate::consumer::{KafkaConsumer, Shared};
 use crate::error::{code_of, producer_failure, transaction_failure, FailureKind};
 use crate::sink::{prepare, QUEUE_FULL_WAIT};
+use crate::sizing::{MESSAGE_MAX_BYTES_RANGE, PRODUCER_MESSAGE_MAX_BYTES};
 use crate::source::SourceSettings;
 
 /// How long one blocking transaction call (init, send offsets, commit,
@@ -132,6 +133,16 @@ impl KafkaTransaction {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5");
+        // The sinks' `check` (sized to each topic's `max.message.bytes`) is
+        // what keeps a record too large out of a transaction, where it could
+        // no longer be dead-lettered alone; this producer serves every
+        // output topic, so it must not refuse less than any of them allows.
+        if !settings.connection.has_property(PRODUCER_MESSAGE_MAX_BYTES) {
+            config.set(
+                PRODUCER_MESSAGE_MAX_BYTES,
+                MESSAGE_MAX_BYTES_RANGE.end().to_string(),
+            );
+        }
         settings.connection.finish(&mut config);
         let context = TransactionContext {
             name: name.clone(),

@@ -106,11 +106,15 @@ async fn sink_writes_keys_headers_and_timestamps_and_resolves_on_delivery() {
     );
 
     // Too large for the producer (librdkafka's message.max.bytes, 1 MB):
-    // rejected, so the engine dead-letters it instead of retrying forever.
+    // rejected, so the engine dead-letters it instead of retrying forever,
+    // and the message names the producer's setting, not the topic's.
     let huge = Record::from_payload(vec![b'x'; 2_000_000]);
     match sink.write(huge).await {
         Err(SinkError::Rejected { message, .. }) => {
-            assert!(message.contains("larger than topic"), "{message}");
+            assert!(
+                message.contains("this producer's `message.max.bytes` (1000000 bytes)"),
+                "{message}"
+            );
         }
         other => panic!("expected Rejected, got {other:?}"),
     }

@@ -391,9 +391,17 @@ impl NatsSink {
                     .await
             }
         }
-        .map_err(|e| SinkError::Unavailable {
-            sink_name: self.name.clone(),
-            message: format!("publish failed: {e}"),
+        .map_err(|e| match e.kind() {
+            async_nats::client::PublishErrorKind::MaxPayloadExceeded => SinkError::Rejected {
+                sink_name: self.name.clone(),
+                message: format!(
+                    "{e}; raise the NATS server's `max_payload` (server configuration), or make the message smaller"
+                ),
+            },
+            _ => SinkError::Unavailable {
+                sink_name: self.name.clone(),
+                message: format!("publish failed: {e}"),
+            },
         })
     }
 }

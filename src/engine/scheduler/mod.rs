@@ -597,6 +597,18 @@ impl Scheduler {
                     accepted,
                 )));
             }
+            Verdict::Unwritable(message) => {
+                part.running = part.running.saturating_sub(1);
+                error!(function = %self.shared.name, %message, "a dead letter cannot be written; stopping the function");
+                self.abandon(&item);
+                if self.fatal.is_none() {
+                    self.fatal = Some(EngineError::DeadLetterRejected {
+                        function: self.shared.name.to_string(),
+                        message,
+                    });
+                }
+                self.begin_stop();
+            }
             Verdict::RetryAfter(delay) => {
                 part.running = part.running.saturating_sub(1);
                 if part.draining.is_none() && !self.stopping {

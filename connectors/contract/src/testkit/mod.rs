@@ -387,6 +387,8 @@ struct SinkState {
     records: Vec<Record>,
     failing: bool,
     attempts: u64,
+    /// Records whose payload is longer are rejected for good.
+    max_payload: Option<usize>,
 }
 
 /// A sink that keeps every acknowledged record in memory; failures and
@@ -436,6 +438,27 @@ impl MemorySink {
         self.state().failing = failing;
     }
 
+    /// Rejects for good ([`SinkError::Rejected`]) every record whose
+    /// payload is longer than `max` bytes, at write and at
+    /// [`Sink::check`], like a broker's size limit; `None` lifts it.
+    pub fn set_max_payload(&self, max: Option<usize>) {
+        self.state().max_payload = max;
+    }
+
+    /// The rejection of a record over the size limit, if it is over.
+    fn over_limit(&self, state: &SinkState, record: &Record) -> Result<(), SinkError> {
+        match state.max_payload {
+            Some(max) if record.payload.len() > max => Err(SinkError::Rejected {
+                sink_name: self.name.to_string(),
+                message: format!(
+                    "the payload ({} bytes) is larger than the test kit's `max_payload` ({max} bytes); raise `max_payload`",
+                    record.payload.len()
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Appends records committed by a transaction, all at once.
     fn append_committed(&self, records: Vec<Record>) {
         self.state().records.extend(records);
@@ -474,8 +497,13 @@ impl Sink for MemorySink {
                 message: "write failed (injected)".to_owned(),
             });
         }
+        self.over_limit(&state, &record)?;
         state.records.push(record);
         Ok(())
+    }
+
+    fn check(&self, record: &Record) -> Result<(), SinkError> {
+        self.over_limit(&self.state(), record)
     }
 }
 

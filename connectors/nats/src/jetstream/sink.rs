@@ -50,8 +50,17 @@ pub struct JetStreamSink {
     context: js::Context,
 }
 
-/// Classifies a publish failure: too large is a rejection, everything
-/// else may succeed later.
+/// True when the stream refused the message as larger than its
+/// `max_msg_size` (JetStream error code 10054).
+fn exceeds_stream_limit(e: &js::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|source| source.downcast_ref::<js::Error>())
+        .is_some_and(|error| error.error_code() == js::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM)
+}
+
+/// Classifies a publish failure: too large (for the server or the stream)
+/// is a rejection naming the limit to raise, everything else may succeed
+/// later.
 fn publish_error(
     sink_name: &str,
     subject: &async_nats::Subject,
@@ -61,7 +70,15 @@ fn publish_error(
     match e.kind() {
         Kind::MaxPayloadExceeded => SinkError::Rejected {
             sink_name: sink_name.to_owned(),
-            message: e.to_string(),
+            message: format!(
+                "{e}; raise the NATS server's `max_payload` (server configuration), or make the message smaller"
+            ),
+        },
+        Kind::Other if exceeds_stream_limit(&e) => SinkError::Rejected {
+            sink_name: sink_name.to_owned(),
+            message: format!(
+                "the stream capturing `{subject}` refused the message as larger than its `max_msg_size` ({e}); raise the stream's `max_msg_size` (e.g. `nats stream edit <stream> --max-msg-size …`), or make the message smaller"
+            ),
         },
         Kind::StreamNotFound => SinkError::Unavailable {
             sink_name: sink_name.to_owned(),

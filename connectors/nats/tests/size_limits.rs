@@ -1,0 +1,73 @@
+//! Messages too large for NATS are rejected for good (never retried) with
+//! a message naming the limit to raise: the server's `max_payload` for the
+//! core `nats` and the `jetstream` sinks, a stream's `max_msg_size` for
+//! `jetstream`. Against a real nats-server.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use spate_connector::{Record, SinkError};
+
+fn big(bytes: usize) -> Record {
+    Record::from_payload(Bytes::from(vec![b'x'; bytes]))
+}
+
+/// Asserts `result` is a rejection whose message contains `setting`.
+fn assert_rejected_naming(result: Result<(), SinkError>, setting: &str) {
+    match result {
+        Err(error @ SinkError::Rejected { .. }) => {
+            assert!(!error.is_retryable());
+            let text = error.to_string();
+            assert!(text.contains(setting), "names {setting}: {text}");
+        }
+        other => panic!("expected a rejection naming {setting}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_message_over_the_servers_max_payload_is_rejected_naming_it() {
+    let server = server();
+    let client = server.client().await;
+    let max = client.server_info().max_payload;
+    let base = unique("big");
+    let core = sink(
+        "nats",
+        &[("url", &server.url), ("subject", &format!("{base}.out"))],
+    )
+    .await;
+    assert_rejected_naming(core.write(big(max + 1)).await, "`max_payload`");
+    core.write(big(10))
+        .await
+        .expect("a small message is written");
+
+    let stream = base.to_uppercase();
+    let subject = format!("{base}.js");
+    create_stream(&client, &stream, std::slice::from_ref(&subject)).await;
+    let js = sink("jetstream", &[("url", &server.url), ("subject", &subject)]).await;
+    assert_rejected_naming(js.write(big(max + 1)).await, "`max_payload`");
+    js.write(big(10)).await.expect("a small message is stored");
+    delete_stream(&client, &stream).await;
+}
+
+#[tokio::test]
+async fn a_message_over_the_streams_max_msg_size_is_rejected_naming_it() {
+    let server = server();
+    let client = server.client().await;
+    let base = unique("limited");
+    let stream = base.to_uppercase();
+    let subject = format!("{base}.out");
+    async_nats::jetstream::new(client.clone())
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![subject.clone()],
+            max_message_size: 1_000,
+            ..Default::default()
+        })
+        .await
+        .expect("stream created");
+    let js = sink("jetstream", &[("url", &server.url), ("subject", &subject)]).await;
+    assert_rejected_naming(js.write(big(2_000)).await, "`max_msg_size`");
+    js.write(big(10)).await.expect("a small message is stored");
+    delete_stream(&client, &stream).await;
+}
