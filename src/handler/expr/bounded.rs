@@ -4,7 +4,7 @@
 //! (which `serde_json` parsed, so it is at most 128 levels deep).
 //! Everything it cannot prove goes to the [sandbox](super::sandbox).
 //!
-//! Each term gets a [`Cost`]: a weight `w` (work and total output size are
+//! Each term gets a `Cost`: a weight `w` (work and total output size are
 //! at most `w` times the input's size, plus a constant), a bound `k` on its
 //! number of outputs (`None`: up to the size of the input, as `.[]`), and
 //! whether it reads its input or a variable bound by `as`. The rules:
@@ -21,7 +21,7 @@
 //!   subtraction is quadratic; `*` repeats strings, so its literal
 //!   multiplies the weight);
 //! - assignments only to paths with literal indices;
-//! - only the builtins in [`builtin`], each checked in jaq's definitions
+//! - only the builtins in `builtin` below, each checked in jaq's definitions
 //!   to be linear (or `n log n`, as `sort`) and not recursive;
 //! - no `def`, `reduce`, `foreach`, `label`, `..`, computed indices, regex
 //!   patterns that are not literal; at most [`MAX_INLINE_DEPTH`] levels,

@@ -73,14 +73,36 @@
 //!   the offending text inside the expression (see [`place`] for how that
 //!   place is found in the YAML).
 //! - `env` and `$ENV` are not available: an expression cannot read the
-//!   process environment (where secrets live). `${VAR}` in the pipeline
-//!   file is interpolated before the expression compiles, like any value.
-//! - An expression runs to its end on the handler's task: one that never
-//!   ends (`repeat(.)` with no limit) is not stopped by the retry timeout,
-//!   and a recursive `def` that never stops overflows the stack. Pipeline
-//!   files are trusted configuration; event data cannot cause either.
+//!   process environment (where secrets live). Values from the environment
+//!   reach an expression as jq variables: `vars: {dev: '${DEVICE}'}` next to
+//!   the expression binds `$dev` to that string. The text of an expression
+//!   is never interpolated (the loader keeps `expr` and `when` values as
+//!   written), and a `${…}` in it is a validation error at its place whose
+//!   hint shows the `vars:` form: spliced text could rewrite the code
+//!   (`.device == "${DEV}"` with a crafted `DEV` turned into `true`).
+//!
+//! # Bounds
+//!
+//! However an expression and a payload combine, one evaluation is bounded
+//! in stack, memory and time:
+//!
+//! - At load: an expression is at most [`MAX_EXPR_BYTES`] long, nests at
+//!   most [`MAX_NESTING`] brackets/strings (checked before parsing) and
+//!   [`MAX_DEPTH`] levels of parse tree; beyond is a validation error at
+//!   the offending text. Parsing and compiling run on a thread with a stack
+//!   large enough for any input up to the length limit, so `validate`,
+//!   `run` and `test` behave the same on any thread.
+//! - Expressions that [`bounded`]'s static analysis proves linear in the
+//!   event run inline, on the handler's task (the common, cheap case).
+//! - All others run in the [`sandbox`]: forked child processes whose stack
+//!   overflow, allocation failure or endless loop ends that child only.
+//!   The handler's `limits: {time, memory}` bound each evaluation (defaults
+//!   and ranges in [`limits`]). Exceeding stack or memory is a permanent
+//!   error with reason `resource-limit`, exceeding the time one with reason
+//!   `timeout`: the event is dead-lettered at once with the words, and the
+//!   process, its other events and functions go on.
 
-mod bounded;
+pub mod bounded;
 mod diagnostics;
 mod handlers;
 pub mod limits;
@@ -97,7 +119,7 @@ use jaq_json::Val;
 pub use bounded::{MAX_INLINE_DEPTH, MAX_INLINE_NODES, MAX_INLINE_WEIGHT};
 use diagnostics::{load_errors, undefined_error};
 pub(crate) use handlers::configure_filter;
-pub use handlers::{MapBuiltin, RouteBuiltin};
+pub use handlers::{MapBuiltin, RouteBuiltin, REASON_RESOURCE_LIMIT, REASON_TIMEOUT};
 pub use limits::Limits;
 
 /// Most outputs one `map` evaluation may produce; more is a runtime error.
