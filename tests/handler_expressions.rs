@@ -298,7 +298,7 @@ fn unknown_functions_and_variables_are_named_with_a_suggestion() {
     );
     assert_eq!(
         errors("{name: map, expr: '{secret: env.DB_PASSWORD}'}"),
-        "pipelines/test.yaml:5:35: invalid jq expression in `expr`: unknown function `env/0`\n  hint: expressions cannot read the environment; write `${VAR}` in the pipeline file instead\n"
+        "pipelines/test.yaml:5:35: invalid jq expression in `expr`: unknown function `env/0`\n  hint: expressions cannot read the environment; bind a value with `vars: {name: '${VAR}'}` and write `$name`\n"
     );
     assert_eq!(
         errors("{name: filter, expr: '.amount > $limit'}"),

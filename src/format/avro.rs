@@ -13,7 +13,14 @@
 //! - only registry unavailability is retryable; an id the registry does not
 //!   know is a permanent error naming the id;
 //! - an output encodes with one schema id per encoder, registered or looked
-//!   up on its first event and cached from then on.
+//!   up on its first event and cached from then on;
+//! - payload bytes cannot drive unbounded work: under a recursive schema (a
+//!   named type that contains itself) a datum nesting deeper than
+//!   [`MAX_AVRO_DEPTH`](super::avro_depth::MAX_AVRO_DEPTH) is a permanent decode error found before decoding
+//!   (see [`super::avro_depth`]), and the memory one datum may make
+//!   apache-avro allocate for its arrays, maps, strings and bytes is
+//!   [`MAX_AVRO_ALLOCATION`] (block counts are checked against it before
+//!   allocating).
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,6 +34,7 @@ use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::OnceCell;
 
+use super::avro_depth::{check_depth, recursive_type};
 use super::from_json::json_to_avro;
 use super::registry::{RegistryError, SchemaRegistry};
 use super::to_json::avro_to_json;
@@ -37,27 +45,37 @@ pub(crate) const MAGIC_BYTE: u8 = 0;
 /// Magic byte plus schema id.
 pub(crate) const HEADER_LEN: usize = 5;
 
+/// Most bytes decoding one datum may allocate for a collection, a string or
+/// bytes (apache-avro's process-wide `max_allocation_bytes`, set before the
+/// first schema is used).
+pub const MAX_AVRO_ALLOCATION: usize = 64 << 20;
+
 /// A parsed Avro schema, its named types by full name, and its JSON text.
 pub(crate) struct AvroSchema {
     text: String,
     schema: Schema,
     names: Names,
+    /// Whether a named type contains itself (datums are depth-checked).
+    recursive: bool,
 }
 
 impl AvroSchema {
     /// Parses schema JSON; the error is apache-avro's message.
     pub(crate) fn parse(text: &str) -> Result<Self, SchemaError> {
+        apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
         let schema = Schema::parse_str(text).map_err(|e| SchemaError(e.to_string()))?;
-        let names = ResolvedSchema::new(&schema)
+        let names: Names = ResolvedSchema::new(&schema)
             .map_err(|e| SchemaError(e.to_string()))?
             .get_names()
             .iter()
             .map(|(name, named)| (name.clone(), (*named).clone()))
             .collect();
+        let recursive = recursive_type(&schema, &names).is_some();
         Ok(Self {
             text: text.to_owned(),
             schema,
             names,
+            recursive,
         })
     }
 
@@ -105,6 +123,34 @@ pub(crate) fn decode_datum(
     reader: Option<&AvroSchema>,
     datum: &[u8],
 ) -> Result<String, String> {
+    if !writer.recursive {
+        return decode_here(writer, reader, datum);
+    }
+    check_depth(writer.schema(), writer.names(), datum)
+        .map_err(|why| format!("not a valid Avro datum: {why}"))?;
+    // apache-avro's decoder takes tens of KiB of stack per level in a debug
+    // build: decode nested datums on a stack made for them.
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("spate-avro-decode".to_owned())
+            .stack_size(RECURSIVE_DECODE_STACK)
+            .spawn_scoped(scope, || decode_here(writer, reader, datum))
+            .map_err(|e| format!("cannot start the Avro decoding thread: {e}"))?
+            .join()
+            .unwrap_or_else(|_| Err("the Avro decoder panicked".to_owned()))
+    })
+}
+
+/// The stack of the thread that decodes a datum of a recursive schema:
+/// room for [`MAX_AVRO_DEPTH`](super::avro_depth::MAX_AVRO_DEPTH) levels
+/// of decoding and conversion (reserved, committed as used).
+const RECURSIVE_DECODE_STACK: usize = 64 << 20;
+
+fn decode_here(
+    writer: &AvroSchema,
+    reader: Option<&AvroSchema>,
+    datum: &[u8],
+) -> Result<String, String> {
     let datum_reader = GenericDatumReader::builder(writer.schema())
         .maybe_reader_schema(reader.map(AvroSchema::schema))
         .build()
@@ -131,11 +177,36 @@ pub(crate) fn decode_datum(
 }
 
 /// Encodes a JSON payload as a datum of `schema`, appending to `out`.
+/// Under a recursive schema the JSON (at most 128 levels, `serde_json`'s
+/// limit) is converted and written on a thread with a stack made for it.
 pub(crate) fn encode_datum(
     schema: &AvroSchema,
     json: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
+    if !schema.recursive {
+        return encode_here(schema, json, out);
+    }
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("spate-avro-encode".to_owned())
+            .stack_size(RECURSIVE_DECODE_STACK)
+            .spawn_scoped(scope, || encode_here(schema, json, out))
+            .map_err(|e| EncodeError {
+                retryable: true,
+                message: format!("cannot start the Avro encoding thread: {e}"),
+                field: None,
+            })?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(EncodeError::permanent(
+                    "the Avro encoder panicked".to_owned(),
+                ))
+            })
+    })
+}
+
+fn encode_here(schema: &AvroSchema, json: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let value: serde_json::Value = serde_json::from_slice(json)
         .map_err(|e| EncodeError::permanent(format!("output payload is not JSON: {e}")))?;
     let avro = json_to_avro(&value, schema.schema(), schema.names()).map_err(|m| {

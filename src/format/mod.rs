@@ -68,6 +68,7 @@
 //! an error.
 
 mod avro;
+pub mod avro_depth;
 mod config;
 mod decimal;
 mod from_json;

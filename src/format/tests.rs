@@ -271,3 +271,106 @@ fn incompatible_or_invalid_schemas_are_refused() {
     assert!(FormatSpec::avro(r#"{"type":"recrod"}"#, None).is_err());
     assert!(FormatSpec::avro("not json", None).is_err());
 }
+
+/// A zig-zag varint, as Avro writes `long`s and block counts.
+fn varint(n: i64) -> Vec<u8> {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    let mut out = Vec::new();
+    loop {
+        let byte = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_recursive_schema_a_datum_nesting_past_the_bound_is_a_decode_error() {
+    use super::avro_depth::MAX_AVRO_DEPTH;
+    let linked = r#"{"type":"record","name":"Node","fields":[
+        {"name":"next","type":["null","Node"]}]}"#;
+    let spec = FormatSpec::avro(linked, None).expect("recursive schemas are fine");
+    // `levels` records, one inside the other: each `02` picks the `Node`
+    // branch (one byte, one more level), the final `00` the `null`.
+    let nested = |levels: usize| {
+        let mut payload = vec![2u8; levels - 1];
+        payload.push(0);
+        Bytes::from(payload)
+    };
+    let decoder = spec.decoder();
+    // On a worker thread (a small stack), as the engine decodes.
+    let at_limit = tokio::spawn({
+        let decoder = decoder.clone();
+        async move {
+            decoder
+                .decode(&nested(MAX_AVRO_DEPTH))
+                .await
+                .map(|d| d.payload.len())
+        }
+    });
+    let at_limit = at_limit.await;
+    assert!(
+        matches!(at_limit, Ok(Ok(_))),
+        "the deepest accepted datum decodes: {at_limit:?}"
+    );
+    for levels in [MAX_AVRO_DEPTH + 1, 1_000_000] {
+        let err = decoder.decode(&nested(levels)).await.expect_err("too deep");
+        assert!(!err.retryable);
+        assert_eq!(
+            err.message,
+            format!("not a valid Avro datum: the datum nests deeper than {MAX_AVRO_DEPTH} levels")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_block_count_that_would_allocate_past_the_bound_is_a_decode_error() {
+    // Five million nulls cost one varint in the payload, and far more than
+    // `MAX_AVRO_ALLOCATION` of decoded values (under apache-avro's own
+    // 512 MiB default they were allocated).
+    let spec = FormatSpec::avro(r#"{"type":"array","items":"null"}"#, None).expect("schema");
+    let mut payload = varint(5_000_000);
+    payload.push(0);
+    let err = spec
+        .decoder()
+        .decode(&Bytes::from(payload))
+        .await
+        .expect_err("refused");
+    assert!(!err.retryable);
+    assert!(err.message.contains("allocat"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_format_checks_deep_payloads_without_recursing() {
+    // serde_json skips a value without recursion, so a million levels on a
+    // worker thread's small stack is an answer, not a stack overflow.
+    let decoder = FormatSpec::json().decoder();
+    let deep = Bytes::from(format!(
+        "{}{}",
+        "[".repeat(1_000_000),
+        "]".repeat(1_000_000)
+    ));
+    let checked = tokio::spawn(async move { decoder.decode(&deep).await.map(|d| d.payload.len()) });
+    assert!(matches!(checked.await, Ok(Ok(2_000_000))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_output_encodes_under_a_recursive_schema_on_a_worker_thread() {
+    let linked = r#"{"type":"record","name":"Node","fields":[
+        {"name":"next","type":["null","Node"]}]}"#;
+    let spec = FormatSpec::avro(linked, None).expect("schema");
+    // 120 levels of JSON (under serde_json's 128) through the converter and
+    // the writer, which recurse once per level.
+    let mut json = Json::Null;
+    for _ in 0..120 {
+        json = json!({"next": json});
+    }
+    let text = Bytes::from(json.to_string());
+    let encoder = spec.encoder();
+    let encoded = tokio::spawn(async move { encoder.encode(&text).await.map(|b| b.len()) });
+    let encoded = encoded.await;
+    assert!(matches!(encoded, Ok(Ok(120))), "{encoded:?}");
+}

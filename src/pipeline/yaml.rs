@@ -11,7 +11,8 @@
 //!   [`MAX_VALUES`] values through aliases is rejected;
 //! - a key written twice in one mapping is an error (the first one counts);
 //! - `${VAR}` / `${VAR:-default}` are interpolated in scalar values, never in
-//!   keys (see [`super::env`]); an interpolation problem is an error at that
+//!   keys nor in the values of `expr` and `when` (jq expressions, which take
+//!   values through `vars:`; see `tree::CODE_KEYS`) (see [`super::env`]); an interpolation problem is an error at that
 //!   value, and [`Document::finish`] drops the follow-on errors other
 //!   readers report at the same place;
 //! - an error message never shows a value taken from the environment:

@@ -1,28 +1,40 @@
 //! The handlers behind `filter` with `expr:`, `map` and `route`, and the
 //! built-ins that configure them from a function's `handler:` mapping.
 //!
-//! Each handler parses the payload once, runs its compiled expressions on
-//! it synchronously (jaq's values are not `Send`, so none is held across an
-//! `.await`), and keeps the event's key, headers and timestamp on every
-//! output.
+//! Each handler evaluates its compiled expressions on the payload — inline
+//! when they are proven bounded, else in the sandbox within the handler's
+//! `limits:` — and keeps the event's key, headers and timestamp on every
+//! output. jaq's values are not `Send`, so none is held across an `.await`.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use spate_connector::{ConfigReader, Event};
 
+use super::limits::{read_limits, read_vars};
 use super::place::read_expr;
-use super::{parse_json, EvalError, Expr};
+use super::{parse_json, EvalError, Expr, Limits, Mode, Outcome};
 use crate::handler::{passthrough_output, BuiltinHandler, Context, Handler, HandlerError, Output};
 
 /// Longest part of an expression quoted in a runtime error message.
 const QUOTED: usize = 60;
 
-/// A runtime failure of `what` (e.g. "map") as a permanent handler error
-/// that quotes the start of the expression: the event is dead-lettered
-/// with the message. The message is one line (it travels in a header):
-/// runs of white space, line breaks included, become one space.
+/// Dead-letter reason of an evaluation that exceeded its stack or memory.
+pub const REASON_RESOURCE_LIMIT: &str = "resource-limit";
+
+/// Dead-letter reason of an evaluation that exceeded its time.
+pub const REASON_TIMEOUT: &str = "timeout";
+
+/// A failure of `what` (e.g. "map") as a handler error that quotes the
+/// start of the expression: permanent (the event is dead-lettered with the
+/// message, with reason `resource-limit` or `timeout` where they apply),
+/// except a sandbox that could not start, which is retried. The message is
+/// one line (it travels in a header): runs of white space, line breaks
+/// included, become one space.
 fn failure(what: &str, expr: &Expr, error: EvalError) -> HandlerError {
+    if let EvalError::NotJson(_) = error {
+        return HandlerError::permanent(format!("{what}: {}", one_line(&error.to_string())));
+    }
     let source = one_line(expr.source());
     let quoted: String = source.chars().take(QUOTED).collect();
     let ellipsis = if quoted.len() < source.len() {
@@ -30,45 +42,72 @@ fn failure(what: &str, expr: &Expr, error: EvalError) -> HandlerError {
     } else {
         ""
     };
-    HandlerError::permanent(format!(
+    let message = format!(
         "{what} `{quoted}{ellipsis}`: {}",
         one_line(&error.to_string())
-    ))
-}
-
-/// A payload that is not JSON as a permanent handler error of `what`.
-fn not_json(what: &str, error: EvalError) -> HandlerError {
-    HandlerError::permanent(format!("{what}: {}", one_line(&error.to_string())))
+    );
+    match error {
+        EvalError::ResourceLimit(_) => {
+            HandlerError::permanent(message).with_reason(REASON_RESOURCE_LIMIT)
+        }
+        EvalError::Timeout(_) => HandlerError::permanent(message).with_reason(REASON_TIMEOUT),
+        EvalError::Unavailable(_) => HandlerError::retryable(message),
+        _ => HandlerError::permanent(message),
+    }
 }
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Reads `vars:`, the expression under `key` and `limits:`.
+fn read_one(config: &mut ConfigReader<'_>, key: &'static str) -> Option<(Expr, Limits)> {
+    let vars = read_vars(config);
+    let expr = read_expr(config, key, vars.as_deref().unwrap_or_default());
+    let limits = read_limits(config);
+    Some((expr?, limits?)).filter(|_| vars.is_some())
+}
+
 /// Builds the `filter` handler for a `handler:` mapping with `expr:`.
 pub(crate) fn configure_filter(config: &mut ConfigReader<'_>) -> Option<Arc<dyn Handler>> {
-    let expr = read_expr(config, "expr")?;
-    Some(Arc::new(ExprFilter { expr }))
+    let (expr, limits) = read_one(config, "expr")?;
+    Some(Arc::new(ExprFilter { expr, limits }))
 }
 
 /// Keeps the events for which the expression holds.
 struct ExprFilter {
     expr: Expr,
+    limits: Limits,
+}
+
+/// Whether `expr` holds on `payload`.
+async fn holds(
+    what: &str,
+    expr: &Expr,
+    limits: &Limits,
+    payload: &[u8],
+) -> Result<bool, HandlerError> {
+    match expr.evaluate(payload, Mode::Holds, limits).await {
+        Ok(Outcome::Holds(holds)) => Ok(holds),
+        Ok(Outcome::Results(_)) => Err(failure(
+            what,
+            expr,
+            EvalError::Failed("unexpected results".to_owned()),
+        )),
+        Err(error) => Err(failure(what, expr, error)),
+    }
 }
 
 impl ExprFilter {
-    fn keeps(&self, event: &Event) -> Result<bool, HandlerError> {
-        let value = parse_json(&event.payload).map_err(|e| not_json("filter", e))?;
-        self.expr
-            .holds(value)
-            .map_err(|e| failure("filter", &self.expr, e))
+    async fn keeps(&self, event: &Event) -> Result<bool, HandlerError> {
+        holds("filter", &self.expr, &self.limits, &event.payload).await
     }
 }
 
 #[async_trait]
 impl Handler for ExprFilter {
     async fn handle(&self, event: Event, _ctx: &Context) -> Result<Vec<Output>, HandlerError> {
-        Ok(if self.keeps(&event)? {
+        Ok(if self.keeps(&event).await? {
             vec![passthrough_output(event)]
         } else {
             Vec::new()
@@ -83,15 +122,20 @@ pub struct MapBuiltin;
 
 struct Map {
     expr: Expr,
+    limits: Limits,
 }
 
 impl Map {
-    fn outputs(&self, event: &Event) -> Result<Vec<Output>, HandlerError> {
-        let value = parse_json(&event.payload).map_err(|e| not_json("map", e))?;
-        let results = self
+    async fn outputs(&self, event: &Event) -> Result<Vec<Output>, HandlerError> {
+        let results = match self
             .expr
-            .json_results(value)
-            .map_err(|e| failure("map", &self.expr, e))?;
+            .evaluate(&event.payload, Mode::Results, &self.limits)
+            .await
+        {
+            Ok(Outcome::Results(results)) => results,
+            Ok(Outcome::Holds(_)) => Vec::new(),
+            Err(error) => return Err(failure("map", &self.expr, error)),
+        };
         Ok(results
             .into_iter()
             .map(|payload| Output::from_event(event, payload))
@@ -102,7 +146,7 @@ impl Map {
 #[async_trait]
 impl Handler for Map {
     async fn handle(&self, event: Event, _ctx: &Context) -> Result<Vec<Output>, HandlerError> {
-        self.outputs(&event)
+        self.outputs(&event).await
     }
 }
 
@@ -118,8 +162,8 @@ impl BuiltinHandler for MapBuiltin {
             );
             return None;
         }
-        let expr = read_expr(config, "expr")?;
-        Some(Arc::new(Map { expr }))
+        let (expr, limits) = read_one(config, "expr")?;
+        Some(Arc::new(Map { expr, limits }))
     }
 
     fn summary(&self) -> &'static str {
@@ -140,27 +184,65 @@ pub struct RouteBuiltin;
 struct Route {
     routes: Vec<(Expr, Arc<str>)>,
     default: Option<Arc<str>>,
+    limits: Limits,
+}
+
+/// How far [`Route::scan`] got.
+enum Scan {
+    /// The route at this index holds.
+    Holds(usize),
+    /// The route at this index must run in the sandbox.
+    Sandboxed(usize),
+    /// No route from the start index on holds.
+    End,
 }
 
 impl Route {
-    fn target(&self, event: &Event) -> Result<Option<Arc<str>>, HandlerError> {
-        let value = parse_json(&event.payload).map_err(|e| not_json("route", e))?;
-        for (when, to) in &self.routes {
+    /// Evaluates the inline conditions from `start` on (parsing the payload
+    /// once) until one holds or one must run in the sandbox.
+    fn scan(&self, payload: &[u8], start: usize) -> Result<Scan, HandlerError> {
+        let mut value = None;
+        for (index, (when, to)) in self.routes.iter().enumerate().skip(start) {
+            if !when.is_inline() {
+                return Ok(Scan::Sandboxed(index));
+            }
+            let value = match &mut value {
+                Some(value) => value,
+                None => value.insert(parse_json(payload).map_err(|e| failure("route", when, e))?),
+            };
             let holds = when
                 .holds(value.clone())
                 .map_err(|e| failure(&format!("route to `{to}` when"), when, e))?;
             if holds {
-                return Ok(Some(to.clone()));
+                return Ok(Scan::Holds(index));
             }
         }
-        Ok(self.default.clone())
+        Ok(Scan::End)
+    }
+
+    async fn target(&self, event: &Event) -> Result<Option<Arc<str>>, HandlerError> {
+        let mut start = 0;
+        loop {
+            match self.scan(&event.payload, start)? {
+                Scan::Holds(index) => return Ok(Some(self.routes[index].1.clone())),
+                Scan::End => return Ok(self.default.clone()),
+                Scan::Sandboxed(index) => {
+                    let (when, to) = &self.routes[index];
+                    let what = format!("route to `{to}` when");
+                    if holds(&what, when, &self.limits, &event.payload).await? {
+                        return Ok(Some(to.clone()));
+                    }
+                    start = index + 1;
+                }
+            }
+        }
     }
 }
 
 #[async_trait]
 impl Handler for Route {
     async fn handle(&self, event: Event, _ctx: &Context) -> Result<Vec<Output>, HandlerError> {
-        Ok(match self.target(&event)? {
+        Ok(match self.target(&event).await? {
             Some(to) => {
                 let mut output = passthrough_output(event);
                 output.to = Some(to);
@@ -177,6 +259,8 @@ const ROUTE_EXAMPLE: &str =
 impl BuiltinHandler for RouteBuiltin {
     fn configure(&self, config: &mut ConfigReader<'_>) -> Option<Arc<dyn Handler>> {
         let default = config.string("default").map(Arc::from);
+        let vars = read_vars(config);
+        let limits = read_limits(config);
         let Some(items) = config.list("routes") else {
             config.missing("routes", Some(ROUTE_EXAMPLE.to_owned()));
             return None;
@@ -190,7 +274,7 @@ impl BuiltinHandler for RouteBuiltin {
             return None;
         }
         let mut routes = Vec::with_capacity(items.len());
-        let mut valid = true;
+        let mut valid = vars.is_some() && limits.is_some();
         for (index, node) in items.into_iter().enumerate() {
             let path = format!("{}[{index}]", config.child_path("routes"));
             let mut item = ConfigReader::new(node, path, config.errors());
@@ -203,7 +287,7 @@ impl BuiltinHandler for RouteBuiltin {
                     ),
                 );
             }
-            let when = read_expr(&mut item, "when");
+            let when = read_expr(&mut item, "when", vars.as_deref().unwrap_or_default());
             let to = item.required_string(
                 "to",
                 Some("name the output to send matching events to (its `name:`)".to_owned()),
@@ -213,7 +297,14 @@ impl BuiltinHandler for RouteBuiltin {
                 _ => valid = false,
             }
         }
-        valid.then(|| Arc::new(Route { routes, default }) as Arc<dyn Handler>)
+        let limits = limits?;
+        valid.then(|| {
+            Arc::new(Route {
+                routes,
+                default,
+                limits,
+            }) as Arc<dyn Handler>
+        })
     }
 
     fn summary(&self) -> &'static str {
@@ -246,30 +337,35 @@ mod tests {
         Expr::compile(source).unwrap_or_else(|e| panic!("{source:?}: {e:?}"))
     }
 
-    #[test]
-    fn route_picks_the_first_match_then_the_default() {
+    #[tokio::test]
+    async fn route_picks_the_first_match_then_the_default() {
         let route = Route {
             routes: vec![
                 (expr(".amount > 100"), Arc::from("big")),
                 (expr(".country == \"DE\""), Arc::from("de")),
             ],
             default: Some(Arc::from("small")),
+            limits: Limits::default(),
         };
-        let to = |payload: &str| {
-            route
-                .target(&event(payload))
-                .map(|t| t.map(|t| t.to_string()))
+        let to = |payload: &'static str| {
+            let route = &route;
+            async move {
+                route
+                    .target(&event(payload))
+                    .await
+                    .map(|t| t.map(|t| t.to_string()))
+            }
         };
         assert_eq!(
-            to(r#"{"amount": 500, "country": "DE"}"#),
+            to(r#"{"amount": 500, "country": "DE"}"#).await,
             Ok(Some("big".into()))
         );
         assert_eq!(
-            to(r#"{"amount": 5, "country": "DE"}"#),
+            to(r#"{"amount": 5, "country": "DE"}"#).await,
             Ok(Some("de".into()))
         );
-        assert_eq!(to(r#"{"amount": 5}"#), Ok(Some("small".into())));
-        let error = to("nope").err().unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(to(r#"{"amount": 5}"#).await, Ok(Some("small".into())));
+        let error = to("nope").await.err().unwrap_or_else(|| panic!("accepted"));
         assert_eq!(error.kind, ErrorKind::Permanent);
         assert_eq!(
             error.message,
@@ -277,13 +373,15 @@ mod tests {
         );
     }
 
-    #[test]
-    fn map_keeps_the_event_metadata_on_every_output() {
+    #[tokio::test]
+    async fn map_keeps_the_event_metadata_on_every_output() {
         let map = Map {
             expr: expr(".items[] | {sku}"),
+            limits: Limits::default(),
         };
         let outputs = map
             .outputs(&event(r#"{"items": [{"sku": "a"}, {"sku": "b"}]}"#))
+            .await
             .unwrap_or_default();
         assert_eq!(outputs.len(), 2);
         assert_eq!(

@@ -73,30 +73,73 @@
 //!   the offending text inside the expression (see [`place`] for how that
 //!   place is found in the YAML).
 //! - `env` and `$ENV` are not available: an expression cannot read the
-//!   process environment (where secrets live). `${VAR}` in the pipeline
-//!   file is interpolated before the expression compiles, like any value.
-//! - An expression runs to its end on the handler's task: one that never
-//!   ends (`repeat(.)` with no limit) is not stopped by the retry timeout,
-//!   and a recursive `def` that never stops overflows the stack. Pipeline
-//!   files are trusted configuration; event data cannot cause either.
+//!   process environment (where secrets live). Values from the environment
+//!   reach an expression as jq variables: `vars: {dev: '${DEVICE}'}` next to
+//!   the expression binds `$dev` to that string. The text of an expression
+//!   is never interpolated (the loader keeps `expr` and `when` values as
+//!   written), and a `${…}` in it is a validation error at its place whose
+//!   hint shows the `vars:` form: spliced text could rewrite the code
+//!   (`.device == "${DEV}"` with a crafted `DEV` turned into `true`).
+//!
+//! # Bounds
+//!
+//! However an expression and a payload combine, one evaluation is bounded
+//! in stack, memory and time:
+//!
+//! - At load: an expression is at most [`MAX_EXPR_BYTES`] long, nests at
+//!   most [`MAX_NESTING`] brackets/strings (checked before parsing) and
+//!   [`MAX_DEPTH`] levels of parse tree; beyond is a validation error at
+//!   the offending text. Parsing and compiling run on a thread with a stack
+//!   large enough for any input up to the length limit, so `validate`,
+//!   `run` and `test` behave the same on any thread.
+//! - Expressions that [`bounded`]'s static analysis proves linear in the
+//!   event run inline, on the handler's task (the common, cheap case).
+//! - All others run in the [`sandbox`]: forked child processes whose stack
+//!   overflow, allocation failure or endless loop ends that child only.
+//!   The handler's `limits: {time, memory}` bound each evaluation (defaults
+//!   and ranges in [`limits`]). Exceeding stack or memory is a permanent
+//!   error with reason `resource-limit`, exceeding the time one with reason
+//!   `timeout`: the event is dead-lettered at once with the words, and the
+//!   process, its other events and functions go on.
 
+pub mod bounded;
+mod diagnostics;
 mod handlers;
+pub mod limits;
 pub mod place;
+pub mod sandbox;
 
 use std::fmt;
+use std::time::Duration;
 
 use jaq_core::load::{self, Arena, File, Loader};
-use jaq_core::{compile, data, Ctx, Vars};
+use jaq_core::{data, Ctx, Vars};
 use jaq_json::Val;
 
+pub use bounded::{MAX_INLINE_DEPTH, MAX_INLINE_NODES, MAX_INLINE_WEIGHT};
+use diagnostics::{load_errors, undefined_error};
 pub(crate) use handlers::configure_filter;
-pub use handlers::{MapBuiltin, RouteBuiltin};
+pub use handlers::{MapBuiltin, RouteBuiltin, REASON_RESOURCE_LIMIT, REASON_TIMEOUT};
+pub use limits::Limits;
 
 /// Most outputs one `map` evaluation may produce; more is a runtime error.
 pub const MAX_RESULTS: usize = 10_000;
 
 /// Longest runtime error message kept (in characters); longer ones are cut.
 pub const MAX_MESSAGE: usize = 500;
+
+/// Longest expression accepted, in bytes.
+pub const MAX_EXPR_BYTES: usize = 16 * 1024;
+
+/// Deepest nesting of brackets, braces, parentheses and strings accepted.
+pub const MAX_NESTING: usize = 128;
+
+/// Deepest parse tree accepted (`- - - 1`, `if … if`, long `|` chains).
+pub const MAX_DEPTH: usize = 256;
+
+/// The stack of the thread that parses and compiles an expression: enough
+/// for any input up to [`MAX_EXPR_BYTES`] (reserved, committed as used).
+const COMPILE_STACK: usize = 256 << 20;
 
 /// Natives left out of the language: they read the process environment.
 const HIDDEN: &[&str] = &["env"];
@@ -109,10 +152,30 @@ const KEYWORDS: &[&str] = &[
 
 type Data = data::JustLut<Val>;
 
+/// What an evaluation is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Whether the first result is truthy (`filter`, a route's `when`).
+    Holds,
+    /// Every non-null result as compact JSON (`map`).
+    Results,
+}
+
+/// What an evaluation gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The answer to [`Mode::Holds`].
+    Holds(bool),
+    /// The answer to [`Mode::Results`].
+    Results(Vec<Vec<u8>>),
+}
+
 /// A compiled jq expression.
 pub struct Expr {
     source: String,
+    vars: Vec<(String, String)>,
     filter: jaq_core::Filter<Data>,
+    inline: bool,
 }
 
 impl fmt::Debug for Expr {
@@ -148,6 +211,16 @@ pub enum EvalError {
     /// `map` produced more than [`MAX_RESULTS`] values.
     #[error("the expression yielded more than {MAX_RESULTS} results")]
     TooManyResults,
+    /// The evaluation exceeded its stack or memory and its sandbox process
+    /// died; the words say which.
+    #[error("{0}")]
+    ResourceLimit(String),
+    /// The evaluation took longer than its time limit and was killed.
+    #[error("the evaluation took longer than {0:?} and was stopped")]
+    Timeout(Duration),
+    /// The sandbox could not run the evaluation (no process could be made).
+    #[error("the expression sandbox is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Parses a payload as one JSON value.
@@ -176,9 +249,102 @@ fn shown(text: &str) -> String {
     out
 }
 
+fn error_at(offset: usize, message: String, hint: Option<&str>) -> Vec<CompileError> {
+    vec![CompileError {
+        offset,
+        message,
+        hint: hint.map(str::to_owned),
+    }]
+}
+
+/// The offset of the first bracket, brace, parenthesis or string that
+/// opens more than [`MAX_NESTING`] levels deep (strings and their `\(…)`
+/// count as levels; `#` comments are skipped).
+fn too_nested(source: &str) -> Option<usize> {
+    #[derive(PartialEq)]
+    enum Level {
+        Code,
+        Str,
+    }
+    let mut stack: Vec<Level> = Vec::new();
+    let mut chars = source.char_indices();
+    while let Some((at, c)) = chars.next() {
+        let in_string = stack.last() == Some(&Level::Str);
+        let opens = match (in_string, c) {
+            (false, '"') => Some(Level::Str),
+            (false, '(' | '[' | '{') => Some(Level::Code),
+            (false, ')' | ']' | '}') | (true, '"') => {
+                stack.pop();
+                None
+            }
+            (false, '#') => {
+                chars.by_ref().find(|(_, c)| *c == '\n');
+                None
+            }
+            (true, '\\') => match chars.next() {
+                Some((_, '(')) => Some(Level::Code),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(level) = opens {
+            stack.push(level);
+            if stack.len() > MAX_NESTING {
+                return Some(at);
+            }
+        }
+    }
+    None
+}
+
 impl Expr {
     /// Compiles `source`; every problem comes with its place in `source`.
     pub fn compile(source: &str) -> Result<Self, Vec<CompileError>> {
+        Self::compile_with_vars(source, &[])
+    }
+
+    /// Compiles `source` with `vars` bound as `$name` (name without `$`,
+    /// value as JSON text). Longer than [`MAX_EXPR_BYTES`], nested deeper
+    /// than [`MAX_NESTING`] or [`MAX_DEPTH`] is an error; parsing and
+    /// compiling run on a thread whose stack holds any shorter input.
+    pub fn compile_with_vars(
+        source: &str,
+        vars: &[(String, String)],
+    ) -> Result<Self, Vec<CompileError>> {
+        if source.len() > MAX_EXPR_BYTES {
+            return Err(error_at(
+                MAX_EXPR_BYTES.min(source.len()),
+                format!(
+                    "the expression is {} bytes long, longer than {MAX_EXPR_BYTES}",
+                    source.len()
+                ),
+                Some("split the work over several functions, or shorten it"),
+            ));
+        }
+        if let Some(offset) = too_nested(source) {
+            return Err(error_at(
+                offset,
+                format!("the expression nests deeper than {MAX_NESTING} levels here"),
+                Some("flatten the expression"),
+            ));
+        }
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("spate-expr-compile".to_owned())
+                .stack_size(COMPILE_STACK)
+                .spawn_scoped(scope, || Self::compile_here(source, vars))
+                .map_err(|e| error_at(0, format!("cannot start the compiler thread: {e}"), None))?
+                .join()
+                .unwrap_or_else(|_| Err(error_at(0, "the jq compiler failed".to_owned(), None)))
+        })
+    }
+
+    /// Compiles on the calling thread: for sources already checked by
+    /// [`Expr::compile_with_vars`] (the sandbox child recompiles them).
+    pub(crate) fn compile_here(
+        source: &str,
+        vars: &[(String, String)],
+    ) -> Result<Self, Vec<CompileError>> {
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
             .chain(jaq_json::defs());
@@ -198,12 +364,30 @@ impl Expr {
                     .flat_map(|(_, error)| load_errors(source, error))
                     .collect::<Vec<_>>()
             })?;
+        let inline = match load::parse(source, |p| p.term()) {
+            Some(term) => {
+                if let Some(deep) = bounded::too_deep(&term, MAX_DEPTH) {
+                    let offset = bounded::text_in(deep)
+                        .and_then(|text| offset_in(source, text))
+                        .unwrap_or(0);
+                    return Err(error_at(
+                        offset,
+                        format!("the expression nests deeper than {MAX_DEPTH} levels here"),
+                        Some("flatten the expression"),
+                    ));
+                }
+                bounded::is_bounded(&term)
+            }
+            None => false,
+        };
+        let names: Vec<String> = vars.iter().map(|(name, _)| format!("${name}")).collect();
         let funs = jaq_core::funs()
             .chain(jaq_std::funs())
             .chain(jaq_json::funs())
             .filter(|(name, _, _)| !HIDDEN.contains(name));
         let filter = jaq_core::Compiler::default()
             .with_funs(funs)
+            .with_global_vars(names.iter().map(String::as_str))
             .compile(modules)
             .map_err(|errors| {
                 errors
@@ -214,19 +398,72 @@ impl Expr {
             })?;
         Ok(Self {
             source: source.to_owned(),
+            vars: vars.to_vec(),
             filter,
+            inline,
         })
     }
 
-    /// The expression as written (after `${VAR}` interpolation).
+    /// The expression as written.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Whether the expression was proven bounded and so runs inline, on
+    /// the caller's thread; otherwise it runs in the [`sandbox`].
+    pub fn is_inline(&self) -> bool {
+        self.inline
+    }
+
+    /// Evaluates on `payload`: inline when the expression is proven
+    /// bounded, else in the sandbox within `limits`.
+    pub async fn evaluate(
+        &self,
+        payload: &[u8],
+        mode: Mode,
+        limits: &Limits,
+    ) -> Result<Outcome, EvalError> {
+        if self.inline {
+            return self.evaluate_inline(payload, mode);
+        }
+        self.evaluate_sandboxed(payload, mode, limits).await
+    }
+
+    /// Evaluates in the sandbox, whatever the expression.
+    pub async fn evaluate_sandboxed(
+        &self,
+        payload: &[u8],
+        mode: Mode,
+        limits: &Limits,
+    ) -> Result<Outcome, EvalError> {
+        let request = sandbox::Request {
+            source: self.source.clone(),
+            vars: self.vars.clone(),
+            mode,
+            payload: payload.to_vec(),
+            memory: limits.memory,
+        };
+        sandbox::evaluate(request, limits.time).await
+    }
+
+    /// Evaluates on the calling thread, unbounded: only for expressions
+    /// proven bounded, or inside a sandbox child.
+    pub fn evaluate_inline(&self, payload: &[u8], mode: Mode) -> Result<Outcome, EvalError> {
+        let input = parse_json(payload)?;
+        match mode {
+            Mode::Holds => self.holds(input).map(Outcome::Holds),
+            Mode::Results => self.json_results(input).map(Outcome::Results),
+        }
     }
 
     /// Runs the expression on `input`, calling `each` with every result
     /// until it returns `false` or the results end.
     fn run(&self, input: Val, mut each: impl FnMut(Val) -> bool) -> Result<(), EvalError> {
-        let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
+        let vars = self
+            .vars
+            .iter()
+            .map(|(_, json)| serde_json::from_str::<Val>(json).unwrap_or(Val::Null));
+        let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new(vars));
         for result in self.filter.id.run((ctx, input)) {
             match result {
                 Ok(value) => {
@@ -295,275 +532,5 @@ fn cut(message: String) -> String {
     }
 }
 
-fn load_errors(source: &str, error: load::Error<&str>) -> Vec<CompileError> {
-    let at = |part: &str| offset_in(source, part).unwrap_or(0);
-    match error {
-        load::Error::Io(problems) => problems
-            .into_iter()
-            .map(|(path, message)| CompileError {
-                offset: at(path),
-                message: format!("cannot load module `{path}`: {message}"),
-                hint: Some("pipeline expressions cannot import modules".to_owned()),
-            })
-            .collect(),
-        load::Error::Lex(problems) => problems
-            .into_iter()
-            .map(|(expected, found)| lex_error(source, &expected, found))
-            .collect(),
-        // The first parse error is the cause; later ones follow from it.
-        load::Error::Parse(problems) => problems
-            .into_iter()
-            .take(1)
-            .map(|(expected, found)| {
-                let expected = expected.as_str();
-                if found.is_empty() {
-                    CompileError {
-                        offset: at(found),
-                        message: format!("the expression ends early: expected {expected}"),
-                        hint: None,
-                    }
-                } else {
-                    CompileError {
-                        offset: at(found),
-                        message: format!("expected {expected}, found `{}`", shown(found)),
-                        hint: None,
-                    }
-                }
-            })
-            .collect(),
-    }
-}
-
-fn lex_error(source: &str, expected: &load::lex::Expect<&str>, found: &str) -> CompileError {
-    use load::lex::Expect;
-    // An unclosed delimiter is reported at its opening, the rest where
-    // lexing stopped.
-    let at = match expected {
-        Expect::Delim(open) => open,
-        _ => found,
-    };
-    let offset = offset_in(source, at).unwrap_or(0);
-    let (message, hint) = match expected {
-        Expect::Delim(open) => {
-            let close = match *open {
-                "(" => ")",
-                "[" => "]",
-                "{" => "}",
-                _ => "\"",
-            };
-            (
-                format!("`{open}` is never closed"),
-                Some(format!("close it with `{close}`")),
-            )
-        }
-        Expect::Token => (
-            format!(
-                "unexpected character `{}`",
-                found.chars().next().unwrap_or(' ')
-            ),
-            None,
-        ),
-        Expect::Escape => (
-            "unknown escape in a string".to_owned(),
-            Some(r#"jq strings know `\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t`, `\uXXXX` and `\(...)`"#.to_owned()),
-        ),
-        other => (format!("expected {}", other_lex(other)), None),
-    };
-    CompileError {
-        offset,
-        message,
-        hint,
-    }
-}
-
-fn other_lex(expected: &load::lex::Expect<&str>) -> &'static str {
-    use load::lex::Expect;
-    match expected {
-        Expect::Digit => "a digit",
-        Expect::Ident => "a name",
-        Expect::Unicode => "4 hexadecimal digits after `\\u`",
-        _ => "something else",
-    }
-}
-
-fn undefined_error(source: &str, name: &str, undefined: &compile::Undefined) -> CompileError {
-    let offset = offset_in(source, name).unwrap_or(0);
-    let (message, hint) = match undefined {
-        compile::Undefined::Filter(0) if KEYWORDS.contains(&name) => (
-            format!("unexpected keyword `{name}`"),
-            Some(format!("a value must stand before `{name}`; check the expression up to here")),
-        ),
-        compile::Undefined::Filter(arity) => {
-            let message = format!("unknown function `{name}/{arity}`");
-            let hint = if HIDDEN.contains(&name) {
-                Some(
-                    "expressions cannot read the environment; write `${VAR}` in the pipeline file instead"
-                        .to_owned(),
-                )
-            } else {
-                let names = known_functions();
-                spate_connector::config::did_you_mean(name, names.iter().copied())
-                    .map(|best| format!("did you mean `{best}`?"))
-            };
-            (message, hint)
-        }
-        compile::Undefined::Var if name == "$ENV" => (
-            "unknown variable `$ENV`".to_owned(),
-            Some(
-                "expressions cannot read the environment; write `${VAR}` in the pipeline file instead"
-                    .to_owned(),
-            ),
-        ),
-        compile::Undefined::Var => (
-            format!("unknown variable `{name}`"),
-            Some(format!("bind it first: `<value> as {name} | ...`")),
-        ),
-        other => (format!("unknown {} `{name}`", other.as_str()), None),
-    };
-    CompileError {
-        offset,
-        message,
-        hint,
-    }
-}
-
-/// Names of the functions an expression can call, for "did you mean".
-fn known_functions() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = jaq_core::defs()
-        .chain(jaq_std::defs())
-        .chain(jaq_json::defs())
-        .map(|def| def.name)
-        .chain(
-            jaq_core::funs::<Data>()
-                .chain(jaq_std::funs())
-                .chain(jaq_json::funs())
-                .map(|(name, _, _)| name),
-        )
-        .filter(|name| !name.starts_with('_') && !HIDDEN.contains(name))
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    names
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn compile(source: &str) -> Expr {
-        Expr::compile(source).unwrap_or_else(|e| panic!("{source:?}: {e:?}"))
-    }
-
-    fn json(text: &str) -> Val {
-        parse_json(text.as_bytes()).unwrap_or_else(|e| panic!("{text:?}: {e}"))
-    }
-
-    #[test]
-    fn conditions_read_the_first_result_as_jq_truthiness() {
-        let event = json(r#"{"amount": 150, "country": "DE", "tags": []}"#);
-        for (source, expected) in [
-            (".amount > 100", true),
-            (".amount > 200", false),
-            (".country", true),
-            (".missing", false),
-            (".tags", true),
-            ("empty", false),
-            ("false, true", false),
-        ] {
-            assert_eq!(
-                compile(source).holds(event.clone()),
-                Ok(expected),
-                "{source}"
-            );
-        }
-    }
-
-    #[test]
-    fn results_are_compact_json_and_nulls_are_skipped() {
-        let results = compile("{id: .order, total: (.amount * 2)}, null, empty, \"x\"")
-            .json_results(json(r#"{"order": "o-1", "amount": 21}"#));
-        let results: Vec<String> = results
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| String::from_utf8_lossy(&r).into_owned())
-            .collect();
-        assert_eq!(results, vec![r#"{"id":"o-1","total":42}"#, r#""x""#]);
-    }
-
-    #[test]
-    fn runtime_errors_halts_and_floods_are_errors() {
-        let event = json(r#"{"name": "a"}"#);
-        assert_eq!(
-            compile(".name + 1").holds(event.clone()),
-            Err(EvalError::Failed("cannot calculate \"a\" + 1".to_owned()))
-        );
-        assert_eq!(
-            compile("halt_error(3)").holds(event.clone()),
-            Err(EvalError::Halted(3))
-        );
-        assert_eq!(
-            compile("range(20000)").json_results(event),
-            Err(EvalError::TooManyResults)
-        );
-    }
-
-    #[test]
-    fn compile_errors_point_at_the_offending_text() {
-        let errors = |source: &str| match Expr::compile(source) {
-            Ok(_) => panic!("{source:?} compiled"),
-            Err(errors) => errors
-                .into_iter()
-                .map(|e| (e.offset, e.message))
-                .collect::<Vec<_>>(),
-        };
-        assert_eq!(
-            errors(".a > > 1"),
-            vec![(5, "expected term, found `>`".to_owned())]
-        );
-        assert_eq!(
-            errors(".amount >"),
-            vec![(9, "the expression ends early: expected term".to_owned())]
-        );
-        assert_eq!(
-            errors("{id: .order"),
-            vec![(0, "`{` is never closed".to_owned())]
-        );
-        assert_eq!(
-            errors(".a | selct(. > 1)"),
-            vec![(5, "unknown function `selct/1`".to_owned())]
-        );
-        assert_eq!(
-            errors("$x + 1"),
-            vec![(0, "unknown variable `$x`".to_owned())]
-        );
-        assert_eq!(
-            errors("env"),
-            vec![(0, "unknown function `env/0`".to_owned())]
-        );
-        assert_eq!(
-            errors(".a and and .b"),
-            vec![(7, "unexpected keyword `and`".to_owned())]
-        );
-    }
-
-    #[test]
-    fn not_json_is_reported_with_the_parser_message() {
-        assert!(matches!(
-            parse_json(b"temperature=21"),
-            Err(EvalError::NotJson(_))
-        ));
-        assert!(matches!(
-            parse_json(b"{\"a\": 1} {}"),
-            Err(EvalError::NotJson(_))
-        ));
-        assert!(matches!(parse_json(b"{1: 2}"), Err(EvalError::NotJson(_))));
-        assert!(matches!(parse_json(b"NaN"), Err(EvalError::NotJson(_))));
-        let deep = "[".repeat(1_000_000);
-        assert_eq!(
-            parse_json(deep.as_bytes()),
-            Err(EvalError::NotJson(
-                "recursion limit exceeded at line 1 column 128".to_owned()
-            ))
-        );
-    }
-}
+mod tests;

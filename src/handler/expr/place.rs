@@ -75,11 +75,17 @@ pub fn span_in(node: &ConfigNode, offset: usize) -> Span {
     }
 }
 
-/// Reads the expression under `key` and compiles it. A missing key is
-/// `None` with no error (the caller decides whether it is required); a
-/// value that is not text, or does not compile, records one error per
-/// problem, each at its place inside the expression.
-pub fn read_expr(config: &mut ConfigReader<'_>, key: &'static str) -> Option<Expr> {
+/// Reads the expression under `key` and compiles it with `vars` bound
+/// (name, JSON text). A missing key is `None` with no error (the caller
+/// decides whether it is required); a value that is not text, holds a
+/// `${…}` (expressions are not interpolated: values reach them through
+/// `vars:`), or does not compile, records one error per problem, each at
+/// its place inside the expression.
+pub fn read_expr(
+    config: &mut ConfigReader<'_>,
+    key: &'static str,
+    vars: &[(String, String)],
+) -> Option<Expr> {
     let node = config.node(key)?;
     let Some(source) = node.as_text() else {
         config.error(
@@ -92,7 +98,28 @@ pub fn read_expr(config: &mut ConfigReader<'_>, key: &'static str) -> Option<Exp
         );
         return None;
     };
-    match Expr::compile(source) {
+    if let Some(at) = source.find("${") {
+        let name: String = source[at + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let var = if name.is_empty() {
+            "VAR".to_owned()
+        } else {
+            name
+        };
+        let lower = var.to_ascii_lowercase();
+        config.error(
+            span_in(node, at),
+            config.child_path(key),
+            format!("`${{…}}` inside the expression in `{key}`: environment values are not spliced into code"),
+            Some(format!(
+                "bind the value and use it as a jq variable: `vars: {{{lower}: '${{{var}}}'}}` next to `{key}`, and `${lower}` in the expression (a literal `${{` in a jq string: write `\\u0024{{`)"
+            )),
+        );
+        return None;
+    }
+    match Expr::compile_with_vars(source, vars) {
         Ok(expr) => Some(expr),
         Err(errors) => {
             for error in errors {

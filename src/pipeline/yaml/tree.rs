@@ -35,6 +35,11 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
+/// Keys whose values are jq expressions: not interpolated, so that the
+/// expression handlers can refuse a `${…}` in code at its place (values
+/// reach expressions through `vars:`).
+pub(super) const CODE_KEYS: &[&str] = &["expr", "when"];
+
 /// What a mapping frame waits for next.
 enum Key {
     /// A key.
@@ -139,6 +144,21 @@ impl<'e> Builder<'e> {
         )
     }
 
+    /// Whether the value that starts next is a jq expression (under a key
+    /// in [`CODE_KEYS`]): those are kept as written, never interpolated.
+    fn at_code_key(&self) -> bool {
+        matches!(
+            self.stack.last(),
+            Some(Frame {
+                body: Body::Map {
+                    key: Key::Valid { text, .. },
+                    ..
+                },
+                ..
+            }) if CODE_KEYS.contains(&text.as_str())
+        )
+    }
+
     pub(super) fn scalar(
         &mut self,
         value: &str,
@@ -150,7 +170,7 @@ impl<'e> Builder<'e> {
         let plain = style == ScalarStyle::Plain && !is_str_tag(tag);
         let kind = if plain && is_null(value) {
             NodeKind::Null
-        } else if self.at_key() {
+        } else if self.at_key() || self.at_code_key() {
             NodeKind::Scalar {
                 text: value.to_owned(),
                 quoted: !plain,
