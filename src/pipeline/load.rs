@@ -406,7 +406,10 @@ functions:
             [
                 (4, "unknown handler `nope`"),
                 (6, "duplicate function name `a`"),
-                (10, "`retry.max_attempts` must be at least 1"),
+                (
+                    10,
+                    "`retry.max_attempts` must be between 1 and 1_000, found `0`"
+                ),
             ]
         );
     }
