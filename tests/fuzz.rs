@@ -1,0 +1,67 @@
+//! The fuzz harness (stable Rust, no extra tools): each target gets
+//! `SPATE_FUZZ_SECONDS` (default 10) of mutated inputs, and every saved
+//! finding under `tests/fuzz/regressions/<target>/` is replayed. See
+//! `tests/fuzz/harness.rs` for seeds, replay and findings.
+//!
+//! The expression-compiler target runs only with `SPATE_FUZZ_EXPR=1`: deep
+//! expressions overflow the compiler's stack until its depth limit lands;
+//! once it has, turn it on by default here (`expr_on`).
+
+#[path = "fuzz/harness.rs"]
+mod harness;
+#[path = "fuzz/mutate.rs"]
+mod mutate;
+#[path = "fuzz/targets.rs"]
+mod targets;
+
+use harness::{fuzz, replay_regressions, Target, STACK_BYTES};
+
+/// Runs `f` on a thread with the harness's large stack.
+fn on_big_stack(f: impl FnOnce() + Send + 'static) {
+    let thread = std::thread::Builder::new().stack_size(STACK_BYTES).spawn(f);
+    match thread.map(|t| t.join()) {
+        Ok(Ok(())) => {}
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(error) => panic!("cannot start a thread: {error}"),
+    }
+}
+
+fn expr_on() -> bool {
+    std::env::var_os("SPATE_FUZZ_EXPR").is_some_and(|v| v != "0")
+}
+
+#[test]
+fn fuzzed_pipeline_files_never_crash_and_every_error_is_located() {
+    fuzz(targets::loader());
+}
+
+#[test]
+fn fuzzed_envelope_lines_never_crash_and_round_trip() {
+    fuzz(targets::envelope());
+}
+
+#[test]
+fn fuzzed_avro_payloads_never_crash_and_are_never_retried() {
+    fuzz(targets::avro());
+}
+
+#[test]
+fn fuzzed_expressions_never_crash_the_compiler() {
+    if expr_on() {
+        fuzz(targets::expr());
+    }
+}
+
+#[test]
+fn every_saved_finding_still_passes() {
+    on_big_stack(|| {
+        let targets: Vec<Target> = targets::all()
+            .into_iter()
+            .filter(|t| t.name != "expr" || expr_on())
+            .collect();
+        for target in &targets {
+            let count = replay_regressions(target);
+            println!("{}: {count} regressions replayed", target.name);
+        }
+    });
+}
