@@ -334,6 +334,65 @@ pub fn other_limits() -> Vec<[String; 3]> {
     ]
 }
 
+/// Connector and handler settings with a range, each checked by the
+/// component that reads it: setting, range, the constant that bounds it.
+pub fn component_limits() -> Vec<[String; 3]> {
+    let row = |setting: &str, range: String, constant: &str| {
+        [format!("`{setting}`"), range, constant.to_owned()]
+    };
+    let count = |n: u64| Count(n).show();
+    vec![
+        row(
+            "generate: partitions",
+            format!("1 – {}", count(spate_builtin::generate::MAX_PARTITIONS)),
+            "spate_builtin::generate::MAX_PARTITIONS",
+        ),
+        row(
+            "generate: payload_bytes",
+            format!(
+                "at most {}",
+                Bytes(spate_builtin::generate::MAX_PAYLOAD_BYTES).show()
+            ),
+            "spate_builtin::generate::MAX_PAYLOAD_BYTES",
+        ),
+        row(
+            "mqtt: partitions",
+            format!("1 – {}", count(spate_mqtt::source::MAX_PARTITIONS)),
+            "spate_mqtt::source::MAX_PARTITIONS",
+        ),
+        row(
+            "mqtt: max_buffered",
+            format!("1 – {}", count(spate_mqtt::source::MAX_MAX_BUFFERED as u64)),
+            "spate_mqtt::source::MAX_MAX_BUFFERED",
+        ),
+        row(
+            "jetstream: partitions",
+            format!("1 – {}", count(spate_nats::jetstream::MAX_PARTITIONS)),
+            "spate_nats::jetstream::MAX_PARTITIONS",
+        ),
+        row(
+            "jetstream: max_ack_pending",
+            format!("1 – {}", count(spate_nats::jetstream::MAX_ACK_PENDING)),
+            "spate_nats::jetstream::MAX_ACK_PENDING",
+        ),
+        row(
+            "postgres: batch_size",
+            format!("1 – {}", count(spate_postgres::config::MAX_BATCH_SIZE)),
+            "spate_postgres::config::MAX_BATCH_SIZE",
+        ),
+        row(
+            "window: size, slide, allowed_lateness",
+            format!(
+                "at most {}",
+                show_duration(Duration::from_millis(
+                    u64::try_from(crate::handler::window::time::MAX_DURATION_MS).unwrap_or(0)
+                ))
+            ),
+            "spate::handler::window::time::MAX_DURATION_MS",
+        ),
+    ]
+}
+
 /// One row of the settings table: name, default, range, what it bounds.
 fn rows() -> Vec<[String; 4]> {
     fn row<T: Setting>(limit: &Limit<T>) -> [String; 4] {
@@ -371,6 +430,10 @@ pub fn render_markdown() -> String {
     out.push_str("\n| Bounded | Limit | Enforced by |\n|---|---|---|\n");
     for [what, bound, constant] in other_limits() {
         out.push_str(&format!("| {what} | {bound} | `{constant}` |\n"));
+    }
+    out.push_str("\n| Connector or handler setting | Range | Enforced by |\n|---|---|---|\n");
+    for [setting, range, constant] in component_limits() {
+        out.push_str(&format!("| {setting} | {range} | `{constant}` |\n"));
     }
     out
 }

@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// A place in a pipeline file: 1-based line and column.
@@ -320,6 +321,38 @@ impl<'a> ConfigReader<'a> {
             Some(Ok(v)) => Some(v),
             _ => {
                 self.wrong_type(key, node, "a whole number (0 or more)", None);
+                None
+            }
+        }
+    }
+
+    /// An optional whole number that must lie in `range`; outside it (a
+    /// number too large for 64 bits included), an error at the value that
+    /// names the range.
+    pub fn u64_in(&mut self, key: &'static str, range: RangeInclusive<u64>) -> Option<u64> {
+        let node = self.node(key)?;
+        let text = node
+            .as_text()
+            .map(|t| t.replace('_', ""))
+            .unwrap_or_default();
+        let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+        if !digits {
+            return self.u64(key);
+        }
+        match text.parse::<u64>() {
+            Ok(value) if range.contains(&value) => Some(value),
+            _ => {
+                self.error(
+                    node.span,
+                    self.child_path(key),
+                    format!(
+                        "`{key}` must be between {} and {}, found `{}`",
+                        range.start(),
+                        range.end(),
+                        node.as_text().unwrap_or_default()
+                    ),
+                    Some("see \"Limits\" in the README for every setting's range".to_owned()),
+                );
                 None
             }
         }
