@@ -1,6 +1,9 @@
 //! The fuzz harness (stable Rust, no extra tools): each target gets
 //! `SPATE_FUZZ_SECONDS` (default 10) of mutated inputs, and every saved
-//! finding under `tests/fuzz/regressions/<target>/` is replayed. See
+//! finding under `tests/fuzz/regressions/<target>/` is replayed. Targets:
+//! the pipeline loader, the file envelope reader, the Avro decoder, the
+//! schema-registry wire decoder (against a registry served here that knows
+//! one schema), and the expression compiler. See
 //! `tests/fuzz/harness.rs` for seeds, replay and findings.
 //!
 //! The expression-compiler target runs only with `SPATE_FUZZ_EXPR=1`: deep
@@ -43,6 +46,11 @@ fn fuzzed_envelope_lines_never_crash_and_round_trip() {
 #[test]
 fn fuzzed_avro_payloads_never_crash_and_are_never_retried() {
     fuzz(targets::avro());
+}
+
+#[test]
+fn fuzzed_registry_frames_never_crash_and_bad_ones_are_never_retried() {
+    fuzz(targets::registry());
 }
 
 #[test]

@@ -18,7 +18,7 @@ use super::harness::Target;
 /// Every target, expression compiler included (its test is switched by
 /// `SPATE_FUZZ_EXPR`, see `tests/fuzz.rs`).
 pub fn all() -> Vec<Target> {
-    vec![loader(), envelope(), avro(), expr()]
+    vec![loader(), envelope(), avro(), registry(), expr()]
 }
 
 fn files(pattern_dirs: &[(&str, &str)]) -> Vec<Vec<u8>> {
@@ -40,7 +40,7 @@ fn files(pattern_dirs: &[(&str, &str)]) -> Vec<Vec<u8>> {
 
 // ---------------------------------------------------------------- loader
 
-fn registry() -> &'static Registry {
+fn handlers() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     REGISTRY.get_or_init(Registry::with_builtins)
 }
@@ -56,7 +56,7 @@ fn fuzz_env(name: &str) -> Option<String> {
 
 fn load(text: &str) -> Result<(), Vec<String>> {
     let path = Path::new("fuzz.yaml");
-    match pipeline::load_str(text, path, registry(), &fuzz_env) {
+    match pipeline::load_str(text, path, handlers(), &fuzz_env) {
         Ok(_) => Ok(()),
         Err(LoadError::Invalid { errors, .. }) => {
             assert!(!errors.is_empty(), "an invalid file with no error");
@@ -187,6 +187,106 @@ pub fn avro() -> Target {
         name: "avro",
         corpus,
         run: run_avro,
+        yaml: false,
+        max_len: 64 << 10,
+    }
+}
+
+// -------------------------------------------------------------- registry
+
+/// The schema id the registry below knows.
+const SCHEMA_ID: u32 = 7;
+
+/// A registry serving [`SCHEMA`] under [`SCHEMA_ID`] (and 404 with the
+/// registry's "not found" code for any other id), on a runtime of its own;
+/// and the Confluent-framed Avro format reading through it.
+fn registry_format() -> &'static (tokio::runtime::Runtime, FormatSpec) {
+    static FORMAT: OnceLock<(tokio::runtime::Runtime, FormatSpec)> = OnceLock::new();
+    FORMAT.get_or_init(|| {
+        use axum::extract::Path as UrlPath;
+        use axum::http::StatusCode;
+        use axum::routing::get;
+        use spate::format::{RegistryConfig, RegistryOptions, SchemaRegistry};
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => panic!("a runtime for the fuzz registry: {error}"),
+        };
+        let schema_by_id = |UrlPath(id): UrlPath<u32>| async move {
+            let json = "application/vnd.schemaregistry.v1+json";
+            match id {
+                SCHEMA_ID => (
+                    StatusCode::OK,
+                    [("content-type", json)],
+                    serde_json::json!({ "schema": SCHEMA }).to_string(),
+                ),
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    [("content-type", json)],
+                    r#"{"error_code": 40403, "message": "Schema not found"}"#.to_owned(),
+                ),
+            }
+        };
+        let router = axum::Router::new().route("/schemas/ids/{id}", get(schema_by_id));
+        let listener = match runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")) {
+            Ok(listener) => listener,
+            Err(error) => panic!("binding the fuzz registry: {error}"),
+        };
+        let address = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let registry = SchemaRegistry::new(RegistryConfig {
+            url: format!("http://{address}"),
+            username: None,
+            password: None,
+            timeout: std::time::Duration::from_secs(5),
+        });
+        let format = registry.map_err(|e| format!("{e}")).and_then(|r| {
+            FormatSpec::avro_registry(std::sync::Arc::new(r), RegistryOptions::default())
+                .map_err(|e| format!("{e:?}"))
+        });
+        match format {
+            Ok(format) => (runtime, format),
+            Err(error) => panic!("the fuzz registry format: {error}"),
+        }
+    })
+}
+
+/// The schema-registry wire decoder: a framed payload decodes or is a
+/// decode error; with the known schema id (or a frame too short to hold
+/// one) the error is never retried; it never panics.
+fn run_registry(data: &[u8]) {
+    let (runtime, format) = registry_format();
+    let decoder = format.decoder();
+    let payload = Bytes::copy_from_slice(data);
+    let known_id = data.len() < 5 || data[1..5] == SCHEMA_ID.to_be_bytes();
+    if let Err(error) = runtime.block_on(decoder.decode(&payload)) {
+        assert!(
+            !(known_id && error.retryable),
+            "a bad payload under a known schema is retried: {error:?}"
+        );
+    }
+}
+
+/// The registry target; its corpus is the Avro corpus framed with
+/// [`SCHEMA_ID`].
+pub fn registry() -> Target {
+    let corpus = avro()
+        .corpus
+        .iter()
+        .map(|datum| spate::format::confluent_frame(SCHEMA_ID, datum).to_vec())
+        .collect();
+    Target {
+        name: "registry",
+        corpus,
+        run: run_registry,
         yaml: false,
         max_len: 64 << 10,
     }
