@@ -3,8 +3,9 @@
 //!
 //! - Input `i` of a run is a pure function of the seed, the target's name
 //!   and `i` (a fixed corpus, no feedback), so a seed replays a run exactly;
-//!   `SPATE_FUZZ_REPLAY=<target>:<from>-<to>` runs only those inputs and
-//!   prints each index before running it.
+//!   `SPATE_FUZZ_REPLAY=<target>:<from>-<to>` runs only those inputs,
+//!   printing each index and saving each input (see below) before running
+//!   it, so the input that kills the process is on disk.
 //! - Inputs run on one thread with a large stack ([`STACK_BYTES`]), so a
 //!   deep but legal input is not taken for a crash, while unbounded
 //!   recursion in the code under test still overflows it and kills the
@@ -270,6 +271,12 @@ fn work(
             ));
         }
         let data = input(target, seed, index);
+        if replay.is_some() {
+            // Saved before it runs, so an input that kills the process is
+            // on disk to become a regression.
+            let saved = save_finding(target.name, index, &data);
+            raw_stderr(&format!("  saved to {}", saved.display()));
+        }
         current.store(index + 1, Ordering::SeqCst);
         if catch_unwind(AssertUnwindSafe(|| (target.run)(&data))).is_err() {
             let saved = save_finding(target.name, index, &data);
