@@ -205,6 +205,17 @@ impl BuiltinHandler for FilterBuiltin {
             }
         };
         let field = field?;
+        if field.split('.').any(str::is_empty) {
+            config.error_at_key(
+                "field",
+                format!("`field` must name a JSON field, found `{field}`"),
+                Some(
+                    "write the field's name, with dots between nested names: `field: reading.temperature` (no empty name before, after or between dots)"
+                        .to_owned(),
+                ),
+            );
+            return None;
+        }
         let pointer = format!(
             "/{}",
             field

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use spate_connector::{ConfigReader, ConnectorFactory};
+use spate_connector::{ConfigNode, ConfigReader, ConnectorFactory, Span};
 
 use super::{FnHandler, Handler, HandlerFn};
 
@@ -17,6 +17,15 @@ pub trait BuiltinHandler: Send + Sync {
 
     /// One line saying what it does, for `--help` and error hints.
     fn summary(&self) -> &'static str;
+
+    /// The output names the handler configured from `settings` (the
+    /// mapping under `handler:`) sends events to, each where it is written.
+    /// The loader checks each against the function's outputs, so a name
+    /// that is no output is a validation error rather than a dead letter
+    /// per event. The default is none (the handler routes nowhere by name).
+    fn output_names(&self, _settings: &ConfigNode) -> Vec<(String, Span)> {
+        Vec::new()
+    }
 }
 
 /// A named handler.

@@ -483,6 +483,27 @@ pub(super) fn check_delivery(
             continue;
         }
         if sink.spec.capabilities.exactly_once {
+            // The input's session holds only records of its own kind (a
+            // Kafka transaction Kafka records, JetStream de-duplication
+            // JetStream messages); run refuses any other.
+            if let Some(input) = inputs
+                .first()
+                .filter(|i| i.spec.capabilities.exactly_once && i.spec.kind != sink.spec.kind)
+            {
+                push(
+                    errors,
+                    sink.type_span,
+                    &path,
+                    format!(
+                        "`exactly_once` commits through the `{}` input's transaction here, which can only hold `{}` records, not those of {what}",
+                        input.spec.kind, input.spec.kind
+                    ),
+                    Some(format!(
+                        "write it to `{}` too, or use `delivery: at_least_once`",
+                        input.spec.kind
+                    )),
+                );
+            }
             continue;
         }
         let able = kinds_with(registry, *role, |c| c.exactly_once);

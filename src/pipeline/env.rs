@@ -6,6 +6,9 @@
 //!   error.
 //! - `${VAR:-default}` is replaced by the variable's value, or by `default`
 //!   when the variable is unset or empty.
+//! - a default may itself hold references: `${A:-${B:-x}}` is `A`, else
+//!   `B`, else `x`; a default is only interpolated when it is used, and
+//!   defaults nest at most [`MAX_DEFAULT_DEPTH`] deep (deeper is an error);
 //! - `$${` is a literal `${`; any other `$` is kept as written.
 //!
 //! Variable names are letters, digits and `_`, not starting with a digit.
@@ -61,6 +64,8 @@ pub enum Problem {
     /// `${...}` whose inside is not a variable name (with an optional
     /// `:-default`).
     BadReference(String),
+    /// Defaults nested deeper than [`MAX_DEFAULT_DEPTH`].
+    TooDeep,
 }
 
 impl Problem {
@@ -80,9 +85,16 @@ impl Problem {
                 "write `${NAME}` or `${NAME:-default}` (letters, digits and `_`), or `$${` for a literal `${`"
                     .to_owned(),
             ),
+            Self::TooDeep => (
+                format!("defaults are nested more than {MAX_DEFAULT_DEPTH} deep in this value"),
+                "nest fewer `${A:-${B:-...}}` defaults".to_owned(),
+            ),
         }
     }
 }
+
+/// Deepest nesting of defaults in defaults (`${A:-${B:-x}}` is 2 deep).
+pub const MAX_DEFAULT_DEPTH: usize = 8;
 
 /// Interpolates `${...}` references in `text`.
 pub fn expand(text: &str, env: &dyn Environment) -> Expanded {
@@ -90,6 +102,13 @@ pub fn expand(text: &str, env: &dyn Environment) -> Expanded {
         text: String::with_capacity(text.len()),
         ..Expanded::default()
     };
+    expand_into(text, env, 1, &mut out);
+    out
+}
+
+/// Appends `text`, interpolated, to `out`; `depth` counts the defaults this
+/// text is nested in (1 for a value itself).
+fn expand_into(text: &str, env: &dyn Environment, depth: usize, out: &mut Expanded) {
     let mut rest = text;
     while let Some(dollar) = rest.find('$') {
         out.text.push_str(&rest[..dollar]);
@@ -104,13 +123,13 @@ pub fn expand(text: &str, env: &dyn Environment) -> Expanded {
             rest = &at[1..];
             continue;
         };
-        let Some(close) = reference.find('}') else {
+        let Some(close) = matching_brace(reference) else {
             out.problems.push(Problem::Unclosed);
             out.text.push_str(at);
-            rest = "";
-            break;
+            return;
         };
         let inside = &reference[..close];
+        let written = &at[..close + 3];
         rest = &reference[close + 1..];
         let (name, default) = match inside.split_once(":-") {
             Some((name, default)) => (name, Some(default)),
@@ -118,24 +137,57 @@ pub fn expand(text: &str, env: &dyn Environment) -> Expanded {
         };
         if !is_variable_name(name) {
             out.problems.push(Problem::BadReference(inside.to_owned()));
-            out.text.push_str(&at[..close + 3]);
+            out.text.push_str(written);
             continue;
         }
-        match (env.var(name), default) {
-            (Some(value), Some(default)) if value.is_empty() => out.text.push_str(default),
+        // An empty value counts as unset when there is a default.
+        let value = env
+            .var(name)
+            .filter(|value| !(value.is_empty() && default.is_some()));
+        match (value, default) {
             (Some(value), _) => {
                 out.text.push_str(&value);
                 out.from_env.push((name.to_owned(), value));
             }
-            (None, Some(default)) => out.text.push_str(default),
+            (None, Some(default)) if depth >= MAX_DEFAULT_DEPTH && default.contains("${") => {
+                out.problems.push(Problem::TooDeep);
+                out.text.push_str(written);
+            }
+            (None, Some(default)) => expand_into(default, env, depth + 1, out),
             (None, None) => {
                 out.problems.push(Problem::Unset(name.to_owned()));
-                out.text.push_str(&at[..close + 3]);
+                out.text.push_str(written);
             }
         }
     }
     out.text.push_str(rest);
-    out
+}
+
+/// The index in `reference` (the text after a `${`) of the `}` that closes
+/// it, skipping `${...}` nested in a default and `$${` escapes.
+fn matching_brace(reference: &str) -> Option<usize> {
+    let bytes = reference.as_bytes();
+    let mut open = 1usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"$${") {
+            i += 3;
+            continue;
+        }
+        if bytes[i..].starts_with(b"${") {
+            open += 1;
+            i += 2;
+            continue;
+        }
+        if bytes[i] == b'}' {
+            open -= 1;
+            if open == 0 {
+                return Some(i);
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 fn is_variable_name(name: &str) -> bool {
@@ -177,6 +229,45 @@ mod tests {
         );
         assert_eq!(expand("${X:-a:-b}", &env).text, "a:-b");
         assert!(expand("plain text", &env).from_env.is_empty());
+    }
+
+    #[test]
+    fn nested_defaults_take_the_first_variable_that_is_set() {
+        assert_eq!(expand("${A:-${HOST:-x}}", &env).text, "broker-1");
+        assert_eq!(expand("${A:-${B:-x}}", &env).text, "x");
+        assert_eq!(expand("${HOST:-${B:-x}}", &env).text, "broker-1");
+        assert_eq!(
+            expand("${A:-${EMPTY:-${B:-deep}}}:9092", &env).text,
+            "deep:9092"
+        );
+        assert_eq!(
+            expand("${A:-pre-${HOST}-post}", &env).text,
+            "pre-broker-1-post"
+        );
+        assert_eq!(expand("${A:-$${B}}", &env).text, "${B}");
+        let unset = expand("${A:-${B}}", &env);
+        assert_eq!(unset.problems, vec![Problem::Unset("B".to_owned())]);
+        assert_eq!(unset.text, "${B}");
+        assert!(
+            expand("${HOST:-${B}}", &env).problems.is_empty(),
+            "a default that is not used is not interpolated"
+        );
+    }
+
+    #[test]
+    fn defaults_nested_too_deep_are_a_problem_not_a_stack_overflow() {
+        let nest = |depth: usize| {
+            let mut text = "x".to_owned();
+            for i in 0..depth {
+                text = format!("${{V{i}:-{text}}}");
+            }
+            text
+        };
+        assert_eq!(expand(&nest(MAX_DEFAULT_DEPTH), &env).text, "x");
+        let deep = expand(&nest(MAX_DEFAULT_DEPTH + 1), &env);
+        assert_eq!(deep.problems, vec![Problem::TooDeep]);
+        let huge = expand(&nest(100_000), &env);
+        assert_eq!(huge.problems, vec![Problem::TooDeep]);
     }
 
     #[test]

@@ -10,11 +10,22 @@
 use std::sync::Arc;
 
 use spate_connector::config::{did_you_mean, quote_list, ConfigErrors};
-use spate_connector::{ConfigError, ConfigNode, ConfigReader, NodeKind};
+use spate_connector::{ConfigError, ConfigNode, ConfigReader, NodeKind, Span};
 
 use crate::handler::{Handler, HandlerEntry, Registry};
 
 const EXAMPLE: &str = "e.g. `handler: passthrough`, or a built-in with settings: `handler: {name: filter, field: temperature, gte: -40}`";
+
+/// A configured handler as the loader keeps it.
+pub(super) struct ReadHandler {
+    /// Its registered name.
+    pub name: String,
+    /// The handler.
+    pub handler: Arc<dyn Handler>,
+    /// The output names it sends events to, where written (see
+    /// [`crate::handler::BuiltinHandler::output_names`]).
+    pub targets: Vec<(String, Span)>,
+}
 
 /// Resolves and configures the handler written at `node` (the value of
 /// `handler:` at `path`); every problem goes into `errors`.
@@ -23,7 +34,7 @@ pub(super) fn read_handler(
     path: &str,
     registry: &Registry,
     errors: &ConfigErrors,
-) -> Option<(String, Arc<dyn Handler>)> {
+) -> Option<ReadHandler> {
     let error = |node: &ConfigNode, path: String, message: String, hint: &str| {
         errors.borrow_mut().push(ConfigError {
             span: node.span,
@@ -103,7 +114,11 @@ pub(super) fn read_handler(
                     });
                 }
             }
-            Some((name.to_owned(), handler.clone()))
+            Some(ReadHandler {
+                name: name.to_owned(),
+                handler: handler.clone(),
+                targets: Vec::new(),
+            })
         }
         HandlerEntry::Builtin(builtin) => {
             let empty = ConfigNode {
@@ -126,7 +141,11 @@ pub(super) fn read_handler(
                     Some(builtin.summary().to_owned()),
                 );
             }
-            Some((name.to_owned(), handler?))
+            Some(ReadHandler {
+                name: name.to_owned(),
+                handler: handler?,
+                targets: builtin.output_names(settings),
+            })
         }
     }
 }

@@ -94,10 +94,33 @@ impl LoadError {
 /// Reads, parses and validates the pipeline file at `path`, interpolating
 /// `${VAR}` from this process's environment.
 pub fn load_file(path: &Path, registry: &Registry) -> Result<PipelineSpec, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    use std::io::Read;
+    let read_error = |source| LoadError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    // One byte more than the bound, so a longer file is refused by the
+    // parser without being read whole.
+    let limit = u64::try_from(yaml::MAX_FILE_BYTES)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(limit).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        // Too long: the parser refuses it by its length alone.
+        Err(error) if error.as_bytes().len() > yaml::MAX_FILE_BYTES => {
+            String::from_utf8_lossy(error.as_bytes()).into_owned()
+        }
+        Err(error) => {
+            return Err(read_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                error.utf8_error(),
+            )))
+        }
+    };
     load_str(&text, path, registry, &ProcessEnv)
 }
 
@@ -383,7 +406,10 @@ functions:
             [
                 (4, "unknown handler `nope`"),
                 (6, "duplicate function name `a`"),
-                (10, "`retry.max_attempts` must be at least 1"),
+                (
+                    10,
+                    "`retry.max_attempts` must be between 1 and 1_000, found `0`"
+                ),
             ]
         );
     }

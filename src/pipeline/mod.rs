@@ -7,6 +7,7 @@
 mod connector;
 pub mod env;
 mod handler_ref;
+pub mod limits;
 pub mod load;
 pub mod render;
 pub mod spec;

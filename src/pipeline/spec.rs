@@ -168,17 +168,20 @@ pub struct RunPolicy {
 /// holds `max_events` events, whichever comes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransactionPolicy {
-    /// `transaction_interval` (default 100 ms).
+    /// `transaction_interval`.
     pub interval: Duration,
-    /// `transaction_max_events` (default 10,000).
+    /// `transaction_max_events`.
     pub max_events: usize,
 }
 
 impl Default for TransactionPolicy {
+    /// The defaults of [`super::limits::TRANSACTION_INTERVAL`] and
+    /// [`super::limits::TRANSACTION_MAX_EVENTS`].
     fn default() -> Self {
         Self {
-            interval: Duration::from_millis(100),
-            max_events: 10_000,
+            interval: super::limits::TRANSACTION_INTERVAL.default,
+            max_events: usize::try_from(super::limits::TRANSACTION_MAX_EVENTS.default.0)
+                .unwrap_or(usize::MAX),
         }
     }
 }

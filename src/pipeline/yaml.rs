@@ -7,8 +7,13 @@
 //! - anchors and aliases are resolved by copying the anchored node (the
 //!   copy's outer span is where the alias is used, inner spans where the
 //!   values are written), and `<<: *anchor` merges a mapping's keys into
-//!   another (keys written explicitly win); a file that expands past
-//!   [`MAX_VALUES`] values through aliases is rejected;
+//!   another (keys written explicitly win); what aliases add is bounded by
+//!   [`MAX_ALIAS_VALUES`] values and [`MAX_ALIAS_BYTES`] bytes (the error is
+//!   at the alias that crosses a bound); values written out in the file are
+//!   not counted, so a file without aliases is never refused by them;
+//! - a file is at most [`MAX_FILE_BYTES`] long, and nests lists and
+//!   mappings at most [`MAX_DEPTH`] deep (so no recursion over the tree can
+//!   exhaust the stack);
 //! - a key written twice in one mapping is an error (the first one counts);
 //! - `${VAR}` / `${VAR:-default}` are interpolated in scalar values, never in
 //!   keys nor in the values of `expr` and `when` (jq expressions, which take
@@ -30,8 +35,19 @@ use tree::Builder;
 
 mod tree;
 
-/// Most values a file may hold once its aliases are expanded.
-pub const MAX_VALUES: usize = 100_000;
+/// Most values aliases (`*name`) may add to a file, all aliases together.
+pub const MAX_ALIAS_VALUES: usize = 100_000;
+
+/// Most bytes of text (scalars and keys) aliases may add to a file, all
+/// aliases together: a short file whose aliases repeat a long value would
+/// otherwise take gigabytes.
+pub const MAX_ALIAS_BYTES: usize = 4 << 20;
+
+/// Deepest nesting of lists and mappings in a file.
+pub const MAX_DEPTH: usize = 128;
+
+/// Largest pipeline file, in bytes.
+pub const MAX_FILE_BYTES: usize = 16 << 20;
 
 /// Values taken from the environment at least this long are scrubbed from
 /// every message, not only from messages about the value they were put in.
@@ -112,6 +128,17 @@ fn replace_in(error: &mut ConfigError, from: &str, to: &str) {
 /// `env`. A syntax error (or a file that cannot be made into one tree) is
 /// the `Err`; every other problem is kept in the [`Document`].
 pub fn parse(text: &str, env: &dyn Environment) -> Result<Document, ConfigError> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(fatal(
+            Span { line: 1, column: 1 },
+            &format!(
+                "the file is {} bytes long, more than the {} MiB a pipeline file may have",
+                text.len(),
+                MAX_FILE_BYTES >> 20
+            ),
+            "split it into several pipeline files",
+        ));
+    }
     let mut builder = Builder::new(env);
     let mut documents = 0;
     for event in Parser::new_from_str(text) {
@@ -131,8 +158,8 @@ pub fn parse(text: &str, env: &dyn Environment) -> Result<Document, ConfigError>
             Event::Scalar(value, style, anchor, tag) => {
                 builder.scalar(&value, style, anchor, tag.as_deref(), at)?
             }
-            Event::SequenceStart(anchor, _) => builder.open(anchor, at, false),
-            Event::MappingStart(anchor, _) => builder.open(anchor, at, true),
+            Event::SequenceStart(anchor, _) => builder.open(anchor, at, false)?,
+            Event::MappingStart(anchor, _) => builder.open(anchor, at, true)?,
             Event::SequenceEnd | Event::MappingEnd => builder.close()?,
             Event::Alias(id) => builder.alias(id, at)?,
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
@@ -310,7 +337,86 @@ mod tests {
             .err()
             .unwrap_or_else(|| panic!("accepted"));
         assert!(
-            error.message.contains("more than 100000 values"),
+            error.message.contains("add more than 100000 values"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn aliases_repeating_a_long_string_are_refused_at_the_alias_that_crosses_the_byte_bound() {
+        let long = "x".repeat(64 << 10);
+        let copies = MAX_ALIAS_BYTES / long.len() + 1;
+        let mut text = format!("big: &big \"{long}\"\ncopies:\n");
+        for _ in 0..copies {
+            text.push_str("  - *big\n");
+        }
+        let error = parse(&text, &no_env)
+            .err()
+            .unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(
+            error.span,
+            at(u32::try_from(copies).unwrap_or(0) + 2, 5),
+            "{error:?}"
+        );
+        assert!(
+            error.message.contains("more than 4 MiB"),
+            "{}",
+            error.message
+        );
+        let under = text.replace("  - *big\n", "");
+        let under = format!("{under}  - *big\n");
+        assert!(parse(&under, &no_env).is_ok(), "one copy is fine");
+    }
+
+    #[test]
+    fn a_file_without_aliases_is_never_refused_by_the_alias_bounds() {
+        let mut text = String::from("tests:\n  - name: many\n    function: f\n    events:\n");
+        for i in 0..(MAX_ALIAS_VALUES / 4) {
+            text.push_str(&format!(
+                "      - input: {{key: k{i}, payload: {{n: {i}, t: 1.5}}}}\n        expect: {{outputs: [{{payload: {{n: {i}}}}}]}}\n"
+            ));
+        }
+        let document = parse_ok(&text);
+        let events = document
+            .root
+            .get("tests")
+            .and_then(|t| match &t.kind {
+                NodeKind::Seq(items) => items.first(),
+                _ => None,
+            })
+            .and_then(|t| t.get("events"));
+        match events.map(|e| &e.kind) {
+            Some(NodeKind::Seq(items)) => assert_eq!(items.len(), MAX_ALIAS_VALUES / 4),
+            other => panic!("no events: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_bound_is_an_error_not_a_stack_overflow() {
+        // Block nesting (flow nesting meets the parser's own limit first).
+        let deep = |n: usize| format!("a:\n{}x\n", "- ".repeat(n));
+        assert!(parse(&deep(MAX_DEPTH - 1), &no_env).is_ok());
+        let error = parse(&deep(100_000), &no_env)
+            .err()
+            .unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(error.span.line, 2);
+        assert!(
+            error.message.contains("nested more than 128 deep"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn a_file_longer_than_the_bound_is_refused_before_parsing() {
+        let text = format!("a: \"{}\"\n", "x".repeat(MAX_FILE_BYTES));
+        let error = parse(&text, &no_env)
+            .err()
+            .unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(error.span, at(1, 1));
+        assert!(
+            error.message.contains("more than the 16 MiB"),
             "{}",
             error.message
         );

@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// A place in a pipeline file: 1-based line and column.
@@ -265,6 +266,20 @@ impl<'a> ConfigReader<'a> {
         }
     }
 
+    fn too_large(&self, key: &str, node: &ConfigNode, bound: &str) {
+        self.error(
+            node.span,
+            self.child_path(key),
+            format!(
+                "`{key}` must be at most {bound}, found `{}`",
+                node.as_text().unwrap_or_default()
+            ),
+            Some(format!(
+                "{bound} is the largest value of any setting of this kind; see \"Limits\" in the README"
+            )),
+        );
+    }
+
     fn wrong_type(&self, key: &str, node: &ConfigNode, expected: &str, hint: Option<String>) {
         let found = match &node.kind {
             NodeKind::Scalar { text, .. } => format!("`{text}`"),
@@ -311,6 +326,38 @@ impl<'a> ConfigReader<'a> {
         }
     }
 
+    /// An optional whole number that must lie in `range`; outside it (a
+    /// number too large for 64 bits included), an error at the value that
+    /// names the range.
+    pub fn u64_in(&mut self, key: &'static str, range: RangeInclusive<u64>) -> Option<u64> {
+        let node = self.node(key)?;
+        let text = node
+            .as_text()
+            .map(|t| t.replace('_', ""))
+            .unwrap_or_default();
+        let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+        if !digits {
+            return self.u64(key);
+        }
+        match text.parse::<u64>() {
+            Ok(value) if range.contains(&value) => Some(value),
+            _ => {
+                self.error(
+                    node.span,
+                    self.child_path(key),
+                    format!(
+                        "`{key}` must be between {} and {}, found `{}`",
+                        range.start(),
+                        range.end(),
+                        node.as_text().unwrap_or_default()
+                    ),
+                    Some("see \"Limits\" in the README for every setting's range".to_owned()),
+                );
+                None
+            }
+        }
+    }
+
     /// An optional number.
     pub fn f64(&mut self, key: &'static str) -> Option<f64> {
         let node = self.node(key)?;
@@ -336,10 +383,15 @@ impl<'a> ConfigReader<'a> {
         }
     }
 
-    /// An optional duration such as `250ms`, `5s`, `2m`, `1h`.
+    /// An optional duration such as `250ms`, `5s`, `2m`, `1h`, at most
+    /// [`MAX_DURATION`] (a longer one is an error naming that bound).
     pub fn duration(&mut self, key: &'static str) -> Option<Duration> {
         let node = self.node(key)?;
         match node.as_text().map(parse_duration) {
+            Some(Ok(d)) if d > MAX_DURATION => {
+                self.too_large(key, node, &format!("{}h", MAX_DURATION.as_secs() / 3600));
+                None
+            }
             Some(Ok(d)) => Some(d),
             _ => {
                 self.wrong_type(
@@ -353,10 +405,15 @@ impl<'a> ConfigReader<'a> {
         }
     }
 
-    /// An optional byte size such as `1048576`, `64KiB`, `1MiB`, `1MB`.
+    /// An optional byte size such as `1048576`, `64KiB`, `1MiB`, `1MB`, at
+    /// most [`MAX_BYTE_SIZE`] (a larger one is an error naming that bound).
     pub fn byte_size(&mut self, key: &'static str) -> Option<u64> {
         let node = self.node(key)?;
         match node.as_text().map(parse_byte_size) {
+            Some(Ok(d)) if d > MAX_BYTE_SIZE => {
+                self.too_large(key, node, "1TiB");
+                None
+            }
             Some(Ok(d)) => Some(d),
             _ => {
                 self.wrong_type(
@@ -461,6 +518,14 @@ pub fn quote_list(items: &[&str]) -> String {
     }
 }
 
+/// The longest duration any setting accepts (876,000 hours: 100 years of
+/// 365 days, the longest window): a longer one is a mistake, and deadlines
+/// computed from it could overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 24 * 3600);
+
+/// The largest byte size any setting accepts (1 TiB).
+pub const MAX_BYTE_SIZE: u64 = 1 << 40;
+
 /// Parses `250ms`, `5s`, `2m`, `1h`, `100us`, `1.5s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -500,6 +565,8 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "gb" => 1_000_000_000,
         "gib" => 1 << 30,
+        "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
         other => return Err(format!("unknown unit `{other}`")),
     };
     value

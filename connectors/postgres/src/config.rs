@@ -322,6 +322,12 @@ pub struct SinkConfig {
     pub state_table: TableName,
 }
 
+/// Rows per batch when `batch_size` is not written.
+pub const DEFAULT_BATCH_SIZE: u64 = 500;
+
+/// The largest `batch_size` (it sizes the sink's queue).
+pub const MAX_BATCH_SIZE: u64 = 100_000;
+
 /// The offsets table used when `offsets_table` is not set.
 pub const DEFAULT_OFFSETS_TABLE: &str = "spate_offsets";
 
@@ -348,7 +354,9 @@ impl SinkConfig {
             "table",
             Some("write `table: telemetry` or `table: schema.telemetry`".to_owned()),
         );
-        let batch_size = config.u64("batch_size").unwrap_or(500);
+        let batch_size = config
+            .u64_in("batch_size", 1..=MAX_BATCH_SIZE)
+            .unwrap_or(DEFAULT_BATCH_SIZE);
         let batch_wait = config
             .duration("batch_wait")
             .unwrap_or(Duration::from_millis(5));
@@ -397,9 +405,6 @@ impl SinkConfig {
         };
         let offsets_table = table_key("offsets_table", DEFAULT_OFFSETS_TABLE);
         let state_table = table_key("state_table", DEFAULT_STATE_TABLE);
-        if batch_size == 0 {
-            config.error_at_key("batch_size", "`batch_size` must be at least 1", None);
-        }
 
         let columns_path = config.child_path("columns");
         let mut columns = Vec::new();

@@ -385,7 +385,7 @@ fn configuration_problems_are_reported_without_io() {
     assert!(
         messages
             .iter()
-            .any(|m| m.contains("`batch_size` must be at least 1")),
+            .any(|m| m.contains("`batch_size` must be between 1 and 100000, found `0`")),
         "{messages:?}"
     );
     assert!(

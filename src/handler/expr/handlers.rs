@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use spate_connector::{ConfigReader, Event};
+use spate_connector::{ConfigNode, ConfigReader, Event, NodeKind, Span};
 
 use super::limits::{read_limits, read_vars};
 use super::place::read_expr;
@@ -175,10 +175,9 @@ impl BuiltinHandler for MapBuiltin {
 /// default: <output>}` — sends the event unchanged to the output of the
 /// first route whose `when` holds, else to `default`, else drops it.
 ///
-/// The names are the `name:` of the function's outputs. The handler's
-/// settings do not see the function's outputs, so a name is checked when
-/// an event is routed to it: the engine dead-letters an output routed to a
-/// name the function does not declare (reason `unknown-output`).
+/// The names are the `name:` of the function's outputs: the loader checks
+/// them (through [`BuiltinHandler::output_names`]), so a name that is no
+/// output is a validation error.
 pub struct RouteBuiltin;
 
 struct Route {
@@ -309,6 +308,18 @@ impl BuiltinHandler for RouteBuiltin {
 
     fn summary(&self) -> &'static str {
         "sends each JSON event to the output of the first route whose jq condition holds"
+    }
+
+    fn output_names(&self, settings: &ConfigNode) -> Vec<(String, Span)> {
+        let targets = match settings.get("routes").map(|routes| &routes.kind) {
+            Some(NodeKind::Seq(items)) => items.iter().filter_map(|r| r.get("to")).collect(),
+            _ => Vec::new(),
+        };
+        targets
+            .into_iter()
+            .chain(settings.get("default"))
+            .filter_map(|node| Some((node.as_text()?.to_owned(), node.span)))
+            .collect()
     }
 }
 

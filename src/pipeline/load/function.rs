@@ -3,19 +3,16 @@
 //! part is read even when an earlier one failed, so all problems of a
 //! function are reported together.
 
-use std::time::Duration;
-
-use spate_connector::config::ConfigErrors;
+use spate_connector::config::{did_you_mean, quote_list, ConfigErrors};
 use spate_connector::{ConfigError, ConfigNode, ConfigReader, NodeKind, Span};
 
 use super::is_valid_name;
-use super::tuning::{or_default, read_concurrency, read_limits, read_retry};
+use super::tuning::{read_concurrency, read_limits, read_retry};
 use crate::handler::Registry;
 use crate::pipeline::connector::{self, LoadedSink, LoadedSource, Role};
-use crate::pipeline::handler_ref::read_handler;
-use crate::pipeline::spec::{
-    Delivery, FunctionSpec, InFlightLimits, Ordering, RunPolicy, TransactionPolicy,
-};
+use crate::pipeline::handler_ref::{read_handler, ReadHandler};
+use crate::pipeline::limits;
+use crate::pipeline::spec::{Delivery, FunctionSpec, Ordering, RunPolicy, TransactionPolicy};
 
 /// Reads the `functions:` list; `None` if any function is invalid.
 pub(super) fn read_functions(
@@ -140,31 +137,10 @@ fn read_function(
     let retry = read_retry(f.section("retry"));
     let max_in_flight = read_limits(
         f.section("max_in_flight"),
-        "max_in_flight",
-        InFlightLimits {
-            events: 1000,
-            bytes: 16 << 20,
-        },
+        (&limits::FUNCTION_EVENTS, &limits::FUNCTION_BYTES),
     );
-    let commit_interval = or_default(
-        &mut f,
-        "commit_interval",
-        Duration::from_secs(1),
-        ConfigReader::duration,
-    );
-    if commit_interval == Some(Duration::ZERO) {
-        f.error_at_key(
-            "commit_interval",
-            "`commit_interval` must be longer than zero",
-            Some("e.g. `commit_interval: 1s`".to_owned()),
-        );
-    }
-    let drain_timeout = or_default(
-        &mut f,
-        "drain_timeout",
-        Duration::from_secs(30),
-        ConfigReader::duration,
-    );
+    let commit_interval = limits::COMMIT_INTERVAL.read(&mut f, "commit_interval");
+    let drain_timeout = limits::DRAIN_TIMEOUT.read(&mut f, "drain_timeout");
     let transaction = read_transaction(&mut f, delivery);
 
     if let (Some(delivery), Some(inputs), Some(outputs), Some(dead_letter)) = (
@@ -178,7 +154,24 @@ fn read_function(
         sinks.push((dead_letter, Role::DeadLetter));
         connector::check_delivery(delivery, inputs, &sinks, registry, errors);
     }
-    let (handler_name, handler) = handler?;
+    if let (Some(handler), Some(outputs)) = (handler.as_ref(), outputs.as_deref()) {
+        check_targets(&f, handler, outputs);
+    }
+    if let Some(handler) = handler.as_ref() {
+        check_state(
+            &f,
+            handler,
+            ordering,
+            delivery,
+            outputs.as_deref(),
+            dead_letter.as_ref(),
+        );
+    }
+    let ReadHandler {
+        name: handler_name,
+        handler,
+        ..
+    } = handler?;
     Some(FunctionSpec {
         name: name?,
         span: node.span,
@@ -193,11 +186,90 @@ fn read_function(
             concurrency: concurrency?,
             retry: retry?,
             max_in_flight: max_in_flight?,
-            commit_interval: commit_interval.filter(|d| !d.is_zero())?,
+            commit_interval: commit_interval?,
             drain_timeout: drain_timeout?,
             transaction: transaction?,
         },
     })
+}
+
+/// Every output name the handler routes to is an output of the function
+/// (otherwise every event routed there would be dead-lettered at run time).
+fn check_targets(f: &ConfigReader<'_>, handler: &ReadHandler, outputs: &[LoadedSink]) {
+    let names: Vec<&str> = outputs.iter().map(|o| o.spec.name.as_str()).collect();
+    for (target, span) in &handler.targets {
+        if names.contains(&target.as_str()) {
+            continue;
+        }
+        let hint = match (did_you_mean(target, names.iter().copied()), names.is_empty()) {
+            (_, true) => "this function has no `outputs:`; add one with `name: ...`".to_owned(),
+            (Some(best), false) => format!(
+                "did you mean `{best}`? (outputs: {})",
+                quote_list(&names)
+            ),
+            (None, false) => format!(
+                "name one of the function's outputs: {} (an output without `name:` is named by its `type`)",
+                quote_list(&names)
+            ),
+        };
+        f.error(
+            *span,
+            f.child_path("handler"),
+            format!(
+                "handler `{}` sends events to `{target}`, which is not an output of this function",
+                handler.name
+            ),
+            Some(hint),
+        );
+    }
+}
+
+/// A handler that keeps state per key needs its events of one key in
+/// order, and under `exactly_once` a session that commits the state with
+/// the positions (a database output): the engine refuses to start
+/// otherwise.
+fn check_state(
+    f: &ConfigReader<'_>,
+    handler: &ReadHandler,
+    ordering: Option<Ordering>,
+    delivery: Option<Delivery>,
+    outputs: Option<&[LoadedSink]>,
+    dead_letter: Option<&LoadedSink>,
+) {
+    if handler.handler.state().is_none() {
+        return;
+    }
+    if ordering == Some(Ordering::None) {
+        f.error_at_key(
+            "ordering",
+            format!(
+                "handler `{}` keeps state per key, and `ordering: none` would run one key's events at the same time and out of order",
+                handler.name
+            ),
+            Some("use `ordering: key` (keys in parallel) or `partition`".to_owned()),
+        );
+    }
+    let (Some(Delivery::ExactlyOnce), Some(outputs), Some(dead_letter)) =
+        (delivery, outputs, dead_letter)
+    else {
+        return;
+    };
+    let in_database = outputs
+        .iter()
+        .chain(std::iter::once(dead_letter))
+        .all(|sink| {
+            sink.spec.capabilities.exactly_once && sink.spec.capabilities.durable_positions
+        });
+    if !in_database {
+        f.error_at_key(
+            "delivery",
+            format!(
+                "handler `{}` keeps state between events, and under `exactly_once` that state must commit with the positions, which only a database output stores",
+                handler.name
+            ),
+            Some("write this function's outputs and dead letter to a database that stores positions (postgres), or use `delivery: at_least_once` (state kept in memory, rebuilt from nothing after a restart)".to_owned()),
+        );
+    }
 }
 
 /// `transaction_interval` and `transaction_max_events`, which only mean
@@ -206,7 +278,6 @@ fn read_transaction(
     f: &mut ConfigReader<'_>,
     delivery: Option<Delivery>,
 ) -> Option<TransactionPolicy> {
-    let defaults = TransactionPolicy::default();
     for key in ["transaction_interval", "transaction_max_events"] {
         if f.has(key) && delivery.is_some_and(|d| d != Delivery::ExactlyOnce) {
             f.error_at_key(
@@ -216,35 +287,11 @@ fn read_transaction(
             );
         }
     }
-    let interval = or_default(
-        f,
-        "transaction_interval",
-        defaults.interval,
-        ConfigReader::duration,
-    );
-    if interval == Some(Duration::ZERO) {
-        f.error_at_key(
-            "transaction_interval",
-            "`transaction_interval` must be longer than zero",
-            Some("e.g. `transaction_interval: 100ms`".to_owned()),
-        );
-    }
-    let max_events = or_default(
-        f,
-        "transaction_max_events",
-        defaults.max_events as u64,
-        ConfigReader::u64,
-    );
-    if max_events == Some(0) {
-        f.error_at_key(
-            "transaction_max_events",
-            "`transaction_max_events` must be at least 1",
-            Some("e.g. `transaction_max_events: 10000`".to_owned()),
-        );
-    }
+    let interval = limits::TRANSACTION_INTERVAL.read(f, "transaction_interval");
+    let max_events = limits::TRANSACTION_MAX_EVENTS.read(f, "transaction_max_events");
     Some(TransactionPolicy {
-        interval: interval.filter(|d| !d.is_zero())?,
-        max_events: usize::try_from(max_events.filter(|n| *n > 0)?).ok()?,
+        interval: interval?,
+        max_events: usize::try_from(max_events?.0).ok()?,
     })
 }
 

@@ -1,14 +1,15 @@
 //! The tree builder behind [`super::parse`]: turns parser events into
 //! [`ConfigNode`]s with their spans, resolving anchors, aliases and `<<`
-//! merges, refusing alias bombs, reporting duplicate and non-text keys, and
-//! interpolating `${...}` in values.
+//! merges, refusing alias bombs (bounded in values and bytes added) and
+//! runaway nesting, reporting duplicate and non-text keys, and interpolating
+//! `${...}` in values.
 
 use std::collections::HashMap;
 
 use saphyr_parser::{ScalarStyle, Tag};
 use spate_connector::{ConfigError, ConfigNode, NodeKind, Span};
 
-use super::{fatal, Document, Interpolated, MAX_VALUES};
+use super::{fatal, Document, Interpolated, MAX_ALIAS_BYTES, MAX_ALIAS_VALUES, MAX_DEPTH};
 use crate::pipeline::env::{expand, Environment};
 
 fn is_null(text: &str) -> bool {
@@ -19,12 +20,32 @@ fn is_str_tag(tag: Option<&Tag>) -> bool {
     tag.is_some_and(|t| t.is_yaml_core_schema() && t.suffix == "str")
 }
 
-fn size_of(node: &ConfigNode) -> usize {
-    1 + match &node.kind {
-        NodeKind::Null | NodeKind::Scalar { .. } => 0,
-        NodeKind::Seq(items) => items.iter().map(size_of).sum(),
-        NodeKind::Map(entries) => entries.iter().map(|(_, _, v)| size_of(v)).sum(),
+/// What a copy of a node adds to the tree: its values, and the bytes of its
+/// text (scalars and keys). Recursion is bounded by [`MAX_DEPTH`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    values: usize,
+    bytes: usize,
+}
+
+fn size_of(node: &ConfigNode) -> Size {
+    let mut size = Size {
+        values: 1,
+        bytes: 0,
+    };
+    let mut add = |inner: Size, key: usize| {
+        size.values = size.values.saturating_add(inner.values);
+        size.bytes = size.bytes.saturating_add(inner.bytes).saturating_add(key);
+    };
+    match &node.kind {
+        NodeKind::Null => {}
+        NodeKind::Scalar { text, .. } => add(Size::default(), text.len()),
+        NodeKind::Seq(items) => items.iter().for_each(|item| add(size_of(item), 0)),
+        NodeKind::Map(entries) => entries
+            .iter()
+            .for_each(|(key, _, value)| add(size_of(value), key.len())),
     }
+    size
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -75,8 +96,9 @@ pub(super) struct Builder<'e> {
     env: &'e dyn Environment,
     stack: Vec<Frame>,
     root: Option<ConfigNode>,
-    anchors: HashMap<usize, (ConfigNode, usize)>,
-    values: usize,
+    anchors: HashMap<usize, (ConfigNode, Size)>,
+    /// What alias copies added so far.
+    expanded: Size,
     problems: Vec<ConfigError>,
     interpolated: Vec<Interpolated>,
     failed: Vec<Span>,
@@ -89,7 +111,7 @@ impl<'e> Builder<'e> {
             stack: Vec::new(),
             root: None,
             anchors: HashMap::new(),
-            values: 0,
+            expanded: Size::default(),
             problems: Vec::new(),
             interpolated: Vec::new(),
             failed: Vec::new(),
@@ -206,7 +228,14 @@ impl<'e> Builder<'e> {
         self.complete(ConfigNode { kind, span }, anchor)
     }
 
-    pub(super) fn open(&mut self, anchor: usize, span: Span, map: bool) {
+    pub(super) fn open(&mut self, anchor: usize, span: Span, map: bool) -> Result<(), ConfigError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(fatal(
+                span,
+                &format!("lists and mappings are nested more than {MAX_DEPTH} deep here"),
+                "a pipeline file needs far less nesting; check for a runaway `[` or `{`, or indentation",
+            ));
+        }
         let path = self.next_path();
         let body = if map {
             Body::Map {
@@ -223,6 +252,7 @@ impl<'e> Builder<'e> {
             path,
             body,
         });
+        Ok(())
     }
 
     pub(super) fn close(&mut self) -> Result<(), ConfigError> {
@@ -285,16 +315,17 @@ impl<'e> Builder<'e> {
     }
 
     pub(super) fn alias(&mut self, id: usize, span: Span) -> Result<(), ConfigError> {
-        let Some((node, size)) = self.anchors.get(&id) else {
+        let Some(size) = self.anchors.get(&id).map(|(_, size)| *size) else {
             return Err(fatal(
                 span,
                 "this alias names no anchor",
                 "define it with `&name` before `*name`",
             ));
         };
-        let mut copy = node.clone();
-        let size = *size;
         self.count(size, span)?;
+        let Some(mut copy) = self.anchors.get(&id).map(|(node, _)| node.clone()) else {
+            return Ok(());
+        };
         let original = copy.span;
         copy.span = span;
         if self.failed.contains(&original) {
@@ -311,20 +342,33 @@ impl<'e> Builder<'e> {
         Ok(())
     }
 
-    fn count(&mut self, values: usize, span: Span) -> Result<(), ConfigError> {
-        self.values = self.values.saturating_add(values);
-        if self.values > MAX_VALUES {
+    /// Adds an alias copy to what aliases expanded; past either bound the
+    /// file is refused at this alias. Nodes written in the file are not
+    /// counted: a file without aliases is never refused here.
+    fn count(&mut self, size: Size, span: Span) -> Result<(), ConfigError> {
+        self.expanded.values = self.expanded.values.saturating_add(size.values);
+        self.expanded.bytes = self.expanded.bytes.saturating_add(size.bytes);
+        if self.expanded.values > MAX_ALIAS_VALUES {
             return Err(fatal(
                 span,
-                &format!("this file expands to more than {MAX_VALUES} values through aliases"),
-                "use fewer nested aliases (`*name`)",
+                &format!("aliases (`*name`) in this file add more than {MAX_ALIAS_VALUES} values; this one crosses that bound"),
+                "use fewer or smaller aliases; write the repeated part once, or split the file",
+            ));
+        }
+        if self.expanded.bytes > MAX_ALIAS_BYTES {
+            return Err(fatal(
+                span,
+                &format!(
+                    "aliases (`*name`) in this file add more than {} MiB of text; this one crosses that bound",
+                    MAX_ALIAS_BYTES >> 20
+                ),
+                "use fewer or smaller aliases; write the repeated part once, or split the file",
             ));
         }
         Ok(())
     }
 
     fn complete(&mut self, node: ConfigNode, anchor: usize) -> Result<(), ConfigError> {
-        self.count(1, node.span)?;
         if anchor != 0 {
             let size = size_of(&node);
             self.anchors.insert(anchor, (node.clone(), size));

@@ -151,7 +151,9 @@ use crate::{RETAIN_HEADER, TOPIC_HEADER};
 use connect::Delivery;
 pub use connect::MqttSourceBuilder;
 use sequence::{Sequenced, Sequences};
-pub use settings::{check_filter, read_source, KeyFrom, Router, SourceSettings};
+pub use settings::{
+    check_filter, read_source, KeyFrom, Router, SourceSettings, MAX_MAX_BUFFERED, MAX_PARTITIONS,
+};
 
 /// What `mqtt` sources can promise: the broker's persistent session keeps
 /// unacknowledged messages, and with `sequence:` the source resumes from

@@ -11,6 +11,9 @@ use crate::connection::ConnectSettings;
 use crate::{error_mark, has_new_errors};
 
 pub const DEFAULT_MAX_BUFFERED: usize = 1000;
+
+/// The largest `max_buffered` (it sizes a channel).
+pub const MAX_MAX_BUFFERED: usize = 1_000_000;
 /// Largest `partitions`.
 pub const MAX_PARTITIONS: u64 = 1024;
 
@@ -259,11 +262,10 @@ pub fn read_source(config: &mut ConfigReader<'_>, durable: bool) -> Option<Sourc
         (None, None) => KeyFrom::None,
     };
     let max_buffered = config
-        .u64("max_buffered")
-        .map_or(DEFAULT_MAX_BUFFERED, |n| n as usize);
-    if max_buffered == 0 {
-        config.error_at_key("max_buffered", "`max_buffered` must be at least 1", None);
-    }
+        .u64_in("max_buffered", 1..=MAX_MAX_BUFFERED as u64)
+        .map_or(DEFAULT_MAX_BUFFERED, |n| {
+            usize::try_from(n).unwrap_or(MAX_MAX_BUFFERED)
+        });
     let sequence = config.string("sequence");
     if let Some(pointer) = &sequence {
         if !durable {

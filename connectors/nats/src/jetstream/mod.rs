@@ -146,6 +146,9 @@ pub const SINK_CAPABILITIES: Capabilities = Capabilities {
 
 /// Default `max_ack_pending`.
 pub const DEFAULT_MAX_ACK_PENDING: u64 = 1000;
+
+/// The largest `max_ack_pending`.
+pub const MAX_ACK_PENDING: u64 = 1_000_000;
 /// Default `ack_wait`.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 /// Default `fetch_wait`.
@@ -215,15 +218,8 @@ impl ConnectorFactory for JetStreamFactory {
             );
         }
         let max_ack_pending = config
-            .u64("max_ack_pending")
+            .u64_in("max_ack_pending", 1..=MAX_ACK_PENDING)
             .unwrap_or(DEFAULT_MAX_ACK_PENDING);
-        if max_ack_pending == 0 {
-            config.error_at_key(
-                "max_ack_pending",
-                "`max_ack_pending` must be at least 1",
-                None,
-            );
-        }
         let ack_wait = config.duration("ack_wait").unwrap_or(DEFAULT_ACK_WAIT);
         if ack_wait < Duration::from_secs(1) {
             config.error_at_key(

@@ -122,7 +122,7 @@ fn durations_are_required_above_zero_whole_milliseconds_and_in_range() {
     );
     assert_eq!(
         problems("size: 876001h\naggregates: {n: count}"),
-        ["1:7 handler.size: `size` must be at most 876000h (write e.g. `size: 1m`)"]
+        ["1:7 handler.size: `size` must be at most 876000h, found `876001h` (876000h is the largest value of any setting of this kind; see \"Limits\" in the README)"]
     );
     assert_eq!(
         problems("size: 1m\nslide: 0s\naggregates: {n: count}"),
