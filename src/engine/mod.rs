@@ -30,6 +30,7 @@
 pub mod backoff;
 pub mod budget;
 mod lanes;
+pub mod readiness;
 pub mod scaler;
 mod scheduler;
 pub mod watermark;
@@ -96,6 +97,9 @@ pub struct EngineOptions {
     pub scaler: ScalerTuning,
     /// The process-wide in-flight budget, shared by every function.
     pub budget: Arc<ProcessBudget>,
+    /// Where every source's readiness is recorded (read by
+    /// `/health/ready`).
+    pub readiness: readiness::Readiness,
 }
 
 impl Default for EngineOptions {
@@ -107,6 +111,7 @@ impl Default for EngineOptions {
                 events: 100_000,
                 bytes: 256 << 20,
             })),
+            readiness: readiness::Readiness::new(),
         }
     }
 }
