@@ -2,7 +2,9 @@
 //!
 //! Exit status: 0 when every function ended cleanly (sources ended or a
 //! graceful shutdown), 1 when a file is invalid or a function failed, 130
-//! when a second signal cut the drain short.
+//! ([`runtime::EXIT_SECOND_SIGNAL`]) when a second signal cut the drain
+//! short, 124 ([`runtime::EXIT_DRAIN_OVERRUN`]) when the drain outlasted the
+//! longest `drain_timeout` plus [`runtime::DRAIN_OVERRUN_GRACE`].
 
 mod test_command;
 
@@ -56,7 +58,9 @@ enum Command {
     /// until SIGTERM/SIGINT: then intake stops, in-flight events are drained
     /// (up to each function's `drain_timeout`), finished positions are
     /// committed, and spate exits 0. A second signal exits at once (status
-    /// 130); what was not committed is read again on the next start.
+    /// 130), whatever the handlers do; a drain that outlasts the longest
+    /// `drain_timeout` by a few seconds (a handler that never returns) is
+    /// ended with status 124. What was not committed is read again on the next start.
     ///
     /// Prints a summary per function on stderr when it ends. Log level:
     /// `SPATE_LOG=debug` (or any `tracing` filter, e.g. `spate=debug`).
@@ -75,16 +79,17 @@ enum Command {
     ///
     /// Reports every problem of every file as `file:line:column: message`
     /// with a hint, and exits 1 if there was any. With --connect it also
-    /// connects to every output and dead-letter target and checks the
-    /// settings against it without writing (a database table's columns
-    /// against the mapping).
+    /// connects to every input, output and dead-letter target and checks
+    /// the settings against it without reading or writing: the broker
+    /// answers, topics and streams exist, a database table's columns fit
+    /// the mapping; whatever `run` would refuse when connecting.
     ///
     /// Example: spate validate pipelines/*.yaml
     Validate {
         /// Pipeline files (YAML).
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Also check every output and dead letter against its target.
+        /// Also check every input, output and dead letter against its target.
         #[arg(long)]
         connect: bool,
     },
@@ -158,6 +163,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long the async runtime waits for tasks still running (a handler the
+/// drain gave up on) once a command is done, before the process exits.
+const RUNTIME_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs a command's future on a multi-threaded runtime; an error ends the
 /// process with status 1 after printing it with its causes.
 fn block_on(command: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
@@ -171,7 +180,10 @@ fn block_on(command: impl std::future::Future<Output = anyhow::Result<ExitCode>>
             return ExitCode::FAILURE;
         }
     };
-    match tokio.block_on(command) {
+    let result = tokio.block_on(command);
+    // A handler that never yields holds its worker: do not wait for it.
+    tokio.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -224,7 +236,7 @@ async fn validate_connected(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let problems = runtime::check_sinks(&specs).await;
+    let problems = runtime::check_connectors(&specs).await;
     for problem in &problems {
         match problem {
             runtime::RunError::Misconfigured(errors) => print_load_errors(&errors.0),
@@ -232,7 +244,7 @@ async fn validate_connected(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         }
     }
     if problems.is_empty() {
-        println!("every output and dead letter fits its target");
+        println!("every input, output and dead letter reached its target and fits it");
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::FAILURE)
@@ -241,8 +253,9 @@ async fn validate_connected(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
 
 async fn run(files: &[PathBuf], metrics_address: Option<&str>) -> anyhow::Result<ExitCode> {
     // First, so a SIGTERM while connectors connect still stops cleanly.
-    let shutdown = runtime::shutdown_on_signals();
-    let runtime = Runtime::new();
+    let signals = runtime::watch_signals()?;
+    let shutdown = signals.token();
+    let mut runtime = Runtime::new();
     let mut specs = match runtime.load(files) {
         Ok(specs) => specs,
         Err(errors) => {
@@ -250,6 +263,7 @@ async fn run(files: &[PathBuf], metrics_address: Option<&str>) -> anyhow::Result
             return Ok(ExitCode::FAILURE);
         }
     };
+    signals.exit_after_drain(runtime::longest_drain(&specs));
     if let Some(address) = metrics_address {
         let parsed: Option<SocketAddr> = match address {
             "off" => None,
@@ -264,6 +278,8 @@ async fn run(files: &[PathBuf], metrics_address: Option<&str>) -> anyhow::Result
     // The recorder must be installed before any function registers its
     // metric handles, so the endpoint starts first.
     let health = spate::serve::Health::new();
+    health.stop_with(&shutdown);
+    runtime.report_readiness(health.sources().clone());
     let server = match specs.first().and_then(|s| s.settings.metrics_address) {
         Some(address) => {
             let server = spate::serve::start(address, health.clone()).await?;

@@ -25,17 +25,25 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use spate_connector::{SinkError, SourceError};
+use spate_connector::{ConfigError, SinkError, SourceError, Span};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::engine::readiness::{Readiness, SourceKey};
 use crate::engine::{
     self, EngineError, EngineOptions, FunctionPlan, FunctionReport, NamedSink, ProcessBudget,
     SessionHost,
 };
 use crate::handler::Registry;
 use crate::pipeline::{self, FunctionSpec, LoadError, PipelineSpec};
+
+mod signals;
+
+pub use signals::{
+    watch_signals, SignalError, SignalWatch, DRAIN_OVERRUN_GRACE, EXIT_DRAIN_OVERRUN,
+    EXIT_SECOND_SIGNAL,
+};
 
 /// Why a run could not start or did not end cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +106,7 @@ impl std::error::Error for LoadErrors {}
 pub struct Runtime {
     registry: Registry,
     options: Option<EngineOptions>,
+    readiness: Readiness,
 }
 
 impl Default for Runtime {
@@ -112,6 +121,7 @@ impl Runtime {
         Self {
             registry: Registry::with_builtins(),
             options: None,
+            readiness: Readiness::new(),
         }
     }
 
@@ -123,6 +133,14 @@ impl Runtime {
     /// The registry.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Records every source's readiness on `readiness` (the board
+    /// [`crate::serve::Health::sources`] reads) in the runs that follow;
+    /// overrides the board of options set with
+    /// [`set_engine_options`](Self::set_engine_options).
+    pub fn report_readiness(&mut self, readiness: Readiness) {
+        self.readiness = readiness;
     }
 
     /// Overrides the engine options (otherwise taken from the first file's
@@ -152,9 +170,15 @@ impl Runtime {
     /// The engine options a run of `specs` uses.
     pub fn engine_options(&self, specs: &[PipelineSpec]) -> EngineOptions {
         if let Some(options) = &self.options {
-            return options.clone();
+            return EngineOptions {
+                readiness: self.readiness.clone(),
+                ..options.clone()
+            };
         }
-        let mut options = EngineOptions::default();
+        let mut options = EngineOptions {
+            readiness: self.readiness.clone(),
+            ..EngineOptions::default()
+        };
         if let Some(first) = specs.first() {
             if specs.iter().any(|s| s.settings != first.settings) {
                 warn!(
@@ -176,6 +200,20 @@ impl Runtime {
         shutdown: CancellationToken,
     ) -> Result<Vec<FunctionReport>, RunError> {
         let options = self.engine_options(&specs);
+        // Every source is expected before any is built, so readiness
+        // waits for all of them.
+        for spec in &specs {
+            let pipeline = pipeline_name(&spec.path);
+            for function in &spec.functions {
+                for input in 0..function.inputs.len() {
+                    options.readiness.expect(SourceKey {
+                        pipeline: pipeline.clone(),
+                        function: Arc::from(function.name.as_str()),
+                        input,
+                    });
+                }
+            }
+        }
         let mut plans = Vec::new();
         for spec in specs {
             let pipeline = pipeline_name(&spec.path);
@@ -218,34 +256,78 @@ impl Runtime {
     }
 }
 
-/// Checks every sink of the pipelines against its target without writing
-/// (`spate validate --connect`); returns every problem, each a
-/// [`RunError`]: settings that do not fit as [`RunError::Misconfigured`]
-/// (at their places in the file), targets that cannot be reached as
-/// [`RunError::BuildSink`].
-pub async fn check_sinks(specs: &[PipelineSpec]) -> Vec<RunError> {
-    let mut problems = Vec::new();
+/// Checks every input, output and dead letter of the pipelines against its
+/// target without reading or writing (`spate validate --connect`), all at
+/// once; returns every problem, each as [`RunError::Misconfigured`] at its
+/// place in the file: settings that do not fit where they are about, a
+/// target that cannot be reached (or that `run` would refuse) at the input
+/// or output that names it.
+pub async fn check_connectors(specs: &[PipelineSpec]) -> Vec<RunError> {
+    let mut checks: Vec<futures::future::BoxFuture<'_, Option<RunError>>> = Vec::new();
     for spec in specs {
-        for function in &spec.functions {
+        for (f, function) in spec.functions.iter().enumerate() {
+            for (i, input) in function.inputs.iter().enumerate() {
+                checks.push(Box::pin(async move {
+                    let error = input.builder.check().await.err()?;
+                    Some(placed(
+                        &spec.path,
+                        input.span,
+                        format!("functions[{f}].inputs[{i}]"),
+                        format!(
+                            "function `{}`: input `{}`: {error}",
+                            function.name, input.kind
+                        ),
+                    ))
+                }));
+            }
             let sinks = function
                 .outputs
                 .iter()
                 .map(|o| ("output", o))
                 .chain(std::iter::once(("dead letter", &function.dead_letter)));
             for (role, sink) in sinks {
-                if let Err(source) = sink.builder.check().await {
-                    let error = RunError::BuildSink {
-                        function: function.name.clone(),
-                        role,
-                        name: sink.name.clone(),
-                        source,
-                    };
-                    problems.push(located(error, &spec.path));
-                }
+                checks.push(Box::pin(async move {
+                    match sink.builder.check().await.err()? {
+                        SinkError::Misconfigured { problems, .. } => {
+                            Some(RunError::Misconfigured(LoadErrors(vec![
+                                LoadError::Invalid {
+                                    path: spec.path.clone(),
+                                    errors: problems,
+                                },
+                            ])))
+                        }
+                        error => Some(placed(
+                            &spec.path,
+                            sink.span,
+                            format!("functions[{f}].{role}"),
+                            format!(
+                                "function `{}`: {role} `{}`: {error}",
+                                function.name, sink.name
+                            ),
+                        )),
+                    }
+                }));
             }
         }
     }
-    problems
+    futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// One problem at `span` of the file at `path`.
+fn placed(path: &Path, span: Span, at: String, message: String) -> RunError {
+    RunError::Misconfigured(LoadErrors(vec![LoadError::Invalid {
+        path: path.to_path_buf(),
+        errors: vec![ConfigError {
+            span,
+            path: at,
+            message,
+            hint: None,
+        }],
+    }]))
 }
 
 /// A misconfigured sink's problems, placed in the file they are about.
@@ -345,54 +427,26 @@ async fn build_plan(function: FunctionSpec, pipeline: Arc<str>) -> Result<Functi
 }
 
 /// A token cancelled by the first SIGTERM or SIGINT; a second signal exits
-/// the process at once with status 130. Must be called inside a Tokio
-/// runtime; the handlers are registered before it returns.
+/// the process at once with status [`EXIT_SECOND_SIGNAL`], whatever the
+/// handlers do (see [`watch_signals`], which also bounds the drain). Call it
+/// once per process.
 pub fn shutdown_on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    #[cfg(unix)]
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => Some(term),
+    match watch_signals() {
+        Ok(watch) => watch.token(),
         Err(error) => {
-            warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops spate gracefully");
-            None
+            warn!(%error, "spate cannot be stopped gracefully by a signal");
+            CancellationToken::new()
         }
-    };
-    #[cfg(unix)]
-    let mut interrupt =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
-    tokio::spawn(async move {
-        for round in 0..2 {
-            #[cfg(unix)]
-            {
-                let term_recv = async {
-                    match term.as_mut() {
-                        Some(term) => term.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let interrupt_recv = async {
-                    match interrupt.as_mut() {
-                        Some(interrupt) => interrupt.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    _ = term_recv => {}
-                    _ = interrupt_recv => {}
-                }
-            }
-            #[cfg(not(unix))]
-            {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-            if round == 0 {
-                info!("shutdown requested: stopping intake, draining, committing (signal again to exit at once)");
-                cancel.cancel();
-            }
-        }
-        warn!("second signal: exiting without draining");
-        std::process::exit(130);
-    });
-    token
+    }
+}
+
+/// The longest `drain_timeout` of every function of `specs`: what
+/// [`SignalWatch::exit_after_drain`] needs.
+pub fn longest_drain(specs: &[PipelineSpec]) -> std::time::Duration {
+    specs
+        .iter()
+        .flat_map(|spec| &spec.functions)
+        .map(|function| function.policy.drain_timeout)
+        .max()
+        .unwrap_or_default()
 }

@@ -8,7 +8,11 @@
 //! | --- | --- |
 //! | `GET /metrics` | every spate metric in the Prometheus text format |
 //! | `GET /health/live` | `200 ok` for as long as the process serves at all |
-//! | `GET /health/ready` | `200 ready` once the runtime called [`Health::set_ready`]`(true)`, `503 not ready` before and after |
+//! | `GET /health/ready` | `200 ready` while every source of every function is connected and assigned its partitions (see [`crate::engine::readiness`]); `503 not ready: …` naming what it waits for before that, while a source cannot reach its broker, and from the moment a drain starts (the token given to [`Health::stop_with`] cancelled, the first SIGTERM) |
+//!
+//! Liveness never depends on brokers: a source that lost its broker makes
+//! the process not ready (no traffic should be routed to it as a healthy
+//! consumer) but stays live, because restarting it would not help.
 //!
 //! Anything else is `404`, and a method other than `GET`/`HEAD` is `405`.
 //!
@@ -51,6 +55,8 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::engine::readiness::Readiness;
 
 /// Histogram bucket upper bounds, in seconds: 10 µs to 10 s in 1–2.5–5
 /// steps, for handler, output and commit latencies.
@@ -97,11 +103,13 @@ pub enum ServeError {
     },
 }
 
-/// The readiness flag the runtime sets and `/health/ready` reports; clones
-/// share the flag.
+/// What `/health/ready` reports: the runtime's flag, every source's
+/// readiness and whether a drain started. Clones share all three.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    sources: Readiness,
+    stopping: Arc<OnceLock<CancellationToken>>,
 }
 
 impl Health {
@@ -110,14 +118,43 @@ impl Health {
         Self::default()
     }
 
-    /// Marks the process ready (serving traffic) or not (starting, draining).
+    /// Marks the process ready to serve once its sources are (starting,
+    /// running) or not at all (finished).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
 
+    /// The board the engine records each source's readiness on (hand it to
+    /// [`crate::Runtime::report_readiness`]).
+    pub fn sources(&self) -> &Readiness {
+        &self.sources
+    }
+
+    /// Not ready from the moment `shutdown` is cancelled (a drain starts).
+    /// Only the first call counts.
+    pub fn stop_with(&self, shutdown: &CancellationToken) {
+        let _ = self.stopping.set(shutdown.clone());
+    }
+
     /// Whether `/health/ready` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.why_not_ready().is_none()
+    }
+
+    /// Why `/health/ready` answers 503, or `None` when it answers 200.
+    pub fn why_not_ready(&self) -> Option<String> {
+        if self.stopping.get().is_some_and(|t| t.is_cancelled()) {
+            return Some("draining".to_owned());
+        }
+        if !self.ready.load(Ordering::Acquire) {
+            return Some("not running".to_owned());
+        }
+        let waiting = self.sources.waiting();
+        if !waiting.is_empty() {
+            let names: Vec<String> = waiting.iter().map(ToString::to_string).collect();
+            return Some(format!("waiting for {}", names.join(", ")));
+        }
+        (!self.sources.is_ready()).then(|| "no source started yet".to_owned())
     }
 }
 
@@ -317,8 +354,13 @@ fn respond(endpoints: &Endpoints, request: &Request<Incoming>) -> Response<Strin
             response
         }
         "/health/live" => text(StatusCode::OK, "ok\n"),
-        "/health/ready" if endpoints.health.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/health/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/health/ready" => match endpoints.health.why_not_ready() {
+            None => text(StatusCode::OK, "ready\n"),
+            Some(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /metrics, /health/live or /health/ready\n",
@@ -326,8 +368,8 @@ fn respond(endpoints: &Endpoints, request: &Request<Incoming>) -> Response<Strin
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<String> {
-    let mut response = Response::new(body.to_owned());
+fn text(status: StatusCode, body: impl Into<String>) -> Response<String> {
+    let mut response = Response::new(body.into());
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

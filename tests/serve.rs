@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use spate::engine::readiness::SourceKey;
 use spate::observability::{EVENTS_IN, HANDLER_SECONDS};
 use spate::serve::{self, Health, ServeError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,7 +88,34 @@ async fn metrics_and_health_are_served() {
     health.set_ready(true);
     assert_eq!(
         request(addr, "GET", "/health/ready").await,
+        (503, "not ready: no source started yet\n".to_owned()),
+        "running with no source known is not ready"
+    );
+    let source = SourceKey {
+        pipeline: "orders".into(),
+        function: "enrich".into(),
+        input: 0,
+    };
+    health.sources().expect(source.clone());
+    assert_eq!(
+        request(addr, "GET", "/health/ready").await,
+        (
+            503,
+            "not ready: waiting for orders/enrich input 0\n".to_owned()
+        )
+    );
+    health.sources().set(source.clone(), true);
+    assert_eq!(
+        request(addr, "GET", "/health/ready").await,
         (200, "ready\n".to_owned())
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    health.stop_with(&shutdown);
+    assert_eq!(request(addr, "GET", "/health/ready").await.0, 200);
+    shutdown.cancel();
+    assert_eq!(
+        request(addr, "GET", "/health/ready").await,
+        (503, "not ready: draining\n".to_owned())
     );
     server.health().set_ready(false);
     assert_eq!(request(addr, "GET", "/health/ready").await.0, 503);

@@ -39,6 +39,7 @@ pub mod backoff;
 pub mod budget;
 pub mod dead_letter;
 mod lanes;
+pub mod readiness;
 pub mod scaler;
 mod scheduler;
 pub mod watermark;
@@ -105,6 +106,9 @@ pub struct EngineOptions {
     pub scaler: ScalerTuning,
     /// The process-wide in-flight budget, shared by every function.
     pub budget: Arc<ProcessBudget>,
+    /// Where every source's readiness is recorded (read by
+    /// `/health/ready`).
+    pub readiness: readiness::Readiness,
 }
 
 impl Default for EngineOptions {
@@ -116,6 +120,7 @@ impl Default for EngineOptions {
                 events: 100_000,
                 bytes: 256 << 20,
             })),
+            readiness: readiness::Readiness::new(),
         }
     }
 }

@@ -119,6 +119,7 @@ pub fn options() -> EngineOptions {
             events: 1_000_000,
             bytes: 1 << 30,
         })),
+        ..EngineOptions::default()
     }
 }
 

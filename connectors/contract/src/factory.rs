@@ -4,6 +4,20 @@
 //! touching a broker: [`ConnectorFactory::source`] / [`ConnectorFactory::sink`]
 //! only read configuration (collecting every error in the [`ConfigReader`]),
 //! and the returned builder does the I/O later, when the pipeline runs.
+//!
+//! # Checking a target (`spate validate --connect`)
+//!
+//! Every builder whose connector has a target (a broker, a database)
+//! implements `check` ([`SourceBuilder::check`], [`SinkBuilder::check`]):
+//! it connects, checks what [`SourceBuilder::build`] / [`SinkBuilder::build`]
+//! would check when connecting (the target answers within the connector's
+//! connect timeout, the topic or stream exists, settings the target must
+//! agree with do) and lets go, reading and writing nothing. Whatever `build`
+//! would refuse, `check` refuses too; the defaults, which check nothing, are
+//! for connectors without a target (files, the generator).
+//!
+//! An error says which address it could not reach or what it found there;
+//! the runtime places it at the input or output in the pipeline file.
 
 use async_trait::async_trait;
 
@@ -48,6 +62,14 @@ pub trait SourceBuilder: Send + Sync {
     /// Connects and returns the source.
     async fn build(&self) -> Result<Box<dyn Source>, SourceError>;
 
+    /// Connects and checks the settings against the target without reading
+    /// anything, for `spate validate --connect` (see the module docs): an
+    /// unreachable target or one `build` would refuse is an error. The
+    /// default checks nothing.
+    async fn check(&self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
     /// What this source as configured can promise, when that is less than
     /// its kind's [`ConnectorFactory::source_capabilities`]; `None` (the
     /// default) when it is all of them.
@@ -63,9 +85,11 @@ pub trait SinkBuilder: Send + Sync {
     async fn build(&self) -> Result<Box<dyn Sink>, SinkError>;
 
     /// Connects and checks the settings against the target without writing
-    /// anything (a database table's columns against the mapping), for
-    /// `spate validate --connect`: [`SinkError::Misconfigured`] with every
-    /// problem at its place in the file. The default checks nothing.
+    /// anything, for `spate validate --connect` (see the module docs): an
+    /// unreachable target is [`SinkError::Unavailable`]; settings that do
+    /// not fit what was found (a database table's columns against the
+    /// mapping) are [`SinkError::Misconfigured`] with every problem at its
+    /// place in the file. The default checks nothing.
     async fn check(&self) -> Result<(), SinkError> {
         Ok(())
     }

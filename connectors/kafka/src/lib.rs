@@ -33,6 +33,7 @@ use spate_connector::{Capabilities, ConfigReader, ConnectorFactory, SinkBuilder,
 pub mod config;
 pub mod consumer;
 pub mod error;
+pub mod probe;
 pub mod sink;
 pub mod sizing;
 pub mod source;

@@ -185,6 +185,25 @@ impl SinkBuilder for KafkaSinkBuilder {
     async fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
         Ok(Box::new(KafkaSink::open(self.settings.clone()).await?))
     }
+
+    /// Reaches the cluster as `build` does, and checks that `topic`
+    /// exists; sends nothing.
+    async fn check(&self) -> Result<(), SinkError> {
+        let settings = self.settings.clone();
+        let name = format!("kafka:{}", settings.topic);
+        tokio::task::spawn_blocking(move || {
+            crate::probe::probe_producer(
+                &settings.producer_config(),
+                &settings.connection.bootstrap_servers,
+                settings.connection.connect_timeout,
+                &[settings.topic.as_str()],
+            )
+        })
+        .await
+        .map_err(|e| Failure::fatal(format!("the check failed: {e}")))
+        .and_then(|r| r)
+        .map_err(|f| f.into_sink(&name))
+    }
 }
 
 /// The producer's context: global errors go to the log.
@@ -501,20 +520,15 @@ async fn spawn_connect(
 /// Blocking.
 fn connect(settings: &SinkSettings, name: &str) -> Result<KafkaProducer, Failure> {
     let servers = &settings.connection.bootstrap_servers;
-    let producer = connect_without_probe(settings, name)?;
-    producer
-        .client()
-        .fetch_metadata(None, settings.connection.connect_timeout)
-        .map_err(|e| match code_of(&e) {
-            Some(code) if is_auth_error(code) => Failure::fatal(format!(
-                "Kafka at `{servers}` refused the credentials: {e}; check `sasl_*` and `tls_*`"
-            )),
-            _ => Failure::retryable(format!(
-                "cannot reach Kafka at `{servers}` within {:?} ({e}); check `bootstrap_servers` and that the brokers are running",
-                settings.connection.connect_timeout
-            )),
-        })?;
-    Ok(producer)
+    // The probe's own client sees librdkafka's transport errors, which this
+    // producer's polling thread would only log.
+    crate::probe::probe_producer(
+        &settings.producer_config(),
+        servers,
+        settings.connection.connect_timeout,
+        &[],
+    )?;
+    connect_without_probe(settings, name)
 }
 
 #[cfg(test)]

@@ -218,6 +218,29 @@ impl Shared {
 
 #[async_trait]
 impl SinkBuilder for MqttSinkBuilder {
+    /// Connects as `build` does (as a throwaway client, so a running spate
+    /// with the same client id is not pushed off), then lets go.
+    async fn check(&self) -> Result<(), SinkError> {
+        let s = &self.settings;
+        let name = format!("mqtt:{}", s.topic.clone().unwrap_or_default());
+        let unavailable = |message: String| SinkError::Unavailable {
+            sink_name: name.clone(),
+            message,
+        };
+        let options = s
+            .connect
+            .options(&format!("spate-check-{}", std::process::id()), true)
+            .await
+            .map_err(unavailable)?;
+        let (client, mut event_loop) = s.connect.client(options);
+        s.connect
+            .first_connack(&mut event_loop)
+            .await
+            .map_err(unavailable)?;
+        let _ = client.try_disconnect();
+        Ok(())
+    }
+
     async fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
         let s = self.settings.clone();
         let target = s

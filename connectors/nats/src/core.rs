@@ -161,6 +161,11 @@ impl SourceBuilder for NatsSourceBuilder {
             next_offset: 0,
         }))
     }
+
+    /// Connects and subscribes as `build` does, then lets go.
+    async fn check(&self) -> Result<(), SourceError> {
+        self.build().await.map(drop)
+    }
 }
 
 /// A core NATS subscription as a one-partition source.
@@ -285,6 +290,19 @@ impl SinkBuilder for NatsSinkBuilder {
             client,
             flushes,
         }))
+    }
+
+    /// Connects as `build` does, then lets go.
+    async fn check(&self) -> Result<(), SinkError> {
+        let name = format!("nats:{}", self.subject);
+        self.connect
+            .connect(&name)
+            .await
+            .map(drop)
+            .map_err(|message| SinkError::Unavailable {
+                sink_name: name,
+                message,
+            })
     }
 }
 

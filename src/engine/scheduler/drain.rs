@@ -98,6 +98,9 @@ impl Scheduler {
 
     pub(super) fn begin_stop(&mut self) {
         self.stopping = true;
+        for input in 0..self.sources.len() {
+            self.mark_ready(input, false);
+        }
         let keys: Vec<PartKey> = self.partitions.keys().copied().collect();
         self.begin_drain(&keys, DrainReason::Shutdown);
         self.parked.clear();

@@ -360,6 +360,8 @@ impl Scheduler {
         let slot = &mut self.sources[index];
         match message {
             Err(error) if error.is_retryable() => {
+                self.mark_ready(index, false);
+                let slot = &mut self.sources[index];
                 slot.failures += 1;
                 let delay = backoff::delay(
                     Duration::from_millis(100),
@@ -367,7 +369,12 @@ impl Scheduler {
                     slot.failures,
                 );
                 slot.retry_at = Some(tokio::time::Instant::now() + delay);
-                warn!(function = %self.shared.name, source = slot.source.name(), %error, retry_in = ?delay, "source read failed");
+                // Once per outage; the retries are quiet until it recovers.
+                if slot.failures == 1 {
+                    warn!(function = %self.shared.name, source = slot.source.name(), %error, "source read failed; retrying with backoff");
+                } else {
+                    debug!(function = %self.shared.name, source = slot.source.name(), %error, retry_in = ?delay, failures = slot.failures, "source read failed again");
+                }
             }
             Err(error) => {
                 error!(function = %self.shared.name, source = slot.source.name(), %error, "source failed; stopping the function");
@@ -378,8 +385,12 @@ impl Scheduler {
                 self.begin_stop();
             }
             Ok(SourceMessage::Events(events)) => {
+                if slot.failures > 0 {
+                    info!(function = %self.shared.name, source = slot.source.name(), failures = slot.failures, "source reads again");
+                }
                 slot.failures = 0;
                 slot.retry_at = None;
+                self.mark_ready(index, true);
                 self.last_activity = tokio::time::Instant::now();
                 let span = info_span!("batch", function = %self.shared.name, events = events.len());
                 let _entered = span.enter();
@@ -394,6 +405,8 @@ impl Scheduler {
             }
             Ok(SourceMessage::Assigned(parts)) => {
                 info!(function = %self.shared.name, source = slot.source.name(), partitions = ?parts, "partitions assigned");
+                slot.failures = 0;
+                self.mark_ready(index, true);
                 // A partition given back while still draining: end that drain
                 // now (commit what finished, release) before starting afresh.
                 let now = Instant::now();
@@ -445,9 +458,22 @@ impl Scheduler {
             Ok(SourceMessage::End) => {
                 debug!(function = %self.shared.name, source = slot.source.name(), "source ended");
                 slot.open = false;
+                self.mark_ready(index, true);
             }
         }
         Ok(())
+    }
+
+    /// Records on the readiness board whether source `input` delivers.
+    fn mark_ready(&self, input: usize, ready: bool) {
+        self.options.readiness.set(
+            super::readiness::SourceKey {
+                pipeline: self.pipeline.clone(),
+                function: self.shared.name.clone(),
+                input,
+            },
+            ready,
+        );
     }
 
     fn admit(&mut self, input: usize, event: Event) -> Result<(), EngineError> {

@@ -89,6 +89,7 @@ use tokio::sync::mpsc;
 
 use crate::consumer::{poll_loop, Interner, Item, KafkaConsumer, Shared, SpateContext};
 use crate::error::{code_of, consumer_failure, is_auth_error, Failure};
+use crate::probe;
 use crate::transaction::KafkaTransaction;
 
 mod settings;
@@ -122,6 +123,29 @@ impl KafkaSourceBuilder {
 impl SourceBuilder for KafkaSourceBuilder {
     async fn build(&self) -> Result<Box<dyn Source>, SourceError> {
         Ok(Box::new(KafkaSource::open(self.settings.clone()).await?))
+    }
+
+    /// Reaches the cluster as `build` does, and checks that every topic
+    /// named in `topics` exists; joins no group.
+    async fn check(&self) -> Result<(), SourceError> {
+        let settings = self.settings.clone();
+        let name = settings.name();
+        tokio::task::spawn_blocking(move || {
+            let topics: Vec<&str> = match &settings.subscription {
+                Subscription::Topics(topics) => topics.iter().map(String::as_str).collect(),
+                Subscription::Pattern(_) => Vec::new(),
+            };
+            probe::probe_consumer(
+                &settings.consumer_config(),
+                &settings.connection.bootstrap_servers,
+                settings.connection.connect_timeout,
+                &topics,
+            )
+        })
+        .await
+        .map_err(|e| Failure::fatal(format!("the check failed: {e}")))
+        .and_then(|r| r)
+        .map_err(|f| f.into_source(&name))
     }
 }
 
@@ -673,15 +697,12 @@ fn connect(settings: &SourceSettings, shared: Arc<Shared>) -> Result<Arc<KafkaCo
                 "cannot create a Kafka consumer for `{servers}`: {e}"
             ))
         })?;
-    let metadata = consumer
-        .fetch_metadata(None, settings.connection.connect_timeout)
-        .map_err(|e| match code_of(&e) {
-            Some(code) if is_auth_error(code) => consumer_failure(&e, servers),
-            _ => Failure::retryable(format!(
-                "cannot reach Kafka at `{servers}` within {:?} ({e}); check `bootstrap_servers` and that the brokers are running",
-                settings.connection.connect_timeout
-            )),
-        })?;
+    let metadata = probe::metadata(
+        servers,
+        settings.connection.connect_timeout,
+        |slice| consumer.fetch_metadata(None, slice),
+        || probe::consumer_transport_error(&consumer),
+    )?;
     match &settings.subscription {
         Subscription::Topics(topics) => {
             for topic in topics {

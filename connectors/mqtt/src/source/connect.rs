@@ -61,6 +61,40 @@ impl SourceBuilder for MqttSourceBuilder {
         })
     }
 
+    /// Connects and subscribes as `build` does, but as a throwaway client
+    /// with a clean session (so a running spate with the same `client_id`
+    /// is not pushed off, and its session is left alone); then lets go.
+    async fn check(&self) -> Result<(), SourceError> {
+        let s = &self.settings;
+        let name = format!("{}:{}", s.kind, s.filters.join(","));
+        let unavailable = |message: String| SourceError::Unavailable {
+            source_name: name.clone(),
+            message,
+        };
+        let options = s
+            .connect
+            .options(&random_client_id(), true)
+            .await
+            .map_err(unavailable)?;
+        let (client, mut event_loop) = s.connect.client(options);
+        s.connect
+            .first_connack(&mut event_loop)
+            .await
+            .map_err(unavailable)?;
+        let filters: Vec<SubscribeFilter> = s
+            .filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), s.qos))
+            .collect();
+        client
+            .subscribe_many(filters)
+            .await
+            .map_err(|e| unavailable(format!("cannot subscribe: {e}")))?;
+        await_suback(s, &mut event_loop, &name).await?;
+        let _ = client.try_disconnect();
+        Ok(())
+    }
+
     async fn build(&self) -> Result<Box<dyn Source>, SourceError> {
         let s = &self.settings;
         let name = format!("{}:{}", s.kind, s.filters.join(","));
@@ -93,33 +127,7 @@ impl SourceBuilder for MqttSourceBuilder {
             .map_err(|e| unavailable(format!("cannot subscribe: {e}")))?;
         // Wait for the SUBACK; a persistent session may deliver queued
         // messages before it, which are kept.
-        let mut early = Vec::new();
-        let wait = s.connect.connect_timeout + Duration::from_secs(1);
-        let subscribed = tokio::time::timeout(wait, async {
-            loop {
-                match event_loop.poll().await {
-                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => early.push(p),
-                    Ok(MqttEvent::Incoming(Packet::SubAck(ack))) => return suback_problem(&ack),
-                    Ok(_) => {}
-                    Err(e) => return Some(s.connect.describe_error(&e)),
-                }
-            }
-        })
-        .await;
-        match subscribed {
-            Ok(None) => {}
-            Ok(Some(problem)) => {
-                return Err(SourceError::Fatal {
-                    source_name: name.clone(),
-                    message: problem,
-                })
-            }
-            Err(_) => {
-                return Err(unavailable(
-                    "the broker did not confirm the subscription in time".to_owned(),
-                ))
-            }
-        }
+        let early = await_suback(s, &mut event_loop, &name).await?;
         let (tx, rx) = mpsc::channel(s.max_buffered);
         let session = Arc::new(AtomicU64::new(0));
         let driver = tokio::spawn(drive(
@@ -157,6 +165,40 @@ impl SourceBuilder for MqttSourceBuilder {
             source.ingest(publish, 0);
         }
         Ok(Box::new(source))
+    }
+}
+
+/// Polls until the broker confirms the subscription; returns the messages
+/// a persistent session delivered before it. A refusal is fatal, no answer
+/// within the connect timeout (plus a second) retryable.
+async fn await_suback(
+    s: &SourceSettings,
+    event_loop: &mut rumqttc::EventLoop,
+    name: &str,
+) -> Result<Vec<rumqttc::Publish>, SourceError> {
+    let mut early = Vec::new();
+    let wait = s.connect.connect_timeout + Duration::from_secs(1);
+    let subscribed = tokio::time::timeout(wait, async {
+        loop {
+            match event_loop.poll().await {
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => early.push(p),
+                Ok(MqttEvent::Incoming(Packet::SubAck(ack))) => return suback_problem(&ack),
+                Ok(_) => {}
+                Err(e) => return Some(s.connect.describe_error(&e)),
+            }
+        }
+    })
+    .await;
+    match subscribed {
+        Ok(None) => Ok(early),
+        Ok(Some(problem)) => Err(SourceError::Fatal {
+            source_name: name.to_owned(),
+            message: problem,
+        }),
+        Err(_) => Err(SourceError::Unavailable {
+            source_name: name.to_owned(),
+            message: "the broker did not confirm the subscription in time".to_owned(),
+        }),
     }
 }
 

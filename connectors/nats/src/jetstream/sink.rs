@@ -39,6 +39,36 @@ impl SinkBuilder for JetStreamSinkBuilder {
             context,
         }))
     }
+
+    /// Connects as `build` does and checks that a stream captures the
+    /// subject (else every publish would fail); publishes nothing.
+    async fn check(&self) -> Result<(), SinkError> {
+        let name = format!("jetstream:{}", self.subject);
+        let client =
+            self.connect
+                .connect(&name)
+                .await
+                .map_err(|message| SinkError::Unavailable {
+                    sink_name: name.clone(),
+                    message,
+                })?;
+        let context = ContextBuilder::new()
+            .timeout(self.ack_timeout)
+            .build(client);
+        context
+            .stream_by_subject(self.subject.as_str())
+            .await
+            .map(drop)
+            .map_err(|e| SinkError::Unavailable {
+                sink_name: name,
+                message: format!(
+                    "no stream at `{}` captures subject `{}` ({e}); create one (e.g. `nats stream add --subjects {}`)",
+                    self.connect.display_url(),
+                    self.subject,
+                    self.subject
+                ),
+            })
+    }
 }
 
 /// Publishes records to one subject captured by a JetStream stream.

@@ -141,6 +141,43 @@ async fn bind_consumer(
 
 #[async_trait]
 impl SourceBuilder for JetStreamSourceBuilder {
+    /// Connects as `build` does and checks that the stream exists (or,
+    /// with `subjects`, can be created by `build`); creates nothing, binds
+    /// no consumer.
+    async fn check(&self) -> Result<(), SourceError> {
+        let name = format!("jetstream:{}", self.stream);
+        let unavailable = |message: String| SourceError::Unavailable {
+            source_name: name.clone(),
+            message,
+        };
+        let client = self.connect.connect(&name).await.map_err(unavailable)?;
+        let context = js::new(client);
+        match context.get_stream(&self.stream).await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.kind() {
+                js::context::GetStreamErrorKind::JetStream(inner) if inner.code() == 404 => {
+                    if self.subjects.is_empty() {
+                        Err(SourceError::Fatal {
+                            source_name: name.clone(),
+                            message: format!(
+                                "no stream `{}` at `{}`; create it, or set `subjects` so spate creates it",
+                                self.stream,
+                                self.connect.display_url()
+                            ),
+                        })
+                    } else {
+                        Ok(())
+                    }
+                }
+                _ => Err(unavailable(format!(
+                    "cannot read stream `{}` at `{}`: {e}",
+                    self.stream,
+                    self.connect.display_url()
+                ))),
+            },
+        }
+    }
+
     async fn build(&self) -> Result<Box<dyn Source>, SourceError> {
         let name = format!("jetstream:{}", self.stream);
         let unavailable = |message: String| SourceError::Unavailable {

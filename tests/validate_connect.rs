@@ -1,0 +1,210 @@
+//! `spate validate --connect` against every connector that has a target:
+//! closed ports are reported at the input or output that names them, with
+//! the address, within seconds; missing topics and streams are reported;
+//! the same file against running brokers (Tansu for Kafka, NATS with
+//! JetStream, Mosquitto) passes.
+
+mod iot_common;
+mod kafka_common;
+#[path = "../connectors/nats/tests/common/mod.rs"]
+mod nats_common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+fn validate_connect(file: &Path) -> (Output, Duration) {
+    let started = Instant::now();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_spate"))
+        .args(["validate", "--connect"])
+        .arg(file)
+        .env("SPATE_LOG", "warn")
+        .output()
+        .expect("spate runs");
+    (output, started.elapsed())
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kafka in, Kafka out; NATS in, NATS out; JetStream in, JetStream out;
+/// MQTT in, MQTT out with a PostgreSQL dead letter. Line numbers matter
+/// to the tests.
+fn pipeline(kafka: &str, nats: &str, mqtt: &str, postgres: &str, names: &Names) -> String {
+    let Names {
+        topic,
+        stream,
+        subject,
+    } = names;
+    format!(
+        r#"functions:
+  - name: k
+    input: {{type: kafka, bootstrap_servers: '{kafka}', topics: [{topic}], group_id: g}}
+    handler: passthrough
+    outputs:
+      - {{type: kafka, bootstrap_servers: '{kafka}', topic: {topic}}}
+    dead_letter: {{type: file, path: dead.jsonl}}
+  - name: n
+    input: {{type: nats, url: '{nats}', subject: {subject}.in}}
+    handler: passthrough
+    outputs:
+      - {{type: nats, url: '{nats}', subject: {subject}.out}}
+    dead_letter: {{type: file, path: dead.jsonl}}
+    delivery: at_most_once
+  - name: j
+    input: {{type: jetstream, url: '{nats}', stream: {stream}, durable: d}}
+    handler: passthrough
+    outputs:
+      - {{type: jetstream, url: '{nats}', subject: {subject}.js}}
+    dead_letter: {{type: file, path: dead.jsonl}}
+  - name: m
+    input: {{type: mqtt, url: '{mqtt}', topics: [t/#], client_id: validate-check}}
+    handler: passthrough
+    outputs:
+      - {{type: mqtt, url: '{mqtt}', topic: u}}
+    dead_letter: {{type: postgres, url: '{postgres}', table: t, columns: {{a: /a}}}}
+"#
+    )
+}
+
+struct Names {
+    topic: String,
+    stream: String,
+    subject: String,
+}
+
+fn unique_names() -> Names {
+    let id = std::process::id();
+    Names {
+        topic: format!("validate-{id}"),
+        stream: format!("VALIDATE_{id}"),
+        subject: format!("validate.{id}"),
+    }
+}
+
+#[test]
+fn every_unreachable_target_is_reported_at_its_place_with_its_address_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let kafka = format!("127.0.0.1:{port}");
+    let nats = format!("nats://127.0.0.1:{port}");
+    let mqtt = format!("mqtt://127.0.0.1:{port}");
+    let postgres = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let file = dir.path().join("closed.yaml");
+    std::fs::write(
+        &file,
+        pipeline(&kafka, &nats, &mqtt, &postgres, &unique_names()),
+    )
+    .unwrap();
+    let (output, took) = validate_connect(&file);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?}: {stderr}");
+    let file = file.display();
+    let expected = [
+        (3, 12, "function `k`: input `kafka`", kafka.as_str()),
+        (6, 9, "function `k`: output `kafka`", &kafka),
+        (9, 12, "function `n`: input `nats`", &nats),
+        (12, 9, "function `n`: output `nats`", &nats),
+        (16, 12, "function `j`: input `jetstream`", &nats),
+        (19, 9, "function `j`: output `jetstream`", &nats),
+        (22, 12, "function `m`: input `mqtt`", &mqtt),
+        (25, 9, "function `m`: output `mqtt`", &mqtt),
+        (26, 18, "function `m`: dead letter `postgres`", &postgres),
+    ];
+    for (line, column, what, address) in expected {
+        let address = address.trim_start_matches("postgres://");
+        let found = stderr.lines().any(|l| {
+            l.starts_with(&format!("{file}:{line}:{column}: {what}")) && l.contains(address)
+        });
+        assert!(
+            found,
+            "no `{file}:{line}:{column}: {what}` naming `{address}` in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn running_brokers_pass_and_a_missing_topic_or_stream_does_not() {
+    let names = unique_names();
+    let tansu = kafka_common::Tansu::start();
+    tansu.create_topic(&names.topic, 1);
+    let nats = nats_common::server();
+    let mosquitto = iot_common::broker();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Without the stream and the table: what is missing is named.
+    let postgres = format!("postgres://postgres@127.0.0.1:{}/postgres", closed_port());
+    let missing = dir.path().join("missing.yaml");
+    let absent = Names {
+        topic: format!("{}-absent", names.topic),
+        ..unique_names()
+    };
+    std::fs::write(
+        &missing,
+        pipeline(
+            &tansu.bootstrap,
+            &nats.url,
+            &mosquitto.url,
+            &postgres,
+            &absent,
+        ),
+    )
+    .unwrap();
+    let (output, _) = validate_connect(&missing);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let file = missing.display();
+    for (line, column, what) in [
+        (3, 12, format!("no topic `{}`", absent.topic)),
+        (6, 9, format!("no topic `{}`", absent.topic)),
+        (16, 12, format!("no stream `{}`", absent.stream)),
+        (19, 9, format!("captures subject `{}.js`", absent.subject)),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("{file}:{line}:{column}: ")) && l.contains(&what)),
+            "no `{what}` at {line}:{column} in:\n{stderr}"
+        );
+    }
+    // With the stream in place, only the unreachable database is left.
+    runtime.block_on(async {
+        let client = nats.client().await;
+        nats_common::create_stream(&client, &names.stream, &[format!("{}.js", names.subject)])
+            .await;
+    });
+    let present = dir.path().join("present.yaml");
+    std::fs::write(
+        &present,
+        pipeline(
+            &tansu.bootstrap,
+            &nats.url,
+            &mosquitto.url,
+            &postgres,
+            &names,
+        ),
+    )
+    .unwrap();
+    let (output, _) = validate_connect(&present);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let problems: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with(&present.display().to_string()))
+        .collect();
+    assert_eq!(problems.len(), 1, "{stderr}");
+    assert!(problems[0].contains("dead letter `postgres`"), "{stderr}");
+    runtime.block_on(async {
+        let client = nats.client().await;
+        nats_common::delete_stream(&client, &names.stream).await;
+    });
+}
