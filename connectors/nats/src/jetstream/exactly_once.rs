@@ -10,11 +10,13 @@
 //! delivered again, the handler runs again, and the stream drops the
 //! republished outputs as duplicates of ids it has seen. That holds for as
 //! long as the output stream remembers ids: its `duplicate_window` must
-//! exceed the longest time between a first publish and a republish, which is
-//! at least the input's `ack_wait` (the server redelivers an unacked message
-//! after it) plus the time a restart takes. The session checks, before the
-//! first publish to a subject, that the capturing stream's window is at least
-//! twice `ack_wait`, and stops with the fix otherwise.
+//! exceed the longest time between a first publish and a republish: the
+//! input's *redelivery time*, the larger of its `ack_wait` (the server
+//! redelivers an unacked message after it) and, with subject partitions,
+//! its `lease_ttl` (a dead holder's partition is taken over, from its ack
+//! floor, after it), plus the time a restart takes. The session checks,
+//! before the first publish to a subject, that the capturing stream's window
+//! is at least twice the redelivery time, and stops with the fix otherwise.
 
 use std::collections::HashSet;
 use std::future::IntoFuture;
@@ -45,7 +47,8 @@ pub struct JetStreamTransaction {
     name: String,
     cluster: String,
     context: js::Context,
-    ack_wait: Duration,
+    /// The input's redelivery time (see the module docs).
+    redelivery_after: Duration,
     pending: Vec<PublishAckFuture>,
     /// The first publish of the open transaction that was not acknowledged
     /// (found while settling acks early); the commit fails with it.
@@ -71,18 +74,20 @@ impl JetStreamTransaction {
     }
 
     /// A session publishing through `client` to streams on `cluster` (the
-    /// server URL as configured), for an input whose `ack_wait` is given.
+    /// server URL as configured), for an input that delivers an unfinished
+    /// message again at most `redelivery_after` after it was first
+    /// delivered (the larger of `ack_wait` and `lease_ttl`).
     pub fn new(
         name: String,
         cluster: String,
         client: async_nats::Client,
-        ack_wait: Duration,
+        redelivery_after: Duration,
     ) -> Self {
         Self {
             name,
             cluster,
             context: js::new(client),
-            ack_wait,
+            redelivery_after,
             pending: Vec::new(),
             failed: None,
             checked: HashSet::new(),
@@ -122,11 +127,11 @@ impl JetStreamTransaction {
             .map_err(|e| self.abortable(format!("cannot read stream `{stream_name}`: {e}")))?
             .config
             .duplicate_window;
-        let needed = self.ack_wait * 2;
+        let needed = self.redelivery_after * 2;
         if window < needed {
             return Err(self.fatal(format!(
-                "stream `{stream_name}` (capturing `{subject}`) de-duplicates for {window:?}, but exactly-once needs at least {needed:?} (twice the input's ack_wait of {:?}): an output published again after a redelivery could be stored twice; raise its duplicate window, e.g. `nats stream edit {stream_name} --dupe-window {}s`",
-                self.ack_wait,
+                "stream `{stream_name}` (capturing `{subject}`) de-duplicates for {window:?}, but exactly-once needs at least {needed:?} (twice the input's redelivery time of {:?}, the larger of its ack_wait and lease_ttl): an output published again after a redelivery could be stored twice; raise its duplicate window, e.g. `nats stream edit {stream_name} --dupe-window {}s`",
+                self.redelivery_after,
                 needed.as_secs().max(1)
             )));
         }

@@ -27,11 +27,16 @@
 //! is treated as lost and revoked: it may expire on the server and be taken
 //! by another member, and acks of this process would not reach the server
 //! anyway. A member that dies without releasing loses its leases after the
-//! TTL; its unacked messages are redelivered by the server after `ack_wait`.
+//! TTL. Whoever claims a partition binds its durable reset to the ack floor
+//! (see the source's `takeover` module), so the dead member's unfinished
+//! messages come first, in order, instead of after `ack_wait` behind newer
+//! ones.
 //!
 //! [`Source::release`]: spate_connector::Source::release
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, Consumer};
@@ -42,10 +47,56 @@ use futures_util::StreamExt;
 use spate_connector::PartitionId;
 use tokio::sync::mpsc;
 
+/// Until when this process may read a partition it holds: the start of
+/// the last successful write of its lease plus the TTL. The server removes
+/// the lease no earlier than that, so no other process can claim the
+/// partition (and reset its durable) before it. The fetch task bounds every
+/// pull request by it and the source hands nothing out past it, so a holder
+/// whose coordinator stalls (the process starved of CPU, the server slow)
+/// stops reading before anyone else can start: its pull requests cannot
+/// take messages from the successor's consumer.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseValidity {
+    origin: Instant,
+    /// Milliseconds after `origin`.
+    until_ms: Arc<AtomicU64>,
+}
+
+impl LeaseValidity {
+    /// A validity ending `ttl` after `written`, a moment at or before the
+    /// lease write the server acknowledged.
+    fn new(written: Instant, ttl: Duration) -> LeaseValidity {
+        let validity = LeaseValidity {
+            origin: written,
+            until_ms: Arc::new(AtomicU64::new(0)),
+        };
+        validity.extend(written, ttl);
+        validity
+    }
+
+    /// Moves the end to `ttl` after `written` (never backwards).
+    fn extend(&self, written: Instant, ttl: Duration) {
+        let until = written.saturating_duration_since(self.origin) + ttl;
+        let ms = u64::try_from(until.as_millis()).unwrap_or(u64::MAX);
+        self.until_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Ends it now: the lease is lost or given back.
+    fn end(&self) {
+        self.until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the lease surely lasts from now (zero once over).
+    pub(crate) fn remaining(&self) -> Duration {
+        let until = Duration::from_millis(self.until_ms.load(Ordering::Relaxed));
+        until.saturating_sub(self.origin.elapsed())
+    }
+}
+
 /// What the coordinator tells the source.
 pub(crate) enum LeaseEvent {
     /// This process now holds the partition; its consumer is bound.
-    Claimed(PartitionId, Box<Consumer<pull::Config>>),
+    Claimed(PartitionId, Box<Consumer<pull::Config>>, LeaseValidity),
     /// Stop reading the partition and hand it over (lost, or given back).
     Revoke(PartitionId),
 }
@@ -76,8 +127,9 @@ pub(crate) struct Coordinator {
     ttl: Duration,
     bind: BindConsumer,
     events: mpsc::UnboundedSender<LeaseEvent>,
-    /// Held leases: partition → (revision, last successful refresh).
-    held: BTreeMap<PartitionId, (u64, Instant)>,
+    /// Held leases: partition → (revision, last successful refresh, what
+    /// the source reads it by).
+    held: BTreeMap<PartitionId, (u64, Instant, LeaseValidity)>,
     /// Held leases the source was asked to revoke (given back after release).
     giving_back: BTreeSet<PartitionId>,
 }
@@ -232,7 +284,8 @@ impl Coordinator {
     async fn refresh(&mut self) -> Result<(), ()> {
         let now = Instant::now();
         let mut lost = Vec::new();
-        for (partition, (revision, refreshed)) in self.held.iter_mut() {
+        for (partition, (revision, refreshed, validity)) in self.held.iter_mut() {
+            let written = Instant::now();
             match self
                 .store
                 .update(
@@ -245,6 +298,7 @@ impl Coordinator {
                 Ok(next) => {
                     *revision = next;
                     *refreshed = now;
+                    validity.extend(written, self.ttl);
                 }
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tracing::warn!(
@@ -263,7 +317,9 @@ impl Coordinator {
             }
         }
         for partition in lost {
-            self.held.remove(&partition);
+            if let Some((_, _, validity)) = self.held.remove(&partition) {
+                validity.end();
+            }
             // Already being given back: the revoke is on its way.
             if !self.giving_back.remove(&partition) {
                 self.events
@@ -323,6 +379,7 @@ impl Coordinator {
                 continue;
             }
             let key = format!("p.{partition}");
+            let written = Instant::now();
             let revision = match self
                 .store
                 .create(&key, Bytes::from(self.instance.clone()))
@@ -338,9 +395,11 @@ impl Coordinator {
             match (self.bind)(partition).await {
                 Ok(consumer) => {
                     tracing::info!(partition, "partition lease claimed");
-                    self.held.insert(partition, (revision, Instant::now()));
+                    let validity = LeaseValidity::new(written, self.ttl);
+                    self.held
+                        .insert(partition, (revision, Instant::now(), validity.clone()));
                     self.events
-                        .send(LeaseEvent::Claimed(partition, Box::new(consumer)))
+                        .send(LeaseEvent::Claimed(partition, Box::new(consumer), validity))
                         .map_err(|_| ())?;
                     claimed += 1;
                 }
@@ -359,7 +418,8 @@ impl Coordinator {
     /// Deletes a released partition's lease if this member still holds it.
     async fn give_back(&mut self, partition: PartitionId) {
         self.giving_back.remove(&partition);
-        if let Some((revision, _)) = self.held.remove(&partition) {
+        if let Some((revision, _, validity)) = self.held.remove(&partition) {
+            validity.end();
             if let Err(e) = self
                 .store
                 .delete_expect_revision(format!("p.{partition}"), Some(revision))

@@ -19,7 +19,11 @@
 //!   `{partition}` replaced by `p`. Each partition is leased to one process
 //!   at a time and moves only after its owner drained and committed it (see
 //!   [`leases`]), so `ordering: partition` and `key` hold across processes,
-//!   and the processes split the partitions evenly.
+//!   and the processes split the partitions evenly. Every claim (and every
+//!   restart of a partition) resets its durable to the ack floor, so a
+//!   holder that died leaves nothing to be redelivered behind newer
+//!   messages: its unfinished suffix comes first, in order (the argument is
+//!   in the source's `takeover` module).
 //!
 //! | key | default | meaning |
 //! | --- | --- | --- |
@@ -63,11 +67,13 @@
 //!   been handed out here). The source then hands partition 0 over as in a
 //!   rebalance: it returns [`SourceMessage::Revoked`], the engine drains and
 //!   commits, and after [`Source::release`] the source returns
-//!   [`SourceMessage::Assigned`] again and starts the partition afresh with
-//!   the waiting messages first. Held messages the engine did not finish by
-//!   then are `Nak`ed, so the server delivers them again. This costs a
-//!   drain, and may process a message twice (at-least-once), but never skips
-//!   one.
+//!   [`SourceMessage::Assigned`] again and starts the partition afresh.
+//!   With subject partitions its durable is reset to the ack floor, so
+//!   everything unfinished comes again in order. On the shared durable the
+//!   waiting messages go first and held messages the engine did not finish
+//!   are `Nak`ed, so the server delivers them again (order is not promised
+//!   there). This costs a drain, and may process a message twice
+//!   (at-least-once), but never skips one.
 //!
 //! * **Dead letters are terminated.** A message the engine dead-lettered
 //!   (see [`Source::dead_lettered`]) is acknowledged with `AckKind::Term` at

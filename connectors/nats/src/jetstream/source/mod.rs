@@ -6,6 +6,7 @@
 //! (see [`leases`](super::leases)).
 
 mod partition;
+mod takeover;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +25,8 @@ use tokio::task::JoinHandle;
 use super::leases::{self, BindConsumer, Coordinator, LeaseCommand, LeaseEvent};
 use super::JetStreamTransaction;
 use crate::connection::ConnectSettings;
-use partition::{Feed, KeyRule, PartitionReader, Phase};
+use partition::{Feed, FeedTag, KeyRule, PartitionReader, Phase};
+use takeover::PartitionBinder;
 
 /// How the stream is split into partitions.
 #[derive(Debug, Clone)]
@@ -194,6 +196,7 @@ impl SourceBuilder for JetStreamSourceBuilder {
         let (feed_tx, feed) = mpsc::unbounded_channel();
         let mut readers = BTreeMap::new();
         let mut leases = None;
+        let mut binder = None;
         match &self.partitioning {
             Partitioning::Single { .. } => {
                 let consumer = bind_consumer(&stream, &self.stream, self.consumer_config(0))
@@ -207,7 +210,7 @@ impl SourceBuilder for JetStreamSourceBuilder {
                     })?;
                 readers.insert(
                     0,
-                    PartitionReader::start(0, consumer, self.fetch_wait, feed_tx.clone()),
+                    PartitionReader::start(0, consumer, self.fetch_wait, feed_tx.clone(), None),
                 );
             }
             Partitioning::Subjects {
@@ -216,22 +219,17 @@ impl SourceBuilder for JetStreamSourceBuilder {
                 let store = leases::open_bucket(&context, &self.durable, *lease_ttl)
                     .await
                     .map_err(unavailable)?;
-                let configs: Arc<Vec<pull::Config>> =
-                    Arc::new((0..*count).map(|p| self.consumer_config(p)).collect());
-                let (stream_handle, stream_name) = (stream.clone(), self.stream.clone());
-                let bind: BindConsumer = Box::new(move |partition| {
-                    let (stream, name, configs) =
-                        (stream_handle.clone(), stream_name.clone(), configs.clone());
-                    Box::pin(async move {
-                        let config = configs
-                            .get(partition as usize)
-                            .cloned()
-                            .ok_or_else(|| format!("no partition {partition}"))?;
-                        bind_consumer(&stream, &name, config)
-                            .await
-                            .map_err(|(_, message)| message)
-                    })
+                let partition_binder = Arc::new(PartitionBinder {
+                    stream: stream.clone(),
+                    stream_name: self.stream.clone(),
+                    configs: (0..*count).map(|p| self.consumer_config(p)).collect(),
                 });
+                let shared = partition_binder.clone();
+                let bind: BindConsumer = Box::new(move |partition| {
+                    let binder = shared.clone();
+                    Box::pin(async move { binder.bind_from_ack_floor(partition).await })
+                });
+                binder = Some(partition_binder);
                 let (events_tx, events) = mpsc::unbounded_channel();
                 let (commands, commands_rx) = mpsc::unbounded_channel();
                 let coordinator = Coordinator::new(store, *count, *lease_ttl, bind, events_tx);
@@ -254,6 +252,7 @@ impl SourceBuilder for JetStreamSourceBuilder {
             feed,
             readers,
             leases,
+            binder,
             keys: KeyRule {
                 key_token: self.key_token,
             },
@@ -261,7 +260,10 @@ impl SourceBuilder for JetStreamSourceBuilder {
             progress_tick,
             fetch_wait: self.fetch_wait,
             cluster: self.connect.display_url(),
-            ack_wait: self.ack_wait,
+            redelivery_after: match &self.partitioning {
+                Partitioning::Subjects { lease_ttl, .. } => self.ack_wait.max(*lease_ttl),
+                Partitioning::Single { .. } => self.ack_wait,
+            },
             exactly_once: false,
         }))
     }
@@ -276,7 +278,7 @@ struct LeaseLink {
 
 /// What one wait in `next` produced.
 enum Woken {
-    Feed(PartitionId, Feed),
+    Feed(FeedTag, Feed),
     Lease(LeaseEvent),
     Tick,
     FeedClosed,
@@ -287,28 +289,38 @@ pub struct JetStreamSource {
     name: String,
     stream: Arc<str>,
     client: async_nats::Client,
-    feed_tx: mpsc::UnboundedSender<(PartitionId, Feed)>,
-    feed: mpsc::UnboundedReceiver<(PartitionId, Feed)>,
+    feed_tx: mpsc::UnboundedSender<(FeedTag, Feed)>,
+    feed: mpsc::UnboundedReceiver<(FeedTag, Feed)>,
     readers: BTreeMap<PartitionId, PartitionReader>,
     /// Present with `partitions:`; absent for the single shared durable.
     leases: Option<LeaseLink>,
+    /// With `partitions:`: binds a partition's durable reset to its ack
+    /// floor, on a claim and on a restart (see [`takeover`]).
+    binder: Option<Arc<PartitionBinder>>,
     keys: KeyRule,
     progress_every: Duration,
     progress_tick: tokio::time::Interval,
     fetch_wait: Duration,
     /// For the exactly-once session: the server URL as configured and the
-    /// consumers' `ack_wait`.
+    /// longest time before an unfinished message is delivered again
+    /// (`ack_wait`, or `lease_ttl` if larger with partitions).
     cluster: String,
-    ack_wait: Duration,
+    redelivery_after: Duration,
     /// An exactly-once session is open: acks wait for the server's reply.
     exactly_once: bool,
 }
 
 impl JetStreamSource {
-    fn handle_feed(&mut self, partition: PartitionId, item: Feed) -> Result<(), SourceError> {
-        let Some(reader) = self.readers.get_mut(&partition) else {
-            // A late message of a partition already given up: the server
-            // redelivers it to the next owner after `ack_wait`.
+    fn handle_feed(&mut self, tag: FeedTag, item: Feed) -> Result<(), SourceError> {
+        let (partition, serial) = tag;
+        let Some(reader) = self
+            .readers
+            .get_mut(&partition)
+            .filter(|r| r.serial == serial)
+        else {
+            // A late message of a partition already given up, or of a
+            // reader replaced by a reset: the next owner (or the reset
+            // consumer) delivers it again.
             return Ok(());
         };
         match item {
@@ -337,13 +349,14 @@ impl JetStreamSource {
 
     async fn handle_lease(&mut self, event: LeaseEvent) {
         match event {
-            LeaseEvent::Claimed(partition, consumer) => {
+            LeaseEvent::Claimed(partition, consumer, validity) => {
                 if !self.readers.contains_key(&partition) {
                     let reader = PartitionReader::start(
                         partition,
                         *consumer,
                         self.fetch_wait,
                         self.feed_tx.clone(),
+                        Some(validity),
                     );
                     self.readers.insert(partition, reader);
                 }
@@ -392,6 +405,41 @@ impl JetStreamSource {
         }
         let _ = self.client.flush().await;
         self.tell_coordinator(LeaseCommand::Released(partition));
+    }
+
+    /// Restarts a leased partition this process keeps: its reader (fetch
+    /// task, received and held messages) is dropped and its durable reset
+    /// to the ack floor, so everything unfinished comes again, in order,
+    /// before anything newer. If the reset fails the lease is given up
+    /// instead; whoever claims it next resets it.
+    async fn restart_from_ack_floor(&mut self, binder: &PartitionBinder, partition: PartitionId) {
+        // Dropping the reader stops its fetch task; its messages belong
+        // to the consumer about to be deleted.
+        let validity = self
+            .readers
+            .remove(&partition)
+            .and_then(|r| r.validity.clone());
+        if validity.as_ref().is_none_or(|v| v.remaining().is_zero()) {
+            // Not ours for sure any more: another process may own it.
+            self.tell_coordinator(LeaseCommand::Released(partition));
+            return;
+        }
+        match binder.bind_from_ack_floor(partition).await {
+            Ok(consumer) => {
+                let reader = PartitionReader::start(
+                    partition,
+                    consumer,
+                    self.fetch_wait,
+                    self.feed_tx.clone(),
+                    validity,
+                );
+                self.readers.insert(partition, reader);
+            }
+            Err(e) => {
+                tracing::warn!(source = %self.name, partition, error = %e, "cannot restart the partition from its ack floor; giving its lease up");
+                self.tell_coordinator(LeaseCommand::Released(partition));
+            }
+        }
     }
 
     /// Exactly-once acks: all at once, each waiting for the server's
@@ -511,7 +559,7 @@ impl Source for JetStreamSource {
                 let share = max_events.div_ceil(active);
                 let mut events: Vec<Event> = Vec::new();
                 for reader in self.readers.values_mut() {
-                    if reader.phase == Phase::Assigned && !reader.paused {
+                    if reader.phase == Phase::Assigned && !reader.paused && !reader.lease_lapsed() {
                         let room = share.min(max_events - events.len());
                         reader.hand_out(room, &mut events);
                     }
@@ -630,7 +678,7 @@ impl Source for JetStreamSource {
             format!("{}:exactly-once", self.name),
             self.cluster.clone(),
             self.client.clone(),
-            self.ack_wait,
+            self.redelivery_after,
         )))
     }
 
@@ -640,14 +688,15 @@ impl Source for JetStreamSource {
                 Some(reader) if reader.phase == Phase::Revoked => reader.keep_after_release,
                 _ => continue,
             };
-            if keep {
-                // Restarted in order: whatever the engine did not finish is
-                // delivered again; the waiting redeliveries go first.
-                if let Some(reader) = self.readers.get_mut(partition) {
-                    reader.restart(&self.name).await;
-                }
-            } else {
+            if !keep {
                 self.drop_reader(*partition).await;
+            } else if let Some(binder) = self.binder.clone() {
+                self.restart_from_ack_floor(&binder, *partition).await;
+            } else if let Some(reader) = self.readers.get_mut(partition) {
+                // The shared durable cannot be reset (other processes read
+                // it): whatever the engine did not finish is delivered
+                // again; the waiting redeliveries go first.
+                reader.restart(&self.name).await;
             }
         }
         Ok(())

@@ -7,6 +7,7 @@
 //! sequence already held is never handed out twice.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,23 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::event_headers;
+use crate::jetstream::leases::LeaseValidity;
+
+/// How long before its lease can end a leased partition's pull request
+/// must be over.
+const LEASE_MARGIN: Duration = Duration::from_millis(200);
+/// The shortest pull request worth sending; with less lease left the fetch
+/// task waits this long for the lease to be renewed instead.
+const MIN_PULL: Duration = Duration::from_millis(50);
+
+/// Whose fetch task a [`Feed`] item comes from: the partition and the
+/// reader's serial, so items a replaced reader's task sent before it
+/// stopped are told apart from the new reader's (they belong to a consumer
+/// that was reset, and are dropped).
+pub(super) type FeedTag = (PartitionId, u64);
+
+/// Serials of readers, unique in the process.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(0);
 
 /// What a fetch task hands the source.
 pub(super) enum Feed {
@@ -56,6 +74,8 @@ pub(super) struct KeyRule {
 /// One partition's messages and fetch task.
 pub(super) struct PartitionReader {
     pub(super) id: PartitionId,
+    /// Tags this reader's feed items (see [`FeedTag`]).
+    pub(super) serial: u64,
     requests: mpsc::UnboundedSender<usize>,
     task: JoinHandle<()>,
     pub(super) fetch_in_flight: bool,
@@ -78,21 +98,34 @@ pub(super) struct PartitionReader {
     /// (lease gone).
     pub(super) keep_after_release: bool,
     pub(super) lag: Option<u64>,
+    /// A leased partition's lease (`None` for the shared durable): nothing
+    /// is fetched or handed out past its end.
+    pub(super) validity: Option<LeaseValidity>,
 }
 
 impl PartitionReader {
     /// A reader whose fetch task pulls from `consumer` and tags what it
-    /// receives with `id` on `feed`.
+    /// receives with `id` on `feed`, while `validity` (if any) lasts.
     pub(super) fn start(
         id: PartitionId,
         consumer: Consumer<pull::Config>,
         fetch_wait: Duration,
-        feed: mpsc::UnboundedSender<(PartitionId, Feed)>,
+        feed: mpsc::UnboundedSender<(FeedTag, Feed)>,
+        validity: Option<LeaseValidity>,
     ) -> PartitionReader {
+        let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
         let (requests, request_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(fetch_loop(id, consumer, fetch_wait, request_rx, feed));
+        let task = tokio::spawn(fetch_loop(
+            (id, serial),
+            consumer,
+            fetch_wait,
+            validity.clone(),
+            request_rx,
+            feed,
+        ));
         PartitionReader {
             id,
+            serial,
             requests,
             task,
             fetch_in_flight: false,
@@ -106,6 +139,7 @@ impl PartitionReader {
             revoke_wanted: false,
             keep_after_release: true,
             lag: None,
+            validity,
         }
     }
 
@@ -189,6 +223,14 @@ impl PartitionReader {
             );
             self.out_of_order.insert(sequence, entry);
         }
+    }
+
+    /// The partition's lease ran out (or was given up): nothing more may be
+    /// handed out, another process may be reading it already.
+    pub(super) fn lease_lapsed(&self) -> bool {
+        self.validity
+            .as_ref()
+            .is_some_and(|v| v.remaining().is_zero())
     }
 
     /// Moves up to `max` staged events, in sequence order, into `events`.
@@ -276,17 +318,30 @@ impl Drop for PartitionReader {
 /// Running apart from the source makes `next` cancel safe: a pull request's
 /// messages are never dropped with a future.
 async fn fetch_loop(
-    id: PartitionId,
+    id: FeedTag,
     consumer: Consumer<pull::Config>,
     fetch_wait: Duration,
+    validity: Option<LeaseValidity>,
     mut requests: mpsc::UnboundedReceiver<usize>,
-    feed: mpsc::UnboundedSender<(PartitionId, Feed)>,
+    feed: mpsc::UnboundedSender<(FeedTag, Feed)>,
 ) {
     while let Some(count) = requests.recv().await {
+        // A leased partition's pull request ends before its lease can.
+        let expires = match &validity {
+            None => fetch_wait,
+            Some(validity) => fetch_wait.min(validity.remaining().saturating_sub(LEASE_MARGIN)),
+        };
+        if expires < MIN_PULL {
+            tokio::time::sleep(MIN_PULL).await;
+            if feed.send((id, Feed::Done)).is_err() {
+                return;
+            }
+            continue;
+        }
         match consumer
             .batch()
             .max_messages(count)
-            .expires(fetch_wait)
+            .expires(expires)
             .messages()
             .await
         {
