@@ -199,12 +199,21 @@ fn print_load_errors(errors: &[LoadError]) {
     }
 }
 
+/// Promises a loaded file asks for that its sources cannot keep (stderr).
+fn print_warnings(spec: &pipeline::PipelineSpec) {
+    if !spec.warnings.is_empty() {
+        let text = pipeline::render_warnings(&spec.path, &spec.warnings);
+        let _ = write!(std::io::stderr().lock(), "{text}");
+    }
+}
+
 fn validate(files: &[PathBuf]) -> ExitCode {
     let runtime = Runtime::new();
     let mut failed = false;
     for file in files {
         match pipeline::load_file(file, runtime.registry()) {
             Ok(spec) => {
+                print_warnings(&spec);
                 let count = spec.functions.len();
                 let noun = if count == 1 { "function" } else { "functions" };
                 println!("{}: ok ({count} {noun})", file.display());
@@ -263,6 +272,7 @@ async fn run(files: &[PathBuf], metrics_address: Option<&str>) -> anyhow::Result
             return Ok(ExitCode::FAILURE);
         }
     };
+    specs.iter().for_each(print_warnings);
     signals.exit_after_drain(runtime::longest_drain(&specs));
     if let Some(address) = metrics_address {
         let parsed: Option<SocketAddr> = match address {

@@ -49,6 +49,7 @@ use function::read_functions;
 use tuning::read_settings;
 
 mod function;
+mod promises;
 mod tests_block;
 mod tuning;
 
@@ -164,6 +165,7 @@ pub fn load_node(
             functions,
             settings,
             tests,
+            warnings: promises::warnings(root),
         }),
         _ => {
             if errors.is_empty() {

@@ -15,5 +15,5 @@ pub mod yaml;
 
 pub use env::{Environment, ProcessEnv};
 pub use load::{load_file, load_node, load_str, LoadError};
-pub use render::{render, render_load_error};
+pub use render::{render, render_load_error, render_warnings};
 pub use spec::*;

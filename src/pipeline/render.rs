@@ -31,6 +31,19 @@ pub fn render(path: &Path, errors: &[ConfigError]) -> String {
     out
 }
 
+/// Renders the warnings of a file that loaded: each as
+/// `file:line:column: warning: message`, then its hint.
+pub fn render_warnings(path: &Path, warnings: &[ConfigError]) -> String {
+    let marked: Vec<ConfigError> = warnings
+        .iter()
+        .map(|w| ConfigError {
+            message: format!("warning: {}", w.message),
+            ..w.clone()
+        })
+        .collect();
+    render(path, &marked)
+}
+
 /// Renders any [`LoadError`]: every problem of an invalid file, or why the
 /// file could not be read.
 pub fn render_load_error(error: &LoadError) -> String {

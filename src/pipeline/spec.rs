@@ -22,6 +22,10 @@ pub struct PipelineSpec {
     pub settings: SettingsSpec,
     /// The file's `tests:` block, run by `spate test`.
     pub tests: Vec<PipelineTest>,
+    /// Promises the file asks for that its sources cannot keep under
+    /// failures (see `load::promises`): printed by `validate` and `run`,
+    /// never fatal.
+    pub warnings: Vec<spate_connector::ConfigError>,
 }
 
 /// One test of the `tests:` block: recorded events for one function and

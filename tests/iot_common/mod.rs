@@ -62,21 +62,54 @@ pub fn broker() -> Broker {
 /// Starts Mosquitto with `inflight` messages in flight per client and no
 /// limit on a session's queue.
 pub fn broker_with_inflight(inflight: u32) -> Broker {
+    start_broker(inflight, false)
+}
+
+/// Starts Mosquitto as [`broker`] does, but keeping its sessions on disk
+/// across a [`Broker::restart`].
+pub fn broker_persistent() -> Broker {
+    start_broker(0, true)
+}
+
+fn start_broker(inflight: u32, persistent: bool) -> Broker {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let config = dir.path().join("mosquitto.conf");
+    let persistence = if persistent {
+        // Mosquitto started as root drops to the `mosquitto` user, which
+        // must be able to write its database here.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("store dir writable");
+        format!(
+            "persistence true\npersistence_location {}/\n",
+            dir.path().display()
+        )
+    } else {
+        "persistence false\n".to_owned()
+    };
     std::fs::write(
         &config,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+            "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}\
              max_inflight_messages {inflight}\nmax_queued_messages 10000000\n"
         ),
     )
     .expect("config written");
+    let child = spawn_mosquitto(&config, port);
+    Broker {
+        url: format!("mqtt://127.0.0.1:{port}"),
+        port,
+        child,
+        _dir: dir,
+    }
+}
+
+fn spawn_mosquitto(config: &std::path::Path, port: u16) -> Child {
     let binary = std::env::var("MOSQUITTO_BIN").unwrap_or_else(|_| "/usr/sbin/mosquitto".into());
     let child = Command::new(binary)
         .arg("-c")
-        .arg(&config)
+        .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -86,15 +119,20 @@ pub fn broker_with_inflight(inflight: u32) -> Broker {
         assert!(Instant::now() < deadline, "mosquitto did not come up");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Broker {
-        url: format!("mqtt://127.0.0.1:{port}"),
-        port,
-        child,
-        _dir: dir,
-    }
+    child
 }
 
 impl Broker {
+    /// Stops the broker gracefully (SIGTERM: a persistent one saves its
+    /// sessions) and starts it again on the same port and configuration.
+    pub fn restart(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.child = spawn_mosquitto(&self._dir.path().join("mosquitto.conf"), self.port);
+    }
+
     /// Creates the persistent session `client_id` with its subscription, so
     /// the broker queues readings for spate before it first connects.
     pub async fn create_session(&self, client_id: &str, filter: &str) {

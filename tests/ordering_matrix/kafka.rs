@@ -1,0 +1,117 @@
+//! Kafka rows (on Tansu, the test's own broker): a consumer group whose
+//! partitions move on every kill, handover and scale step. Tansu keeps its
+//! log in memory, so these rows have no broker restart; and it shows the
+//! records of aborted transactions to every reader, so exactly-once into
+//! Kafka is proven by `tests/kafka_pipeline.rs`, not here.
+
+use std::sync::Arc;
+
+use super::check::{Order, Promise};
+use super::harness::{self, Action, Publish, Row};
+use super::recorder::Recorder;
+use crate::kafka_common::{Producer, Tansu};
+
+const PARTITIONS: u64 = 8;
+const KEYS: u64 = 64;
+const CHAOS: &[Action] = &[
+    Action::Kill,
+    Action::Handover,
+    Action::ScaleOut,
+    Action::ScaleIn,
+];
+
+fn pipeline(broker: &Tansu, recorder: &Recorder, tag: &str, ordering: &str) -> String {
+    format!(
+        r#"settings:
+  metrics_address: off
+functions:
+  - name: matrix
+    input:
+      type: kafka
+      bootstrap_servers: {bootstrap}
+      topics: [{tag}]
+      group_id: {tag}-group
+      session_timeout: 6s
+    {handler}
+    dead_letter: {{type: kafka, bootstrap_servers: {bootstrap}, topic: {tag}-dead}}
+    delivery: at_least_once
+    ordering: {ordering}
+    concurrency: {{min: 1, max: 32}}
+    commit_interval: 50ms
+    drain_timeout: 10s
+"#,
+        bootstrap = broker.bootstrap,
+        handler = harness::handler_yaml(recorder),
+    )
+}
+
+/// A key's partition: its number modulo the partition count.
+fn partition_of(n: u64) -> u64 {
+    (n % KEYS) % PARTITIONS
+}
+
+async fn row(name: &'static str, ordering: &str, order: Order) {
+    let tag = format!("matrix-{ordering}");
+    // The broker's helpers block on a runtime of their own.
+    let broker = tokio::task::block_in_place(|| {
+        let broker = Tansu::start();
+        broker.create_topic(&tag, PARTITIONS as i32);
+        broker.create_topic(&format!("{tag}-dead"), 1);
+        broker
+    });
+    let recorder = Recorder::start(false).await;
+    let dir = harness::workdir();
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(&file, pipeline(&broker, &recorder, &tag, ordering)).expect("pipeline");
+    let producer = Arc::new(Producer::new(&broker.bootstrap));
+    let publish: Publish = Arc::new(move |numbers: Vec<u64>| {
+        let (producer, topic) = (producer.clone(), tag.clone());
+        Box::pin(async move {
+            let records: Vec<(i32, String, Vec<u8>)> = numbers
+                .iter()
+                .map(|&n| {
+                    let (key, _) = harness::key_and_seq(n, KEYS);
+                    (
+                        partition_of(n) as i32,
+                        key,
+                        harness::payload(n, KEYS).into_bytes(),
+                    )
+                })
+                .collect();
+            tokio::task::spawn_blocking(move || producer.produce_to(&topic, &records))
+                .await
+                .expect("producer thread");
+        })
+    });
+    let row = Row {
+        name,
+        promise: Promise {
+            lossless: true,
+            copies: true,
+            order,
+            exclusive: order != Order::None,
+        },
+        actions: CHAOS,
+    };
+    harness::run(&row, &recorder, &file, dir.path(), publish, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_key_order_survives_kills_handovers_and_scaling() {
+    row("kafka/key/at_least_once", "key", Order::Key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_partition_order_survives_kills_handovers_and_scaling() {
+    row(
+        "kafka/partition/at_least_once",
+        "partition",
+        Order::Partition,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_unordered_loses_nothing_through_kills_handovers_and_scaling() {
+    row("kafka/none/at_least_once", "none", Order::None).await;
+}

@@ -1,0 +1,120 @@
+//! MQTT rows on a Mosquitto of the test's own (no in-flight window, see the
+//! README): `mqtt` — QoS 1, a persistent session under one client id, acked
+//! on commit, so whatever a killed process had not acknowledged comes back
+//! when the next one connects — and `mqtt_at_most_once` — a clean session,
+//! nothing redelivered. One client id is one session, so one process at a
+//! time: these rows have no scaling (a second process with the same client
+//! id takes the session over from the first).
+
+use std::sync::{Arc, Mutex};
+
+use super::check::{Order, Promise};
+use super::harness::{self, Action, Publish, Restart, Row};
+use super::recorder::Recorder;
+use crate::iot_common::{self, Broker, Fate, Reading};
+
+const KEYS: u64 = 64;
+const FILTER: &str = "devices/+/telemetry";
+
+fn pipeline(broker: &Broker, recorder: &Recorder, kind: &str) -> String {
+    let (session, delivery) = if kind == "mqtt" {
+        ("\n      client_id: spate-matrix", "at_least_once")
+    } else {
+        ("", "at_most_once")
+    };
+    format!(
+        r#"settings:
+  metrics_address: off
+functions:
+  - name: matrix
+    input:
+      type: {kind}
+      url: {url}
+      topics: {FILTER}{session}
+      key_level: 2
+      partitions: 4
+      partition_level: 2
+    {handler}
+    dead_letter: {{type: file, path: dead.jsonl}}
+    delivery: {delivery}
+    ordering: key
+    concurrency: {{min: 1, max: 32}}
+    commit_interval: 50ms
+    drain_timeout: 10s
+"#,
+        url = broker.url,
+        handler = harness::handler_yaml(recorder),
+    )
+}
+
+fn publisher(port: u16) -> Publish {
+    Arc::new(move |numbers: Vec<u64>| {
+        let readings: Vec<Reading> = numbers
+            .iter()
+            .map(|&n| {
+                let (key, seq) = harness::key_and_seq(n, KEYS);
+                Reading {
+                    device: key,
+                    seq: Some(seq),
+                    ts: iot_common::T0,
+                    temperature: 20.0,
+                    payload: harness::payload(n, KEYS),
+                    fate: Fate::Counted,
+                }
+            })
+            .collect();
+        Box::pin(async move { iot_common::publish(port, &readings, 0).await })
+    })
+}
+
+async fn row(name: &'static str, kind: &str, promise: Promise, actions: &'static [Action]) {
+    let broker = iot_common::broker_persistent();
+    if kind == "mqtt" {
+        broker.create_session("spate-matrix", FILTER).await;
+    }
+    let recorder = Recorder::start(false).await;
+    let dir = harness::workdir();
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(&file, pipeline(&broker, &recorder, kind)).expect("pipeline");
+    let publish = publisher(broker.port);
+    let broker = Arc::new(Mutex::new(broker));
+    let restart: Restart = {
+        let broker = broker.clone();
+        Box::new(move || broker.lock().unwrap_or_else(|p| p.into_inner()).restart())
+    };
+    let row = Row {
+        name,
+        promise,
+        actions,
+    };
+    harness::run(&row, &recorder, &file, dir.path(), publish, Some(restart)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_persistent_session_keeps_key_order_through_kills_handovers_and_a_broker_restart() {
+    let promise = Promise {
+        lossless: true,
+        copies: true,
+        order: Order::Key,
+        exclusive: true,
+    };
+    let chaos = &[Action::Kill, Action::Handover, Action::BrokerRestart];
+    row("mqtt/key/at_least_once", "mqtt", promise, chaos).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_at_most_once_keeps_key_order_and_never_copies_through_kills_and_handovers() {
+    let promise = Promise {
+        lossless: false,
+        copies: false,
+        order: Order::Key,
+        exclusive: true,
+    };
+    row(
+        "mqtt_at_most_once/key/at_most_once",
+        "mqtt_at_most_once",
+        promise,
+        &[Action::Kill, Action::Handover],
+    )
+    .await;
+}
