@@ -232,7 +232,11 @@ fn read_file(
     let tests = match &functions {
         Some(functions) => {
             let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
-            tests_block::read_tests(&mut top, &names)
+            let outputs: Vec<Vec<&str>> = functions
+                .iter()
+                .map(|f| f.outputs.iter().map(|o| o.name.as_str()).collect())
+                .collect();
+            tests_block::read_tests(&mut top, &names, &outputs)
         }
         None => {
             let _ = top.node("tests");
