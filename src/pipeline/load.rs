@@ -419,6 +419,20 @@ functions:
     }
 
     #[test]
+    fn a_tests_block_of_six_thousand_events_without_aliases_loads() {
+        let mut text = String::from(
+            "functions:\n  - name: f\n    input: {type: generate}\n    handler: passthrough\n    dead_letter: {type: stdout}\ntests:\n  - name: many\n    events:\n",
+        );
+        for i in 0..6000 {
+            text.push_str(&format!(
+                "      - input: {{key: k{i}, payload: {{n: {i}, t: 1.5, tags: [a, b]}}}}\n        expect: {{outputs: [{{payload: {{n: {i}, t: 1.5, tags: [a, b]}}}}]}}\n"
+            ));
+        }
+        let spec = loaded(&text);
+        assert_eq!(spec.tests[0].events.len(), 6000);
+    }
+
+    #[test]
     fn names_are_checked() {
         assert!(is_valid_name("enrich-telemetry_v2.1"));
         assert!(!is_valid_name(""));
