@@ -96,12 +96,16 @@ fn toy(run: fn(&[u8])) -> Target {
 
 #[test]
 fn the_harness_reports_a_panicking_input_as_a_finding() {
+    // Its ten expected panics would print ten messages and backtraces.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
     let outcome = run_quietly(
         toy(fails_on_a_bang),
         1,
         Duration::from_secs(2),
         Duration::from_secs(10),
     );
+    std::panic::set_hook(hook);
     assert!(outcome.inputs > 0);
     assert!(
         outcome.findings.iter().any(|f| f.contains("panicked")),
