@@ -19,7 +19,9 @@ mod mutate;
 #[path = "fuzz/targets.rs"]
 mod targets;
 
-use harness::{fuzz, replay_regressions, Target, STACK_BYTES};
+use std::time::Duration;
+
+use harness::{fuzz, replay_regressions, run_quietly, Target, STACK_BYTES};
 
 /// Runs `f` on a thread with the harness's large stack.
 fn on_big_stack(f: impl FnOnce() + Send + 'static) {
@@ -70,4 +72,60 @@ fn every_saved_finding_still_passes() {
             println!("{}: {count} regressions replayed", target.name);
         }
     });
+}
+
+fn fails_on_a_bang(data: &[u8]) {
+    assert!(!data.contains(&b'!'), "a bang");
+}
+
+fn hangs_on_a_bang(data: &[u8]) {
+    while data.contains(&b'!') {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn toy(run: fn(&[u8])) -> Target {
+    Target {
+        name: "toy",
+        corpus: vec![b"abc".to_vec()],
+        run,
+        yaml: false,
+        max_len: 64,
+    }
+}
+
+#[test]
+fn the_harness_reports_a_panicking_input_as_a_finding() {
+    // Its ten expected panics would print ten messages and backtraces.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = run_quietly(
+        toy(fails_on_a_bang),
+        1,
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+    );
+    std::panic::set_hook(hook);
+    assert!(outcome.inputs > 0);
+    assert!(
+        outcome.findings.iter().any(|f| f.contains("panicked")),
+        "{:?}",
+        outcome.findings
+    );
+}
+
+#[test]
+fn the_harness_reports_an_input_that_never_ends_as_a_hang() {
+    let outcome = run_quietly(
+        toy(hangs_on_a_bang),
+        1,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    );
+    assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
+    assert!(
+        outcome.findings[0].contains("a hang"),
+        "{}",
+        outcome.findings[0]
+    );
 }

@@ -234,7 +234,11 @@ fn read_file(
     let tests = match &functions {
         Some(functions) => {
             let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
-            tests_block::read_tests(&mut top, &names)
+            let outputs: Vec<Vec<&str>> = functions
+                .iter()
+                .map(|f| f.outputs.iter().map(|o| o.name.as_str()).collect())
+                .collect();
+            tests_block::read_tests(&mut top, &names, &outputs)
         }
         None => {
             let _ = top.node("tests");
@@ -414,6 +418,20 @@ functions:
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_tests_block_of_six_thousand_events_without_aliases_loads() {
+        let mut text = String::from(
+            "functions:\n  - name: f\n    input: {type: generate}\n    handler: passthrough\n    dead_letter: {type: stdout}\ntests:\n  - name: many\n    events:\n",
+        );
+        for i in 0..6000 {
+            text.push_str(&format!(
+                "      - input: {{key: k{i}, payload: {{n: {i}, t: 1.5, tags: [a, b]}}}}\n        expect: {{outputs: [{{payload: {{n: {i}, t: 1.5, tags: [a, b]}}}}]}}\n"
+            ));
+        }
+        let spec = loaded(&text);
+        assert_eq!(spec.tests[0].events.len(), 6000);
     }
 
     #[test]

@@ -43,7 +43,11 @@ pub const STACK_BYTES: usize = 8 << 20;
 /// Inputs between two progress lines.
 pub const BATCH: u64 = 2000;
 
+/// A run stops after this many findings.
+pub const MAX_FINDINGS: usize = 10;
+
 /// What is fuzzed.
+#[derive(Clone)]
 pub struct Target {
     /// Names the target in messages, seeds and the regressions directory.
     pub name: &'static str,
@@ -177,6 +181,12 @@ pub fn fuzz(target: Target) {
     );
 }
 
+/// Runs `target` for `budget` (no replay) and returns what happened,
+/// without failing: for testing the harness itself.
+pub fn run_quietly(target: Target, seed: u64, budget: Duration, hang: Duration) -> Outcome {
+    run(target, seed, budget, hang, None)
+}
+
 fn run(
     target: Target,
     seed: u64,
@@ -187,6 +197,8 @@ fn run(
     let current = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let name = target.name;
+    // To regenerate the input a stuck worker holds.
+    let copy = target.clone();
     let worker = {
         let (current, done) = (current.clone(), done.clone());
         std::thread::Builder::new()
@@ -211,7 +223,7 @@ fn run(
             (seen, since) = (now, Instant::now());
         } else if since.elapsed() > hang {
             let index = now.saturating_sub(1);
-            let data = input_of(name, seed, index);
+            let data = input(&copy, seed, index);
             let saved = save_finding(name, index, &data);
             return Outcome {
                 inputs: now,
@@ -237,16 +249,6 @@ fn run(
     }
 }
 
-/// The input at `index` is regenerated for the hang report: the worker
-/// that holds it is stuck.
-fn input_of(name: &str, seed: u64, index: u64) -> Vec<u8> {
-    super::targets::all()
-        .into_iter()
-        .find(|t| t.name == name)
-        .map(|t| input(&t, seed, index))
-        .unwrap_or_default()
-}
-
 fn work(
     target: &Target,
     seed: u64,
@@ -259,7 +261,10 @@ fn work(
     let mut findings = Vec::new();
     let mut ran = 0;
     let mut index = from;
-    while index <= to && (replay.is_some() || started.elapsed() < budget) {
+    while index <= to
+        && findings.len() < MAX_FINDINGS
+        && (replay.is_some() || started.elapsed() < budget)
+    {
         if replay.is_some() {
             raw_stderr(&format!("fuzz {}: input {index}", target.name));
         } else if (index - from) % BATCH == 0 {

@@ -16,6 +16,7 @@
 //! `--expect` read JSON Lines (see [`crate::testing::samples`]); every
 //! problem is reported at its line and column.
 
+use spate_connector::config::quote_list;
 use spate_connector::{ConfigNode, ConfigReader, NodeKind};
 
 use crate::pipeline::spec::{PipelineTest, TestEvent};
@@ -26,10 +27,48 @@ fn to_json(node: &ConfigNode) -> serde_json::Value {
     serde_json::from_str(&node.to_json_text()).unwrap_or(serde_json::Value::Null)
 }
 
-/// Reads `tests:`; `functions` are the names declared in the file.
+/// Every `to:` of an expected output names an output of the function
+/// (otherwise the test could never pass); errors at the `to:` value.
+fn check_expected_targets(
+    reader: &ConfigReader<'_>,
+    expect: &ConfigNode,
+    path: &str,
+    function: &str,
+    outputs: &[&str],
+) -> bool {
+    let Some(NodeKind::Seq(items)) = expect.get("outputs").map(|o| &o.kind) else {
+        return true;
+    };
+    let mut fine = true;
+    for (index, item) in items.iter().enumerate() {
+        let Some(to) = item.get("to") else {
+            continue;
+        };
+        let Some(name) = to.as_text().filter(|name| !outputs.contains(name)) else {
+            continue;
+        };
+        fine = false;
+        reader.error(
+            to.span,
+            format!("{path}.outputs[{index}].to"),
+            format!(
+                "`{name}` is not an output of function `{function}`, so this test could never pass"
+            ),
+            Some(match outputs.is_empty() {
+                true => format!("function `{function}` has no `outputs:`"),
+                false => format!("its outputs: {}", quote_list(outputs)),
+            }),
+        );
+    }
+    fine
+}
+
+/// Reads `tests:`; `functions` are the names declared in the file and
+/// `outputs` (in the same order) the output names of each.
 pub(super) fn read_tests(
     top: &mut ConfigReader<'_>,
     functions: &[String],
+    outputs: &[Vec<&str>],
 ) -> Option<Vec<PipelineTest>> {
     let Some(items) = top.list("tests") else {
         return Some(Vec::new());
@@ -107,6 +146,22 @@ pub(super) fn read_tests(
                             None
                         }
                     };
+                    let function_outputs = function.as_ref().and_then(|f| {
+                        let at = functions.iter().position(|name| name == f)?;
+                        Some((f.as_str(), outputs.get(at)?.as_slice()))
+                    });
+                    if let (Some(node), Some((function, outputs))) = (expect, function_outputs) {
+                        let expect_path = format!("{entry_path}.expect");
+                        if !check_expected_targets(
+                            &entry_reader,
+                            node,
+                            &expect_path,
+                            function,
+                            outputs,
+                        ) {
+                            complete = false;
+                        }
+                    }
                     let expected = match expect.map(|node| (node, expectation(&to_json(node)))) {
                         None => None,
                         Some((_, Ok(expected))) => Some(expected),
