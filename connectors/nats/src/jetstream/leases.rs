@@ -439,3 +439,27 @@ impl Coordinator {
         let _ = self.store.delete(self.member_key()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_read_only_until_ttl_after_its_last_write_and_never_after_it_ends() {
+        let ttl = Duration::from_secs(10);
+        let written = Instant::now();
+        let validity = LeaseValidity::new(written, ttl);
+        let remaining = validity.remaining();
+        assert!(remaining <= ttl && remaining > ttl - Duration::from_secs(1));
+        // A refresh written later moves the end; an older write never
+        // shortens it.
+        validity.extend(written + Duration::from_secs(5), ttl);
+        assert!(validity.remaining() > ttl);
+        validity.extend(written, ttl);
+        assert!(validity.remaining() > ttl);
+        // The source's copy sees what the coordinator does.
+        let seen_by_source = validity.clone();
+        validity.end();
+        assert_eq!(seen_by_source.remaining(), Duration::ZERO);
+    }
+}
