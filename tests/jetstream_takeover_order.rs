@@ -65,7 +65,7 @@ functions:
       partitions: {PARTITIONS}
       partition_subject: "pord.{{partition}}.*"
       key_token: 3
-      lease_ttl: 1s
+      lease_ttl: 2s
       ack_wait: 4s
       fetch_wait: 300ms
     handler:
