@@ -529,6 +529,9 @@ async fn kills_keep_key_order(delivery: &str) {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(distinct.len() as u64, EVENTS, "nothing lost");
+    if std::env::var("SPATE_ORDER_KEEP_LOGS").is_ok() {
+        eprintln!("logs kept in {}", dir.keep().display());
+    }
     let violations = order_violations(&handled);
     if let Some((key, _, _)) = violations.first() {
         let t0 = handled.first().map(|h| h.at).unwrap_or(started);
@@ -550,10 +553,6 @@ async fn kills_keep_key_order(delivery: &str) {
             .map(|(at, n, p)| format!("{n} {p:?} at {:?}", *at - t0))
             .collect();
         eprintln!("key {key}: {history:#?}\nkills: {kill_times:?}");
-        if std::env::var("SPATE_ORDER_KEEP_LOGS").is_ok() {
-            let kept = dir.keep();
-            eprintln!("logs kept in {}", kept.display());
-        }
     }
     assert!(
         violations.is_empty(),
