@@ -402,3 +402,193 @@ fn partition_settings_are_checked_together() {
     ]);
     assert!(ok && msgs.is_empty(), "{msgs:?}");
 }
+
+/// Issue 19: a partition taken over from a dead holder starts at its ack
+/// floor, so the messages the dead holder had read but not finished come
+/// first, in order, long before `ack_wait` — never after newer messages of
+/// the same device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_over_partition_restarts_at_its_ack_floor_before_newer_messages() {
+    let server = start_own_with_config(&mapping_config());
+    let client = server.client().await;
+    let stream = unique("PTELE");
+    create_stream(&client, &stream, &["ptele.*.*".to_owned()]).await;
+    let durable = unique("tele");
+    let config = [
+        ("url", server.url.as_str()),
+        ("stream", stream.as_str()),
+        ("durable", durable.as_str()),
+        ("partitions", "4"),
+        ("partition_subject", "ptele.{partition}.*"),
+        ("key_token", "3"),
+        ("lease_ttl", "1s"),
+        // Far beyond the test: nothing may wait for a redelivery.
+        ("ack_wait", "60s"),
+        ("fetch_wait", "300ms"),
+    ];
+    let builder = source_builder("jetstream", &config);
+    // The victim takes every partition, reads without committing, and dies
+    // (dropped: no close, no release, no acks).
+    let mut victim = builder.build().await.expect("victim builds");
+    let mut victim_partitions = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while victim_partitions.len() < PARTITIONS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "the victim got {victim_partitions:?}"
+        );
+        if let Some(SourceMessage::Assigned(p)) =
+            common::next_within(&mut *victim, 10, Duration::from_millis(500)).await
+        {
+            victim_partitions.extend(p);
+        }
+    }
+    publish(&client, 0, 200).await;
+    let mut victim_read = 0;
+    while let Some(SourceMessage::Events(events)) =
+        common::next_within(&mut *victim, 100, Duration::from_millis(500)).await
+    {
+        victim_read += events.len();
+    }
+    assert_eq!(victim_read, 200, "the victim read everything");
+    drop(victim);
+    // Newer messages of the same devices arrive before anyone takes over.
+    publish(&client, 200, 400).await;
+
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let survivor = Arc::new(Mutex::new(Seen::default()));
+    let started = Instant::now();
+    let survivor_task = tokio::spawn(drive(
+        builder.build().await.expect("builds"),
+        survivor.clone(),
+        stop.clone(),
+    ));
+    wait_until(
+        "the successor to read every message, well before ack_wait",
+        Duration::from_secs(20),
+        || survivor.lock().unwrap().events.len() >= 400,
+    )
+    .await;
+    eprintln!("taken over and read in {:?}", started.elapsed());
+    stop.notify_waiters();
+    let _ = survivor_task.await;
+    let seen = survivor.lock().unwrap();
+    let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+    for (device, _, _, payload) in &seen.events {
+        if let Some(before) = last.insert(device, *payload) {
+            assert!(
+                before < *payload,
+                "device {device}: message {payload} after {before}"
+            );
+        }
+    }
+    assert_eq!(seen.events.len(), 400, "each message once");
+}
+
+/// A holder killed between deleting a partition's durable and creating it
+/// again leaves no consumer; its successor starts from the ack floor
+/// recorded before the delete, not from the stream's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_lost_mid_reset_restarts_from_the_recorded_ack_floor() {
+    let server = start_own_with_config(&mapping_config());
+    let client = server.client().await;
+    let stream = unique("PTELE");
+    create_stream(&client, &stream, &["ptele.*.*".to_owned()]).await;
+    let durable = unique("tele");
+    let config = [
+        ("url", server.url.as_str()),
+        ("stream", stream.as_str()),
+        ("durable", durable.as_str()),
+        ("partitions", "4"),
+        ("partition_subject", "ptele.{partition}.*"),
+        ("key_token", "3"),
+        ("lease_ttl", "1s"),
+        ("ack_wait", "60s"),
+        ("fetch_wait", "300ms"),
+    ];
+    let builder = source_builder("jetstream", &config);
+    publish(&client, 0, 200).await;
+    // The first holder finishes messages 0..100 and dies.
+    let mut first = builder.build().await.expect("builds");
+    let mut assigned = BTreeSet::new();
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read.len() < 200 || assigned.len() < PARTITIONS as usize {
+        assert!(Instant::now() < deadline, "read {} of 200", read.len());
+        match common::next_within(&mut *first, 100, Duration::from_millis(500)).await {
+            Some(SourceMessage::Assigned(p)) => assigned.extend(p),
+            Some(SourceMessage::Events(events)) => read.extend(events),
+            _ => {}
+        }
+    }
+    let mut finished: BTreeMap<PartitionId, u64> = BTreeMap::new();
+    for event in &read {
+        let payload: usize = std::str::from_utf8(&event.payload)
+            .unwrap()
+            .parse()
+            .unwrap();
+        if payload < 100 {
+            let next = finished.entry(event.position.partition).or_insert(0);
+            *next = (*next).max(event.position.offset + 1);
+        }
+    }
+    let positions: Vec<CommitPosition> = finished
+        .into_iter()
+        .map(|(partition, next_offset)| CommitPosition {
+            partition,
+            next_offset,
+        })
+        .collect();
+    first.commit(&positions).await.expect("commit");
+    drop(first);
+    // The next holder resets every durable (recording the floors), then
+    // "dies mid-reset": the durables are gone.
+    let mut second = builder.build().await.expect("builds");
+    let mut assigned = BTreeSet::new();
+    while assigned.len() < PARTITIONS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "the second holder got {assigned:?}"
+        );
+        if let Some(SourceMessage::Assigned(p)) =
+            common::next_within(&mut *second, 10, Duration::from_millis(500)).await
+        {
+            assigned.extend(p);
+        }
+    }
+    drop(second);
+    let js = async_nats::jetstream::new(client.clone());
+    let stream_handle = js.get_stream(&stream).await.expect("stream");
+    for p in 0..PARTITIONS {
+        stream_handle
+            .delete_consumer(&format!("{durable}-{p}"))
+            .await
+            .expect("durable deleted");
+    }
+
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let survivor = Arc::new(Mutex::new(Seen::default()));
+    let survivor_task = tokio::spawn(drive(
+        builder.build().await.expect("builds"),
+        survivor.clone(),
+        stop.clone(),
+    ));
+    wait_until(
+        "the successor to read the unfinished messages",
+        Duration::from_secs(20),
+        || survivor.lock().unwrap().events.len() >= 100,
+    )
+    .await;
+    // Give a wrong restart (from the stream's start) time to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.notify_waiters();
+    let _ = survivor_task.await;
+    let seen = survivor.lock().unwrap();
+    let payloads: Vec<usize> = seen.events.iter().map(|e| e.3).collect();
+    assert_eq!(
+        payloads.iter().copied().collect::<BTreeSet<_>>(),
+        (100..200).collect::<BTreeSet<_>>(),
+        "exactly the unfinished messages, from the recorded floors"
+    );
+    assert_eq!(payloads.len(), 100, "each once");
+}

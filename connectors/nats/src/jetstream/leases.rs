@@ -134,9 +134,14 @@ pub(crate) struct Coordinator {
     giving_back: BTreeSet<PartitionId>,
 }
 
-/// The bucket name for a durable: bucket names allow letters, digits, `-`
-/// and `_` only.
+/// The lease bucket's name for a durable (see [`safe_bucket_name`]).
 pub(crate) fn bucket_name(durable: &str) -> String {
+    safe_bucket_name("spate-leases", durable)
+}
+
+/// `<prefix>-<durable>`, with every character a bucket name does not allow
+/// (only letters, digits, `-` and `_` are) replaced by `_`.
+pub(crate) fn safe_bucket_name(prefix: &str, durable: &str) -> String {
     let safe: String = durable
         .chars()
         .map(|c| {
@@ -147,7 +152,7 @@ pub(crate) fn bucket_name(durable: &str) -> String {
             }
         })
         .collect();
-    format!("spate-leases-{safe}")
+    format!("{prefix}-{safe}")
 }
 
 /// A process-unique member id: pid and start time, as hex.
@@ -158,29 +163,41 @@ fn instance_id() -> String {
     format!("{:x}-{:x}", std::process::id(), nanos % (1 << 48))
 }
 
-/// Opens (creating if missing) the lease bucket of `durable`.
+/// Opens (creating if missing) the lease bucket of `durable`, whose
+/// entries live `ttl`.
+pub(crate) async fn open_bucket(
+    context: &js::Context,
+    durable: &str,
+    ttl: Duration,
+) -> Result<Store, String> {
+    let description = format!("spate partition leases of durable `{durable}`");
+    open_kv(context, &bucket_name(durable), description, ttl).await
+}
+
+/// Opens (creating if missing) the key-value bucket `bucket`; entries older
+/// than `max_age` are dropped (zero: kept).
 ///
 /// The bucket's stream is created here, with the key-value conventions
 /// (`KV_<bucket>` capturing `$KV.<bucket>.>`, one message per key, rollups
 /// allowed, deletes denied, new messages discarded when full), rather than
 /// with `create_key_value`: that first queries the account, whose reply
 /// async-nats 0.51 cannot read from a 2.9 server.
-pub(crate) async fn open_bucket(
+pub(crate) async fn open_kv(
     context: &js::Context,
-    durable: &str,
-    ttl: Duration,
+    bucket: &str,
+    description: String,
+    max_age: Duration,
 ) -> Result<Store, String> {
-    let bucket = bucket_name(durable);
-    if let Ok(store) = context.get_key_value(&bucket).await {
+    if let Ok(store) = context.get_key_value(bucket).await {
         return Ok(store);
     }
     context
         .get_or_create_stream(js::stream::Config {
             name: format!("KV_{bucket}"),
-            description: Some(format!("spate partition leases of durable `{durable}`")),
+            description: Some(description),
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
-            max_age: ttl,
+            max_age,
             allow_rollup: true,
             deny_delete: true,
             allow_direct: true,
@@ -188,11 +205,11 @@ pub(crate) async fn open_bucket(
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("cannot create the lease bucket `{bucket}`: {e}"))?;
+        .map_err(|e| format!("cannot create the bucket `{bucket}`: {e}"))?;
     context
-        .get_key_value(&bucket)
+        .get_key_value(bucket)
         .await
-        .map_err(|e| format!("cannot open the lease bucket `{bucket}`: {e}"))
+        .map_err(|e| format!("cannot open the bucket `{bucket}`: {e}"))
 }
 
 impl Coordinator {
@@ -437,5 +454,29 @@ impl Coordinator {
             self.give_back(partition).await;
         }
         let _ = self.store.delete(self.member_key()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_read_only_until_ttl_after_its_last_write_and_never_after_it_ends() {
+        let ttl = Duration::from_secs(10);
+        let written = Instant::now();
+        let validity = LeaseValidity::new(written, ttl);
+        let remaining = validity.remaining();
+        assert!(remaining <= ttl && remaining > ttl - Duration::from_secs(1));
+        // A refresh written later moves the end; an older write never
+        // shortens it.
+        validity.extend(written + Duration::from_secs(5), ttl);
+        assert!(validity.remaining() > ttl);
+        validity.extend(written, ttl);
+        assert!(validity.remaining() > ttl);
+        // The source's copy sees what the coordinator does.
+        let seen_by_source = validity.clone();
+        validity.end();
+        assert_eq!(seen_by_source.remaining(), Duration::ZERO);
     }
 }

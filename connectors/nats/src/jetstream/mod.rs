@@ -23,7 +23,10 @@
 //!   restart of a partition) resets its durable to the ack floor, so a
 //!   holder that died leaves nothing to be redelivered behind newer
 //!   messages: its unfinished suffix comes first, in order (the argument is
-//!   in the source's `takeover` module).
+//!   in the source's `takeover` module; the floor is recorded in the
+//!   bucket `spate-floors-<durable>` before each reset). A holder reads a
+//!   partition only while its lease surely lasts, so a stalled holder
+//!   stops before a successor can start.
 //!
 //! | key | default | meaning |
 //! | --- | --- | --- |

@@ -219,10 +219,22 @@ impl SourceBuilder for JetStreamSourceBuilder {
                 let store = leases::open_bucket(&context, &self.durable, *lease_ttl)
                     .await
                     .map_err(unavailable)?;
+                let floors = leases::open_kv(
+                    &context,
+                    &takeover::floors_bucket(&self.durable),
+                    format!(
+                        "spate: the ack floors of durable `{}`'s partitions",
+                        self.durable
+                    ),
+                    Duration::ZERO,
+                )
+                .await
+                .map_err(unavailable)?;
                 let partition_binder = Arc::new(PartitionBinder {
                     stream: stream.clone(),
                     stream_name: self.stream.clone(),
                     configs: (0..*count).map(|p| self.consumer_config(p)).collect(),
+                    floors,
                 });
                 let shared = partition_binder.clone();
                 let bind: BindConsumer = Box::new(move |partition| {

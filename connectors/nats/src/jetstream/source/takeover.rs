@@ -56,13 +56,27 @@
 //! plus a takeover, checked by [`exactly_once`](crate::jetstream::exactly_once)
 //! against twice the larger of `ack_wait` and `lease_ttl`.
 //!
+//! Before each delete the floor is recorded in the bucket
+//! `spate-floors-<durable>` (key `p.<partition>`, kept without age limit):
+//! a holder killed between the delete and the create leaves no consumer,
+//! and its successor starts from the recorded floor instead of the
+//! stream's start. A durable missing for another reason (deleted by hand)
+//! also restarts from the last recorded floor, or from the start if none.
+//!
 //! The shared durable (no `partitions`) is never reset: every process reads
 //! it at once, so order across processes, or across a process's death, is
 //! not promised there.
 
 use async_nats::jetstream::consumer::{pull, Consumer, DeliverPolicy};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use async_nats::jetstream::kv::Store;
 use async_nats::jetstream::stream;
+use bytes::Bytes;
+
+/// The name of the bucket keeping each partition's last ack floor.
+pub(crate) fn floors_bucket(durable: &str) -> String {
+    crate::jetstream::leases::safe_bucket_name("spate-floors", durable)
+}
 
 /// Binds the durables of a subject-partitioned source, each reset to its
 /// ack floor (see the module docs).
@@ -71,6 +85,9 @@ pub(crate) struct PartitionBinder {
     pub(crate) stream_name: String,
     /// Each partition's consumer configuration, by partition number.
     pub(crate) configs: Vec<pull::Config>,
+    /// `p.<partition>`: the ack floor recorded before the partition's
+    /// durable was last deleted (see [`floors_bucket`]).
+    pub(crate) floors: Store,
 }
 
 impl PartitionBinder {
@@ -88,16 +105,16 @@ impl PartitionBinder {
             .ok_or_else(|| format!("no partition {partition}"))?;
         let durable = config.durable_name.clone().unwrap_or_default();
         let place = format!("durable `{durable}` on stream `{}`", self.stream_name);
-        match self.stream.consumer_info(&durable).await {
+        let key = format!("p.{partition}");
+        let floor = match self.stream.consumer_info(&durable).await {
             Ok(info) => {
                 let floor = info.ack_floor.stream_sequence;
-                config.deliver_policy = if floor == 0 {
-                    DeliverPolicy::All
-                } else {
-                    DeliverPolicy::ByStartSequence {
-                        start_sequence: floor + 1,
-                    }
-                };
+                // Recorded first: a holder dying between the delete and the
+                // create below leaves the floor to its successor.
+                self.floors
+                    .put(&key, Bytes::from(floor.to_string()))
+                    .await
+                    .map_err(|e| format!("cannot record the ack floor of {place}: {e}"))?;
                 self.stream
                     .delete_consumer(&durable)
                     .await
@@ -108,10 +125,26 @@ impl PartitionBinder {
                     unacked = info.num_ack_pending,
                     "partition durable reset to its ack floor"
                 );
+                floor
             }
-            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {}
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+                let recorded =
+                    self.floors.get(&key).await.map_err(|e| {
+                        format!("cannot read the recorded ack floor of {place}: {e}")
+                    })?;
+                recorded
+                    .and_then(|value| std::str::from_utf8(&value).ok()?.parse().ok())
+                    .unwrap_or(0)
+            }
             Err(e) => return Err(format!("cannot read {place}: {e}")),
-        }
+        };
+        config.deliver_policy = if floor == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: floor + 1,
+            }
+        };
         self.stream
             .create_consumer(config)
             .await
