@@ -9,7 +9,9 @@
 //! dropping copies strictly increasing, copies only where allowed, and never
 //! two calls of one key at once.
 //!
-//! The seed of each row is printed; `SPATE_MATRIX_SEED=<seed>` replays it.
+//! The default run uses a fixed seed; `SPATE_MATRIX_SEED=random` (and the
+//! soak run) draw one. The seed of each row is printed;
+//! `SPATE_MATRIX_SEED=<seed>` replays it.
 //! `SPATE_MATRIX_SOAK=1` (or `scripts/soak-ordering`) runs 10x the events
 //! and 3x the chaos. The JetStream subject-partition rows need the ack-floor
 //! takeover (issue 19) and run with `SPATE_MATRIX_JETSTREAM_TAKEOVER=1`.

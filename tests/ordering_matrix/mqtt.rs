@@ -16,7 +16,7 @@ use crate::iot_common::{self, Broker, Fate, Reading};
 const KEYS: u64 = 64;
 const FILTER: &str = "devices/+/telemetry";
 
-fn pipeline(broker: &Broker, recorder: &Recorder, kind: &str) -> String {
+fn pipeline(broker: &Broker, recorder: &Recorder, kind: &str, dir: &std::path::Path) -> String {
     let (session, delivery) = if kind == "mqtt" {
         ("\n      client_id: spate-matrix", "at_least_once")
     } else {
@@ -35,7 +35,7 @@ functions:
       partitions: 4
       partition_level: 2
     {handler}
-    dead_letter: {{type: file, path: dead.jsonl}}
+    dead_letter: {{type: file, path: {dead}}}
     delivery: {delivery}
     ordering: key
     concurrency: {{min: 1, max: 32}}
@@ -44,6 +44,7 @@ functions:
 "#,
         url = broker.url,
         handler = harness::handler_yaml(recorder),
+        dead = dir.join("dead.jsonl").display(),
     )
 }
 
@@ -75,7 +76,7 @@ async fn row(name: &'static str, kind: &str, promise: Promise, actions: &'static
     let recorder = Recorder::start(false).await;
     let dir = harness::workdir();
     let file = dir.path().join("pipeline.yaml");
-    std::fs::write(&file, pipeline(&broker, &recorder, kind)).expect("pipeline");
+    std::fs::write(&file, pipeline(&broker, &recorder, kind, dir.path())).expect("pipeline");
     let publish = publisher(broker.port);
     let broker = Arc::new(Mutex::new(broker));
     let restart: Restart = {

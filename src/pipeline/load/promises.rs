@@ -86,7 +86,26 @@ fn caveat(input: &ConfigNode, mode: &str) -> Option<(String, &'static str)> {
                 .to_owned(),
             "use a `jetstream` input to keep every event through crashes and reconnects",
         )),
+        "mqtt" | "mqtt_at_most_once" if shares_subscription(input) => Some((
+            format!(
+                "a shared subscription (`$share/...`) spreads the messages over every process \
+                 of the group, so one {}'s events run in several processes, out of order",
+                unit(mode)
+            ),
+            "subscribe without `$share/` and run one process per `client_id` to keep the order",
+        )),
         _ => None,
+    }
+}
+
+/// Whether an MQTT input's `topics` (one filter or a list) has a shared
+/// subscription.
+fn shares_subscription(input: &ConfigNode) -> bool {
+    let shared = |node: &ConfigNode| node.as_text().is_some_and(|t| t.starts_with("$share/"));
+    match input.get("topics").map(|n| (&n.kind, n)) {
+        Some((NodeKind::Seq(items), _)) => items.iter().any(shared),
+        Some((_, node)) => shared(node),
+        None => false,
     }
 }
 
