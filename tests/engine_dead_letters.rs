@@ -73,6 +73,14 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Awaits a run of a finite log, failing the test if it has not ended
+/// within 10 s (a record retried forever would hold it).
+async fn finish<T>(run: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .expect("the function ends by itself")
+}
+
 fn payloads(sink: &MemorySink) -> Vec<Bytes> {
     sink.records().into_iter().map(|r| r.payload).collect()
 }
@@ -153,11 +161,11 @@ async fn a_dead_letter_too_large_is_staged_reduced_under_exactly_once() {
     let (out, dlq) = attached_sinks(&log);
     dlq.set_max_payload(Some(1_000));
     let handler = Arc::new(Echo { fail_poison: true });
-    let report = run_function(
+    let report = finish(run_function(
         exactly_once(plan(&log, handler, Ordering::Partition, &out, &dlq)),
         options(),
         CancellationToken::new(),
-    )
+    ))
     .await
     .unwrap();
     assert_eq!((report.handled, report.dead_lettered), (9, 1));
@@ -178,7 +186,7 @@ async fn an_output_too_large_for_its_sink_dead_letters_its_event_as_output_rejec
         if exactly {
             plan = exactly_once(plan);
         }
-        let report = run_function(plan, options(), CancellationToken::new())
+        let report = finish(run_function(plan, options(), CancellationToken::new()))
             .await
             .unwrap();
         assert_eq!(report.dead_lettered, 1, "exactly_once: {exactly}");
@@ -258,12 +266,7 @@ async fn a_dead_letter_rejected_even_reduced_stops_the_function_naming_the_sink(
     let handler = Arc::new(Echo { fail_poison: true });
     let mut plan = plan(&log, handler, Ordering::Partition, &out, &dlq);
     plan.dead_letter = Arc::new(RejectsAll);
-    let ended = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        run_function(plan, options(), CancellationToken::new()),
-    )
-    .await
-    .expect("the function stops by itself");
+    let ended = finish(run_function(plan, options(), CancellationToken::new())).await;
     let error = ended.expect_err("a dead letter that cannot be written is an error");
     assert!(matches!(error, EngineError::DeadLetterRejected { .. }));
     let text = error.to_string();
