@@ -16,9 +16,10 @@ use sha2::{Digest, Sha256};
 use spate_connector::{dead_letter, Record};
 
 /// True when `record` is already a reduced dead letter (reducing it again
-/// cannot make it any smaller).
+/// cannot make it any smaller). An event that arrived with the header (read
+/// back from a dead-letter topic) but still has a payload can be reduced.
 pub fn is_reduced(record: &Record) -> bool {
-    record.headers.get(dead_letter::REDUCED).is_some()
+    record.payload.is_empty() && record.headers.get(dead_letter::REDUCED).is_some()
 }
 
 /// `record` without its payload, with the headers that describe the payload
@@ -88,5 +89,8 @@ mod tests {
             .get_str(dead_letter::REDUCED)
             .is_some_and(|why| why.contains("raise `max`")));
         assert!(is_reduced(&reduced));
+        let mut replayed = reduced.clone();
+        replayed.payload = Bytes::from_static(b"abc");
+        assert!(!is_reduced(&replayed), "a payload left to reduce");
     }
 }
