@@ -1,7 +1,8 @@
 //! Records a sink rejects for good: a dead letter too large for the
 //! dead-letter sink is written once more without its payload (size, SHA-256
 //! and why in its headers) and the partition moves on; an output too large
-//! for its sink dead-letters its event as `output-rejected`; a reduced dead
+//! for its sink dead-letters its event as `output-rejected` (under
+//! `exactly_once` none of that event's records is committed); a reduced dead
 //! letter rejected too stops the function with an error naming the sink;
 //! transient failures are still retried until they succeed.
 
@@ -13,7 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use common::{attached_sinks, exactly_once, options, plan, wait_for};
 use sha2::{Digest, Sha256};
-use spate::engine::{run_function, EngineError};
+use spate::engine::{run_function, EngineError, NamedSink};
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::Ordering;
 use spate::{Event, Record};
@@ -278,4 +279,46 @@ async fn a_dead_letter_rejected_even_reduced_stops_the_function_naming_the_sink(
         log.committed(0).is_none_or(|next| next <= 4),
         "the event is read again after a restart"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_rejected_by_one_sink_is_never_half_committed_under_exactly_once() {
+    // Two outputs; only the second has a size limit. Under exactly_once the
+    // event's records are checked before any is staged, so the first output
+    // gets none of the poison event's; under at_least_once the first one's
+    // acknowledged write stands (a replay of the dead letter repeats it).
+    for exactly in [true, false] {
+        let log = log_with_poison();
+        log.end();
+        let (out, dlq) = attached_sinks(&log);
+        let limited = MemorySink::new("limited");
+        log.attach(&limited);
+        limited.set_max_payload(Some(1_000));
+        let handler = Arc::new(Echo { fail_poison: false });
+        let mut plan = plan(&log, handler, Ordering::Partition, &out, &dlq);
+        plan.outputs
+            .push(NamedSink::new("limited", Arc::new(limited.clone())));
+        if exactly {
+            plan = exactly_once(plan);
+        }
+        let report = finish(run_function(plan, options(), CancellationToken::new()))
+            .await
+            .unwrap();
+        assert_eq!(report.dead_lettered, 1, "exactly_once: {exactly}");
+        assert_eq!(limited.len(), 9, "exactly_once: {exactly}");
+        let poison_out = payloads(&out)
+            .iter()
+            .filter(|p| p.starts_with(b"poison"))
+            .count();
+        assert_eq!(
+            poison_out,
+            usize::from(!exactly),
+            "exactly_once: {exactly}: the other output's record of the poison event"
+        );
+        assert_eq!(
+            header(&dlq.records()[0], dl::REASON),
+            "output-rejected",
+            "exactly_once: {exactly}"
+        );
+    }
 }
