@@ -1,7 +1,8 @@
 //! Records a sink rejects for good: a dead letter too large for the
 //! dead-letter sink is written once more without its payload (size, SHA-256
 //! and why in its headers) and the partition moves on; an output too large
-//! for its sink dead-letters its event as `output-rejected`; a reduced dead
+//! for its sink dead-letters its event as `output-rejected` (under
+//! `exactly_once` none of that event's records is committed); a reduced dead
 //! letter rejected too stops the function with an error naming the sink;
 //! transient failures are still retried until they succeed.
 
@@ -13,7 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use common::{attached_sinks, exactly_once, options, plan, wait_for};
 use sha2::{Digest, Sha256};
-use spate::engine::{run_function, EngineError};
+use spate::engine::{run_function, EngineError, NamedSink};
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::Ordering;
 use spate::{Event, Record};
@@ -71,6 +72,14 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Awaits a run of a finite log, failing the test if it has not ended
+/// within 10 s (a record retried forever would hold it).
+async fn finish<T>(run: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .expect("the function ends by itself")
 }
 
 fn payloads(sink: &MemorySink) -> Vec<Bytes> {
@@ -153,11 +162,11 @@ async fn a_dead_letter_too_large_is_staged_reduced_under_exactly_once() {
     let (out, dlq) = attached_sinks(&log);
     dlq.set_max_payload(Some(1_000));
     let handler = Arc::new(Echo { fail_poison: true });
-    let report = run_function(
+    let report = finish(run_function(
         exactly_once(plan(&log, handler, Ordering::Partition, &out, &dlq)),
         options(),
         CancellationToken::new(),
-    )
+    ))
     .await
     .unwrap();
     assert_eq!((report.handled, report.dead_lettered), (9, 1));
@@ -178,7 +187,7 @@ async fn an_output_too_large_for_its_sink_dead_letters_its_event_as_output_rejec
         if exactly {
             plan = exactly_once(plan);
         }
-        let report = run_function(plan, options(), CancellationToken::new())
+        let report = finish(run_function(plan, options(), CancellationToken::new()))
             .await
             .unwrap();
         assert_eq!(report.dead_lettered, 1, "exactly_once: {exactly}");
@@ -258,12 +267,7 @@ async fn a_dead_letter_rejected_even_reduced_stops_the_function_naming_the_sink(
     let handler = Arc::new(Echo { fail_poison: true });
     let mut plan = plan(&log, handler, Ordering::Partition, &out, &dlq);
     plan.dead_letter = Arc::new(RejectsAll);
-    let ended = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        run_function(plan, options(), CancellationToken::new()),
-    )
-    .await
-    .expect("the function stops by itself");
+    let ended = finish(run_function(plan, options(), CancellationToken::new())).await;
     let error = ended.expect_err("a dead letter that cannot be written is an error");
     assert!(matches!(error, EngineError::DeadLetterRejected { .. }));
     let text = error.to_string();
@@ -275,4 +279,46 @@ async fn a_dead_letter_rejected_even_reduced_stops_the_function_naming_the_sink(
         log.committed(0).is_none_or(|next| next <= 4),
         "the event is read again after a restart"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_rejected_by_one_sink_is_never_half_committed_under_exactly_once() {
+    // Two outputs; only the second has a size limit. Under exactly_once the
+    // event's records are checked before any is staged, so the first output
+    // gets none of the poison event's; under at_least_once the first one's
+    // acknowledged write stands (a replay of the dead letter repeats it).
+    for exactly in [true, false] {
+        let log = log_with_poison();
+        log.end();
+        let (out, dlq) = attached_sinks(&log);
+        let limited = MemorySink::new("limited");
+        log.attach(&limited);
+        limited.set_max_payload(Some(1_000));
+        let handler = Arc::new(Echo { fail_poison: false });
+        let mut plan = plan(&log, handler, Ordering::Partition, &out, &dlq);
+        plan.outputs
+            .push(NamedSink::new("limited", Arc::new(limited.clone())));
+        if exactly {
+            plan = exactly_once(plan);
+        }
+        let report = finish(run_function(plan, options(), CancellationToken::new()))
+            .await
+            .unwrap();
+        assert_eq!(report.dead_lettered, 1, "exactly_once: {exactly}");
+        assert_eq!(limited.len(), 9, "exactly_once: {exactly}");
+        let poison_out = payloads(&out)
+            .iter()
+            .filter(|p| p.starts_with(b"poison"))
+            .count();
+        assert_eq!(
+            poison_out,
+            usize::from(!exactly),
+            "exactly_once: {exactly}: the other output's record of the poison event"
+        );
+        assert_eq!(
+            header(&dlq.records()[0], dl::REASON),
+            "output-rejected",
+            "exactly_once: {exactly}"
+        );
+    }
 }

@@ -1,4 +1,9 @@
-//! The reduced form of a dead letter its sink rejected for good.
+//! Writing dead letters, and the reduced form of one its sink rejected for
+//! good.
+//!
+//! A dead letter is finished only once its sink acknowledged it; a write
+//! that fails transiently is tried again after backoff, the event's offset
+//! waiting for it.
 //!
 //! A dead letter the dead-letter sink refuses as it is (larger than the
 //! sink accepts, refused by its schema) would be refused again however often
@@ -10,15 +15,21 @@
 //! event that succeeds.
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering as AtomicOrdering;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use spate_connector::{dead_letter, Record};
+use spate_connector::{dead_letter, Record, SinkError};
+use tracing::warn;
+
+use super::work::{Outcome, Stage, Verdict, WorkItem};
+use super::worker::{retry_write, FunctionShared};
 
 /// True when `record` is already a reduced dead letter (reducing it again
-/// cannot make it any smaller).
+/// cannot make it any smaller). An event that arrived with the header (read
+/// back from a dead-letter topic) but still has a payload can be reduced.
 pub fn is_reduced(record: &Record) -> bool {
-    record.headers.get(dead_letter::REDUCED).is_some()
+    record.payload.is_empty() && record.headers.get(dead_letter::REDUCED).is_some()
 }
 
 /// `record` without its payload, with the headers that describe the payload
@@ -48,6 +59,81 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         let _ = write!(hex, "{byte:02x}");
     }
     hex
+}
+
+/// Writes the dead letter; until it is acknowledged the event stays
+/// unfinished, so its offset is not committed.
+pub(super) async fn write_dead_letter(
+    shared: &FunctionShared,
+    item: &mut WorkItem,
+    record: Record,
+) -> Option<Verdict> {
+    match shared.dead_letter.write(record.clone()).await {
+        Ok(()) => {
+            item.write_failures = 0;
+            shared.metrics.dead_lettered.increment(1);
+            shared
+                .tally
+                .dead_lettered
+                .fetch_add(1, AtomicOrdering::Relaxed);
+            if let Some(failure) = &item.failure {
+                warn!(
+                    function = %shared.name,
+                    stream = %item.event.position.stream,
+                    partition = item.event.position.partition,
+                    offset = item.event.position.offset,
+                    reason = failure.reason,
+                    error = %failure.message,
+                    "event dead-lettered"
+                );
+            }
+            Some(Verdict::Finished(Outcome::DeadLettered))
+        }
+        Err(error) if error.is_retryable() => {
+            warn!(function = %shared.name, %error, "dead-letter write failed; the offset stays uncommitted until it succeeds");
+            Some(retry_write(shared, item, Stage::DeadLetter(record)))
+        }
+        Err(error) => rejected_dead_letter(shared, item, record, &error),
+    }
+}
+
+/// The dead-letter sink rejected `record` for good. Written as it is it
+/// would be rejected again however often it is tried, so the item moves
+/// on to writing it in reduced form (returns `None`: the stage runs now).
+/// A reduced dead letter rejected too cannot be written at all, and
+/// dropping it would lose the event silently: the function stops, naming
+/// the dead-letter sink and its error.
+pub(super) fn rejected_dead_letter(
+    shared: &FunctionShared,
+    item: &mut WorkItem,
+    record: Record,
+    error: &SinkError,
+) -> Option<Verdict> {
+    let position = &item.event.position;
+    if is_reduced(&record) {
+        return Some(Verdict::Unwritable(format!(
+            "the dead-letter sink `{}` rejected the dead letter of {} partition {} offset {} even without its payload ({error}); change that setting of the dead-letter destination and restart: the event is read again",
+            shared.dead_letter.name(),
+            position.stream,
+            position.partition,
+            position.offset,
+        )));
+    }
+    warn!(
+        function = %shared.name,
+        stream = %position.stream,
+        partition = position.partition,
+        offset = position.offset,
+        payload_bytes = record.payload.len(),
+        %error,
+        "the dead-letter sink rejected the dead letter for good; writing it without its payload (headers `{}`, `{}`)",
+        spate_connector::dead_letter::PAYLOAD_SIZE,
+        spate_connector::dead_letter::PAYLOAD_SHA256,
+    );
+    shared.metrics.dead_letters_reduced.increment(1);
+    item.write_failures = 0;
+    item.stage = Stage::DeadLetter(reduce(record, &error.to_string()));
+    None
 }
 
 #[cfg(test)]
@@ -88,5 +174,8 @@ mod tests {
             .get_str(dead_letter::REDUCED)
             .is_some_and(|why| why.contains("raise `max`")));
         assert!(is_reduced(&reduced));
+        let mut replayed = reduced.clone();
+        replayed.payload = Bytes::from_static(b"abc");
+        assert!(!is_reduced(&replayed), "a payload left to reduce");
     }
 }

@@ -19,7 +19,7 @@ use spate_connector::{
 use tracing::{debug, info, warn};
 
 use super::backoff;
-use super::dead_letter as reduced;
+use super::dead_letter::{rejected_dead_letter, write_dead_letter};
 use super::work::{Accepted, Completion, Destination, Failure, Outcome, Stage, Verdict, WorkItem};
 use crate::format::{PayloadDecoder, PayloadEncoder, SCHEMA_ID_HEADER};
 use crate::handler::{Context, ErrorKind, Handler, Output};
@@ -624,7 +624,7 @@ fn settle(
 
 /// Schedules another try of a failed output or dead-letter write, backing
 /// off on consecutive write failures (not handler attempts).
-fn retry_write(shared: &FunctionShared, item: &mut WorkItem, stage: Stage) -> Verdict {
+pub(super) fn retry_write(shared: &FunctionShared, item: &mut WorkItem, stage: Stage) -> Verdict {
     item.write_failures += 1;
     item.stage = stage;
     Verdict::RetryAfter(backoff::delay(
@@ -632,79 +632,4 @@ fn retry_write(shared: &FunctionShared, item: &mut WorkItem, stage: Stage) -> Ve
         shared.retry.max_backoff,
         item.write_failures,
     ))
-}
-
-/// Writes the dead letter; until it is acknowledged the event stays
-/// unfinished, so its offset is not committed.
-async fn write_dead_letter(
-    shared: &FunctionShared,
-    item: &mut WorkItem,
-    record: Record,
-) -> Option<Verdict> {
-    match shared.dead_letter.write(record.clone()).await {
-        Ok(()) => {
-            item.write_failures = 0;
-            shared.metrics.dead_lettered.increment(1);
-            shared
-                .tally
-                .dead_lettered
-                .fetch_add(1, AtomicOrdering::Relaxed);
-            if let Some(failure) = &item.failure {
-                warn!(
-                    function = %shared.name,
-                    stream = %item.event.position.stream,
-                    partition = item.event.position.partition,
-                    offset = item.event.position.offset,
-                    reason = failure.reason,
-                    error = %failure.message,
-                    "event dead-lettered"
-                );
-            }
-            Some(Verdict::Finished(Outcome::DeadLettered))
-        }
-        Err(error) if error.is_retryable() => {
-            warn!(function = %shared.name, %error, "dead-letter write failed; the offset stays uncommitted until it succeeds");
-            Some(retry_write(shared, item, Stage::DeadLetter(record)))
-        }
-        Err(error) => rejected_dead_letter(shared, item, record, &error),
-    }
-}
-
-/// The dead-letter sink rejected `record` for good. Written as it is it
-/// would be rejected again however often it is tried, so the item moves
-/// on to writing it in reduced form (returns `None`: the stage runs now).
-/// A reduced dead letter rejected too cannot be written at all, and
-/// dropping it would lose the event silently: the function stops, naming
-/// the dead-letter sink and its error.
-fn rejected_dead_letter(
-    shared: &FunctionShared,
-    item: &mut WorkItem,
-    record: Record,
-    error: &SinkError,
-) -> Option<Verdict> {
-    let position = &item.event.position;
-    if reduced::is_reduced(&record) {
-        return Some(Verdict::Unwritable(format!(
-            "the dead-letter sink `{}` rejected the dead letter of {} partition {} offset {} even without its payload ({error}); change that setting of the dead-letter destination and restart: the event is read again",
-            shared.dead_letter.name(),
-            position.stream,
-            position.partition,
-            position.offset,
-        )));
-    }
-    warn!(
-        function = %shared.name,
-        stream = %position.stream,
-        partition = position.partition,
-        offset = position.offset,
-        payload_bytes = record.payload.len(),
-        %error,
-        "the dead-letter sink rejected the dead letter for good; writing it without its payload (headers `{}`, `{}`)",
-        spate_connector::dead_letter::PAYLOAD_SIZE,
-        spate_connector::dead_letter::PAYLOAD_SHA256,
-    );
-    shared.metrics.dead_letters_reduced.increment(1);
-    item.write_failures = 0;
-    item.stage = Stage::DeadLetter(reduced::reduce(record, &error.to_string()));
-    None
 }

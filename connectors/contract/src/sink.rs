@@ -75,8 +75,10 @@ pub trait Sink: Send + Sync {
 
     /// Checks that a record could be written, before the engine stages it
     /// in an exactly-once transaction, where a refusal at commit could no
-    /// longer be dead-lettered alone. [`SinkError::Rejected`] sends the
-    /// event to its dead letter with the message. The default accepts.
+    /// longer be dead-lettered alone. [`SinkError::Rejected`] of an output
+    /// sends the event to its dead letter (`output-rejected`) with the
+    /// message; of a dead letter, has it staged in reduced form (see
+    /// [`SinkError::Rejected`]). The default accepts.
     fn check(&self, record: &Record) -> Result<(), SinkError> {
         let _ = record;
         Ok(())
