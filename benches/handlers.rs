@@ -8,6 +8,9 @@
 //! - `map/explode`: `.lines[] | {sku, qty}` (two outputs per event).
 //! - `route/first` / `route/default`: three routes; the event matches the
 //!   first one, or none and goes to `default`.
+//! - `map/sandboxed`: `reduce .lines[] as $l (0; . + $l.qty)`, which the
+//!   static check cannot prove bounded (`reduce`), so it runs in the
+//!   expression sandbox (a forked child process): the round trip's cost.
 //!
 //! Each handler is configured from YAML through the loader, as `spate run`
 //! does, and called directly with a fresh event per iteration (cloning an
@@ -63,7 +66,7 @@ fn handlers(c: &mut Criterion) {
     let small = PAYLOAD.replace("250.5", "20").replace("\"DE\"", "\"FR\"");
     let small: &'static str = Box::leak(small.into_boxed_str());
     let routes = "{name: route, routes: [{when: '.amount > 100', to: big}, {when: '.customer.country == \"DE\"', to: de}, {when: '.lines | length > 5', to: big}], default: small}";
-    let cases: [(&str, &str, &'static str, usize); 6] = [
+    let cases: [(&str, &str, &'static str, usize); 7] = [
         (
             "filter/field",
             "{name: filter, field: amount, gte: 100}",
@@ -87,6 +90,12 @@ fn handlers(c: &mut Criterion) {
             "{name: map, expr: '.lines[] | {sku, qty}'}",
             PAYLOAD,
             2,
+        ),
+        (
+            "map/sandboxed",
+            "{name: map, expr: 'reduce .lines[] as $l (0; . + $l.qty)'}",
+            PAYLOAD,
+            1,
         ),
         ("route/first", routes, PAYLOAD, 1),
         ("route/default", routes, small, 1),
