@@ -3,14 +3,9 @@
 //! finding under `tests/fuzz/regressions/<target>/` is replayed. Targets:
 //! the pipeline loader, the file envelope reader, the Avro decoder, the
 //! schema-registry wire decoder (against a registry served here that knows
-//! one schema), and the expression compiler. See
-//! `tests/fuzz/harness.rs` for seeds, replay and findings.
-//!
-//! The expression-compiler target runs only with `SPATE_FUZZ_EXPR=1`: deep
-//! expressions overflow the compiler's stack until its depth limit lands
-//! (the loader target skips inputs nested deep enough to reach that crash
-//! for the same reason). Once the limit has landed, make
-//! `targets::expr_on` true by default.
+//! one schema), the expression compiler, and expression evaluation (inline
+//! when proven bounded, else in the sandbox). See `tests/fuzz/harness.rs`
+//! for seeds, replay and findings.
 
 #[path = "fuzz/harness.rs"]
 mod harness;
@@ -55,19 +50,18 @@ fn fuzzed_registry_frames_never_crash_and_bad_ones_are_never_retried() {
 
 #[test]
 fn fuzzed_expressions_never_crash_the_compiler() {
-    if targets::expr_on() {
-        fuzz(targets::expr());
-    }
+    fuzz(targets::expr());
+}
+
+#[test]
+fn fuzzed_expressions_and_payloads_never_crash_or_hang_an_evaluation() {
+    fuzz(targets::expr_eval());
 }
 
 #[test]
 fn every_saved_finding_still_passes() {
     on_big_stack(|| {
-        let targets: Vec<Target> = targets::all()
-            .into_iter()
-            .filter(|t| t.name != "expr" || targets::expr_on())
-            .collect();
-        for target in &targets {
+        for target in &targets::all() {
             let count = replay_regressions(target);
             println!("{}: {count} regressions replayed", target.name);
         }

@@ -13,8 +13,7 @@
 //! soak run) draw one. The seed of each row is printed;
 //! `SPATE_MATRIX_SEED=<seed>` replays it.
 //! `SPATE_MATRIX_SOAK=1` (or `scripts/soak-ordering`) runs 10x the events
-//! and 3x the chaos. The JetStream subject-partition rows need the ack-floor
-//! takeover (issue 19) and run with `SPATE_MATRIX_JETSTREAM_TAKEOVER=1`.
+//! and 3x the chaos.
 
 mod common;
 mod iot_common;

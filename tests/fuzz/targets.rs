@@ -15,10 +15,16 @@ use spate::Registry;
 
 use super::harness::Target;
 
-/// Every target, expression compiler included (its test is switched by
-/// `SPATE_FUZZ_EXPR`, see `tests/fuzz.rs`).
+/// Every target.
 pub fn all() -> Vec<Target> {
-    vec![loader(), envelope(), avro(), registry(), expr()]
+    vec![
+        loader(),
+        envelope(),
+        avro(),
+        registry(),
+        expr(),
+        expr_eval(),
+    ]
 }
 
 fn files(pattern_dirs: &[(&str, &str)]) -> Vec<Vec<u8>> {
@@ -72,38 +78,9 @@ fn load(text: &str) -> Result<(), Vec<String>> {
     }
 }
 
-/// True when the expression compiler is fuzzed too (`SPATE_FUZZ_EXPR`).
-pub fn expr_on() -> bool {
-    std::env::var_os("SPATE_FUZZ_EXPR").is_some_and(|v| v != "0")
-}
-
-/// Brackets nested deeper than this (inside quoted text: YAML nesting
-/// itself is bounded by the loader) reach the expression compiler, which
-/// overflows its stack on them until its depth limit lands; such inputs
-/// are skipped unless `SPATE_FUZZ_EXPR` is on.
-const EXPR_SAFE_DEPTH: usize = 256;
-
-fn bracket_depth(data: &[u8]) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    for byte in data {
-        match byte {
-            b'[' | b'(' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b')' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
 /// The pipeline loader: validating text never panics, every error carries
 /// its line and column, and the errors are the same on a second load.
 fn run_loader(data: &[u8]) {
-    if !expr_on() && bracket_depth(data) > EXPR_SAFE_DEPTH {
-        return;
-    }
     let text = String::from_utf8_lossy(data);
     let first = load(&text);
     let second = load(&text);
@@ -328,7 +305,8 @@ fn run_expr(data: &[u8]) {
     let _ = spate::handler::expr::Expr::compile(&String::from_utf8_lossy(data));
 }
 
-/// The expression target (switched by `SPATE_FUZZ_EXPR`).
+/// The expression compiler target: compiling any text never crashes (the
+/// length and depth limits turn what would overflow into errors).
 pub fn expr() -> Target {
     let sources = [
         ".amount >= 0",
@@ -344,6 +322,87 @@ pub fn expr() -> Target {
         name: "expr",
         corpus: sources.iter().map(|s| s.as_bytes().to_vec()).collect(),
         run: run_expr,
+        yaml: false,
+        max_len: 16 << 10,
+    }
+}
+
+// ---------------------------------------------------------- evaluation
+
+/// Limits of the sandboxed evaluations: short, so endless inputs cost
+/// little fuzzing time.
+fn eval_limits() -> spate::handler::expr::Limits {
+    spate::handler::expr::Limits {
+        time: std::time::Duration::from_millis(200),
+        memory: 64 << 20,
+    }
+}
+
+fn eval_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the evaluation target")
+    })
+}
+
+/// An expression and a payload, split at the first newline: an
+/// expression the classifier proves bounded runs inline, on this thread
+/// (so a wrong proof crashes the fuzzer: that is the finding); any other
+/// runs in the sandbox, which must answer within its time limit whatever
+/// it evaluates. Either way a result or an error, never a crash or hang.
+fn run_expr_eval(data: &[u8]) {
+    use spate::handler::expr::{EvalError, Expr, Mode};
+    let split = data.iter().position(|b| *b == b'\n').unwrap_or(data.len());
+    let (source, payload) = (&data[..split], data.get(split + 1..).unwrap_or_default());
+    let Ok(expr) = Expr::compile(&String::from_utf8_lossy(source)) else {
+        return;
+    };
+    let mode = if payload.first().is_some_and(|b| b % 2 == 0) {
+        Mode::Holds
+    } else {
+        Mode::Results
+    };
+    if expr.is_inline() {
+        let _ = expr.evaluate_inline(payload, mode);
+        return;
+    }
+    let limits = eval_limits();
+    let started = std::time::Instant::now();
+    let result = eval_runtime().block_on(expr.evaluate_sandboxed(payload, mode, &limits));
+    assert!(
+        !matches!(result, Err(EvalError::Unavailable(_))),
+        "the sandbox is unavailable: {result:?}"
+    );
+    assert!(
+        started.elapsed() < limits.time + std::time::Duration::from_secs(2),
+        "a sandboxed evaluation outlived its time limit by far: {:?}",
+        started.elapsed()
+    );
+}
+
+/// The evaluation target: expression and payload, one line each.
+pub fn expr_eval() -> Target {
+    let cases = [
+        ".amount >= 0\n{\"amount\": 3}",
+        "{id: .order, total: (.amount * 1.2)}\n{\"order\": \"o-1\", \"amount\": 10}",
+        ".items | map(.price) | add\n{\"items\": [{\"price\": 1}, {\"price\": 2.5}]}",
+        "[.[] | select(. > 1)]\n[1, 2, 3]",
+        ".a.b.c? // (.d | tostring | ascii_downcase)\n{\"d\": \"X\"}",
+        "def f: if . <= 0 then 0 else (. - 1 | f) + 1 end; .n | f\n{\"n\": 30}",
+        "\"x\" * .n\n{\"n\": 4}",
+        "[limit(.n; repeat(1))]\n{\"n\": 5}",
+        ".[.i] = 1\n{\"i\": 3}",
+        "reduce .[] as $x (0; . + $x)\n[1, 2, 3]",
+        "to_entries | map(.key) | join(\",\")\n{\"a\": 1, \"b\": 2}",
+        "if .t == \"a\" then {k: .v} elif .t == \"b\" then [.v, .v] else null end\n{\"t\": \"b\", \"v\": [1]}",
+    ];
+    Target {
+        name: "expr_eval",
+        corpus: cases.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        run: run_expr_eval,
         yaml: false,
         max_len: 16 << 10,
     }

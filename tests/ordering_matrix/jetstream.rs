@@ -4,8 +4,7 @@
 //! hash of the key in the subject, each leased to one process).
 //!
 //! The subject-partition rows check that order survives kill -9, which
-//! holds only with the takeover from the ack floor (issue 19); until that
-//! is merged they run only with `SPATE_MATRIX_JETSTREAM_TAKEOVER=1`.
+//! holds thanks to the takeover from the ack floor (issue 19).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,15 +27,6 @@ const CHAOS: &[Action] = &[
     Action::ScaleIn,
     Action::BrokerRestart,
 ];
-
-/// Whether the rows that need the ack-floor takeover run.
-fn takeover_rows_enabled(row: &str) -> bool {
-    let on = std::env::var_os("SPATE_MATRIX_JETSTREAM_TAKEOVER").is_some();
-    if !on {
-        eprintln!("row {row}: skipped until the takeover fix is merged (SPATE_MATRIX_JETSTREAM_TAKEOVER=1 runs it)");
-    }
-    on
-}
 
 /// Where a row's source is.
 enum Layout {
@@ -257,9 +247,6 @@ async fn jetstream_shared_durable_writes_each_output_once_under_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_partitions_keep_key_order_through_kills_scaling_and_a_server_restart() {
-    if !takeover_rows_enabled("jetstream-partitions/key/at_least_once") {
-        return;
-    }
     let setup = Setup {
         layout: Layout::Partitions,
         delivery: "at_least_once",
@@ -276,9 +263,6 @@ async fn jetstream_partitions_keep_key_order_through_kills_scaling_and_a_server_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_partitions_keep_partition_order_through_kills_scaling_and_a_server_restart() {
-    if !takeover_rows_enabled("jetstream-partitions/partition/at_least_once") {
-        return;
-    }
     let setup = Setup {
         layout: Layout::Partitions,
         delivery: "at_least_once",
@@ -300,9 +284,6 @@ async fn jetstream_partitions_keep_partition_order_through_kills_scaling_and_a_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_partitions_keep_key_order_and_write_each_output_once_under_exactly_once() {
-    if !takeover_rows_enabled("jetstream-partitions/key/exactly_once") {
-        return;
-    }
     let setup = Setup {
         layout: Layout::Partitions,
         delivery: "exactly_once",
