@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use common::{options, plan};
 use spate::engine::run_function;
-use spate::handler::expr::{MAX_DEPTH, MAX_EXPR_BYTES, MAX_NESTING};
+use spate::handler::expr::{MAX_DEPTH, MAX_EXPR_BYTES, MAX_INLINE_DEPTH, MAX_NESTING};
 use spate::pipeline::{self, Ordering, PipelineSpec};
 use spate::{Context, Event, Handler, Headers, Registry};
 use spate_connector::dead_letter as dl;
@@ -244,8 +244,10 @@ async fn an_expression_that_loads_also_runs_on_a_worker_thread() {
     // Just under the limits: validation passes, so running must not
     // overflow a worker thread's small stack either.
     let mut ran = 0;
-    let shapes = deep_shapes(MAX_NESTING / 2 - 2)
+    // (At `MAX_INLINE_DEPTH` the shapes still run inline, on the worker.)
+    let shapes = deep_shapes(MAX_INLINE_DEPTH - 1)
         .into_iter()
+        .chain(deep_shapes(MAX_NESTING / 2 - 2))
         .chain(deep_shapes(MAX_DEPTH - 10));
     for (shape, source) in shapes {
         let Ok(mut spec) = load_with(&pipeline(&format!("name: map\nexpr: '{source}'")), &|_| {
@@ -277,7 +279,7 @@ async fn an_expression_that_loads_also_runs_on_a_worker_thread() {
             "{shape}: {result:?}"
         );
     }
-    assert!(ran >= 12, "only {ran} shapes loaded");
+    assert!(ran >= 20, "only {ran} shapes loaded");
 }
 
 #[test]

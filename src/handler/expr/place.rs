@@ -23,8 +23,9 @@
 //!   right; and a one-line `|-` block has no line break to be told apart
 //!   by, so it is placed one column too far.
 //!
-//! A `${VAR}` before the offset that interpolation replaced by a value of
-//! another length shifts the column as well.
+//! Expressions are not interpolated (the loader keeps `expr` and `when` as
+//! written, and a `${…}` in one is an error here), so the text is the
+//! file's.
 
 use spate_connector::{ConfigNode, ConfigReader, NodeKind, Span};
 

@@ -117,3 +117,41 @@ fn not_json_is_reported_with_the_parser_message() {
         ))
     );
 }
+
+#[test]
+fn bounded_expressions_run_inline_and_others_in_the_sandbox() {
+    assert!(compile(".amount >= 100 and .customer.country != null").is_inline());
+    assert!(compile(".lines[] | {sku, qty}").is_inline());
+    assert!(!compile("reduce .[] as $x (0; . + $x)").is_inline());
+    assert!(!compile("def f: f; f").is_inline());
+}
+
+#[test]
+fn brackets_inside_strings_and_comments_do_not_count_as_nesting() {
+    let many = "(".repeat(MAX_NESTING * 2);
+    assert!(Expr::compile(&format!("\"{many}\" | length")).is_ok());
+    assert!(Expr::compile(&format!(".a # {many}\n| length")).is_ok());
+    let errors = Expr::compile(&format!("\"\\({many}"))
+        .err()
+        .unwrap_or_default();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors[0].message,
+        format!("the expression nests deeper than {MAX_NESTING} levels here")
+    );
+    // The string and its interpolation are two levels; the brackets after
+    // them reach the limit at the one that makes it one too many.
+    assert_eq!(errors[0].offset, 3 + MAX_NESTING - 2);
+}
+
+#[test]
+fn the_deepest_inline_shapes_are_inline() {
+    let n = MAX_INLINE_DEPTH - 1;
+    for source in [
+        format!("{}1{}", "[".repeat(n), "]".repeat(n)),
+        format!("{}1", "- ".repeat(n)),
+        format!(".a{}", " | .a".repeat(n)),
+    ] {
+        assert!(compile(&source).is_inline(), "{source}");
+    }
+}

@@ -25,7 +25,7 @@ pub(super) fn run(mut socket: UnixStream, parent: libc::pid_t) -> ! {
     sys::close_other_fds(socket.as_raw_fd());
     sys::die_with_parent(parent);
     sys::no_core_files();
-    sys::default_fault_signals();
+    sys::child_signals();
     panic::set_hook(Box::new(|_| {}));
     let baseline = address_space();
     let mut cache = Cache::new();

@@ -105,11 +105,18 @@ pub(super) fn close_other_fds(keep: RawFd) {
 
 /// In the child: restores the default action of SIGSEGV and SIGBUS, so a
 /// stack overflow ends the child by that signal (std's handler would print
-/// a message and abort, which reads like an allocation failure).
-pub(super) fn default_fault_signals() {
+/// a message and abort, which reads like an allocation failure); and
+/// ignores SIGINT, SIGTERM, SIGHUP and SIGPIPE, whose inherited handlers
+/// (tokio's) belong to the parent: a Ctrl-C sent to the process group is
+/// the parent's to act on, and the child ends with it (`die_with_parent`).
+pub(super) fn child_signals() {
     for signal in [libc::SIGSEGV, libc::SIGBUS] {
         // SAFETY: installing SIG_DFL for a signal has no preconditions.
         unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
+        // SAFETY: installing SIG_IGN for a signal has no preconditions.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
     }
 }
 
