@@ -28,6 +28,7 @@
 //! idempotent producer hits a fatal error (it cannot keep its ordering
 //! promise any more) the sink replaces it and the write fails retryably.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -192,10 +193,22 @@ impl SinkBuilder for KafkaSinkBuilder {
 /// The producer's context: global errors go to the log.
 pub struct SinkContext {
     name: String,
+    /// A transport error was logged and no delivery succeeded since.
+    down: Arc<AtomicBool>,
 }
 
 impl ClientContext for SinkContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::probe::log_librdkafka(level, facility, message);
+    }
+
+    /// Transport errors (a broker down) are logged once per outage: the
+    /// first, then nothing until a delivery succeeded again.
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if crate::probe::is_transport(&error) && self.down.swap(true, Ordering::Relaxed) {
+            tracing::debug!(sink = %self.name, %error, reason, "Kafka producer error");
+            return;
+        }
         tracing::warn!(sink = %self.name, %error, reason, "Kafka producer error");
     }
 }
@@ -210,6 +223,9 @@ pub struct KafkaSink {
     name: Arc<str>,
     settings: Arc<SinkSettings>,
     producer: RwLock<Arc<KafkaProducer>>,
+    /// Shared with the producer's context: a transport error was logged
+    /// and no delivery succeeded since.
+    down: Arc<AtomicBool>,
 }
 
 impl KafkaSink {
@@ -217,10 +233,12 @@ impl KafkaSink {
     /// `connect_timeout`.
     pub async fn open(settings: Arc<SinkSettings>) -> Result<Self, SinkError> {
         let name = format!("kafka:{}", settings.topic);
+        let down = Arc::new(AtomicBool::new(false));
         let producer = {
             let settings = settings.clone();
             let name_for_task = name.clone();
-            tokio::task::spawn_blocking(move || connect(&settings, &name_for_task))
+            let down = down.clone();
+            tokio::task::spawn_blocking(move || connect(&settings, &name_for_task, down))
                 .await
                 .map_err(|e| Failure::retryable(format!("starting the producer failed: {e}")))
                 .and_then(|r| r)
@@ -230,6 +248,7 @@ impl KafkaSink {
             name: name.into(),
             settings,
             producer: RwLock::new(Arc::new(producer)),
+            down,
         })
     }
 
@@ -250,7 +269,7 @@ impl KafkaSink {
         if !Arc::ptr_eq(&current, failed) {
             return;
         }
-        match connect_without_probe(&self.settings, &self.name) {
+        match connect_without_probe(&self.settings, &self.name, self.down.clone()) {
             Ok(fresh) => {
                 tracing::warn!(sink = %self.name, ?code, %reason, "the idempotent producer hit a fatal error; replaced it");
                 let old = std::mem::replace(&mut *current, Arc::new(fresh));
@@ -319,10 +338,16 @@ impl Sink for KafkaSink {
         // the sink's name and settings are shared, the topic is copied only
         // when a header routed the record elsewhere.
         let (name, settings) = (self.name.clone(), self.settings.clone());
+        let down = self.down.clone();
         let routed_topic = (prepared.topic != settings.topic).then(|| prepared.topic.to_owned());
         Ok(Box::pin(async move {
             match delivery.await {
-                Ok(Ok(_)) => Ok(()),
+                Ok(Ok(_)) => {
+                    if down.swap(false, Ordering::Relaxed) {
+                        tracing::info!(sink = %name, "Kafka reachable again");
+                    }
+                    Ok(())
+                }
                 Ok(Err((error, _))) => {
                     if producer.client().fatal_error().is_some() {
                         tracing::warn!(sink = %name, %error, "the producer hit a fatal error; the next write replaces it");
@@ -401,11 +426,16 @@ pub(crate) fn prepare<'a>(
     Ok(Prepared { topic, headers })
 }
 
-fn connect_without_probe(settings: &SinkSettings, name: &str) -> Result<KafkaProducer, Failure> {
+fn connect_without_probe(
+    settings: &SinkSettings,
+    name: &str,
+    down: Arc<AtomicBool>,
+) -> Result<KafkaProducer, Failure> {
     settings
         .producer_config()
         .create_with_context(SinkContext {
             name: name.to_owned(),
+            down,
         })
         .map_err(|e| {
             Failure::fatal(format!(
@@ -417,7 +447,11 @@ fn connect_without_probe(settings: &SinkSettings, name: &str) -> Result<KafkaPro
 
 /// Creates the producer and waits for the cluster's first metadata answer.
 /// Blocking.
-fn connect(settings: &SinkSettings, name: &str) -> Result<KafkaProducer, Failure> {
+fn connect(
+    settings: &SinkSettings,
+    name: &str,
+    down: Arc<AtomicBool>,
+) -> Result<KafkaProducer, Failure> {
     let servers = &settings.connection.bootstrap_servers;
     // The probe's own client sees librdkafka's transport errors, which this
     // producer's polling thread would only log.
@@ -427,7 +461,7 @@ fn connect(settings: &SinkSettings, name: &str) -> Result<KafkaProducer, Failure
         settings.connection.connect_timeout,
         &[],
     )?;
-    connect_without_probe(settings, name)
+    connect_without_probe(settings, name, down)
 }
 
 #[cfg(test)]
