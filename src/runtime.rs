@@ -18,9 +18,13 @@
 //! ```
 //!
 //! Guarantees: connectors are built (and so brokers reached) only by
-//! [`Runtime::run`], never by loading; a function whose connectors cannot be
-//! built stops the run before any event is read; every function drains and
-//! commits before `run` returns.
+//! [`Runtime::run`], never by loading; every function's connectors are built
+//! at once, a target that cannot be reached yet is retried with backoff and
+//! reported once (see `connect`), and a connector that cannot work as
+//! configured stops the run before any event is read; every function drains
+//! and commits before `run` returns. Signals are handled on a thread of
+//! their own (see [`watch_signals`]), and every source's readiness is
+//! recorded for `/health/ready` (see [`Runtime::report_readiness`]).
 
 use std::path::Path;
 use std::sync::Arc;
