@@ -16,6 +16,24 @@ pub mod runtime;
 pub mod serve;
 pub mod testing;
 
+/// An error and its causes on one line, `: `-separated, each cause left out
+/// when the text before it already says it (errors whose message repeats
+/// their source's, as `#[error("…: {0}")]` with `#[source]` does), so
+/// nothing is printed twice.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = next.source();
+    }
+    text
+}
+
 pub use handler::{Context, ErrorKind, Handler, HandlerError, Output, Registry};
 pub use runtime::Runtime;
 pub use spate_connector::{Event, Headers, Record};

@@ -186,7 +186,7 @@ fn block_on(command: impl std::future::Future<Output = anyhow::Result<ExitCode>>
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", spate::error_chain(error.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -249,7 +249,7 @@ async fn validate_connected(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     for problem in &problems {
         match problem {
             runtime::RunError::Misconfigured(errors) => print_load_errors(&errors.0),
-            other => eprintln!("error: {other:#}"),
+            other => eprintln!("error: {}", spate::error_chain(other)),
         }
     }
     if problems.is_empty() {
@@ -291,11 +291,7 @@ async fn run(files: &[PathBuf], metrics_address: Option<&str>) -> anyhow::Result
     health.stop_with(&shutdown);
     runtime.report_readiness(health.sources().clone());
     let server = match specs.first().and_then(|s| s.settings.metrics_address) {
-        Some(address) => {
-            let server = spate::serve::start(address, health.clone()).await?;
-            tracing::info!(address = %server.local_addr(), "serving /metrics, /health/live and /health/ready");
-            Some(server)
-        }
+        Some(address) => Some(spate::serve::start(address, health.clone()).await?),
         None => None,
     };
     health.set_ready(true);

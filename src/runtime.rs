@@ -18,9 +18,13 @@
 //! ```
 //!
 //! Guarantees: connectors are built (and so brokers reached) only by
-//! [`Runtime::run`], never by loading; a function whose connectors cannot be
-//! built stops the run before any event is read; every function drains and
-//! commits before `run` returns.
+//! [`Runtime::run`], never by loading; every function's connectors are built
+//! at once, a target that cannot be reached yet is retried with backoff and
+//! reported once (see `connect`), and a connector that cannot work as
+//! configured stops the run before any event is read; every function drains
+//! and commits before `run` returns. Signals are handled on a thread of
+//! their own (see [`watch_signals`]), and every source's readiness is
+//! recorded for `/health/ready` (see [`Runtime::report_readiness`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,14 +35,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::engine::readiness::{Readiness, SourceKey};
-use crate::engine::{
-    self, EngineError, EngineOptions, FunctionPlan, FunctionReport, NamedSink, ProcessBudget,
-    SessionHost,
-};
+use crate::engine::{self, EngineError, EngineOptions, FunctionReport, ProcessBudget};
 use crate::handler::Registry;
-use crate::pipeline::{self, FunctionSpec, LoadError, PipelineSpec};
+use crate::pipeline::{self, LoadError, PipelineSpec};
 
+mod connect;
 mod signals;
+
+pub use connect::{CONNECT_RETRY_FIRST, CONNECT_RETRY_MAX};
 
 pub use signals::{
     watch_signals, SignalError, SignalWatch, DRAIN_OVERRUN_GRACE, EXIT_DRAIN_OVERRUN,
@@ -214,16 +218,25 @@ impl Runtime {
                 }
             }
         }
-        let mut plans = Vec::new();
+        // Every function's connectors at once, so each unreachable target
+        // is reported as soon as it is found, not after another's retries.
+        let mut builds = Vec::new();
         for spec in specs {
             let pipeline = pipeline_name(&spec.path);
             for function in spec.functions {
-                let plan = build_plan(function, pipeline.clone())
-                    .await
-                    .map_err(|error| located(error, &spec.path))?;
-                plans.push(plan);
+                let (pipeline, path, shutdown) = (pipeline.clone(), spec.path.clone(), &shutdown);
+                builds.push(async move {
+                    connect::build_plan(function, pipeline, shutdown)
+                        .await
+                        .map_err(|error| located(error, &path))
+                });
             }
         }
+        let built = futures::future::try_join_all(builds).await?;
+        // `None`: stopped while waiting for a target; nothing was read.
+        let Some(plans) = built.into_iter().collect::<Option<Vec<_>>>() else {
+            return Ok(Vec::new());
+        };
         let mut tasks = JoinSet::new();
         let count = plans.len();
         for (index, plan) in plans.into_iter().enumerate() {
@@ -352,78 +365,6 @@ fn pipeline_name(path: &Path) -> Arc<str> {
             .unwrap_or_default()
             .as_ref(),
     )
-}
-
-async fn build_plan(function: FunctionSpec, pipeline: Arc<str>) -> Result<FunctionPlan, RunError> {
-    let name = function.name.clone();
-    // The loader made sure that under `exactly_once` either every output and
-    // the dead letter store positions themselves (a database) or none does.
-    let session_host = match function
-        .outputs
-        .iter()
-        .chain(std::iter::once(&function.dead_letter))
-        .all(|sink| sink.capabilities.exactly_once && sink.capabilities.durable_positions)
-    {
-        true => SessionHost::Sink,
-        false => SessionHost::Source,
-    };
-    let mut sources = Vec::new();
-    for input in &function.inputs {
-        let source = input
-            .builder
-            .build()
-            .await
-            .map_err(|source| RunError::BuildSource {
-                function: name.clone(),
-                kind: input.kind.clone(),
-                source,
-            })?;
-        sources.push(source);
-    }
-    let mut outputs = Vec::new();
-    for output in &function.outputs {
-        let sink = output
-            .builder
-            .build()
-            .await
-            .map_err(|source| RunError::BuildSink {
-                function: name.clone(),
-                role: "output",
-                name: output.name.clone(),
-                source,
-            })?;
-        outputs.push(NamedSink {
-            name: Arc::from(output.name.as_str()),
-            sink: Arc::from(sink),
-            encoder: (!output.format.is_raw()).then(|| output.format.encoder()),
-        });
-    }
-    let dead_letter = function
-        .dead_letter
-        .builder
-        .build()
-        .await
-        .map_err(|source| RunError::BuildSink {
-            function: name.clone(),
-            role: "dead letter",
-            name: function.dead_letter.name.clone(),
-            source,
-        })?;
-    Ok(FunctionPlan {
-        pipeline,
-        name: Arc::from(name.as_str()),
-        handler: function.handler.clone(),
-        sources,
-        outputs,
-        decoders: function
-            .inputs
-            .iter()
-            .map(|input| (!input.format.is_raw()).then(|| input.format.decoder()))
-            .collect(),
-        dead_letter: Arc::from(dead_letter),
-        policy: function.policy,
-        session_host,
-    })
 }
 
 /// A token cancelled by the first SIGTERM or SIGINT; a second signal exits

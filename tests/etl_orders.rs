@@ -263,8 +263,16 @@ async fn killed_at_ten_random_points_every_order_is_loaded_once() {
     schema.drop_now(&client).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_connect_names_a_mapping_the_table_does_not_fit() {
+    // `--connect` checks the Kafka input too: its topic must exist.
+    let tansu = tokio::task::spawn_blocking(|| {
+        let tansu = Tansu::start();
+        tansu.create_topic("orders", PARTITIONS);
+        tansu
+    })
+    .await
+    .expect("broker");
     let server = pg::server();
     let client = server.client().await;
     let schema = prepare(&client).await;
@@ -282,6 +290,7 @@ async fn validate_connect_names_a_mapping_the_table_does_not_fit() {
         .args(["validate", "--connect"])
         .arg(&bad)
         .env("PG_URL", iot_common::pg_url(&server, &schema))
+        .env("KAFKA_BOOTSTRAP", &tansu.bootstrap)
         .env("SPATE_LOG", "warn")
         .output()
         .expect("spate runs");
@@ -313,6 +322,7 @@ async fn validate_connect_names_a_mapping_the_table_does_not_fit() {
         .args(["validate", "--connect"])
         .arg(pipeline())
         .env("PG_URL", iot_common::pg_url(&server, &schema))
+        .env("KAFKA_BOOTSTRAP", &tansu.bootstrap)
         .env("SPATE_LOG", "warn")
         .output()
         .expect("spate runs");

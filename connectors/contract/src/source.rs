@@ -30,6 +30,18 @@
 //!    unacknowledged messages) trails the database's by at most the last
 //!    transaction, because [`Source::commit`] runs after the database
 //!    commit; what lies between is skipped, never handled twice.
+//! 7. **Readiness is what the source says.** [`SourceMessage::Assigned`] is
+//!    sent only once the source is connected and, where it applies, owns
+//!    its partitions (a group assignment granted, a lease held, a
+//!    subscription acknowledged): from then on the engine reports the source
+//!    ready on `/health/ready`. A retryable error from [`Source::next`]
+//!    means the broker is lost: the source is reported not ready until it
+//!    delivers again, or until a while passed with no further error, so a
+//!    source that stays cut off should keep reporting errors (as librdkafka
+//!    does per reconnect attempt) rather than fall silent. A builder that
+//!    cannot reach its target fails `build` with a retryable error at once
+//!    when the connection is refused (not after a long timeout): the
+//!    runtime reports it and retries.
 
 use std::collections::BTreeMap;
 

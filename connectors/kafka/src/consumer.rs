@@ -369,6 +369,10 @@ impl ClientContext for SpateContext {
         lock(&self.shared.offsets).extend(found);
     }
 
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::probe::log_librdkafka(level, facility, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         // Consumer errors also reach the source through `poll`, which
         // reports them to the engine; log them here only for debugging.

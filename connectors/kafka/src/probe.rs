@@ -18,6 +18,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
@@ -85,7 +86,7 @@ fn down_by_itself(error: &KafkaError) -> Option<String> {
 }
 
 /// Whether a client error means a broker could not be reached.
-fn is_transport(error: &KafkaError) -> bool {
+pub fn is_transport(error: &KafkaError) -> bool {
     use RDKafkaErrorCode as C;
     matches!(
         code_of(error),
@@ -111,7 +112,7 @@ impl ProbeContext {
 impl ClientContext for ProbeContext {
     /// librdkafka's own lines (one per refused connection) only at debug
     /// level: the probe's error says it once.
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         tracing::debug!(?level, facility, message, "librdkafka (probe)");
     }
 
@@ -212,4 +213,23 @@ pub fn topics_exist(metadata: &Metadata, servers: &str, topics: &[&str]) -> Resu
             .collect::<Vec<_>>()
             .join(", ")
     )))
+}
+
+/// Logs a librdkafka log line as `tracing` does by default, except a failed
+/// connection (`FAIL`, one line per attempt and broker): debug level only,
+/// since spate reports an unreachable cluster itself, once per outage.
+pub fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    use RDKafkaLogLevel as L;
+    if facility == "FAIL" {
+        tracing::debug!(target: "librdkafka", facility, "{message}");
+        return;
+    }
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(target: "librdkafka", facility, "{message}")
+        }
+        L::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+        L::Notice | L::Info => tracing::info!(target: "librdkafka", facility, "{message}"),
+        L::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+    }
 }

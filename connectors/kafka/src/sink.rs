@@ -209,10 +209,22 @@ impl SinkBuilder for KafkaSinkBuilder {
 /// The producer's context: global errors go to the log.
 pub struct SinkContext {
     name: String,
+    /// A transport error was logged and no delivery succeeded since.
+    down: Arc<AtomicBool>,
 }
 
 impl ClientContext for SinkContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::probe::log_librdkafka(level, facility, message);
+    }
+
+    /// Transport errors (a broker down) are logged once per outage: the
+    /// first, then nothing until a delivery succeeded again.
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if crate::probe::is_transport(&error) && self.down.swap(true, Ordering::Relaxed) {
+            tracing::debug!(sink = %self.name, %error, reason, "Kafka producer error");
+            return;
+        }
         tracing::warn!(sink = %self.name, %error, reason, "Kafka producer error");
     }
 }
@@ -229,6 +241,9 @@ pub struct KafkaSink {
     producer: RwLock<Arc<KafkaProducer>>,
     /// A refusal of the topic's ACLs was logged at error already.
     auth_reported: Arc<AtomicBool>,
+    /// Shared with the producer's context: a transport error was logged
+    /// and no delivery succeeded since.
+    down: Arc<AtomicBool>,
 }
 
 impl KafkaSink {
@@ -237,7 +252,8 @@ impl KafkaSink {
     /// the topic's `max.message.bytes` (see [`sizing`]).
     pub async fn open(settings: Arc<SinkSettings>) -> Result<Self, SinkError> {
         let name = format!("kafka:{}", settings.topic);
-        let producer = spawn_connect(settings.clone(), name.clone(), true)
+        let down = Arc::new(AtomicBool::new(false));
+        let producer = spawn_connect(settings.clone(), name.clone(), true, down.clone())
             .await
             .map_err(|f| f.into_sink(&name))?;
         let user = settings
@@ -261,7 +277,7 @@ impl KafkaSink {
             None => producer,
             Some(bytes) => {
                 tracing::info!(sink = %name, bytes, "sized the producer's `message.max.bytes` to the topic's `max.message.bytes`");
-                let fresh = spawn_connect(settings.clone(), name.clone(), false)
+                let fresh = spawn_connect(settings.clone(), name.clone(), false, down.clone())
                     .await
                     .map_err(|f| f.into_sink(&name))?;
                 tokio::task::spawn_blocking(move || drop(producer));
@@ -273,6 +289,7 @@ impl KafkaSink {
             settings,
             producer: RwLock::new(Arc::new(producer)),
             auth_reported: Arc::new(AtomicBool::new(false)),
+            down,
         })
     }
 
@@ -298,7 +315,7 @@ impl KafkaSink {
         if !Arc::ptr_eq(&current, failed) {
             return;
         }
-        match connect_without_probe(&self.settings, &self.name) {
+        match connect_without_probe(&self.settings, &self.name, self.down.clone()) {
             Ok(fresh) => {
                 tracing::warn!(sink = %self.name, ?code, %reason, "the idempotent producer hit a fatal error; replaced it");
                 let old = std::mem::replace(&mut *current, Arc::new(fresh));
@@ -377,10 +394,16 @@ impl Sink for KafkaSink {
         // when a header routed the record elsewhere.
         let (name, settings) = (self.name.clone(), self.settings.clone());
         let auth_reported = self.auth_reported.clone();
+        let down = self.down.clone();
         let routed_topic = (prepared.topic != settings.topic).then(|| prepared.topic.to_owned());
         Ok(Box::pin(async move {
             match delivery.await {
-                Ok(Ok(_)) => Ok(()),
+                Ok(Ok(_)) => {
+                    if down.swap(false, Ordering::Relaxed) {
+                        tracing::info!(sink = %name, "Kafka reachable again");
+                    }
+                    Ok(())
+                }
                 Ok(Err((error, _))) => {
                     if producer.client().fatal_error().is_some() {
                         tracing::warn!(sink = %name, %error, "the producer hit a fatal error; the next write replaces it");
@@ -475,11 +498,16 @@ pub(crate) fn prepare<'a>(
     Ok(Prepared { topic, headers })
 }
 
-fn connect_without_probe(settings: &SinkSettings, name: &str) -> Result<KafkaProducer, Failure> {
+fn connect_without_probe(
+    settings: &SinkSettings,
+    name: &str,
+    down: Arc<AtomicBool>,
+) -> Result<KafkaProducer, Failure> {
     settings
         .producer_config()
         .create_with_context(SinkContext {
             name: name.to_owned(),
+            down,
         })
         .map_err(|e| {
             Failure::fatal(format!(
@@ -503,12 +531,13 @@ async fn spawn_connect(
     settings: Arc<SinkSettings>,
     name: String,
     probe: bool,
+    down: Arc<AtomicBool>,
 ) -> Result<KafkaProducer, Failure> {
     tokio::task::spawn_blocking(move || {
         if probe {
-            connect(&settings, &name)
+            connect(&settings, &name, down)
         } else {
-            connect_without_probe(&settings, &name)
+            connect_without_probe(&settings, &name, down)
         }
     })
     .await
@@ -518,7 +547,11 @@ async fn spawn_connect(
 
 /// Creates the producer and waits for the cluster's first metadata answer.
 /// Blocking.
-fn connect(settings: &SinkSettings, name: &str) -> Result<KafkaProducer, Failure> {
+fn connect(
+    settings: &SinkSettings,
+    name: &str,
+    down: Arc<AtomicBool>,
+) -> Result<KafkaProducer, Failure> {
     let servers = &settings.connection.bootstrap_servers;
     // The probe's own client sees librdkafka's transport errors, which this
     // producer's polling thread would only log.
@@ -528,7 +561,7 @@ fn connect(settings: &SinkSettings, name: &str) -> Result<KafkaProducer, Failure
         settings.connection.connect_timeout,
         &[],
     )?;
-    connect_without_probe(settings, name)
+    connect_without_probe(settings, name, down)
 }
 
 #[cfg(test)]

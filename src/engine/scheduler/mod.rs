@@ -360,7 +360,7 @@ impl Scheduler {
         let slot = &mut self.sources[index];
         match message {
             Err(error) if error.is_retryable() => {
-                self.mark_ready(index, false);
+                self.options.readiness.failed(self.readiness_key(index));
                 let slot = &mut self.sources[index];
                 slot.failures += 1;
                 let delay = backoff::delay(
@@ -385,12 +385,15 @@ impl Scheduler {
                 self.begin_stop();
             }
             Ok(SourceMessage::Events(events)) => {
-                if slot.failures > 0 {
+                let recovered = slot.failures > 0;
+                if recovered {
                     info!(function = %self.shared.name, source = slot.source.name(), failures = slot.failures, "source reads again");
                 }
                 slot.failures = 0;
                 slot.retry_at = None;
-                self.mark_ready(index, true);
+                if recovered {
+                    self.mark_ready(index, true);
+                }
                 self.last_activity = tokio::time::Instant::now();
                 let span = info_span!("batch", function = %self.shared.name, events = events.len());
                 let _entered = span.enter();
@@ -466,14 +469,15 @@ impl Scheduler {
 
     /// Records on the readiness board whether source `input` delivers.
     fn mark_ready(&self, input: usize, ready: bool) {
-        self.options.readiness.set(
-            super::readiness::SourceKey {
-                pipeline: self.pipeline.clone(),
-                function: self.shared.name.clone(),
-                input,
-            },
-            ready,
-        );
+        self.options.readiness.set(self.readiness_key(input), ready);
+    }
+
+    fn readiness_key(&self, input: usize) -> super::readiness::SourceKey {
+        super::readiness::SourceKey {
+            pipeline: self.pipeline.clone(),
+            function: self.shared.name.clone(),
+            input,
+        }
     }
 
     fn admit(&mut self, input: usize, event: Event) -> Result<(), EngineError> {
