@@ -241,6 +241,30 @@ impl SpateProcess {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGTERM, then waits for the exit, whatever its status (waits at most
+    /// [`STOP_PATIENCE`], then kills it and panics).
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        sigterm_when_handled(child.id());
+        let deadline = Instant::now() + STOP_PATIENCE;
+        loop {
+            if let Some(exit) = child.try_wait().expect("wait") {
+                return exit;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("spate did not stop after SIGTERM:\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// kill -9: the process dies wherever it is.
     pub fn kill(mut self) {
         if let Some(mut child) = self.child.take() {
