@@ -275,14 +275,7 @@ struct NatsSinkBuilder {
 impl SinkBuilder for NatsSinkBuilder {
     async fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
         let name = format!("nats:{}", self.subject);
-        let client =
-            self.connect
-                .connect(&name)
-                .await
-                .map_err(|message| SinkError::Unavailable {
-                    sink_name: name.clone(),
-                    message,
-                })?;
+        let client = self.connect.connect_sink(&name).await?;
         let flushes = Flushes::start(client.clone());
         Ok(Box::new(NatsSink {
             name,
@@ -295,14 +288,7 @@ impl SinkBuilder for NatsSinkBuilder {
     /// Connects as `build` does, then lets go.
     async fn check(&self) -> Result<(), SinkError> {
         let name = format!("nats:{}", self.subject);
-        self.connect
-            .connect(&name)
-            .await
-            .map(drop)
-            .map_err(|message| SinkError::Unavailable {
-                sink_name: name,
-                message,
-            })
+        self.connect.connect_sink(&name).await.map(drop)
     }
 }
 

@@ -294,7 +294,11 @@ fn credentials_conflicts_and_bad_values_are_reported() {
     );
     assert!(builder.is_none());
     let msgs = messages(&errors);
-    assert!(msgs.iter().any(|m| m.contains("at least 1")), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("`max_ack_pending` must be between 1 and")),
+        "{msgs:?}"
+    );
     assert!(
         msgs.iter()
             .any(|m| m.contains("`ack_wait` must be a duration")),

@@ -32,7 +32,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
-use spate_connector::ConfigReader;
+use spate_connector::{ConfigReader, SinkError};
 
 pub use tls::TlsSettings;
 
@@ -180,6 +180,17 @@ impl ConnectSettings {
     /// The URL(s) without any `user:password@` part, for messages.
     pub fn display_url(&self) -> String {
         redact_url(&self.url)
+    }
+
+    /// [`ConnectSettings::connect`] for a sink named `sink_name`: a failure
+    /// is the sink's `Unavailable` (retried), with the same message.
+    pub async fn connect_sink(&self, sink_name: &str) -> Result<Client, SinkError> {
+        self.connect(sink_name)
+            .await
+            .map_err(|message| SinkError::Unavailable {
+                sink_name: sink_name.to_owned(),
+                message,
+            })
     }
 
     /// Connects. The error message names the URL (never credentials) and

@@ -21,14 +21,7 @@ pub(super) struct JetStreamSinkBuilder {
 impl SinkBuilder for JetStreamSinkBuilder {
     async fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
         let name = format!("jetstream:{}", self.subject);
-        let client =
-            self.connect
-                .connect(&name)
-                .await
-                .map_err(|message| SinkError::Unavailable {
-                    sink_name: name.clone(),
-                    message,
-                })?;
+        let client = self.connect.connect_sink(&name).await?;
         let context = ContextBuilder::new()
             .timeout(self.ack_timeout)
             .build(client);
@@ -44,14 +37,7 @@ impl SinkBuilder for JetStreamSinkBuilder {
     /// subject (else every publish would fail); publishes nothing.
     async fn check(&self) -> Result<(), SinkError> {
         let name = format!("jetstream:{}", self.subject);
-        let client =
-            self.connect
-                .connect(&name)
-                .await
-                .map_err(|message| SinkError::Unavailable {
-                    sink_name: name.clone(),
-                    message,
-                })?;
+        let client = self.connect.connect_sink(&name).await?;
         let context = ContextBuilder::new()
             .timeout(self.ack_timeout)
             .build(client);
