@@ -67,7 +67,7 @@
 //! nullable field with no default becomes `null`, and an undeclared key is
 //! an error.
 
-mod avro;
+pub mod avro;
 pub mod avro_depth;
 mod config;
 mod decimal;

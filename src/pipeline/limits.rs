@@ -332,6 +332,63 @@ pub fn other_limits() -> Vec<[String; 3]> {
             "spate::pipeline::env::MAX_DEFAULT_DEPTH".to_owned(),
         ],
     ]
+    .into_iter()
+    .chain(evaluation_limits())
+    .collect()
+}
+
+/// Bounds of expressions and decoding, whatever the payload.
+fn evaluation_limits() -> Vec<[String; 3]> {
+    use crate::format::{avro, avro_depth};
+    use crate::handler::expr;
+    let bytes = |n: usize| Bytes(u64::try_from(n).unwrap_or(u64::MAX)).show();
+    vec![
+        [
+            "a jq expression's text".to_owned(),
+            format!("at most {}", bytes(expr::MAX_EXPR_BYTES)),
+            "spate::handler::expr::MAX_EXPR_BYTES".to_owned(),
+        ],
+        [
+            "brackets nested in a jq expression".to_owned(),
+            format!("at most {} levels", expr::MAX_NESTING),
+            "spate::handler::expr::MAX_NESTING".to_owned(),
+        ],
+        [
+            "a jq expression's parse tree".to_owned(),
+            format!("at most {} levels", expr::MAX_DEPTH),
+            "spate::handler::expr::MAX_DEPTH".to_owned(),
+        ],
+        [
+            "results of one `map` evaluation".to_owned(),
+            format!("at most {}", Count(expr::MAX_RESULTS as u64).show()),
+            "spate::handler::expr::MAX_RESULTS".to_owned(),
+        ],
+        [
+            "sandboxed evaluations at once (processes)".to_owned(),
+            format!("{}", expr::sandbox::POOL_SIZE),
+            "spate::handler::expr::sandbox::POOL_SIZE".to_owned(),
+        ],
+        [
+            "stack of a sandboxed evaluation".to_owned(),
+            bytes(expr::sandbox::CHILD_STACK),
+            "spate::handler::expr::sandbox::CHILD_STACK".to_owned(),
+        ],
+        [
+            "nesting of an Avro datum under a recursive schema".to_owned(),
+            format!("at most {} levels", avro_depth::MAX_AVRO_DEPTH),
+            "spate::format::avro_depth::MAX_AVRO_DEPTH".to_owned(),
+        ],
+        [
+            "items of an Avro datum under a recursive schema".to_owned(),
+            format!("at most {}", Count(avro_depth::MAX_AVRO_ITEMS).show()),
+            "spate::format::avro_depth::MAX_AVRO_ITEMS".to_owned(),
+        ],
+        [
+            "memory one Avro datum may allocate".to_owned(),
+            format!("at most {}", bytes(avro::MAX_AVRO_ALLOCATION)),
+            "spate::format::avro::MAX_AVRO_ALLOCATION".to_owned(),
+        ],
+    ]
 }
 
 /// Connector and handler settings with a range, each checked by the
@@ -379,6 +436,41 @@ pub fn component_limits() -> Vec<[String; 3]> {
             "postgres: batch_size",
             format!("1 – {}", count(spate_postgres::config::MAX_BATCH_SIZE)),
             "spate_postgres::config::MAX_BATCH_SIZE",
+        ),
+        row(
+            &format!(
+                "filter, map, route: limits.time (default {})",
+                show_duration(crate::handler::expr::limits::DEFAULT_TIME)
+            ),
+            format!(
+                "{} – {}",
+                show_duration(crate::handler::expr::limits::MIN_TIME),
+                show_duration(crate::handler::expr::limits::MAX_TIME)
+            ),
+            "spate::handler::expr::limits::{DEFAULT_TIME, MIN_TIME, MAX_TIME}",
+        ),
+        row(
+            &format!(
+                "filter, map, route: limits.memory (default {})",
+                Bytes(crate::handler::expr::limits::DEFAULT_MEMORY).show()
+            ),
+            format!(
+                "{} – {}",
+                Bytes(crate::handler::expr::limits::MIN_MEMORY).show(),
+                Bytes(crate::handler::expr::limits::MAX_MEMORY).show()
+            ),
+            "spate::handler::expr::limits::{DEFAULT_MEMORY, MIN_MEMORY, MAX_MEMORY}",
+        ),
+        row(
+            &format!(
+                "window: max_keys (default {})",
+                count(crate::handler::window::config::DEFAULT_MAX_KEYS as u64)
+            ),
+            format!(
+                "1 – {}",
+                count(crate::handler::window::config::MAX_MAX_KEYS)
+            ),
+            "spate::handler::window::config::{DEFAULT_MAX_KEYS, MAX_MAX_KEYS}",
         ),
         row(
             "window: size, slide, allowed_lateness",
