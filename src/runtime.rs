@@ -29,7 +29,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use spate_connector::{ConfigError, SinkError, SourceError, Span};
+use spate_connector::{ConfigError, SinkError, SourceError, Span, TransactionalTarget};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -37,7 +37,7 @@ use tracing::{info, warn};
 use crate::engine::readiness::{Readiness, SourceKey};
 use crate::engine::{self, EngineError, EngineOptions, FunctionReport, ProcessBudget};
 use crate::handler::Registry;
-use crate::pipeline::{self, LoadError, PipelineSpec};
+use crate::pipeline::{self, Delivery, LoadError, PipelineSpec};
 
 mod connect;
 mod signals;
@@ -279,9 +279,25 @@ pub async fn check_connectors(specs: &[PipelineSpec]) -> Vec<RunError> {
     let mut checks: Vec<futures::future::BoxFuture<'_, Option<RunError>>> = Vec::new();
     for spec in specs {
         for (f, function) in spec.functions.iter().enumerate() {
+            let targets: Vec<TransactionalTarget> = match function.policy.delivery {
+                Delivery::ExactlyOnce => function
+                    .outputs
+                    .iter()
+                    .chain(std::iter::once(&function.dead_letter))
+                    .filter_map(|sink| sink.builder.target())
+                    .collect(),
+                _ => Vec::new(),
+            };
             for (i, input) in function.inputs.iter().enumerate() {
+                let targets = targets.clone();
                 checks.push(Box::pin(async move {
-                    let error = input.builder.check().await.err()?;
+                    let checked = match input.builder.check().await {
+                        Ok(()) if !targets.is_empty() => {
+                            input.builder.check_exactly_once(&targets).await
+                        }
+                        other => other,
+                    };
+                    let error = checked.err()?;
                     Some(placed(
                         &spec.path,
                         input.span,

@@ -208,3 +208,81 @@ fn running_brokers_pass_and_a_missing_topic_or_stream_does_not() {
         nats_common::delete_stream(&client, &names.stream).await;
     });
 }
+
+/// Under `exactly_once`, JetStream → JetStream: the output stream must
+/// de-duplicate for at least twice the input's redelivery time, which `run`
+/// checks before its first publish; `validate --connect` checks it too, at
+/// the input, naming both durations, and passes once the window is long
+/// enough.
+#[test]
+fn an_exactly_once_output_stream_that_forgets_ids_too_soon_is_refused_at_the_input() {
+    use async_nats::jetstream::{self, stream};
+    let nats = nats_common::server();
+    let (input, output) = (nats_common::unique("EOSIN"), nats_common::unique("EOSOUT"));
+    let subject = nats_common::unique("eos");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let context = runtime.block_on(async { jetstream::new(nats.client().await) });
+    let out_config = |window: Duration| stream::Config {
+        name: output.clone(),
+        subjects: vec![format!("{subject}.out")],
+        duplicate_window: window,
+        ..Default::default()
+    };
+    runtime.block_on(async {
+        nats_common::create_stream(&nats.client().await, &input, &[format!("{subject}.in")]).await;
+        context
+            .create_stream(out_config(Duration::from_secs(10)))
+            .await
+            .expect("output stream");
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("eos.yaml");
+    let url = &nats.url;
+    std::fs::write(
+        &file,
+        format!(
+            r#"functions:
+  - name: eos
+    input: {{type: jetstream, url: '{url}', stream: {input}, durable: d, ack_wait: 30s}}
+    handler: passthrough
+    outputs:
+      - {{type: jetstream, url: '{url}', subject: {subject}.out}}
+    dead_letter: {{type: jetstream, url: '{url}', subject: {subject}.out}}
+    delivery: exactly_once
+"#
+        ),
+    )
+    .unwrap();
+    let (refused, _) = validate_connect(&file);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&format!("{}:3:12: ", file.display()))
+                && l.contains(&format!("stream `{output}`"))
+                && l.contains("de-duplicates for 10s")
+                && l.contains("needs at least 60s")),
+        "{stderr}"
+    );
+    runtime.block_on(async {
+        context
+            .update_stream(out_config(Duration::from_secs(120)))
+            .await
+            .expect("window raised");
+    });
+    let (passed, _) = validate_connect(&file);
+    assert!(
+        passed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&passed.stderr)
+    );
+    runtime.block_on(async {
+        let client = nats.client().await;
+        nats_common::delete_stream(&client, &input).await;
+        nats_common::delete_stream(&client, &output).await;
+    });
+}

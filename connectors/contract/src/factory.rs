@@ -25,6 +25,7 @@ use crate::config::ConfigReader;
 use crate::error::{SinkError, SourceError};
 use crate::sink::Sink;
 use crate::source::Source;
+use crate::transaction::TransactionalTarget;
 
 /// What a connector can promise, checked when a pipeline file is loaded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,6 +71,16 @@ pub trait SourceBuilder: Send + Sync {
         Ok(())
     }
 
+    /// For `spate validate --connect` of an `exactly_once` function:
+    /// connects and checks what `run` would check of `targets` (the
+    /// function's outputs and dead letter, see [`SinkBuilder::target`])
+    /// before it writes to them in this source's transactions, without
+    /// writing anything. The default checks nothing.
+    async fn check_exactly_once(&self, targets: &[TransactionalTarget]) -> Result<(), SourceError> {
+        let _ = targets;
+        Ok(())
+    }
+
     /// What this source as configured can promise, when that is less than
     /// its kind's [`ConnectorFactory::source_capabilities`]; `None` (the
     /// default) when it is all of them.
@@ -92,6 +103,14 @@ pub trait SinkBuilder: Send + Sync {
     /// place in the file. The default checks nothing.
     async fn check(&self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    /// Where the built sink will write, as its
+    /// [`Sink::transactional_target`](crate::Sink::transactional_target)
+    /// will say, known before it is built; `None` (the default) for a sink
+    /// that takes no part in a source's transactions.
+    fn target(&self) -> Option<TransactionalTarget> {
+        None
     }
 }
 

@@ -127,17 +127,30 @@ impl JetStreamTransaction {
             .map_err(|e| self.abortable(format!("cannot read stream `{stream_name}`: {e}")))?
             .config
             .duplicate_window;
-        let needed = self.redelivery_after * 2;
-        if window < needed {
-            return Err(self.fatal(format!(
-                "stream `{stream_name}` (capturing `{subject}`) de-duplicates for {window:?}, but exactly-once needs at least {needed:?} (twice the input's redelivery time of {:?}, the larger of its ack_wait and lease_ttl): an output published again after a redelivery could be stored twice; raise its duplicate window, e.g. `nats stream edit {stream_name} --dupe-window {}s`",
-                self.redelivery_after,
-                needed.as_secs().max(1)
-            )));
+        if let Some(problem) = window_problem(&stream_name, subject, window, self.redelivery_after)
+        {
+            return Err(self.fatal(problem));
         }
         self.checked.insert(subject.to_owned());
         Ok(())
     }
+}
+
+/// Why a stream that de-duplicates for `window` cannot take the outputs
+/// to `subject` of an input that redelivers after `redelivery_after`:
+/// exactly-once needs the window to be at least twice that. `None` when it
+/// is.
+pub(crate) fn window_problem(
+    stream_name: &str,
+    subject: &str,
+    window: Duration,
+    redelivery_after: Duration,
+) -> Option<String> {
+    let needed = redelivery_after * 2;
+    (window < needed).then(|| format!(
+        "stream `{stream_name}` (capturing `{subject}`) de-duplicates for {window:?}, but exactly-once needs at least {needed:?} (twice the input's redelivery time of {redelivery_after:?}, the larger of its ack_wait and lease_ttl): an output published again after a redelivery could be stored twice; raise its duplicate window, e.g. `nats stream edit {stream_name} --dupe-window {}s`",
+        needed.as_secs().max(1)
+    ))
 }
 
 #[async_trait]

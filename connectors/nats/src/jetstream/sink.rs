@@ -55,6 +55,14 @@ impl SinkBuilder for JetStreamSinkBuilder {
                 ),
             })
     }
+
+    fn target(&self) -> Option<TransactionalTarget> {
+        Some(TransactionalTarget {
+            kind: "jetstream",
+            cluster: self.connect.display_url(),
+            destination: self.subject.clone(),
+        })
+    }
 }
 
 /// Publishes records to one subject captured by a JetStream stream.

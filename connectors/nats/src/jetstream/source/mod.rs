@@ -5,6 +5,7 @@
 //! one durable per subject partition, each leased to one process at a time
 //! (see [`leases`](super::leases)).
 
+mod checks;
 mod partition;
 mod takeover;
 
@@ -17,7 +18,7 @@ use async_nats::jetstream::{self as js, stream};
 use async_trait::async_trait;
 use spate_connector::{
     CommitPosition, Event, PartitionId, Source, SourceBuilder, SourceError, SourceMessage,
-    TransactionSession,
+    TransactionSession, TransactionalTarget,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -56,6 +57,15 @@ pub(super) struct JetStreamSourceBuilder {
 }
 
 impl JetStreamSourceBuilder {
+    /// How long an unfinished message may stay away before it is handed
+    /// out again: `ack_wait`, or `lease_ttl` if larger with partitions.
+    fn redelivery_after(&self) -> Duration {
+        match &self.partitioning {
+            Partitioning::Subjects { lease_ttl, .. } => self.ack_wait.max(*lease_ttl),
+            Partitioning::Single { .. } => self.ack_wait,
+        }
+    }
+
     async fn bind_stream(
         &self,
         context: &js::Context,
@@ -147,37 +157,15 @@ impl SourceBuilder for JetStreamSourceBuilder {
     /// with `subjects`, can be created by `build`); creates nothing, binds
     /// no consumer.
     async fn check(&self) -> Result<(), SourceError> {
-        let name = format!("jetstream:{}", self.stream);
-        let unavailable = |message: String| SourceError::Unavailable {
-            source_name: name.clone(),
-            message,
-        };
-        let client = self.connect.connect(&name).await.map_err(unavailable)?;
-        let context = js::new(client);
-        match context.get_stream(&self.stream).await {
-            Ok(_) => Ok(()),
-            Err(e) => match e.kind() {
-                js::context::GetStreamErrorKind::JetStream(inner) if inner.code() == 404 => {
-                    if self.subjects.is_empty() {
-                        Err(SourceError::Fatal {
-                            source_name: name.clone(),
-                            message: format!(
-                                "no stream `{}` at `{}`; create it, or set `subjects` so spate creates it",
-                                self.stream,
-                                self.connect.display_url()
-                            ),
-                        })
-                    } else {
-                        Ok(())
-                    }
-                }
-                _ => Err(unavailable(format!(
-                    "cannot read stream `{}` at `{}`: {e}",
-                    self.stream,
-                    self.connect.display_url()
-                ))),
-            },
-        }
+        self.check_stream().await
+    }
+
+    /// Reads the duplicate window of the stream capturing each JetStream
+    /// target's subject, as the exactly-once session does before its
+    /// first publish, and refuses one too short for this input's
+    /// redelivery time.
+    async fn check_exactly_once(&self, targets: &[TransactionalTarget]) -> Result<(), SourceError> {
+        self.check_windows(targets).await
     }
 
     async fn build(&self) -> Result<Box<dyn Source>, SourceError> {
@@ -272,10 +260,7 @@ impl SourceBuilder for JetStreamSourceBuilder {
             progress_tick,
             fetch_wait: self.fetch_wait,
             cluster: self.connect.display_url(),
-            redelivery_after: match &self.partitioning {
-                Partitioning::Subjects { lease_ttl, .. } => self.ack_wait.max(*lease_ttl),
-                Partitioning::Single { .. } => self.ack_wait,
-            },
+            redelivery_after: self.redelivery_after(),
             exactly_once: false,
         }))
     }
