@@ -503,6 +503,22 @@ pub(super) fn check_delivery(
                         input.spec.kind
                     )),
                 );
+            } else if let (Some(input), Some(target)) = (inputs.first(), sink.spec.builder.target())
+            {
+                // The same rule the session applies when it opens (the
+                // same cluster, say), from the settings alone.
+                if let Err(why) = input.spec.builder.accepts(&target) {
+                    push(
+                        errors,
+                        sink.type_span,
+                        &path,
+                        format!("`exactly_once` cannot reach {what}: {why}"),
+                        Some(
+                            "point it at the input's cluster, or use `delivery: at_least_once`"
+                                .to_owned(),
+                        ),
+                    );
+                }
             }
             continue;
         }

@@ -71,6 +71,15 @@ pub trait SourceBuilder: Send + Sync {
         Ok(())
     }
 
+    /// Whether this source's exactly-once session could hold records for
+    /// `target` (see [`TransactionSession::accepts`](crate::TransactionSession::accepts)),
+    /// decided from the settings alone so the loader can refuse what `run`
+    /// would: the reason when it could not. The default accepts anything.
+    fn accepts(&self, target: &TransactionalTarget) -> Result<(), String> {
+        let _ = target;
+        Ok(())
+    }
+
     /// For `spate validate --connect` of an `exactly_once` function:
     /// connects and checks what `run` would check of `targets` (the
     /// function's outputs and dead letter, see [`SinkBuilder::target`])

@@ -204,6 +204,14 @@ impl SinkBuilder for KafkaSinkBuilder {
         .and_then(|r| r)
         .map_err(|f| f.into_sink(&name))
     }
+
+    fn target(&self) -> Option<TransactionalTarget> {
+        Some(TransactionalTarget {
+            kind: crate::KIND,
+            cluster: self.settings.connection.bootstrap_servers.clone(),
+            destination: self.settings.topic.clone(),
+        })
+    }
 }
 
 /// The producer's context: global errors go to the log.

@@ -258,19 +258,7 @@ impl TransactionSession for KafkaTransaction {
     }
 
     fn accepts(&self, target: &TransactionalTarget) -> Result<(), String> {
-        if target.kind != crate::KIND {
-            return Err(format!(
-                "a Kafka transaction can only hold Kafka records, not `{}` ones",
-                target.kind
-            ));
-        }
-        if cluster_identity(&target.cluster) != cluster_identity(&self.servers) {
-            return Err(format!(
-                "the output writes to Kafka at `{}` but the input reads from `{}`; one transaction covers one cluster, so both need the same `bootstrap_servers`",
-                target.cluster, self.servers
-            ));
-        }
-        Ok(())
+        accepts(&self.servers, target)
     }
 
     async fn write(
@@ -391,4 +379,22 @@ impl TransactionSession for KafkaTransaction {
         self.open = false;
         Ok(())
     }
+}
+
+/// Whether a Kafka input on `servers` can hold `target`'s records in its
+/// transaction: only Kafka records of the same cluster.
+pub(crate) fn accepts(servers: &str, target: &TransactionalTarget) -> Result<(), String> {
+    if target.kind != crate::KIND {
+        return Err(format!(
+            "a Kafka transaction can only hold Kafka records, not `{}` ones",
+            target.kind
+        ));
+    }
+    if cluster_identity(&target.cluster) != cluster_identity(servers) {
+        return Err(format!(
+            "the output writes to Kafka at `{}` but the input reads from `{servers}`; one transaction covers one cluster, so both need the same `bootstrap_servers`",
+            target.cluster
+        ));
+    }
+    Ok(())
 }

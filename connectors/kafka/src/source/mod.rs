@@ -83,7 +83,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::Offset;
 use spate_connector::{
     CommitPosition, Event, PartitionId, Source, SourceBuilder, SourceError, SourceMessage,
-    StoredPosition, TransactionSession,
+    StoredPosition, TransactionSession, TransactionalTarget,
 };
 use tokio::sync::mpsc;
 
@@ -146,6 +146,10 @@ impl SourceBuilder for KafkaSourceBuilder {
         .map_err(|e| Failure::fatal(format!("the check failed: {e}")))
         .and_then(|r| r)
         .map_err(|f| f.into_source(&name))
+    }
+
+    fn accepts(&self, target: &TransactionalTarget) -> Result<(), String> {
+        crate::transaction::accepts(&self.settings.connection.bootstrap_servers, target)
     }
 }
 

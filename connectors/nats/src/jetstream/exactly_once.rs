@@ -136,6 +136,24 @@ impl JetStreamTransaction {
     }
 }
 
+/// Whether a JetStream input on `cluster` can make `target` exactly-once:
+/// only JetStream outputs on the same server (`url`).
+pub(crate) fn accepts(cluster: &str, target: &TransactionalTarget) -> Result<(), String> {
+    if target.kind != "jetstream" {
+        return Err(format!(
+            "a JetStream input can only make `jetstream` outputs exactly-once, not `{}`",
+            target.kind
+        ));
+    }
+    if target.cluster != cluster {
+        return Err(format!(
+            "the output is on `{}` but the input on `{cluster}`; both must use the same `url`",
+            target.cluster
+        ));
+    }
+    Ok(())
+}
+
 /// Why a stream that de-duplicates for `window` cannot take the outputs
 /// to `subject` of an input that redelivers after `redelivery_after`:
 /// exactly-once needs the window to be at least twice that. `None` when it
@@ -160,19 +178,7 @@ impl TransactionSession for JetStreamTransaction {
     }
 
     fn accepts(&self, target: &TransactionalTarget) -> Result<(), String> {
-        if target.kind != "jetstream" {
-            return Err(format!(
-                "a JetStream input can only make `jetstream` outputs exactly-once, not `{}`",
-                target.kind
-            ));
-        }
-        if target.cluster != self.cluster {
-            return Err(format!(
-                "the output is on `{}` but the input on `{}`; both must use the same `url`",
-                target.cluster, self.cluster
-            ));
-        }
-        Ok(())
+        accepts(&self.cluster, target)
     }
 
     async fn write(

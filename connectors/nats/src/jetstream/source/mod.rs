@@ -160,6 +160,10 @@ impl SourceBuilder for JetStreamSourceBuilder {
         self.check_stream().await
     }
 
+    fn accepts(&self, target: &TransactionalTarget) -> Result<(), String> {
+        crate::jetstream::exactly_once::accepts(&self.connect.display_url(), target)
+    }
+
     /// Reads the duplicate window of the stream capturing each JetStream
     /// target's subject, as the exactly-once session does before its
     /// first publish, and refuses one too short for this input's
