@@ -73,6 +73,24 @@ fn the_demo_runs_with_no_broker_and_accounts_for_every_event() {
     }
 }
 
+#[test]
+fn a_log_piped_to_a_file_has_no_terminal_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = spate()
+        .current_dir(dir.path())
+        .env("SPATE_LOG", "info")
+        .args(["run", repo_file("pipelines/demo.yaml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "demo failed: {stderr}");
+    assert!(stderr.contains(" INFO "), "info lines logged: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escapes in a piped log: {stderr:?}"
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn sigterm_drains_commits_and_a_restart_resumes_after_the_commit() {
