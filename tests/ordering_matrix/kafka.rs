@@ -20,7 +20,13 @@ const CHAOS: &[Action] = &[
     Action::ScaleIn,
 ];
 
-fn pipeline(broker: &Tansu, recorder: &Recorder, tag: &str, ordering: &str) -> String {
+fn pipeline(
+    broker: &Tansu,
+    recorder: &Recorder,
+    tag: &str,
+    ordering: &str,
+    delivery: &str,
+) -> String {
     format!(
         r#"settings:
   metrics_address: off
@@ -34,7 +40,7 @@ functions:
       session_timeout: 6s
     {handler}
     dead_letter: {{type: kafka, bootstrap_servers: {bootstrap}, topic: {tag}-dead}}
-    delivery: at_least_once
+    delivery: {delivery}
     ordering: {ordering}
     concurrency: {{min: 1, max: 32}}
     commit_interval: 50ms
@@ -51,7 +57,12 @@ fn partition_of(n: u64) -> u64 {
 }
 
 async fn row(name: &'static str, ordering: &str, order: Order) {
-    let tag = format!("matrix-{ordering}");
+    row_with(name, ordering, "at_least_once", order).await;
+}
+
+async fn row_with(name: &'static str, ordering: &str, delivery: &str, order: Order) {
+    let at_least_once = delivery == "at_least_once";
+    let tag = format!("matrix-{ordering}-{delivery}");
     // The broker's helpers block on a runtime of their own.
     let broker = tokio::task::block_in_place(|| {
         let broker = Tansu::start();
@@ -62,7 +73,11 @@ async fn row(name: &'static str, ordering: &str, order: Order) {
     let recorder = Recorder::start(false).await;
     let dir = harness::workdir();
     let file = dir.path().join("pipeline.yaml");
-    std::fs::write(&file, pipeline(&broker, &recorder, &tag, ordering)).expect("pipeline");
+    std::fs::write(
+        &file,
+        pipeline(&broker, &recorder, &tag, ordering, delivery),
+    )
+    .expect("pipeline");
     let producer = Arc::new(Producer::new(&broker.bootstrap));
     let publish: Publish = Arc::new(move |numbers: Vec<u64>| {
         let (producer, topic) = (producer.clone(), tag.clone());
@@ -86,8 +101,8 @@ async fn row(name: &'static str, ordering: &str, order: Order) {
     let row = Row {
         name,
         promise: Promise {
-            lossless: true,
-            copies: true,
+            lossless: at_least_once,
+            copies: at_least_once,
             order,
             exclusive: order != Order::None,
         },
@@ -114,4 +129,9 @@ async fn kafka_partition_order_survives_kills_handovers_and_scaling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_unordered_loses_nothing_through_kills_handovers_and_scaling() {
     row("kafka/none/at_least_once", "none", Order::None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_at_most_once_keeps_key_order_and_never_copies_through_kills_and_scaling() {
+    row_with("kafka/key/at_most_once", "key", "at_most_once", Order::Key).await;
 }
