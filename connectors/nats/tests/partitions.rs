@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{create_stream, messages, read_source, source_builder, start_own_with_config, unique};
-use spate_connector::{CommitPosition, PartitionId, Source, SourceMessage};
+use spate_connector::{CommitPosition, PartitionId, Source, SourceBuilder, SourceMessage};
 
 const PARTITIONS: u32 = 4;
 const DEVICES: usize = 24;
@@ -403,6 +403,66 @@ fn partition_settings_are_checked_together() {
     assert!(ok && msgs.is_empty(), "{msgs:?}");
 }
 
+/// The source of the takeover tests: 4 subject partitions of
+/// `ptele.{partition}.*`, 1 s leases, and an `ack_wait` far beyond the
+/// test, so nothing may wait for a redelivery.
+fn takeover_builder(url: &str, stream: &str, durable: &str) -> Box<dyn SourceBuilder> {
+    source_builder(
+        "jetstream",
+        &[
+            ("url", url),
+            ("stream", stream),
+            ("durable", durable),
+            ("partitions", "4"),
+            ("partition_subject", "ptele.{partition}.*"),
+            ("key_token", "3"),
+            ("lease_ttl", "1s"),
+            ("ack_wait", "60s"),
+            ("fetch_wait", "300ms"),
+        ],
+    )
+}
+
+/// Drives a source built from `builder` until it has read `count` events
+/// (within 20 s) and `linger` more has passed; what it saw.
+async fn successor_reads(
+    builder: &dyn SourceBuilder,
+    what: &str,
+    count: usize,
+    linger: Duration,
+) -> Seen {
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let task = tokio::spawn(drive(
+        builder.build().await.expect("builds"),
+        seen.clone(),
+        stop.clone(),
+    ));
+    wait_until(what, Duration::from_secs(20), || {
+        seen.lock().unwrap().events.len() >= count
+    })
+    .await;
+    tokio::time::sleep(linger).await;
+    stop.notify_waiters();
+    let _ = task.await;
+    let mut seen = seen.lock().unwrap();
+    std::mem::take(&mut *seen)
+}
+
+/// Reads `source` until it holds every partition (within 20 s).
+async fn take_every_partition(source: &mut dyn Source, who: &str) {
+    let mut held = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held.len() < PARTITIONS as usize {
+        assert!(Instant::now() < deadline, "{who} got {held:?}");
+        if let Some(SourceMessage::Assigned(p)) =
+            common::next_within(source, 10, Duration::from_millis(500)).await
+        {
+            held.extend(p);
+        }
+    }
+}
+
 /// Issue 19: a partition taken over from a dead holder starts at its ack
 /// floor, so the messages the dead holder had read but not finished come
 /// first, in order, long before `ack_wait` — never after newer messages of
@@ -414,35 +474,11 @@ async fn a_taken_over_partition_restarts_at_its_ack_floor_before_newer_messages(
     let stream = unique("PTELE");
     create_stream(&client, &stream, &["ptele.*.*".to_owned()]).await;
     let durable = unique("tele");
-    let config = [
-        ("url", server.url.as_str()),
-        ("stream", stream.as_str()),
-        ("durable", durable.as_str()),
-        ("partitions", "4"),
-        ("partition_subject", "ptele.{partition}.*"),
-        ("key_token", "3"),
-        ("lease_ttl", "1s"),
-        // Far beyond the test: nothing may wait for a redelivery.
-        ("ack_wait", "60s"),
-        ("fetch_wait", "300ms"),
-    ];
-    let builder = source_builder("jetstream", &config);
+    let builder = takeover_builder(&server.url, &stream, &durable);
     // The victim takes every partition, reads without committing, and dies
     // (dropped: no close, no release, no acks).
     let mut victim = builder.build().await.expect("victim builds");
-    let mut victim_partitions = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while victim_partitions.len() < PARTITIONS as usize {
-        assert!(
-            Instant::now() < deadline,
-            "the victim got {victim_partitions:?}"
-        );
-        if let Some(SourceMessage::Assigned(p)) =
-            common::next_within(&mut *victim, 10, Duration::from_millis(500)).await
-        {
-            victim_partitions.extend(p);
-        }
-    }
+    take_every_partition(&mut *victim, "the victim").await;
     publish(&client, 0, 200).await;
     let mut victim_read = 0;
     while let Some(SourceMessage::Events(events)) =
@@ -455,24 +491,15 @@ async fn a_taken_over_partition_restarts_at_its_ack_floor_before_newer_messages(
     // Newer messages of the same devices arrive before anyone takes over.
     publish(&client, 200, 400).await;
 
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let survivor = Arc::new(Mutex::new(Seen::default()));
     let started = Instant::now();
-    let survivor_task = tokio::spawn(drive(
-        builder.build().await.expect("builds"),
-        survivor.clone(),
-        stop.clone(),
-    ));
-    wait_until(
+    let seen = successor_reads(
+        &*builder,
         "the successor to read every message, well before ack_wait",
-        Duration::from_secs(20),
-        || survivor.lock().unwrap().events.len() >= 400,
+        400,
+        Duration::ZERO,
     )
     .await;
     eprintln!("taken over and read in {:?}", started.elapsed());
-    stop.notify_waiters();
-    let _ = survivor_task.await;
-    let seen = survivor.lock().unwrap();
     let mut last: BTreeMap<&str, usize> = BTreeMap::new();
     for (device, _, _, payload) in &seen.events {
         if let Some(before) = last.insert(device, *payload) {
@@ -495,18 +522,7 @@ async fn a_durable_lost_mid_reset_restarts_from_the_recorded_ack_floor() {
     let stream = unique("PTELE");
     create_stream(&client, &stream, &["ptele.*.*".to_owned()]).await;
     let durable = unique("tele");
-    let config = [
-        ("url", server.url.as_str()),
-        ("stream", stream.as_str()),
-        ("durable", durable.as_str()),
-        ("partitions", "4"),
-        ("partition_subject", "ptele.{partition}.*"),
-        ("key_token", "3"),
-        ("lease_ttl", "1s"),
-        ("ack_wait", "60s"),
-        ("fetch_wait", "300ms"),
-    ];
-    let builder = source_builder("jetstream", &config);
+    let builder = takeover_builder(&server.url, &stream, &durable);
     publish(&client, 0, 200).await;
     // The first holder finishes messages 0..100 and dies.
     let mut first = builder.build().await.expect("builds");
@@ -544,18 +560,7 @@ async fn a_durable_lost_mid_reset_restarts_from_the_recorded_ack_floor() {
     // The next holder resets every durable (recording the floors), then
     // "dies mid-reset": the durables are gone.
     let mut second = builder.build().await.expect("builds");
-    let mut assigned = BTreeSet::new();
-    while assigned.len() < PARTITIONS as usize {
-        assert!(
-            Instant::now() < deadline,
-            "the second holder got {assigned:?}"
-        );
-        if let Some(SourceMessage::Assigned(p)) =
-            common::next_within(&mut *second, 10, Duration::from_millis(500)).await
-        {
-            assigned.extend(p);
-        }
-    }
+    take_every_partition(&mut *second, "the second holder").await;
     drop(second);
     let js = async_nats::jetstream::new(client.clone());
     let stream_handle = js.get_stream(&stream).await.expect("stream");
@@ -566,24 +571,15 @@ async fn a_durable_lost_mid_reset_restarts_from_the_recorded_ack_floor() {
             .expect("durable deleted");
     }
 
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let survivor = Arc::new(Mutex::new(Seen::default()));
-    let survivor_task = tokio::spawn(drive(
-        builder.build().await.expect("builds"),
-        survivor.clone(),
-        stop.clone(),
-    ));
-    wait_until(
+    // 500 ms more give a wrong restart (from the stream's start) time to
+    // show.
+    let seen = successor_reads(
+        &*builder,
         "the successor to read the unfinished messages",
-        Duration::from_secs(20),
-        || survivor.lock().unwrap().events.len() >= 100,
+        100,
+        Duration::from_millis(500),
     )
     .await;
-    // Give a wrong restart (from the stream's start) time to show.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.notify_waiters();
-    let _ = survivor_task.await;
-    let seen = survivor.lock().unwrap();
     let payloads: Vec<usize> = seen.events.iter().map(|e| e.3).collect();
     assert_eq!(
         payloads.iter().copied().collect::<BTreeSet<_>>(),
