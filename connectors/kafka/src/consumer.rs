@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -443,20 +443,35 @@ pub fn poll_loop(consumer: Arc<KafkaConsumer>, shared: Arc<Shared>) {
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn poll_until_shutdown(consumer: &KafkaConsumer, shared: &Shared) {
+    // Seeks librdkafka refused because their partition was not fetching
+    // yet, with when each was first asked for.
+    let mut not_ready: Vec<(PartitionId, u64, Instant)> = Vec::new();
     while !shared.is_shut_down() {
-        let seeks = std::mem::take(&mut *lock(&shared.seeks));
-        for (id, offset) in seeks {
+        let asked = std::mem::take(&mut *lock(&shared.seeks));
+        let seeks = std::mem::take(&mut not_ready).into_iter().chain(
+            asked
+                .into_iter()
+                .map(|(id, offset)| (id, offset, Instant::now())),
+        );
+        for (id, offset, since) in seeks {
             let failed = match shared.interner().lookup(id) {
                 None => Some(format!("partition id {id} is unknown")),
-                Some((topic, partition)) => consumer
-                    .seek(
-                        &topic,
-                        partition,
-                        Offset::Offset(i64::try_from(offset).unwrap_or(i64::MAX)),
-                        SEEK_TIMEOUT,
-                    )
-                    .err()
-                    .map(|e| e.to_string()),
+                Some((topic, partition)) => match consumer.seek(
+                    &topic,
+                    partition,
+                    Offset::Offset(i64::try_from(offset).unwrap_or(i64::MAX)),
+                    SEEK_TIMEOUT,
+                ) {
+                    Ok(()) => None,
+                    Err(error) if not_fetching_yet(&error) && since.elapsed() < SEEK_TIMEOUT => {
+                        // Right after an assignment: again after the next
+                        // poll. The partition's events are dropped until
+                        // the seek is done, so none is handed out early.
+                        not_ready.push((id, offset, since));
+                        continue;
+                    }
+                    Err(error) => Some(error.to_string()),
+                },
             };
             if !shared.send(Item::Seeked { id, offset, failed }) {
                 return;
@@ -474,6 +489,12 @@ fn poll_until_shutdown(consumer: &KafkaConsumer, shared: &Shared) {
             break;
         }
     }
+}
+
+/// Whether librdkafka refused a seek only because the partition is not
+/// fetching yet (`Local: Erroneous state`, seen right after an assignment).
+fn not_fetching_yet(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::Seek(why) if why.contains(&RDKafkaErrorCode::State.to_string()))
 }
 
 fn to_event(message: &BorrowedMessage<'_>, id: PartitionId, topic: Arc<str>) -> Event {
@@ -539,6 +560,16 @@ fn headers_of(message: &BorrowedMessage<'_>) -> Headers {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_seek_refused_only_because_the_partition_is_not_fetching_yet_is_retried() {
+        let early = KafkaError::Seek(RDKafkaErrorCode::State.to_string());
+        assert!(not_fetching_yet(&early), "{early}");
+        let other = KafkaError::Seek(RDKafkaErrorCode::UnknownPartition.to_string());
+        assert!(!not_fetching_yet(&other), "{other}");
+        assert!(!not_fetching_yet(&KafkaError::NoMessageReceived));
+    }
+
     use super::*;
 
     #[test]
