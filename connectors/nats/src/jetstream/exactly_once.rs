@@ -113,20 +113,9 @@ impl JetStreamTransaction {
         if self.checked.contains(subject) {
             return Ok(());
         }
-        let stream_name = self.context.stream_by_subject(subject).await.map_err(|e| {
-            self.abortable(format!("cannot find the stream capturing `{subject}`: {e}"))
-        })?;
-        let mut stream = self
-            .context
-            .get_stream(&stream_name)
+        let (stream_name, window) = duplicate_window(&self.context, subject)
             .await
-            .map_err(|e| self.abortable(format!("cannot read stream `{stream_name}`: {e}")))?;
-        let window = stream
-            .info()
-            .await
-            .map_err(|e| self.abortable(format!("cannot read stream `{stream_name}`: {e}")))?
-            .config
-            .duplicate_window;
+            .map_err(|message| self.abortable(message))?;
         if let Some(problem) = window_problem(&stream_name, subject, window, self.redelivery_after)
         {
             return Err(self.fatal(problem));
@@ -134,6 +123,29 @@ impl JetStreamTransaction {
         self.checked.insert(subject.to_owned());
         Ok(())
     }
+}
+
+/// The stream capturing `subject`, and how long it de-duplicates message
+/// ids; what could not be read, in words.
+pub(crate) async fn duplicate_window(
+    context: &js::Context,
+    subject: &str,
+) -> Result<(String, Duration), String> {
+    let stream_name = context
+        .stream_by_subject(subject)
+        .await
+        .map_err(|e| format!("cannot find the stream capturing `{subject}`: {e}"))?;
+    let mut stream = context
+        .get_stream(&stream_name)
+        .await
+        .map_err(|e| format!("cannot read stream `{stream_name}`: {e}"))?;
+    let window = stream
+        .info()
+        .await
+        .map_err(|e| format!("cannot read stream `{stream_name}`: {e}"))?
+        .config
+        .duplicate_window;
+    Ok((stream_name, window))
 }
 
 /// Whether a JetStream input on `cluster` can make `target` exactly-once:

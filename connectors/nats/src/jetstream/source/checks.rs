@@ -8,7 +8,7 @@ use async_nats::jetstream::{self as js};
 use spate_connector::{SourceError, TransactionalTarget};
 
 use super::JetStreamSourceBuilder;
-use crate::jetstream::exactly_once::window_problem;
+use crate::jetstream::exactly_once::{duplicate_window, window_problem};
 
 impl JetStreamSourceBuilder {
     /// Connects as `build` does and checks that the stream exists (or,
@@ -71,19 +71,9 @@ impl JetStreamSourceBuilder {
         }
         let context = js::new(self.connect.connect(&name).await.map_err(unavailable)?);
         for subject in subjects {
-            let stream_name = context.stream_by_subject(subject).await.map_err(|e| {
-                unavailable(format!("cannot find the stream capturing `{subject}`: {e}"))
-            })?;
-            let mut stream = context
-                .get_stream(&stream_name)
+            let (stream_name, window) = duplicate_window(&context, subject)
                 .await
-                .map_err(|e| unavailable(format!("cannot read stream `{stream_name}`: {e}")))?;
-            let window = stream
-                .info()
-                .await
-                .map_err(|e| unavailable(format!("cannot read stream `{stream_name}`: {e}")))?
-                .config
-                .duplicate_window;
+                .map_err(unavailable)?;
             if let Some(message) =
                 window_problem(&stream_name, subject, window, self.redelivery_after())
             {
