@@ -387,104 +387,11 @@ impl SinkConfig {
                     None
                 }
             });
-        let mut table_key = |key: &'static str, default: &str| {
-            let text = config.string(key);
-            match TableName::parse(text.as_deref().unwrap_or(default)) {
-                Ok(t) => Some(t),
-                Err(message) => {
-                    config.error_at_key(
-                        key,
-                        message,
-                        Some(format!(
-                            "write `{key}: {default}` or `{key}: schema.{default}`"
-                        )),
-                    );
-                    None
-                }
-            }
-        };
-        let offsets_table = table_key("offsets_table", DEFAULT_OFFSETS_TABLE);
-        let state_table = table_key("state_table", DEFAULT_STATE_TABLE);
+        let offsets_table = table_setting(config, "offsets_table", DEFAULT_OFFSETS_TABLE);
+        let state_table = table_setting(config, "state_table", DEFAULT_STATE_TABLE);
 
-        let columns_path = config.child_path("columns");
-        let mut columns = Vec::new();
-        let mut columns_span = config.span();
-        match config.node("columns") {
-            None => config.missing(
-                "columns",
-                Some("map columns to payload fields: `columns: {device_id: /device, temperature: /temperature}`".to_owned()),
-            ),
-            Some(node) => {
-                columns_span = node.span;
-                match &node.kind {
-                    NodeKind::Map(entries) if !entries.is_empty() => {
-                        for (column, span, value) in entries {
-                            let path = format!("{columns_path}.{column}");
-                            let Some(text) = value.as_text() else {
-                                config.error(
-                                    value.span,
-                                    path,
-                                    format!(
-                                        "column `{column}` must map to a JSON pointer or record field, found {}",
-                                        value.type_name()
-                                    ),
-                                    Some("write `column: /field` or `column: $timestamp`".to_owned()),
-                                );
-                                continue;
-                            };
-                            match FieldSource::parse(text) {
-                                Ok(source) => columns.push(ColumnMapping {
-                                    column: column.clone(),
-                                    source,
-                                    span: *span,
-                                    path,
-                                }),
-                                Err((message, hint)) => {
-                                    config.error(value.span, path, message, hint)
-                                }
-                            }
-                        }
-                    }
-                    _ => config.error(
-                        node.span,
-                        columns_path.clone(),
-                        "`columns` must be a non-empty mapping of column names to payload fields",
-                        Some("write `columns: {device_id: /device, ts: /ts}`".to_owned()),
-                    ),
-                }
-            }
-        }
-
-        let key_path = config.child_path("key");
-        let mut key = Vec::new();
-        if let Some(items) = config.list("key") {
-            for item in items {
-                match item.as_text() {
-                    Some(name) if columns.iter().any(|c| c.column == name) => {
-                        key.push((name.to_owned(), item.span))
-                    }
-                    Some(name) => {
-                        let hint = did_you_mean(name, columns.iter().map(|c| c.column.as_str()))
-                            .map(|b| format!("did you mean `{b}`?"))
-                            .or_else(|| {
-                                Some("every key column must be mapped in `columns`".to_owned())
-                            });
-                        config.error(
-                            item.span,
-                            key_path.clone(),
-                            format!("key column `{name}` is not in `columns`"),
-                            hint,
-                        );
-                    }
-                    None => config.error(
-                        item.span,
-                        key_path.clone(),
-                        format!("`key` must list column names, found {}", item.type_name()),
-                        None,
-                    ),
-                }
-            }
-        }
+        let (columns, columns_span) = read_columns(config);
+        let key = read_key(config, &columns);
 
         if config.errors().borrow().len() > mark {
             return None;
@@ -506,61 +413,116 @@ impl SinkConfig {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_names_fold_like_sql() {
-        assert_eq!(
-            TableName::parse("Metrics.Telemetry").unwrap(),
-            TableName {
-                schema: Some("metrics".into()),
-                name: "telemetry".into()
-            }
-        );
-        assert_eq!(
-            TableName::parse("\"My \"\"T\"\"\"").unwrap().name,
-            "My \"T\""
-        );
-        assert!(TableName::parse("a.b.c").is_err());
-        assert!(TableName::parse("a..b").is_err());
-        assert_eq!(TableName::parse("s.t").unwrap().quoted(), "\"s\".\"t\"");
-    }
-
-    #[test]
-    fn sources_parse() {
-        assert_eq!(
-            FieldSource::parse("/a/b"),
-            Ok(FieldSource::Pointer("/a/b".into()))
-        );
-        assert_eq!(
-            FieldSource::parse("temperature"),
-            Ok(FieldSource::Pointer("/temperature".into()))
-        );
-        assert_eq!(FieldSource::parse("$timestamp"), Ok(FieldSource::Timestamp));
-        assert_eq!(
-            FieldSource::parse("$header.trace"),
-            Ok(FieldSource::Header("trace".into()))
-        );
-        let (message, hint) = FieldSource::parse("$timestmp").unwrap_err();
-        assert!(message.contains("$timestmp"));
-        assert_eq!(hint.as_deref(), Some("did you mean `$timestamp`?"));
-    }
-
-    #[test]
-    fn connection_display_hides_the_password() {
-        let c = Connection::parse(
-            "postgres://alice:s3cret@db.example:5433/metrics",
-            None,
-            Duration::from_secs(1),
-        )
-        .unwrap();
-        assert_eq!(c.display(), "alice@db.example:5433/metrics");
-        assert_eq!(c.cluster(), "db.example:5433/metrics");
-        assert!(!format!("{c:?}").contains("s3cret"));
-        let c =
-            Connection::parse("postgres://bob@h/db", Some("pw"), Duration::from_secs(1)).unwrap();
-        assert_eq!(c.config.get_password(), Some(&b"pw"[..]));
+/// `offsets_table` or `state_table`: a table name, `default` when not set.
+fn table_setting(
+    config: &mut ConfigReader<'_>,
+    key: &'static str,
+    default: &str,
+) -> Option<TableName> {
+    let text = config.string(key);
+    match TableName::parse(text.as_deref().unwrap_or(default)) {
+        Ok(t) => Some(t),
+        Err(message) => {
+            config.error_at_key(
+                key,
+                message,
+                Some(format!(
+                    "write `{key}: {default}` or `{key}: schema.{default}`"
+                )),
+            );
+            None
+        }
     }
 }
+
+/// `columns`: a non-empty mapping of column names to payload fields, with
+/// where it starts (the sink's mapping when absent).
+fn read_columns(config: &mut ConfigReader<'_>) -> (Vec<ColumnMapping>, Span) {
+    let columns_path = config.child_path("columns");
+    let mut columns = Vec::new();
+    let mut columns_span = config.span();
+    match config.node("columns") {
+        None => config.missing(
+            "columns",
+            Some("map columns to payload fields: `columns: {device_id: /device, temperature: /temperature}`".to_owned()),
+        ),
+        Some(node) => {
+            columns_span = node.span;
+            match &node.kind {
+                NodeKind::Map(entries) if !entries.is_empty() => {
+                    for (column, span, value) in entries {
+                        let path = format!("{columns_path}.{column}");
+                        let Some(text) = value.as_text() else {
+                            config.error(
+                                value.span,
+                                path,
+                                format!(
+                                    "column `{column}` must map to a JSON pointer or record field, found {}",
+                                    value.type_name()
+                                ),
+                                Some("write `column: /field` or `column: $timestamp`".to_owned()),
+                            );
+                            continue;
+                        };
+                        match FieldSource::parse(text) {
+                            Ok(source) => columns.push(ColumnMapping {
+                                column: column.clone(),
+                                source,
+                                span: *span,
+                                path,
+                            }),
+                            Err((message, hint)) => {
+                                config.error(value.span, path, message, hint)
+                            }
+                        }
+                    }
+                }
+                _ => config.error(
+                    node.span,
+                    columns_path.clone(),
+                    "`columns` must be a non-empty mapping of column names to payload fields",
+                    Some("write `columns: {device_id: /device, ts: /ts}`".to_owned()),
+                ),
+            }
+        }
+    }
+    (columns, columns_span)
+}
+
+/// `key`: upsert key columns, each one of `columns`.
+fn read_key(config: &mut ConfigReader<'_>, columns: &[ColumnMapping]) -> Vec<(String, Span)> {
+    let key_path = config.child_path("key");
+    let mut key = Vec::new();
+    if let Some(items) = config.list("key") {
+        for item in items {
+            match item.as_text() {
+                Some(name) if columns.iter().any(|c| c.column == name) => {
+                    key.push((name.to_owned(), item.span))
+                }
+                Some(name) => {
+                    let hint = did_you_mean(name, columns.iter().map(|c| c.column.as_str()))
+                        .map(|b| format!("did you mean `{b}`?"))
+                        .or_else(|| {
+                            Some("every key column must be mapped in `columns`".to_owned())
+                        });
+                    config.error(
+                        item.span,
+                        key_path.clone(),
+                        format!("key column `{name}` is not in `columns`"),
+                        hint,
+                    );
+                }
+                None => config.error(
+                    item.span,
+                    key_path.clone(),
+                    format!("`key` must list column names, found {}", item.type_name()),
+                    None,
+                ),
+            }
+        }
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests;

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use spate_connector::{SessionOwner, StoredPosition, TransactionError};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Transaction;
 
 use super::positions::{decode, fenced};
 use super::state::{reduce, Reduced};
-use super::{Conn, Doubt, PgSession, SessionTable};
+use super::{Conn, Doubt, PgSession, SessionTable, Statements};
 use crate::config::TableName;
 use crate::describe_pg_error;
 use crate::sink::{dedupe, insert_rows};
@@ -94,6 +95,30 @@ async fn run(conn: &mut Conn, owner: &SessionOwner, batch: &Batch<'_>) -> Result
     if let Some(why) = fenced(owner, batch.stored, &locked, batch.known) {
         return Err(Failure::Fatal(why));
     }
+    write_positions(&tx, st, owner, batch, &locked).await?;
+    for (index, rows) in &batch.tables {
+        let Some(statement) = inserts.get(index) else {
+            continue; // prepared before the transaction; never missing
+        };
+        insert_rows(&tx, statement, rows).await.map_err(before)?;
+    }
+    write_state(&tx, st, owner, &batch.state).await?;
+    tx.commit()
+        .await
+        .map_err(|error| Failure::AtCommit { error, txid })
+}
+
+/// Inserts the positions of partitions not stored yet and updates the
+/// others, fenced: a first position another process inserted meanwhile
+/// stops the session.
+async fn write_positions(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    owner: &SessionOwner,
+    batch: &Batch<'_>,
+    locked: &BTreeMap<String, u64>,
+) -> Result<(), Failure> {
+    let who: [&(dyn ToSql + Sync); 3] = [&owner.pipeline, &owner.function, &owner.source];
     let (mut new, mut moved) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     for (partition, &offset) in batch.stored {
         let side = if locked.contains_key(partition) {
@@ -138,13 +163,17 @@ async fn run(conn: &mut Conn, owner: &SessionOwner, batch: &Batch<'_>) -> Result
         .await
         .map_err(before)?;
     }
-    for (index, rows) in &batch.tables {
-        let Some(statement) = inserts.get(index) else {
-            continue; // prepared before the transaction; never missing
-        };
-        insert_rows(&tx, statement, rows).await.map_err(before)?;
-    }
-    let state = &batch.state;
+    Ok(())
+}
+
+/// Removes and puts the handler state the batch changed.
+async fn write_state(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    owner: &SessionOwner,
+    state: &Reduced<'_>,
+) -> Result<(), Failure> {
+    let who: [&(dyn ToSql + Sync); 3] = [&owner.pipeline, &owner.function, &owner.source];
     if !state.remove.0.is_empty() {
         tx.execute(
             &st.remove,
@@ -168,9 +197,7 @@ async fn run(conn: &mut Conn, owner: &SessionOwner, batch: &Batch<'_>) -> Result
         .await
         .map_err(before)?;
     }
-    tx.commit()
-        .await
-        .map_err(|error| Failure::AtCommit { error, txid })
+    Ok(())
 }
 
 /// The rows of each table, in table order, de-duplicated for upserts.

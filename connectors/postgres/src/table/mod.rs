@@ -255,54 +255,10 @@ pub fn plan(
     let mut problems = Vec::new();
     let mut columns = Vec::new();
     for mapping in &config.columns {
-        let at = |message: String, hint: Option<String>| {
-            problem(mapping.span, mapping.path.clone(), message, hint)
-        };
-        let Some(column) = table_columns.iter().find(|c| c.name == mapping.column) else {
-            let hint = did_you_mean(
-                &mapping.column,
-                table_columns.iter().map(|c| c.name.as_str()),
-            )
-            .map(|b| format!("did you mean `{b}`?"))
-            .unwrap_or_else(|| {
-                let names: Vec<&str> = table_columns.iter().map(|c| c.name.as_str()).collect();
-                format!(
-                    "its columns are {}",
-                    spate_connector::config::quote_list(&names)
-                )
-            });
-            problems.push(at(
-                format!("table {table} has no column `{}`", mapping.column),
-                Some(hint),
-            ));
-            continue;
-        };
-        if column.generated {
-            problems.push(at(
-                format!(
-                    "column `{}` of table {table} is generated and cannot be written",
-                    column.name
-                ),
-                Some("remove it from `columns`".to_owned()),
-            ));
-            continue;
+        match plan_column(table, mapping, &table_columns) {
+            Ok(column) => columns.push(column),
+            Err(problem) => problems.push(problem),
         }
-        if let Err(why) = source_fits(&mapping.source, column.kind) {
-            problems.push(at(
-                format!(
-                    "`{}` cannot be written to column `{}` of type {}: {why}",
-                    mapping.source.describe(),
-                    column.name,
-                    column.sql_type
-                ),
-                None,
-            ));
-            continue;
-        }
-        columns.push(PlannedColumn {
-            mapping: mapping.clone(),
-            column: column.clone(),
-        });
     }
     for column in &table_columns {
         if column.not_null
@@ -354,6 +310,60 @@ pub fn plan(
         columns,
         key,
         insert_sql,
+    })
+}
+
+/// Checks one column mapping against the table's columns: the column
+/// exists, is not generated, and can take what the mapping writes.
+fn plan_column(
+    table: &TableName,
+    mapping: &ColumnMapping,
+    table_columns: &[TableColumn],
+) -> Result<PlannedColumn, ConfigError> {
+    let at = |message: String, hint: Option<String>| {
+        problem(mapping.span, mapping.path.clone(), message, hint)
+    };
+    let Some(column) = table_columns.iter().find(|c| c.name == mapping.column) else {
+        let hint = did_you_mean(
+            &mapping.column,
+            table_columns.iter().map(|c| c.name.as_str()),
+        )
+        .map(|b| format!("did you mean `{b}`?"))
+        .unwrap_or_else(|| {
+            let names: Vec<&str> = table_columns.iter().map(|c| c.name.as_str()).collect();
+            format!(
+                "its columns are {}",
+                spate_connector::config::quote_list(&names)
+            )
+        });
+        return Err(at(
+            format!("table {table} has no column `{}`", mapping.column),
+            Some(hint),
+        ));
+    };
+    if column.generated {
+        return Err(at(
+            format!(
+                "column `{}` of table {table} is generated and cannot be written",
+                column.name
+            ),
+            Some("remove it from `columns`".to_owned()),
+        ));
+    }
+    if let Err(why) = source_fits(&mapping.source, column.kind) {
+        return Err(at(
+            format!(
+                "`{}` cannot be written to column `{}` of type {}: {why}",
+                mapping.source.describe(),
+                column.name,
+                column.sql_type
+            ),
+            None,
+        ));
+    }
+    Ok(PlannedColumn {
+        mapping: mapping.clone(),
+        column: column.clone(),
     })
 }
 
