@@ -122,6 +122,35 @@ pub struct SourceSettings {
 pub fn read_source(config: &mut ConfigReader<'_>, durable: bool) -> Option<SourceSettings> {
     let mark = error_mark(config);
     let kind = if durable { "mqtt" } else { "mqtt_at_most_once" };
+    let filters = read_filters(config);
+    let (client_id, qos, clean_session) = read_session(config, durable);
+    let router = read_router(config);
+    let max_buffered = config
+        .u64_in("max_buffered", 1..=MAX_MAX_BUFFERED as u64)
+        .map_or(DEFAULT_MAX_BUFFERED, |n| {
+            usize::try_from(n).unwrap_or(MAX_MAX_BUFFERED)
+        });
+    let sequence = read_sequence(config, durable);
+    let connect = ConnectSettings::read(config);
+    if has_new_errors(config, mark) {
+        return None;
+    }
+    Some(SourceSettings {
+        kind,
+        filters,
+        client_id,
+        qos,
+        clean_session,
+        manual_acks: durable,
+        router,
+        max_buffered,
+        sequence,
+        connect,
+    })
+}
+
+/// `topics`: one or more valid topic filters.
+fn read_filters(config: &mut ConfigReader<'_>) -> Vec<String> {
     let mut filters = Vec::new();
     match config.list("topics") {
         None => config.missing(
@@ -158,10 +187,50 @@ pub fn read_source(config: &mut ConfigReader<'_>, durable: bool) -> Option<Sourc
             }
         }
     }
+    filters
+}
+
+/// `client_id`, `qos` and `clean_session`: a durable source (`mqtt`) needs
+/// a persistent session under a stable client id at QoS 1.
+fn read_session(config: &mut ConfigReader<'_>, durable: bool) -> (Option<String>, QoS, bool) {
     let client_id = config.string("client_id");
     let qos_number = config.u64("qos");
     let clean_session = config.bool("clean_session").unwrap_or(!durable);
-    let qos = match (durable, qos_number) {
+    let qos = session_qos(config, durable, qos_number);
+    if durable {
+        if clean_session {
+            config.error_at_key(
+                "clean_session",
+                "`mqtt` needs `clean_session: false`: a clean session forgets unacknowledged messages and everything published while spate is down",
+                Some("remove `clean_session`, or use `type: mqtt_at_most_once` with `delivery: at_most_once`".to_owned()),
+            );
+        }
+        if client_id.is_none() {
+            config.missing(
+                "client_id",
+                Some("a persistent session lives under a stable client id: give one that is the same at every start and used by no other client, e.g. `spate-telemetry-ingest`".to_owned()),
+            );
+        }
+    } else if !clean_session && client_id.is_none() {
+        config.missing(
+            "client_id",
+            Some(
+                "`clean_session: false` keeps a session under a stable client id; give one"
+                    .to_owned(),
+            ),
+        );
+    }
+    if let Some(id) = &client_id {
+        if id.is_empty() || id.len() > 65_535 {
+            config.error_at_key("client_id", "`client_id` is empty or too long", None);
+        }
+    }
+    (client_id, qos, clean_session)
+}
+
+/// The QoS a source subscribes at, from `qos` as written.
+fn session_qos(config: &ConfigReader<'_>, durable: bool, qos_number: Option<u64>) -> QoS {
+    match (durable, qos_number) {
         (true, None | Some(1)) => QoS::AtLeastOnce,
         (true, Some(0)) => {
             config.error_at_key(
@@ -196,35 +265,11 @@ pub fn read_source(config: &mut ConfigReader<'_>, durable: bool) -> Option<Sourc
             );
             QoS::AtMostOnce
         }
-    };
-    if durable {
-        if clean_session {
-            config.error_at_key(
-                "clean_session",
-                "`mqtt` needs `clean_session: false`: a clean session forgets unacknowledged messages and everything published while spate is down",
-                Some("remove `clean_session`, or use `type: mqtt_at_most_once` with `delivery: at_most_once`".to_owned()),
-            );
-        }
-        if client_id.is_none() {
-            config.missing(
-                "client_id",
-                Some("a persistent session lives under a stable client id: give one that is the same at every start and used by no other client, e.g. `spate-telemetry-ingest`".to_owned()),
-            );
-        }
-    } else if !clean_session && client_id.is_none() {
-        config.missing(
-            "client_id",
-            Some(
-                "`clean_session: false` keeps a session under a stable client id; give one"
-                    .to_owned(),
-            ),
-        );
     }
-    if let Some(id) = &client_id {
-        if id.is_empty() || id.len() > 65_535 {
-            config.error_at_key("client_id", "`client_id` is empty or too long", None);
-        }
-    }
+}
+
+/// `partitions`, `partition_level`, `key_level` and `key_field`.
+fn read_router(config: &mut ConfigReader<'_>) -> Router {
     let partitions = config.u64("partitions").unwrap_or(1);
     if !(1..=MAX_PARTITIONS).contains(&partitions) {
         config.error_at_key(
@@ -261,11 +306,15 @@ pub fn read_source(config: &mut ConfigReader<'_>, durable: bool) -> Option<Sourc
         (None, Some(f)) => KeyFrom::Field(f),
         (None, None) => KeyFrom::None,
     };
-    let max_buffered = config
-        .u64_in("max_buffered", 1..=MAX_MAX_BUFFERED as u64)
-        .map_or(DEFAULT_MAX_BUFFERED, |n| {
-            usize::try_from(n).unwrap_or(MAX_MAX_BUFFERED)
-        });
+    Router {
+        partitions: partitions as u32,
+        partition_level: partition_level.map(|l| l as usize),
+        key,
+    }
+}
+
+/// `sequence`: a JSON pointer, only for a durable source.
+fn read_sequence(config: &mut ConfigReader<'_>, durable: bool) -> Option<String> {
     let sequence = config.string("sequence");
     if let Some(pointer) = &sequence {
         if !durable {
@@ -285,24 +334,5 @@ pub fn read_source(config: &mut ConfigReader<'_>, durable: bool) -> Option<Sourc
             );
         }
     }
-    let connect = ConnectSettings::read(config);
-    if has_new_errors(config, mark) {
-        return None;
-    }
-    Some(SourceSettings {
-        kind,
-        filters,
-        client_id,
-        qos,
-        clean_session,
-        manual_acks: durable,
-        router: Router {
-            partitions: partitions as u32,
-            partition_level: partition_level.map(|l| l as usize),
-            key,
-        },
-        max_buffered,
-        sequence,
-        connect,
-    })
+    sequence
 }
