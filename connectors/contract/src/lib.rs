@@ -15,6 +15,7 @@ pub mod factory;
 pub mod sink;
 pub mod source;
 pub mod state;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod transaction;
 

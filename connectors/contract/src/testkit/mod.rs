@@ -12,10 +12,17 @@
 //! [`MemorySink`]s together with the log's committed positions, all at once
 //! (see [`MemoryTransaction`]).
 
+pub mod conformance;
 mod database;
+mod helpers;
+mod sink;
 mod transaction;
 
 pub use database::{MemoryDatabase, MemoryDatabaseSession, MemoryTable};
+pub use helpers::{
+    config_map, next_before, next_within, read_events, read_sink_config, read_source_config,
+};
+pub use sink::MemorySink;
 pub use transaction::MemoryTransaction;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -26,11 +33,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::error::{SinkError, SourceError};
-use crate::event::{Event, Headers, PartitionId, Position, Record};
-use crate::sink::Sink;
+use crate::error::SourceError;
+use crate::event::{Event, Headers, PartitionId, Position};
 use crate::source::{CommitPosition, Source, SourceMessage, StoredPosition};
-use crate::transaction::{TransactionSession, TransactionalTarget};
+use crate::transaction::TransactionSession;
 
 #[derive(Default)]
 struct LogState {
@@ -380,235 +386,4 @@ impl Source for MemorySource {
         self.log.state().closed = true;
         Ok(())
     }
-}
-
-#[derive(Default)]
-struct SinkState {
-    records: Vec<Record>,
-    failing: bool,
-    attempts: u64,
-    /// Records whose payload is longer are rejected for good.
-    max_payload: Option<usize>,
-}
-
-/// A sink that keeps every acknowledged record in memory; failures and
-/// latency can be injected.
-#[derive(Clone, Default)]
-pub struct MemorySink {
-    state: Arc<Mutex<SinkState>>,
-    latency: Arc<Mutex<Duration>>,
-    name: Arc<str>,
-}
-
-impl MemorySink {
-    /// An empty sink called `name`.
-    pub fn new(name: &str) -> Self {
-        Self {
-            name: Arc::from(format!("memory:{name}")),
-            ..Self::default()
-        }
-    }
-
-    fn state(&self) -> MutexGuard<'_, SinkState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Every acknowledged record, in acknowledgement order.
-    pub fn records(&self) -> Vec<Record> {
-        self.state().records.clone()
-    }
-
-    /// Number of acknowledged records.
-    pub fn len(&self) -> usize {
-        self.state().records.len()
-    }
-
-    /// True when nothing was acknowledged.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Write attempts so far, failed ones included.
-    pub fn attempts(&self) -> u64 {
-        self.state().attempts
-    }
-
-    /// While `failing`, every write fails with a retryable error.
-    pub fn set_failing(&self, failing: bool) {
-        self.state().failing = failing;
-    }
-
-    /// Rejects for good ([`SinkError::Rejected`]) every record whose
-    /// payload is longer than `max` bytes, at write and at
-    /// [`Sink::check`], like a broker's size limit; `None` lifts it.
-    pub fn set_max_payload(&self, max: Option<usize>) {
-        self.state().max_payload = max;
-    }
-
-    /// The rejection of a record over the size limit, if it is over.
-    fn over_limit(&self, state: &SinkState, record: &Record) -> Result<(), SinkError> {
-        match state.max_payload {
-            Some(max) if record.payload.len() > max => Err(SinkError::Rejected {
-                sink_name: self.name.to_string(),
-                message: format!(
-                    "the payload ({} bytes) is larger than the test kit's `max_payload` ({max} bytes); raise `max_payload`",
-                    record.payload.len()
-                ),
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Appends records committed by a transaction, all at once.
-    fn append_committed(&self, records: Vec<Record>) {
-        self.state().records.extend(records);
-    }
-
-    /// Every write waits this long before it is acknowledged.
-    pub fn set_latency(&self, latency: Duration) {
-        *self.latency.lock().unwrap_or_else(|e| e.into_inner()) = latency;
-    }
-}
-
-#[async_trait]
-impl Sink for MemorySink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn transactional_target(&self) -> Option<TransactionalTarget> {
-        Some(TransactionalTarget {
-            kind: "memory",
-            cluster: "memory".to_owned(),
-            destination: self.name.to_string(),
-        })
-    }
-
-    async fn write(&self, record: Record) -> Result<(), SinkError> {
-        let latency = *self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
-        }
-        let mut state = self.state();
-        state.attempts += 1;
-        if state.failing {
-            return Err(SinkError::Unavailable {
-                sink_name: self.name.to_string(),
-                message: "write failed (injected)".to_owned(),
-            });
-        }
-        self.over_limit(&state, &record)?;
-        state.records.push(record);
-        Ok(())
-    }
-
-    fn check(&self, record: &Record) -> Result<(), SinkError> {
-        self.over_limit(&self.state(), record)
-    }
-}
-
-/// `source.next(max)`, failing the test if it errors or has not returned
-/// within `limit`, so a broken source fails instead of hanging.
-pub async fn next_before(source: &mut dyn Source, max: usize, limit: Duration) -> SourceMessage {
-    match tokio::time::timeout(limit, source.next(max)).await {
-        Ok(Ok(message)) => message,
-        Ok(Err(error)) => panic!("next failed: {error}"),
-        Err(_) => panic!("next did not return within {limit:?}"),
-    }
-}
-
-/// `source.next(max)`, or `None` if it returns nothing within `wait`;
-/// fails the test if it errors.
-pub async fn next_within(
-    source: &mut dyn Source,
-    max: usize,
-    wait: Duration,
-) -> Option<SourceMessage> {
-    match tokio::time::timeout(wait, source.next(max)).await {
-        Ok(Ok(message)) => Some(message),
-        Ok(Err(error)) => panic!("next failed: {error}"),
-        Err(_) => None,
-    }
-}
-
-/// Reads until at least `n` events arrived, checking that no batch is empty
-/// or larger than `max`; any other message, or a `next` slower than `limit`,
-/// fails the test.
-pub async fn read_events(
-    source: &mut dyn Source,
-    n: usize,
-    max: usize,
-    limit: Duration,
-) -> Vec<Event> {
-    let mut events = Vec::new();
-    while events.len() < n {
-        match next_before(source, max, limit).await {
-            SourceMessage::Events(batch) => {
-                assert!(!batch.is_empty(), "an Events message is never empty");
-                assert!(batch.len() <= max, "batch of {} > max {max}", batch.len());
-                events.extend(batch);
-            }
-            other => panic!("unexpected {other:?} after {} events", events.len()),
-        }
-    }
-    events
-}
-
-/// A mapping node of unquoted scalars, as a pipeline file would give a
-/// connector; key `i` sits on line `i + 2` so errors have distinct places.
-pub fn config_map(entries: &[(&str, &str)]) -> crate::ConfigNode {
-    use crate::{ConfigNode, NodeKind, Span};
-    ConfigNode {
-        kind: NodeKind::Map(
-            entries
-                .iter()
-                .enumerate()
-                .map(|(i, (key, value))| {
-                    let line = i as u32 + 2;
-                    let value = ConfigNode {
-                        kind: NodeKind::Scalar {
-                            text: (*value).to_owned(),
-                            quoted: false,
-                        },
-                        span: Span { line, column: 12 },
-                    };
-                    ((*key).to_owned(), Span { line, column: 5 }, value)
-                })
-                .collect(),
-        ),
-        span: Span { line: 1, column: 5 },
-    }
-}
-
-/// Reads a source configuration through `factory` the way the pipeline
-/// loader does; returns the builder (if any) and every problem recorded,
-/// unknown keys included.
-pub fn read_source_config(
-    factory: &dyn crate::ConnectorFactory,
-    entries: &[(&str, &str)],
-) -> (
-    Option<Box<dyn crate::SourceBuilder>>,
-    Vec<crate::ConfigError>,
-) {
-    let node = config_map(entries);
-    let errors = crate::config::ConfigErrors::default();
-    let builder = {
-        let mut reader = crate::ConfigReader::new(&node, "inputs[0]", &errors);
-        factory.source(&mut reader)
-    };
-    (builder, errors.into_inner())
-}
-
-/// Reads a sink configuration; see [`read_source_config`].
-pub fn read_sink_config(
-    factory: &dyn crate::ConnectorFactory,
-    entries: &[(&str, &str)],
-) -> (Option<Box<dyn crate::SinkBuilder>>, Vec<crate::ConfigError>) {
-    let node = config_map(entries);
-    let errors = crate::config::ConfigErrors::default();
-    let builder = {
-        let mut reader = crate::ConfigReader::new(&node, "outputs[0]", &errors);
-        factory.sink(&mut reader)
-    };
-    (builder, errors.into_inner())
 }
