@@ -1,0 +1,161 @@
+//! The poll thread: does the seeks the source asked for (a seek refused
+//! only because the partition is not fetching yet is tried again after the
+//! next poll), polls librdkafka every [`POLL_INTERVAL`] and converts each
+//! message into an owned [`Event`] (headers read without panicking on names
+//! that are not UTF-8). It ends on shutdown or when the source is gone, and
+//! closes the consumer off the async runtime.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::Offset;
+use spate_connector::{Event, Headers, PartitionId, Position};
+
+use super::{lock, Item, KafkaConsumer, Shared};
+
+/// How long one `poll` call waits; also how quickly the thread notices
+/// shutdown.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Polls until shutdown or until the source is gone, forwarding everything.
+/// The thread's `Arc` of the consumer is usually the last one, so closing
+/// the consumer (leaving the group) happens here, off the async runtime.
+pub fn poll_loop(consumer: Arc<KafkaConsumer>, shared: Arc<Shared>) {
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        poll_until_shutdown(&consumer, &shared)
+    }));
+    if let Err(panic) = polled {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        // The source is still reading: tell it, without blocking forever.
+        let _ = shared.tx.try_send(Item::Stopped(why));
+    }
+    tracing::debug!(source = %shared.name, "poll thread ends; closing the consumer");
+    drop(consumer);
+}
+
+/// How long one seek may take before it counts as failed.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn poll_until_shutdown(consumer: &KafkaConsumer, shared: &Shared) {
+    // Seeks librdkafka refused because their partition was not fetching
+    // yet, with when each was first asked for.
+    let mut not_ready: Vec<(PartitionId, u64, Instant)> = Vec::new();
+    while !shared.is_shut_down() {
+        let asked = std::mem::take(&mut *lock(&shared.seeks));
+        let seeks = std::mem::take(&mut not_ready).into_iter().chain(
+            asked
+                .into_iter()
+                .map(|(id, offset)| (id, offset, Instant::now())),
+        );
+        for (id, offset, since) in seeks {
+            let failed = match shared.interner().lookup(id) {
+                None => Some(format!("partition id {id} is unknown")),
+                Some((topic, partition)) => match consumer.seek(
+                    &topic,
+                    partition,
+                    Offset::Offset(i64::try_from(offset).unwrap_or(i64::MAX)),
+                    SEEK_TIMEOUT,
+                ) {
+                    Ok(()) => None,
+                    Err(error) if not_fetching_yet(&error) && since.elapsed() < SEEK_TIMEOUT => {
+                        // Right after an assignment: again after the next
+                        // poll. The partition's events are dropped until
+                        // the seek is done, so none is handed out early.
+                        not_ready.push((id, offset, since));
+                        continue;
+                    }
+                    Err(error) => Some(error.to_string()),
+                },
+            };
+            if !shared.send(Item::Seeked { id, offset, failed }) {
+                return;
+            }
+        }
+        let item = match consumer.poll(POLL_INTERVAL) {
+            None => continue,
+            Some(Ok(message)) => {
+                let (id, topic) = shared.interner().id(message.topic(), message.partition());
+                Item::Event(to_event(&message, id, topic))
+            }
+            Some(Err(error)) => Item::Error(error),
+        };
+        if !shared.send(item) {
+            break;
+        }
+    }
+}
+
+/// Whether librdkafka refused a seek only because the partition is not
+/// fetching yet (`Local: Erroneous state`, seen right after an assignment).
+pub(super) fn not_fetching_yet(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::Seek(why) if why.contains(&RDKafkaErrorCode::State.to_string()))
+}
+
+fn to_event(message: &BorrowedMessage<'_>, id: PartitionId, topic: Arc<str>) -> Event {
+    Event {
+        key: message.key().map(Bytes::copy_from_slice),
+        payload: message
+            .payload()
+            .map(Bytes::copy_from_slice)
+            .unwrap_or_default(),
+        headers: headers_of(message),
+        timestamp_ms: message.timestamp().to_millis(),
+        position: Position {
+            stream: topic,
+            partition: id,
+            offset: u64::try_from(message.offset()).unwrap_or(0),
+        },
+    }
+}
+
+/// The headers of a message, in order. Read through librdkafka's C API
+/// because rdkafka's safe API panics on a header name that is not UTF-8
+/// (any producer can send one); such names are converted lossily here.
+fn headers_of(message: &BorrowedMessage<'_>) -> Headers {
+    use rdkafka::bindings as rd;
+    use std::ffi::CStr;
+    let mut out = Headers::new();
+    let mut native: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
+    // SAFETY: `message.ptr()` is a valid message owned by the consumer for
+    // the lifetime of `message`; librdkafka writes a pointer to the
+    // message's own header list (or returns an error and leaves it null).
+    let err = unsafe { rd::rd_kafka_message_headers(message.ptr(), &mut native) };
+    if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || native.is_null() {
+        return out;
+    }
+    let mut index = 0;
+    loop {
+        let mut name: *const std::os::raw::c_char = std::ptr::null();
+        let mut value: *const std::os::raw::c_void = std::ptr::null();
+        let mut size: usize = 0;
+        // SAFETY: `native` stays valid while `message` lives; the out
+        // pointers are valid locals; an index past the end returns an error.
+        let err =
+            unsafe { rd::rd_kafka_header_get_all(native, index, &mut name, &mut value, &mut size) };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+            break;
+        }
+        // SAFETY: librdkafka returns a NUL-terminated name and, unless null,
+        // a value of `size` bytes, both owned by the header list.
+        let (name, value) = unsafe {
+            let name = CStr::from_ptr(name).to_string_lossy().into_owned();
+            let value = if value.is_null() {
+                Bytes::new()
+            } else {
+                Bytes::copy_from_slice(std::slice::from_raw_parts(value.cast::<u8>(), size))
+            };
+            (name, value)
+        };
+        out.push(name, value);
+        index += 1;
+    }
+    out
+}
