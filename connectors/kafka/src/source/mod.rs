@@ -79,8 +79,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::Offset;
+use rdkafka::consumer::Consumer;
 use spate_connector::{
     CommitPosition, Event, PartitionId, Source, SourceBuilder, SourceError, SourceMessage,
     StoredPosition, TransactionSession, TransactionalTarget,
@@ -88,10 +87,14 @@ use spate_connector::{
 use tokio::sync::mpsc;
 
 use crate::consumer::{poll_loop, Interner, Item, KafkaConsumer, Shared, SpateContext};
-use crate::error::{code_of, consumer_failure, is_auth_error, Failure};
+use crate::error::{consumer_failure, Failure};
 use crate::probe;
 use crate::transaction::KafkaTransaction;
 
+mod commit;
+mod hold;
+mod rebalance;
+mod seek;
 mod settings;
 
 pub use settings::{Assignment, SourceSettings, Subscription, DEFAULT_COMMIT_TIMEOUT};
@@ -268,66 +271,9 @@ impl KafkaSource {
     /// Files one item from the poll thread.
     fn accept(&mut self, item: Item) {
         match item {
-            Item::Event(event) => {
-                let id = event.position.partition;
-                if !self.assigned.contains(&id) {
-                    tracing::debug!(source = %self.name, partition = id, "event of a partition not assigned dropped");
-                    return;
-                }
-                let offset = event.position.offset;
-                if self.seeking.contains_key(&id)
-                    || self.floor.get(&id).is_some_and(|floor| offset < *floor)
-                {
-                    tracing::debug!(source = %self.name, partition = id, offset, "message below the stored position dropped");
-                    return;
-                }
-                if self
-                    .last_offset
-                    .get(&id)
-                    .is_some_and(|last| offset <= *last)
-                {
-                    tracing::debug!(source = %self.name, partition = id, offset, "repeated message dropped");
-                    return;
-                }
-                self.last_offset.insert(id, offset);
-                let held = self.held_bytes.entry(id).or_default();
-                *held += event.byte_len();
-                let full = *held >= HOLD_BYTES;
-                self.queues.entry(id).or_default().push_back(event);
-                if full && !self.fetch_paused.contains(&id) {
-                    self.set_fetching(&[id], false);
-                }
-            }
-            Item::Assigned(ids) => {
-                for id in &ids {
-                    self.fresh.insert(*id);
-                    self.seeking.remove(id);
-                    self.floor.remove(id);
-                    self.assigned.insert(*id);
-                    self.paused.remove(id);
-                    self.fetch_paused.remove(id);
-                    self.held_bytes.remove(id);
-                    self.last_offset.remove(id);
-                    self.handed.remove(id);
-                    self.queues.remove(id);
-                }
-                self.control.push_back(Ok(SourceMessage::Assigned(ids)));
-            }
-            Item::Revoked(ids) => {
-                for id in &ids {
-                    self.fresh.remove(id);
-                    self.seeking.remove(id);
-                    self.floor.remove(id);
-                    self.assigned.remove(id);
-                    self.paused.remove(id);
-                    self.fetch_paused.remove(id);
-                    self.held_bytes.remove(id);
-                    self.last_offset.remove(id);
-                    self.handed.remove(id);
-                    self.queues.remove(id);
-                }
-                self.control.push_back(Ok(SourceMessage::Revoked(ids)));
-            }
+            Item::Event(event) => self.hold(event),
+            Item::Assigned(ids) => self.assigned(ids),
+            Item::Revoked(ids) => self.revoked(ids),
             Item::Error(error) => {
                 // One error at a time is enough; librdkafka repeats itself
                 // while a broker is away.
@@ -337,127 +283,12 @@ impl KafkaSource {
                 let failure = consumer_failure(&error, self.servers());
                 self.control.push_back(Err(failure.into_source(&self.name)));
             }
-            Item::Seeked { id, offset, failed } => {
-                if self.seeking.get(&id) != Some(&offset) {
-                    return; // a seek of an earlier assignment
-                }
-                self.seeking.remove(&id);
-                match failed {
-                    None => {
-                        tracing::info!(source = %self.name, partition = id, offset, "resumed from the stored position");
-                        self.last_offset.remove(&id);
-                    }
-                    Some(why) => self.control.push_back(Err(SourceError::Fatal {
-                        source_name: self.name.clone(),
-                        message: format!(
-                            "cannot move partition {} to offset {offset}, where the database's positions resume: {why}",
-                            self.partition_name(id)
-                        ),
-                    })),
-                }
-            }
+            Item::Seeked { id, offset, failed } => self.seeked(id, offset, failed),
             Item::Stopped(why) => self.control.push_back(Err(SourceError::Fatal {
                 source_name: self.name.clone(),
                 message: format!("the Kafka poll thread stopped: {why}"),
             })),
         }
-    }
-
-    /// Up to `max` events of unpaused partitions, one partition after the
-    /// other in turn.
-    fn take_events(&mut self, max: usize) -> Vec<Event> {
-        let mut batch = Vec::new();
-        let ready: Vec<PartitionId> = self
-            .queues
-            .iter()
-            .filter(|(id, q)| !q.is_empty() && !self.paused.contains(id))
-            .map(|(id, _)| *id)
-            .collect();
-        if ready.is_empty() {
-            return batch;
-        }
-        // Start after the partition that started last time, for fairness.
-        let start = ready.iter().position(|id| *id >= self.cursor).unwrap_or(0);
-        let order: Vec<PartitionId> = ready[start..]
-            .iter()
-            .chain(&ready[..start])
-            .copied()
-            .collect();
-        self.cursor = order[0].wrapping_add(1);
-        let mut progressed = true;
-        while batch.len() < max && progressed {
-            progressed = false;
-            for id in &order {
-                if batch.len() >= max {
-                    break;
-                }
-                if let Some(event) = self.queues.get_mut(id).and_then(VecDeque::pop_front) {
-                    batch.push(event);
-                    progressed = true;
-                }
-            }
-        }
-        self.queues.retain(|_, q| !q.is_empty());
-        for event in &batch {
-            let id = event.position.partition;
-            self.handed.insert(id, event.position.offset + 1);
-            if let Some(held) = self.held_bytes.get_mut(&id) {
-                *held = held.saturating_sub(event.byte_len());
-            }
-        }
-        let drained: Vec<PartitionId> = self
-            .fetch_paused
-            .iter()
-            .copied()
-            .filter(|id| self.held_bytes.get(id).copied().unwrap_or(0) <= HOLD_BYTES / 2)
-            .collect();
-        if !drained.is_empty() {
-            self.set_fetching(&drained, true);
-        }
-        batch
-    }
-
-    /// Pauses or resumes fetching these partitions in librdkafka. A failure
-    /// is logged: events then keep arriving (and wait in the source), or
-    /// fetching stays paused until the next drain.
-    fn set_fetching(&mut self, ids: &[PartitionId], fetch: bool) {
-        let Some(consumer) = self.consumer.clone() else {
-            return;
-        };
-        let tpl = self.partition_list(ids);
-        let result = match fetch {
-            true => consumer.resume(&tpl),
-            false => consumer.pause(&tpl),
-        };
-        match result {
-            Ok(()) => {
-                for id in ids {
-                    match fetch {
-                        true => self.fetch_paused.remove(id),
-                        false => self.fetch_paused.insert(*id),
-                    };
-                }
-            }
-            Err(e) => {
-                tracing::warn!(source = %self.name, partitions = ?ids, fetch, error = %e, "changing fetching in librdkafka failed");
-            }
-        }
-    }
-
-    fn commit_unavailable(&self, why: String) -> SourceError {
-        SourceError::Unavailable {
-            source_name: self.name.clone(),
-            message: format!(
-                "committing offsets of group `{}` at `{}` failed: {why}",
-                self.settings.group_id,
-                self.servers()
-            ),
-        }
-    }
-
-    fn partition_list(&self, ids: &[PartitionId]) -> rdkafka::TopicPartitionList {
-        let interner = self.shared.interner();
-        interner.list(ids.iter().map(|id| (*id, Offset::Invalid))).0
     }
 
     /// Stops the poll thread and lets go of the consumer; the thread closes
@@ -534,63 +365,7 @@ impl Source for KafkaSource {
     }
 
     async fn commit(&mut self, positions: &[CommitPosition]) -> Result<(), SourceError> {
-        if self.exactly_once {
-            // The engine calls this after each successful session commit;
-            // that transaction already stored these offsets.
-            return Ok(());
-        }
-        let (tpl, unknown) = self.shared.interner().list(positions.iter().map(|p| {
-            (
-                p.partition,
-                Offset::Offset(i64::try_from(p.next_offset).unwrap_or(i64::MAX)),
-            )
-        }));
-        if !unknown.is_empty() {
-            tracing::warn!(source = %self.name, partitions = ?unknown, "commit for partitions this source never had ignored");
-        }
-        if tpl.count() == 0 {
-            return Ok(());
-        }
-        // librdkafka waits for the group coordinator without limit; wait at
-        // most `commit_timeout` here, and never start a second commit while
-        // an earlier one still waits (so at most one blocking thread).
-        let timeout = self.settings.commit_timeout;
-        if let Some(earlier) = self.pending_commit.as_mut() {
-            if tokio::time::timeout(timeout, earlier).await.is_err() {
-                return Err(self.commit_unavailable(
-                    "an earlier commit is still waiting for the group coordinator".to_owned(),
-                ));
-            }
-            // Its outcome was reported (as not confirmed) already.
-            self.pending_commit = None;
-        }
-        let consumer = self.consumer()?.clone();
-        let task = self
-            .pending_commit
-            .insert(tokio::task::spawn_blocking(move || {
-                consumer.commit(&tpl, CommitMode::Sync)
-            }));
-        let committed = match tokio::time::timeout(timeout, task).await {
-            Err(_) => {
-                return Err(self.commit_unavailable(format!(
-                    "the group coordinator did not confirm the commit within {timeout:?} (`commit_timeout`)"
-                )))
-            }
-            Ok(joined) => {
-                self.pending_commit = None;
-                joined.map_err(|e| SourceError::Fatal {
-                    source_name: self.name.clone(),
-                    message: format!("the commit task failed: {e}"),
-                })?
-            }
-        };
-        match committed {
-            Ok(()) => Ok(()),
-            Err(error) if code_of(&error).is_some_and(is_auth_error) => {
-                Err(consumer_failure(&error, self.servers()).into_source(&self.name))
-            }
-            Err(error) => Err(self.commit_unavailable(format!("{error}"))),
-        }
+        self.commit_positions(positions).await
     }
 
     async fn release(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
@@ -614,29 +389,7 @@ impl Source for KafkaSource {
     /// `start: latest`). Partitions without a stored position start from the
     /// group's offset as usual.
     fn resume_from(&mut self, positions: &[StoredPosition]) -> Result<(), SourceError> {
-        let fresh = std::mem::take(&mut self.fresh);
-        if fresh.is_empty() {
-            return Ok(());
-        }
-        let stored: HashMap<&str, u64> = positions
-            .iter()
-            .map(|p| (p.partition.as_str(), p.next_offset))
-            .collect();
-        for id in fresh {
-            let name = self.partition_name(id);
-            let Some(&offset) = stored.get(name.as_str()) else {
-                continue;
-            };
-            if let Some(queue) = self.queues.remove(&id) {
-                tracing::debug!(source = %self.name, partition = %name, dropped = queue.len(), "events fetched before the seek dropped");
-            }
-            self.held_bytes.remove(&id);
-            self.last_offset.remove(&id);
-            self.floor.insert(id, offset);
-            self.seeking.insert(id, offset);
-            self.shared.seek(id, offset);
-        }
-        Ok(())
+        self.seek_to_stored(positions)
     }
 
     fn lag(&self, partition: PartitionId) -> Option<u64> {
