@@ -33,6 +33,11 @@
 //! topic's `max.message.bytes` (see [`sizing`](crate::sizing)). When the
 //! idempotent producer hits a fatal error (it cannot keep its ordering
 //! promise any more) the sink replaces it and the write fails retryably.
+//!
+//! [`settings`] reads the keys, [`producer`] opens the producer (probing
+//! the cluster first, then creating the one producer with its
+//! `message.max.bytes` decided), [`record`] turns a record into what the
+//! producer writes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -40,131 +45,28 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::ClientContext;
-use spate_connector::{
-    ConfigReader, PendingWrite, Record, Sink, SinkBuilder, SinkError, TransactionalTarget,
-};
+use rdkafka::producer::{FutureRecord, Producer};
+use spate_connector::{PendingWrite, Record, Sink, SinkBuilder, SinkError, TransactionalTarget};
 
-use crate::config::ConnectionSettings;
 use crate::error::{
     code_of, is_auth_error, is_size_error, producer_failure, producer_size_failure, Failure,
 };
 use crate::sizing::{self, MessageLimit, PRODUCER_MESSAGE_MAX_BYTES};
 
-/// Header that sends one record to another topic than the sink's `topic`.
-pub const TOPIC_HEADER: &str = "spate-kafka-topic";
-/// Default `linger`.
-pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
-/// Default `delivery_timeout`.
-pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+mod producer;
+mod record;
+mod settings;
+#[cfg(test)]
+mod tests;
+
+use producer::KafkaProducer;
+pub use producer::SinkContext;
+pub(crate) use record::prepare;
+pub use record::TOPIC_HEADER;
+pub use settings::{check_topic_name, SinkSettings, DEFAULT_DELIVERY_TIMEOUT, DEFAULT_LINGER};
+
 /// Longest `flush` waits.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Every setting of a Kafka sink.
-#[derive(Debug, Clone)]
-pub struct SinkSettings {
-    /// Cluster and security.
-    pub connection: ConnectionSettings,
-    /// `topic`.
-    pub topic: String,
-    /// `linger`.
-    pub linger: Duration,
-    /// `delivery_timeout`.
-    pub delivery_timeout: Duration,
-    /// `compression`, as librdkafka names it.
-    pub compression: &'static str,
-    /// The producer's `message.max.bytes` and where it came from: the
-    /// default until the sink starts and reads the topic's limit.
-    pub message_limit: MessageLimit,
-}
-
-impl SinkSettings {
-    /// Reads a sink's settings, recording every problem; `None` if any.
-    pub fn read(config: &mut ConfigReader<'_>) -> Option<Self> {
-        let mark = crate::error_mark(config);
-        let topic = config.required_string(
-            "topic",
-            Some("the topic to write to, e.g. `orders-enriched`".to_owned()),
-        );
-        if let Some(topic) = &topic {
-            if let Err(why) = check_topic_name(topic) {
-                config.error_at_key("topic", why, None);
-            }
-        }
-        let linger = config.duration("linger").unwrap_or(DEFAULT_LINGER);
-        let delivery_timeout = config
-            .duration("delivery_timeout")
-            .unwrap_or(DEFAULT_DELIVERY_TIMEOUT);
-        if delivery_timeout < Duration::from_secs(1) {
-            config.error_at_key(
-                "delivery_timeout",
-                "`delivery_timeout` must be at least 1s",
-                None,
-            );
-        } else if delivery_timeout <= linger {
-            config.error_at_key(
-                "delivery_timeout",
-                "`delivery_timeout` must be longer than `linger`",
-                None,
-            );
-        }
-        let compression = config
-            .one_of("compression", &["none", "zstd", "lz4", "snappy", "gzip"])
-            .unwrap_or("none");
-        let connection = ConnectionSettings::read(config);
-        if crate::has_new_errors(config, mark) {
-            return None;
-        }
-        Some(Self {
-            connection,
-            topic: topic?,
-            linger,
-            delivery_timeout,
-            compression,
-            message_limit: MessageLimit::Default,
-        })
-    }
-
-    /// The librdkafka producer configuration.
-    pub fn producer_config(&self) -> rdkafka::ClientConfig {
-        let mut config = self.connection.client_config();
-        config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", self.linger.as_millis().to_string())
-            .set(
-                "message.timeout.ms",
-                self.delivery_timeout.as_millis().to_string(),
-            )
-            .set("compression.type", self.compression);
-        if let Some(bytes) = self.message_limit.to_set() {
-            config.set(PRODUCER_MESSAGE_MAX_BYTES, bytes.to_string());
-        }
-        self.connection.finish(&mut config);
-        config
-    }
-}
-
-/// Kafka's rules for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.`
-/// or `..`.
-pub fn check_topic_name(topic: &str) -> Result<(), String> {
-    if topic.is_empty() || topic.len() > 249 || topic == "." || topic == ".." {
-        return Err(format!(
-            "`{topic}` is not a valid Kafka topic name (1 to 249 characters, not `.` or `..`)"
-        ));
-    }
-    if let Some(bad) = topic
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "`{topic}` is not a valid Kafka topic name: `{bad}` is not allowed (use letters, digits, `.`, `_` and `-`)"
-        ));
-    }
-    Ok(())
-}
 
 /// Builds [`KafkaSink`]s.
 pub struct KafkaSinkBuilder {
@@ -214,31 +116,6 @@ impl SinkBuilder for KafkaSinkBuilder {
     }
 }
 
-/// The producer's context: global errors go to the log.
-pub struct SinkContext {
-    name: String,
-    /// A transport error was logged and no delivery succeeded since.
-    down: Arc<AtomicBool>,
-}
-
-impl ClientContext for SinkContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
-        crate::probe::log_librdkafka(level, facility, message);
-    }
-
-    /// Transport errors (a broker down) are logged once per outage: the
-    /// first, then nothing until a delivery succeeded again.
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if crate::probe::is_transport(&error) && self.down.swap(true, Ordering::Relaxed) {
-            tracing::debug!(sink = %self.name, %error, reason, "Kafka producer error");
-            return;
-        }
-        tracing::warn!(sink = %self.name, %error, reason, "Kafka producer error");
-    }
-}
-
-type KafkaProducer = FutureProducer<SinkContext>;
-
 /// How long to wait before enqueueing again into a full local queue.
 pub(crate) const QUEUE_FULL_WAIT: Duration = Duration::from_millis(20);
 
@@ -260,38 +137,17 @@ impl KafkaSink {
     /// the topic's `max.message.bytes` (see [`sizing`]).
     pub async fn open(settings: Arc<SinkSettings>) -> Result<Self, SinkError> {
         let name = format!("kafka:{}", settings.topic);
-        let down = Arc::new(AtomicBool::new(false));
-        let producer = spawn_connect(settings.clone(), name.clone(), true, down.clone())
+        producer::probe(settings.clone())
             .await
             .map_err(|f| f.into_sink(&name))?;
-        let user = settings
-            .connection
-            .properties
-            .iter()
-            .find(|(key, _)| key == PRODUCER_MESSAGE_MAX_BYTES)
-            .map(|(_, value)| value.as_str());
-        let topic_limit = match user {
-            Some(_) => None,
-            None => {
-                let timeout = settings.connection.connect_timeout;
-                sizing::topic_max_message_bytes(&settings, &settings.topic, timeout).await
-            }
-        };
-        let limit = sizing::decide(user, topic_limit.as_deref());
-        let mut sized = SinkSettings::clone(&settings);
-        sized.message_limit = limit;
-        let settings = Arc::new(sized);
-        let producer = match limit.to_set() {
-            None => producer,
-            Some(bytes) => {
-                tracing::info!(sink = %name, bytes, "sized the producer's `message.max.bytes` to the topic's `max.message.bytes`");
-                let fresh = spawn_connect(settings.clone(), name.clone(), false, down.clone())
-                    .await
-                    .map_err(|f| f.into_sink(&name))?;
-                tokio::task::spawn_blocking(move || drop(producer));
-                fresh
-            }
-        };
+        let settings = Arc::new(sized(&settings).await);
+        if let Some(bytes) = settings.message_limit.to_set() {
+            tracing::info!(sink = %name, bytes, "sized the producer's `message.max.bytes` to the topic's `max.message.bytes`");
+        }
+        let down = Arc::new(AtomicBool::new(false));
+        let producer = producer::spawn_create(settings.clone(), name.clone(), down.clone())
+            .await
+            .map_err(|f| f.into_sink(&name))?;
         Ok(Self {
             name: name.into(),
             settings,
@@ -323,7 +179,7 @@ impl KafkaSink {
         if !Arc::ptr_eq(&current, failed) {
             return;
         }
-        match connect_without_probe(&self.settings, &self.name, self.down.clone()) {
+        match producer::create(&self.settings, &self.name, self.down.clone()) {
             Ok(fresh) => {
                 tracing::warn!(sink = %self.name, ?code, %reason, "the idempotent producer hit a fatal error; replaced it");
                 let old = std::mem::replace(&mut *current, Arc::new(fresh));
@@ -469,62 +325,6 @@ impl Sink for KafkaSink {
     }
 }
 
-/// A record's destination topic (borrowed from the record's override
-/// header or the default: no copy per record) and Kafka headers.
-pub(crate) struct Prepared<'a> {
-    pub topic: &'a str,
-    pub headers: OwnedHeaders,
-}
-
-/// Picks the topic (the override header or `default_topic`) and converts
-/// the other headers.
-pub(crate) fn prepare<'a>(
-    record: &'a Record,
-    default_topic: &'a str,
-) -> Result<Prepared<'a>, Failure> {
-    let topic = match record.headers.get(TOPIC_HEADER) {
-        None => default_topic,
-        Some(value) => {
-            let topic = std::str::from_utf8(value).map_err(|_| {
-                Failure::rejected(format!("header `{TOPIC_HEADER}` is not UTF-8 text"))
-            })?;
-            check_topic_name(topic)
-                .map_err(|why| Failure::rejected(format!("header `{TOPIC_HEADER}`: {why}")))?;
-            topic
-        }
-    };
-    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-    for (name, value) in record.headers.iter() {
-        if name == TOPIC_HEADER {
-            continue;
-        }
-        headers = headers.insert(Header {
-            key: name,
-            value: Some(value.as_ref()),
-        });
-    }
-    Ok(Prepared { topic, headers })
-}
-
-fn connect_without_probe(
-    settings: &SinkSettings,
-    name: &str,
-    down: Arc<AtomicBool>,
-) -> Result<KafkaProducer, Failure> {
-    settings
-        .producer_config()
-        .create_with_context(SinkContext {
-            name: name.to_owned(),
-            down,
-        })
-        .map_err(|e| {
-            Failure::fatal(format!(
-                "cannot create a Kafka producer for `{}`: {e}",
-                settings.connection.bootstrap_servers
-            ))
-        })
-}
-
 /// Logs a refusal of the topic's ACLs at error, once per sink: it is
 /// retried like an outage, but only an operator can end it.
 fn report_auth_once(reported: &AtomicBool, name: &str, error: &KafkaError, failure: &Failure) {
@@ -533,97 +333,24 @@ fn report_auth_once(reported: &AtomicBool, name: &str, error: &KafkaError, failu
     }
 }
 
-/// Creates the producer off the async runtime; with `probe`, waits for the
-/// cluster's first metadata answer too.
-async fn spawn_connect(
-    settings: Arc<SinkSettings>,
-    name: String,
-    probe: bool,
-    down: Arc<AtomicBool>,
-) -> Result<KafkaProducer, Failure> {
-    tokio::task::spawn_blocking(move || {
-        if probe {
-            connect(&settings, &name, down)
-        } else {
-            connect_without_probe(&settings, &name, down)
+/// `settings` with the producer's `message.max.bytes` decided: the user's
+/// property if set, else the topic's `max.message.bytes` as the cluster
+/// reports it (see [`sizing`]).
+async fn sized(settings: &SinkSettings) -> SinkSettings {
+    let user = settings
+        .connection
+        .properties
+        .iter()
+        .find(|(key, _)| key == PRODUCER_MESSAGE_MAX_BYTES)
+        .map(|(_, value)| value.as_str());
+    let topic_limit = match user {
+        Some(_) => None,
+        None => {
+            let timeout = settings.connection.connect_timeout;
+            sizing::topic_max_message_bytes(settings, &settings.topic, timeout).await
         }
-    })
-    .await
-    .map_err(|e| Failure::retryable(format!("starting the producer failed: {e}")))
-    .and_then(|r| r)
-}
-
-/// Creates the producer and waits for the cluster's first metadata answer.
-/// Blocking.
-fn connect(
-    settings: &SinkSettings,
-    name: &str,
-    down: Arc<AtomicBool>,
-) -> Result<KafkaProducer, Failure> {
-    let servers = &settings.connection.bootstrap_servers;
-    // The probe's own client sees librdkafka's transport errors, which this
-    // producer's polling thread would only log.
-    crate::probe::probe_producer(
-        &settings.producer_config(),
-        servers,
-        settings.connection.connect_timeout,
-        &[],
-    )?;
-    connect_without_probe(settings, name, down)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-    use rdkafka::message::Headers as _;
-    use spate_connector::Headers;
-
-    #[test]
-    fn the_topic_header_overrides_and_is_not_written() {
-        let mut headers = Headers::new();
-        headers.push("a", Bytes::from_static(b"1"));
-        headers.push(TOPIC_HEADER, Bytes::from_static(b"other"));
-        headers.push("a", Bytes::from_static(b"2"));
-        let record = Record {
-            headers,
-            ..Record::default()
-        };
-        let prepared = prepare(&record, "main").unwrap();
-        assert_eq!(prepared.topic, "other");
-        let written: Vec<(String, Vec<u8>)> = prepared
-            .headers
-            .iter()
-            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-            .collect();
-        assert_eq!(
-            written,
-            vec![("a".into(), b"1".to_vec()), ("a".into(), b"2".to_vec())]
-        );
-        assert_eq!(prepare(&Record::default(), "main").unwrap().topic, "main");
-    }
-
-    #[test]
-    fn every_compression_codec_is_built_in() {
-        let config = rdkafka::ClientConfig::new().create_native_config().unwrap();
-        let features = config.get("builtin.features").unwrap();
-        for codec in ["zstd", "lz4", "snappy", "gzip"] {
-            assert!(
-                features.split(',').any(|f| f == codec),
-                "{codec} missing from {features}"
-            );
-        }
-    }
-
-    #[test]
-    fn an_invalid_override_topic_is_rejected() {
-        let mut headers = Headers::new();
-        headers.push(TOPIC_HEADER, Bytes::from_static(b"no spaces"));
-        let record = Record {
-            headers,
-            ..Record::default()
-        };
-        let failure = prepare(&record, "main").err().unwrap();
-        assert_eq!(failure.kind, crate::error::FailureKind::Rejected);
-    }
+    };
+    let mut sized = settings.clone();
+    sized.message_limit = sizing::decide(user, topic_limit.as_deref());
+    sized
 }
