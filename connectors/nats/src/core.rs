@@ -50,7 +50,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::connection::ConnectSettings;
-use crate::{error_mark, event_headers, has_new_errors, nats_headers};
+use crate::{error_mark, event_headers, has_new_errors, nats_headers, read_publish_subject};
 
 /// What core NATS sources promise: nothing durable.
 pub const SOURCE_CAPABILITIES: Capabilities = Capabilities {
@@ -103,19 +103,8 @@ impl ConnectorFactory for NatsFactory {
 
     fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
         let mark = error_mark(config);
-        let subject = config.required_string(
-            "subject",
-            Some("the subject to publish to, e.g. `orders.processed`".to_owned()),
-        );
-        if let Some(subject) = &subject {
-            if subject.contains(['*', '>']) {
-                config.error_at_key(
-                    "subject",
-                    format!("cannot publish to the wildcard subject `{subject}`"),
-                    Some("a sink publishes to one concrete subject".to_owned()),
-                );
-            }
-        }
+        let subject =
+            read_publish_subject(config, "the subject to publish to, e.g. `orders.processed`");
         let connect = ConnectSettings::read(config);
         if has_new_errors(config, mark) {
             return None;

@@ -62,6 +62,22 @@ fn has_new_errors(config: &ConfigReader<'_>, mark: usize) -> bool {
     config.errors().borrow().len() > mark
 }
 
+/// A sink's `subject`: required (`hint` says what to write) and concrete,
+/// since a message is published to one subject, never to a wildcard.
+fn read_publish_subject(config: &mut ConfigReader<'_>, hint: &str) -> Option<String> {
+    let subject = config.required_string("subject", Some(hint.to_owned()));
+    if let Some(subject) = &subject {
+        if subject.contains(['*', '>']) {
+            config.error_at_key(
+                "subject",
+                format!("cannot publish to the wildcard subject `{subject}`"),
+                Some("a sink publishes to one concrete subject".to_owned()),
+            );
+        }
+    }
+    subject
+}
+
 /// Converts an incoming NATS message's headers and subject to event headers
 /// and key.
 fn event_headers(

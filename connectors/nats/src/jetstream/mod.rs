@@ -128,7 +128,7 @@ use std::time::Duration;
 use spate_connector::{Capabilities, ConfigReader, ConnectorFactory, SinkBuilder, SourceBuilder};
 
 use crate::connection::ConnectSettings;
-use crate::{error_mark, has_new_errors};
+use crate::{error_mark, has_new_errors, read_publish_subject};
 
 pub use exactly_once::JetStreamTransaction;
 pub use sink::JetStreamSink;
@@ -260,19 +260,10 @@ impl ConnectorFactory for JetStreamFactory {
 
     fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
         let mark = error_mark(config);
-        let subject = config.required_string(
-            "subject",
-            Some("the subject to publish to; a stream must capture it".to_owned()),
+        let subject = read_publish_subject(
+            config,
+            "the subject to publish to; a stream must capture it",
         );
-        if let Some(subject) = &subject {
-            if subject.contains(['*', '>']) {
-                config.error_at_key(
-                    "subject",
-                    format!("cannot publish to the wildcard subject `{subject}`"),
-                    Some("a sink publishes to one concrete subject".to_owned()),
-                );
-            }
-        }
         let ack_timeout = config
             .duration("ack_timeout")
             .unwrap_or(DEFAULT_ACK_TIMEOUT);
