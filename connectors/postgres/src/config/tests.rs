@@ -52,7 +52,6 @@ fn connection_display_hides_the_password() {
     assert_eq!(c.display(), "alice@db.example:5433/metrics");
     assert_eq!(c.cluster(), "db.example:5433/metrics");
     assert!(!format!("{c:?}").contains("s3cret"));
-    let c =
-        Connection::parse("postgres://bob@h/db", Some("pw"), Duration::from_secs(1)).unwrap();
+    let c = Connection::parse("postgres://bob@h/db", Some("pw"), Duration::from_secs(1)).unwrap();
     assert_eq!(c.config.get_password(), Some(&b"pw"[..]));
 }

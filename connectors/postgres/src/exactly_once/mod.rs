@@ -72,6 +72,7 @@ use spate_connector::{
     CommitPosition, Record, SessionOwner, SinkError, StateChange, StateEntry, StoredPosition,
     TransactionError, TransactionSession, TransactionalTarget,
 };
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 pub use positions::{ensure_offsets_table, load_offsets};
@@ -340,6 +341,32 @@ impl PgSession {
         self.conn.as_mut().ok_or_else(|| "not connected".to_owned())
     }
 
+    /// Runs one of the session's reads for its owner (`extra` parameters
+    /// follow the pipeline, function and source) once any commit in doubt
+    /// is settled; a failure drops the connection and is retryable.
+    async fn read_owned(
+        &mut self,
+        statement: fn(&Statements) -> &Statement,
+        extra: &[&(dyn ToSql + Sync)],
+        what: &str,
+    ) -> Result<Vec<tokio_postgres::Row>, TransactionError> {
+        self.settle_doubt().await?;
+        let owner = self.owner.clone();
+        let result = match self.conn().await {
+            Ok(conn) => {
+                let mut params: Vec<&(dyn ToSql + Sync)> =
+                    vec![&owner.pipeline, &owner.function, &owner.source];
+                params.extend_from_slice(extra);
+                conn.client.query(statement(&conn.st), &params).await
+            }
+            Err(why) => return Err(self.unreachable(why)),
+        };
+        result.map_err(|e| {
+            self.conn = None;
+            self.abortable(format!("{what} failed: {}", describe_pg_error(&e)))
+        })
+    }
+
     fn unreachable(&self, why: String) -> TransactionError {
         self.abortable(format!(
             "cannot reach the database: {why}; nothing was written"
@@ -392,26 +419,9 @@ impl TransactionSession for PgSession {
     }
 
     async fn load_positions(&mut self) -> Result<Vec<StoredPosition>, TransactionError> {
-        self.settle_doubt().await?;
-        let owner = self.owner.clone();
-        let result = match self.conn().await {
-            Ok(conn) => {
-                conn.client
-                    .query(
-                        &conn.st.load,
-                        &[&owner.pipeline, &owner.function, &owner.source],
-                    )
-                    .await
-            }
-            Err(why) => return Err(self.unreachable(why)),
-        };
-        let rows = result.map_err(|e| {
-            self.conn = None;
-            self.abortable(format!(
-                "reading the positions failed: {}",
-                describe_pg_error(&e)
-            ))
-        })?;
+        let rows = self
+            .read_owned(|st| &st.load, &[], "reading the positions")
+            .await?;
         let known = positions::decode(
             &self.offsets_table,
             rows.iter().map(|r| (r.get(0), r.get(1))),
@@ -439,26 +449,13 @@ impl TransactionSession for PgSession {
         &mut self,
         partitions: &[String],
     ) -> Result<Vec<StateEntry>, TransactionError> {
-        self.settle_doubt().await?;
-        let owner = self.owner.clone();
-        let result = match self.conn().await {
-            Ok(conn) => {
-                conn.client
-                    .query(
-                        &conn.st.state_load,
-                        &[&owner.pipeline, &owner.function, &owner.source, &partitions],
-                    )
-                    .await
-            }
-            Err(why) => return Err(self.unreachable(why)),
-        };
-        let rows = result.map_err(|e| {
-            self.conn = None;
-            self.abortable(format!(
-                "reading the handler state failed: {}",
-                describe_pg_error(&e)
-            ))
-        })?;
+        let rows = self
+            .read_owned(
+                |st| &st.state_load,
+                &[&partitions],
+                "reading the handler state",
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|r| StateEntry {

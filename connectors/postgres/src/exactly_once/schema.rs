@@ -10,6 +10,7 @@ use tokio_postgres::GenericClient;
 
 use crate::config::TableName;
 use crate::describe_pg_error;
+use crate::table::unique_column_sets;
 
 /// Reading or preparing the offsets or state table failed.
 #[derive(Debug)]
@@ -129,18 +130,7 @@ async fn check_shape(
             Some(_) => {}
         }
     }
-    let unique: Vec<BTreeSet<String>> = client
-        .query(
-            "SELECT array_agg(a.attname::text) FROM pg_index i \
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-             WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL \
-             GROUP BY i.indexrelid",
-            &[&oid],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get::<_, Vec<String>>(0).into_iter().collect())
-        .collect();
+    let unique = unique_column_sets(client, oid).await?;
     let key: BTreeSet<String> = shape.key.iter().map(|k| (*k).to_owned()).collect();
     if !unique.contains(&key) {
         problems.push(format!(

@@ -168,7 +168,20 @@ pub async fn check_table(
             }
         })
         .collect();
-    let unique_sets: Vec<BTreeSet<String>> = client
+    let unique_sets = unique_column_sets(client, oid)
+        .await
+        .map_err(CheckError::from_pg)?;
+    plan(config, table_columns, &unique_sets).map_err(CheckError::Mapping)
+}
+
+/// The column sets of a table's unique indexes (its primary key among
+/// them), each a set of column names; partial and expression indexes are
+/// left out, since an upsert cannot name them as its conflict target.
+pub(crate) async fn unique_column_sets(
+    client: &impl tokio_postgres::GenericClient,
+    oid: u32,
+) -> Result<Vec<BTreeSet<String>>, tokio_postgres::Error> {
+    Ok(client
         .query(
             "SELECT array_agg(a.attname::text) FROM pg_index i \
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
@@ -176,12 +189,10 @@ pub async fn check_table(
              GROUP BY i.indexrelid",
             &[&oid],
         )
-        .await
-        .map_err(CheckError::from_pg)?
+        .await?
         .iter()
         .map(|row| row.get::<_, Vec<String>>(0).into_iter().collect())
-        .collect();
-    plan(config, table_columns, &unique_sets).map_err(CheckError::Mapping)
+        .collect())
 }
 
 /// Why [`check_table`] failed.
