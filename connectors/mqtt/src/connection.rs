@@ -250,6 +250,19 @@ impl ConnectSettings {
         (client, event_loop)
     }
 
+    /// Connects a throwaway client under `client_id` with a clean session
+    /// (a running spate's session is left alone) and waits for the broker's
+    /// CONNACK: how `validate --connect` reaches the broker.
+    pub async fn connect_throwaway(
+        &self,
+        client_id: &str,
+    ) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), String> {
+        let options = self.options(client_id, true).await?;
+        let (client, mut event_loop) = self.client(options);
+        self.first_connack(&mut event_loop).await?;
+        Ok((client, event_loop))
+    }
+
     /// Polls a fresh event loop until the broker's CONNACK; returns whether
     /// the broker still had a session for this client id.
     pub async fn first_connack(&self, event_loop: &mut rumqttc::EventLoop) -> Result<bool, String> {

@@ -227,14 +227,9 @@ impl SinkBuilder for MqttSinkBuilder {
             sink_name: name.clone(),
             message,
         };
-        let options = s
+        let (client, _event_loop) = s
             .connect
-            .options(&format!("spate-check-{}", std::process::id()), true)
-            .await
-            .map_err(unavailable)?;
-        let (client, mut event_loop) = s.connect.client(options);
-        s.connect
-            .first_connack(&mut event_loop)
+            .connect_throwaway(&format!("spate-check-{}", std::process::id()))
             .await
             .map_err(unavailable)?;
         let _ = client.try_disconnect();

@@ -71,23 +71,13 @@ impl SourceBuilder for MqttSourceBuilder {
             source_name: name.clone(),
             message,
         };
-        let options = s
+        let (client, mut event_loop) = s
             .connect
-            .options(&random_client_id(), true)
+            .connect_throwaway(&random_client_id())
             .await
             .map_err(unavailable)?;
-        let (client, mut event_loop) = s.connect.client(options);
-        s.connect
-            .first_connack(&mut event_loop)
-            .await
-            .map_err(unavailable)?;
-        let filters: Vec<SubscribeFilter> = s
-            .filters
-            .iter()
-            .map(|f| SubscribeFilter::new(f.clone(), s.qos))
-            .collect();
         client
-            .subscribe_many(filters)
+            .subscribe_many(s.subscribe_filters())
             .await
             .map_err(|e| unavailable(format!("cannot subscribe: {e}")))?;
         await_suback(s, &mut event_loop, &name).await?;
@@ -116,11 +106,7 @@ impl SourceBuilder for MqttSourceBuilder {
             .await
             .map_err(unavailable)?;
         tracing::info!(source = %name, session_present, "MQTT connected");
-        let filters: Vec<SubscribeFilter> = s
-            .filters
-            .iter()
-            .map(|f| SubscribeFilter::new(f.clone(), s.qos))
-            .collect();
+        let filters = s.subscribe_filters();
         client
             .subscribe_many(filters.clone())
             .await

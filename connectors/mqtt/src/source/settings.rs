@@ -4,7 +4,7 @@
 //! recorded with its place in the pipeline file.
 
 use bytes::Bytes;
-use rumqttc::QoS;
+use rumqttc::{QoS, SubscribeFilter};
 use spate_connector::{ConfigReader, PartitionId};
 
 use crate::connection::ConnectSettings;
@@ -116,6 +116,16 @@ pub struct SourceSettings {
     /// JSON pointer to each message's per-topic sequence (`sequence`).
     pub(super) sequence: Option<String>,
     pub(super) connect: ConnectSettings,
+}
+
+impl SourceSettings {
+    /// Every topic filter at the source's QoS, as subscribed.
+    pub(super) fn subscribe_filters(&self) -> Vec<SubscribeFilter> {
+        self.filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), self.qos))
+            .collect()
+    }
 }
 
 /// Reads a source of kind `mqtt` (`durable`) or `mqtt_at_most_once`.
