@@ -98,6 +98,20 @@ fn error_mark(config: &ConfigReader<'_>) -> usize {
     config.errors().borrow().len()
 }
 
+/// An optional duration that must be at least `min`; a shorter one is
+/// recorded as an error (and still returned: the caller stops on errors).
+fn duration_at_least(
+    config: &mut ConfigReader<'_>,
+    key: &'static str,
+    min: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let value = config.duration(key);
+    if value.is_some_and(|d| d < min) {
+        config.error_at_key(key, format!("`{key}` must be at least {min:?}"), None);
+    }
+    value
+}
+
 /// True when problems were recorded since `mark` was taken.
 fn has_new_errors(config: &ConfigReader<'_>, mark: usize) -> bool {
     config.errors().borrow().len() > mark

@@ -130,6 +130,17 @@ impl ProducerContext for ProbeContext {
     fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
 }
 
+/// Runs a blocking probe on tokio's blocking pool; a probe task that does
+/// not finish (it panicked) fails the check.
+pub async fn off_runtime(
+    probe: impl FnOnce() -> Result<(), Failure> + Send + 'static,
+) -> Result<(), Failure> {
+    tokio::task::spawn_blocking(probe)
+        .await
+        .map_err(|e| Failure::fatal(format!("the check failed: {e}")))
+        .and_then(|r| r)
+}
+
 /// Probes with a short-lived producer built from `config` (none of its
 /// records are ever sent); `topics` must exist. Blocking.
 pub fn probe_producer(

@@ -92,16 +92,9 @@ impl ConnectionSettings {
     /// Reads the connection keys, recording every problem in `config`.
     pub fn read(config: &mut ConfigReader<'_>) -> Self {
         let bootstrap_servers = read_bootstrap_servers(config);
-        let connect_timeout = config
-            .duration("connect_timeout")
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        if connect_timeout < Duration::from_millis(100) {
-            config.error_at_key(
-                "connect_timeout",
-                "`connect_timeout` must be at least 100ms",
-                None,
-            );
-        }
+        let connect_timeout =
+            crate::duration_at_least(config, "connect_timeout", Duration::from_millis(100))
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let mut keys = SecurityKeys::read(config);
         if let Some(mut section) = config.section("security") {
             let nested = SecurityKeys::read(&mut section);

@@ -93,7 +93,7 @@ impl SinkBuilder for KafkaSinkBuilder {
     async fn check(&self) -> Result<(), SinkError> {
         let settings = self.settings.clone();
         let name = format!("kafka:{}", settings.topic);
-        tokio::task::spawn_blocking(move || {
+        crate::probe::off_runtime(move || {
             crate::probe::probe_producer(
                 &settings.producer_config(),
                 &settings.connection.bootstrap_servers,
@@ -102,8 +102,6 @@ impl SinkBuilder for KafkaSinkBuilder {
             )
         })
         .await
-        .map_err(|e| Failure::fatal(format!("the check failed: {e}")))
-        .and_then(|r| r)
         .map_err(|f| f.into_sink(&name))
     }
 

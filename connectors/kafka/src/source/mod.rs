@@ -133,7 +133,7 @@ impl SourceBuilder for KafkaSourceBuilder {
     async fn check(&self) -> Result<(), SourceError> {
         let settings = self.settings.clone();
         let name = settings.name();
-        tokio::task::spawn_blocking(move || {
+        crate::probe::off_runtime(move || {
             let topics: Vec<&str> = match &settings.subscription {
                 Subscription::Topics(topics) => topics.iter().map(String::as_str).collect(),
                 Subscription::Pattern(_) => Vec::new(),
@@ -146,8 +146,6 @@ impl SourceBuilder for KafkaSourceBuilder {
             )
         })
         .await
-        .map_err(|e| Failure::fatal(format!("the check failed: {e}")))
-        .and_then(|r| r)
         .map_err(|f| f.into_source(&name))
     }
 

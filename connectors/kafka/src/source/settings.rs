@@ -125,24 +125,11 @@ impl SourceSettings {
         let start_earliest = config.one_of("start", &["earliest", "latest"]) != Some("latest");
         let read_committed = config.one_of("isolation", &["read_committed", "read_uncommitted"])
             != Some("read_uncommitted");
-        let session_timeout = config.duration("session_timeout");
-        if session_timeout.is_some_and(|d| d < Duration::from_secs(1)) {
-            config.error_at_key(
-                "session_timeout",
-                "`session_timeout` must be at least 1s",
-                None,
-            );
-        }
-        let commit_timeout = config
-            .duration("commit_timeout")
-            .unwrap_or(DEFAULT_COMMIT_TIMEOUT);
-        if commit_timeout < Duration::from_millis(100) {
-            config.error_at_key(
-                "commit_timeout",
-                "`commit_timeout` must be at least 100ms",
-                None,
-            );
-        }
+        let session_timeout =
+            crate::duration_at_least(config, "session_timeout", Duration::from_secs(1));
+        let commit_timeout =
+            crate::duration_at_least(config, "commit_timeout", Duration::from_millis(100))
+                .unwrap_or(DEFAULT_COMMIT_TIMEOUT);
         let connection = ConnectionSettings::read(config);
         if crate::has_new_errors(config, mark) {
             return None;
