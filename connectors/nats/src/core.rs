@@ -50,7 +50,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::connection::ConnectSettings;
-use crate::{error_mark, event_headers, has_new_errors, nats_headers, read_publish_subject};
+use crate::{error_mark, event_headers, has_new_errors, nats_headers, read_sink};
 
 /// What core NATS sources promise: nothing durable.
 pub const SOURCE_CAPABILITIES: Capabilities = Capabilities {
@@ -102,17 +102,12 @@ impl ConnectorFactory for NatsFactory {
     }
 
     fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
-        let mark = error_mark(config);
-        let subject =
-            read_publish_subject(config, "the subject to publish to, e.g. `orders.processed`");
-        let connect = ConnectSettings::read(config);
-        if has_new_errors(config, mark) {
-            return None;
-        }
-        Some(Box::new(NatsSinkBuilder {
-            subject: subject?,
-            connect,
-        }))
+        let (subject, (), connect) = read_sink(
+            config,
+            "the subject to publish to, e.g. `orders.processed`",
+            |_| (),
+        )?;
+        Some(Box::new(NatsSinkBuilder { subject, connect }))
     }
 }
 

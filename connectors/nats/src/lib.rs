@@ -62,9 +62,16 @@ fn has_new_errors(config: &ConfigReader<'_>, mark: usize) -> bool {
     config.errors().borrow().len() > mark
 }
 
-/// A sink's `subject`: required (`hint` says what to write) and concrete,
-/// since a message is published to one subject, never to a wildcard.
-fn read_publish_subject(config: &mut ConfigReader<'_>, hint: &str) -> Option<String> {
+/// Reads a sink's settings: `subject` (required, `hint` says what to write;
+/// concrete, since a message is published to one subject, never to a
+/// wildcard), the sink's own keys (`own`), then the connection. `None` when
+/// any problem was recorded.
+fn read_sink<T>(
+    config: &mut ConfigReader<'_>,
+    hint: &str,
+    own: impl FnOnce(&mut ConfigReader<'_>) -> T,
+) -> Option<(String, T, connection::ConnectSettings)> {
+    let mark = error_mark(config);
     let subject = config.required_string("subject", Some(hint.to_owned()));
     if let Some(subject) = &subject {
         if subject.contains(['*', '>']) {
@@ -75,7 +82,12 @@ fn read_publish_subject(config: &mut ConfigReader<'_>, hint: &str) -> Option<Str
             );
         }
     }
-    subject
+    let own = own(config);
+    let connect = connection::ConnectSettings::read(config);
+    if has_new_errors(config, mark) {
+        return None;
+    }
+    Some((subject?, own, connect))
 }
 
 /// Converts an incoming NATS message's headers and subject to event headers

@@ -128,7 +128,7 @@ use std::time::Duration;
 use spate_connector::{Capabilities, ConfigReader, ConnectorFactory, SinkBuilder, SourceBuilder};
 
 use crate::connection::ConnectSettings;
-use crate::{error_mark, has_new_errors, read_publish_subject};
+use crate::{error_mark, has_new_errors, read_sink};
 
 pub use exactly_once::JetStreamTransaction;
 pub use sink::JetStreamSink;
@@ -259,20 +259,17 @@ impl ConnectorFactory for JetStreamFactory {
     }
 
     fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
-        let mark = error_mark(config);
-        let subject = read_publish_subject(
+        let (subject, ack_timeout, connect) = read_sink(
             config,
             "the subject to publish to; a stream must capture it",
-        );
-        let ack_timeout = config
-            .duration("ack_timeout")
-            .unwrap_or(DEFAULT_ACK_TIMEOUT);
-        let connect = ConnectSettings::read(config);
-        if has_new_errors(config, mark) {
-            return None;
-        }
+            |config| {
+                config
+                    .duration("ack_timeout")
+                    .unwrap_or(DEFAULT_ACK_TIMEOUT)
+            },
+        )?;
         Some(Box::new(JetStreamSinkBuilder {
-            subject: subject?,
+            subject,
             ack_timeout,
             connect,
         }))
