@@ -28,7 +28,7 @@
 //! error naming the spate key to use instead; see [`MANAGED_PROPERTIES`].
 
 //!
-//! [`security`] reads the TLS and SASL keys, [`properties`] the librdkafka
+//! `security` reads the TLS and SASL keys, `properties` the librdkafka
 //! pass-through and the properties spate manages itself.
 
 use std::fmt;

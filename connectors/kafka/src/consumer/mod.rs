@@ -33,10 +33,10 @@
 //!
 //! # Modules
 //!
-//! [`interner`] hands out the partition ids, [`shared`] holds what the poll
+//! `interner` hands out the partition ids, `shared` holds what the poll
 //! thread, the source and its transaction session share (the hand-over
-//! among it), [`rebalance`] is the consumer context librdkafka calls back,
-//! and [`poll`] is the poll thread.
+//! among it), `rebalance` is the consumer context librdkafka calls back,
+//! and `poll` is the poll thread.
 
 use std::sync::{Mutex, MutexGuard};
 

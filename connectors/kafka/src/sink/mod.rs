@@ -34,9 +34,9 @@
 //! idempotent producer hits a fatal error (it cannot keep its ordering
 //! promise any more) the sink replaces it and the write fails retryably.
 //!
-//! [`settings`] reads the keys, [`producer`] opens the producer (probing
+//! `settings` reads the keys, `producer` opens the producer (probing
 //! the cluster first, then creating the one producer with its
-//! `message.max.bytes` decided), [`record`] turns a record into what the
+//! `message.max.bytes` decided), `record` turns a record into what the
 //! producer writes.
 
 use std::sync::atomic::{AtomicBool, Ordering};

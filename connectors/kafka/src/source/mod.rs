@@ -71,6 +71,13 @@
 //! (every 5 s unless `properties` sets `statistics.interval.ms`), minus the
 //! offset after the last event handed to the engine.
 //!
+//! # Modules
+//!
+//! `settings` reads the keys; `hold` files fetched events and hands them
+//! out (rule 3); `rebalance` takes in assignments and revocations (rule
+//! 4); `seek` resumes partitions from positions a database stored; `commit`
+//! is the group commit outside exactly-once sessions (rule 1).
+//!
 //! [`KafkaTransaction`]: crate::transaction::KafkaTransaction
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
