@@ -189,6 +189,7 @@ fn same_prefix(cancelled: &[Event], plain: &[Event]) -> Result<(), String> {
 /// after `resume`.
 async fn pause(h: &Harness, stream: &dyn TestStream, label: &str) -> Result<(), String> {
     let mut session = Session::open(stream, h.wait).await?;
+    session.commit_as_read = true;
     let mut produced = produce(h, stream, label, 0).await?;
     let first = session.read("reading before the pause", 1).await?;
     let mut paused: BTreeSet<PartitionId> = session.assigned.clone();

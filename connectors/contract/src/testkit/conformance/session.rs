@@ -90,6 +90,10 @@ pub(super) struct Session {
     last: BTreeMap<PartitionId, u64>,
     /// Positions handed to `resume_from` after every assignment.
     pub resume: Option<Vec<StoredPosition>>,
+    /// Commit every batch once read, as the engine does once events are
+    /// finished (a broker that bounds unacknowledged messages, as MQTT's
+    /// in-flight window does, stops delivering otherwise).
+    pub commit_as_read: bool,
     wait: Duration,
 }
 
@@ -110,6 +114,7 @@ impl Session {
             revoked: Vec::new(),
             last: BTreeMap::new(),
             resume: None,
+            commit_as_read: false,
             wait,
         }
     }
@@ -123,6 +128,20 @@ impl Session {
             Ok(Ok(message)) => message,
         };
         self.admit(&message)?;
+        if let (SourceMessage::Events(events), true) = (&message, self.commit_as_read) {
+            let mut next: BTreeMap<PartitionId, u64> = BTreeMap::new();
+            for e in events {
+                next.insert(e.position.partition, e.position.offset + 1);
+            }
+            let positions: Vec<CommitPosition> = next
+                .into_iter()
+                .map(|(partition, next_offset)| CommitPosition {
+                    partition,
+                    next_offset,
+                })
+                .collect();
+            self.commit(&positions).await?;
+        }
         Ok(Some(message))
     }
 
