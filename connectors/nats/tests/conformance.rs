@@ -1,0 +1,228 @@
+//! The conformance suite ([`spate_connector::testkit::conformance`]) against
+//! the `nats` (core) and `jetstream` connectors on a real nats-server (the
+//! one at `NATS_URL`, or one of our own; see `common`).
+//!
+//! Core NATS is at-most-once: it claims no durable positions, so only the
+//! rules every source and sink keep apply. JetStream runs with two subject
+//! partitions whose leases a second process can take over (the group
+//! rules), a fresh stream and durable per check, and an output stream for
+//! its idempotent exactly-once session.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use common::{create_stream, factory, read_sink, server, unique, Server};
+use spate_connector::testkit::conformance::{self, Fixture, Harness, TestStream};
+use spate_connector::testkit::read_source_config;
+use spate_connector::{Sink, Source, SourceBuilder};
+
+/// Producer partitions (and JetStream subject partitions) per stream.
+const PARTITIONS: u32 = 2;
+
+static NAMES: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other stream of this run has (NATS names allow `_`, not `-`).
+fn name(label: &str) -> String {
+    let n = NAMES.fetch_add(1, Ordering::Relaxed);
+    unique(&format!("{}{n}", label.replace('-', "_")))
+}
+
+fn builder(kind: &str, entries: &[(&str, &str)]) -> Result<Box<dyn SourceBuilder>, String> {
+    let (builder, errors) = read_source_config(&*factory(kind), entries);
+    if !errors.is_empty() {
+        return Err(format!("{errors:?}"));
+    }
+    builder.ok_or_else(|| "no source builder".to_owned())
+}
+
+async fn sink(kind: &str, url: &str, subject: &str) -> Result<Box<dyn Sink>, String> {
+    let (builder, errors) = read_sink(kind, &[("url", url), ("subject", subject)]);
+    if !errors.is_empty() {
+        return Err(format!("{errors:?}"));
+    }
+    let builder = builder.ok_or("no sink builder")?;
+    builder.build().await.map_err(|e| e.to_string())
+}
+
+/// Core NATS: a subject tree per check.
+struct CoreFixture {
+    server: Server,
+    client: async_nats::Client,
+}
+
+struct CoreStream {
+    url: String,
+    client: async_nats::Client,
+    prefix: String,
+    source: Box<dyn SourceBuilder>,
+}
+
+#[async_trait]
+impl Fixture for CoreFixture {
+    async fn stream(&self, label: &str) -> Result<Box<dyn TestStream>, String> {
+        let prefix = name(label);
+        let filter = format!("{prefix}.>");
+        let source = builder(
+            "nats",
+            &[("url", self.server.url.as_str()), ("subject", &filter)],
+        )?;
+        Ok(Box::new(CoreStream {
+            url: self.server.url.clone(),
+            client: self.client.clone(),
+            prefix,
+            source,
+        }))
+    }
+}
+
+#[async_trait]
+impl TestStream for CoreStream {
+    fn partitions(&self) -> u32 {
+        PARTITIONS
+    }
+
+    async fn source(&self) -> Result<Box<dyn Source>, String> {
+        self.source.build().await.map_err(|e| e.to_string())
+    }
+
+    async fn produce(&self, partition: u32, payloads: Vec<Bytes>) -> Result<(), String> {
+        let subject = format!("{}.{partition}", self.prefix);
+        for payload in payloads {
+            self.client
+                .publish(subject.clone(), payload)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.client.flush().await.map_err(|e| e.to_string())
+    }
+
+    async fn sink(&self) -> Result<Box<dyn Sink>, String> {
+        sink("nats", &self.url, &format!("{}.0", self.prefix)).await
+    }
+}
+
+#[tokio::test]
+async fn the_core_nats_connector_keeps_the_contract() {
+    let server = server();
+    let client = server.client().await;
+    let nats = factory("nats");
+    conformance::run(
+        Harness::new("nats", CoreFixture { server, client })
+            .source(nats.source_capabilities().unwrap())
+            .sink(nats.sink_capabilities().unwrap()),
+    )
+    .await;
+}
+
+/// JetStream: a stream with two subject partitions per check.
+struct JetStreamFixture {
+    server: Server,
+    client: async_nats::Client,
+}
+
+struct JetStream {
+    url: String,
+    client: async_nats::Client,
+    prefix: String,
+    source: Box<dyn SourceBuilder>,
+}
+
+impl JetStream {
+    async fn create(
+        url: &str,
+        client: &async_nats::Client,
+        label: &str,
+    ) -> Result<Box<dyn TestStream>, String> {
+        let stream = name(label);
+        let prefix = stream.to_lowercase();
+        create_stream(client, &stream, &[format!("{prefix}.>")]).await;
+        let durable = format!("{stream}_durable");
+        let partition_subject = format!("{prefix}.{{partition}}.*");
+        let source = builder(
+            "jetstream",
+            &[
+                ("url", url),
+                ("stream", &stream),
+                ("durable", &durable),
+                ("partitions", "2"),
+                ("partition_subject", &partition_subject),
+                ("lease_ttl", "2s"),
+                ("ack_wait", "3s"),
+                ("fetch_wait", "300ms"),
+            ],
+        )?;
+        Ok(Box::new(JetStream {
+            url: url.to_owned(),
+            client: client.clone(),
+            prefix,
+            source,
+        }))
+    }
+}
+
+#[async_trait]
+impl Fixture for JetStreamFixture {
+    async fn stream(&self, label: &str) -> Result<Box<dyn TestStream>, String> {
+        JetStream::create(&self.server.url, &self.client, label).await
+    }
+}
+
+#[async_trait]
+impl TestStream for JetStream {
+    fn partitions(&self) -> u32 {
+        PARTITIONS
+    }
+
+    async fn source(&self) -> Result<Box<dyn Source>, String> {
+        self.source.build().await.map_err(|e| e.to_string())
+    }
+
+    async fn produce(&self, partition: u32, payloads: Vec<Bytes>) -> Result<(), String> {
+        let context = async_nats::jetstream::new(self.client.clone());
+        let subject = format!("{}.{partition}.test", self.prefix);
+        for payload in payloads {
+            context
+                .publish(subject.clone(), payload)
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn sink(&self) -> Result<Box<dyn Sink>, String> {
+        sink("jetstream", &self.url, &format!("{}.0.test", self.prefix)).await
+    }
+
+    async fn transaction_output(&self) -> Result<Box<dyn TestStream>, String> {
+        JetStream::create(&self.url, &self.client, &format!("{}_out", self.prefix)).await
+    }
+
+    /// A second process on the same durable takes its share of the
+    /// partitions' leases.
+    async fn rebalance(&self) -> Result<Option<Box<dyn Source>>, String> {
+        Ok(Some(self.source().await?))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jetstream_connector_keeps_the_contract() {
+    let server = server();
+    let client = server.client().await;
+    let jetstream = factory("jetstream");
+    conformance::run(
+        Harness::new("jetstream", JetStreamFixture { server, client })
+            .source(jetstream.source_capabilities().unwrap())
+            .sink(jetstream.sink_capabilities().unwrap())
+            .idempotent_transactions()
+            .group()
+            .wait(Duration::from_secs(20))
+            .budget(Duration::from_secs(120)),
+    )
+    .await;
+}
