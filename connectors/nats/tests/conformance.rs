@@ -18,7 +18,7 @@ use bytes::Bytes;
 use common::{create_stream, factory, read_sink, server, unique, Server};
 use spate_connector::testkit::conformance::{self, Fixture, Harness, TestStream};
 use spate_connector::testkit::read_source_config;
-use spate_connector::{Sink, Source, SourceBuilder};
+use spate_connector::{Record, Sink, Source, SourceBuilder};
 
 /// Producer partitions (and JetStream subject partitions) per stream.
 const PARTITIONS: u32 = 2;
@@ -51,12 +51,10 @@ async fn sink(kind: &str, url: &str, subject: &str) -> Result<Box<dyn Sink>, Str
 /// Core NATS: a subject tree per check.
 struct CoreFixture {
     server: Server,
-    client: async_nats::Client,
 }
 
 struct CoreStream {
     url: String,
-    client: async_nats::Client,
     prefix: String,
     source: Box<dyn SourceBuilder>,
 }
@@ -72,7 +70,6 @@ impl Fixture for CoreFixture {
         )?;
         Ok(Box::new(CoreStream {
             url: self.server.url.clone(),
-            client: self.client.clone(),
             prefix,
             source,
         }))
@@ -89,15 +86,15 @@ impl TestStream for CoreStream {
         self.source.build().await.map_err(|e| e.to_string())
     }
 
+    /// Publishes through the connector's own sink.
     async fn produce(&self, partition: u32, payloads: Vec<Bytes>) -> Result<(), String> {
-        let subject = format!("{}.{partition}", self.prefix);
+        let sink = sink("nats", &self.url, &format!("{}.{partition}", self.prefix)).await?;
         for payload in payloads {
-            self.client
-                .publish(subject.clone(), payload)
+            sink.write(Record::from_payload(payload))
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        self.client.flush().await.map_err(|e| e.to_string())
+        sink.flush().await.map_err(|e| e.to_string())
     }
 
     async fn sink(&self) -> Result<Box<dyn Sink>, String> {
@@ -107,11 +104,9 @@ impl TestStream for CoreStream {
 
 #[tokio::test]
 async fn the_core_nats_connector_keeps_the_contract() {
-    let server = server();
-    let client = server.client().await;
     let nats = factory("nats");
     conformance::run(
-        Harness::new("nats", CoreFixture { server, client })
+        Harness::new("nats", CoreFixture { server: server() })
             .source(nats.source_capabilities().unwrap())
             .sink(nats.sink_capabilities().unwrap()),
     )
