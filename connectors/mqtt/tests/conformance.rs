@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use common::{broker, factory, read_sink, unique, Broker};
 use rumqttc::QoS;
-use spate_connector::testkit::conformance::{self, Check, Fixture, Harness, TestStream};
+use spate_connector::testkit::conformance::{self, Fixture, Harness, TestStream};
 use spate_connector::testkit::read_source_config;
 use spate_connector::{Sink, Source, SourceBuilder};
 
@@ -107,13 +107,7 @@ async fn the_mqtt_connector_keeps_the_contract() {
             },
         )
         .source(mqtt.source_capabilities().unwrap())
-        .sink(mqtt.sink_capabilities().unwrap())
-        .known_issue(
-            Check::SourceResumeAtCommit,
-            "the source loses the acknowledgements of its last commit when `close` follows \
-             at once (the engine's shutdown order): the broker redelivers those messages \
-             to the next session; 500 ms between the two avoids it",
-        ),
+        .sink(mqtt.sink_capabilities().unwrap()),
     )
     .await;
 }

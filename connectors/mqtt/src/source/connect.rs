@@ -239,7 +239,17 @@ async fn drive(
                     return;
                 }
             }
-            Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                // The broker has read every ack sent before the DISCONNECT
+                // once it closes the connection. Stopping sooner lets a
+                // new session of the same client id connect first, and a
+                // broker taking the session over drops the old
+                // connection's unread acks (Mosquitto does): the messages
+                // of the last commit would come again.
+                let closed = async { while event_loop.poll().await.is_ok() {} };
+                let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
+                return;
+            }
             Ok(_) => {}
             Err(e) => {
                 failures = failures.saturating_add(1);
