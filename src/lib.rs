@@ -7,10 +7,11 @@
 //! backoff, dead-letters what cannot be handled, and commits a source
 //! position only when every event below it is finished.
 
-pub mod engine;
+pub use spate_engine as engine;
 pub mod format;
 pub mod handler;
-pub mod observability;
+/// Metric names and per-function metric handles (the engine's).
+pub use spate_engine::metrics as observability;
 pub mod pipeline;
 pub mod runtime;
 pub mod serve;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use spate_connector::config::{MAX_BYTE_SIZE, MAX_DURATION};
 use spate_connector::{ConfigNode, ConfigReader, NodeKind};
+use spate_engine::TransactionPolicy;
 
 /// A kind of numeric setting: how it is read and printed.
 pub trait Setting: Copy + PartialOrd {
@@ -272,7 +273,7 @@ pub const DRAIN_TIMEOUT: Limit<Duration> = Limit {
 /// `transaction_interval`.
 pub const TRANSACTION_INTERVAL: Limit<Duration> = Limit {
     name: "transaction_interval",
-    default: Duration::from_millis(100),
+    default: TransactionPolicy::DEFAULT.interval,
     min: Duration::from_millis(1),
     max: Duration::from_secs(3600),
     about: "how often an `exactly_once` transaction commits at least",
@@ -281,7 +282,7 @@ pub const TRANSACTION_INTERVAL: Limit<Duration> = Limit {
 /// `transaction_max_events`.
 pub const TRANSACTION_MAX_EVENTS: Limit<Count> = Limit {
     name: "transaction_max_events",
-    default: Count(10_000),
+    default: Count(TransactionPolicy::DEFAULT.max_events as u64),
     min: Count(1),
     max: Count(1_000_000),
     about: "the events one `exactly_once` transaction holds at most",

@@ -39,6 +39,8 @@ pub mod backoff;
 pub mod budget;
 pub mod dead_letter;
 mod lanes;
+pub mod metrics;
+pub mod policy;
 pub mod readiness;
 pub mod scaler;
 mod scheduler;
@@ -53,11 +55,13 @@ use spate_connector::{Sink, Source, SourceError};
 use tokio_util::sync::CancellationToken;
 
 pub use budget::ProcessBudget;
+pub use policy::{
+    ConcurrencySpec, Delivery, InFlightLimits, Ordering, RetryPolicy, RunPolicy, TransactionPolicy,
+};
 pub use scaler::ScalerTuning;
 pub use worker::NamedSink;
 
-use crate::handler::Handler;
-use crate::pipeline::{InFlightLimits, RunPolicy};
+use spate_connector::Handler;
 
 /// Who opens a function's exactly-once session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,7 +92,7 @@ pub struct FunctionPlan {
     pub outputs: Vec<NamedSink>,
     /// Per input (same order as `sources`): decodes payloads before the
     /// handler. Empty, or `None` for an input: payloads as they came.
-    pub decoders: Vec<Option<Arc<dyn crate::format::PayloadDecoder>>>,
+    pub decoders: Vec<Option<Arc<dyn spate_connector::PayloadDecoder>>>,
     /// Its dead-letter sink.
     pub dead_letter: Arc<dyn Sink>,
     /// How it is run.

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use spate_connector::Record;
 
-use crate::engine::watermark::Watermark;
-use crate::engine::work::Destination;
-use crate::pipeline::InFlightLimits;
+use crate::policy::InFlightLimits;
+use crate::watermark::Watermark;
+use crate::work::Destination;
 
 /// Why a partition is being drained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

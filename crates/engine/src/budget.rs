@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::pipeline::InFlightLimits;
+use crate::policy::InFlightLimits;
 
 /// Events and bytes held by the whole process.
 #[derive(Debug)]

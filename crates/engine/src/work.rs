@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use spate_connector::{Event, PartitionId, PendingWrite, Record, StateChange};
 
-use crate::handler::Output;
+use spate_connector::Output;
 
 /// A partition of one of a function's inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,7 +79,7 @@ pub struct WorkItem {
     pub failure: Option<Failure>,
     /// State changes the handler's successful call recorded; under
     /// `exactly_once` they commit with the event (see
-    /// [`crate::handler::HandlerState`]).
+    /// [`spate_connector::HandlerState`]).
     pub state_changes: Vec<StateChange>,
 }
 

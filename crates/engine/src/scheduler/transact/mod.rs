@@ -41,8 +41,8 @@ use spate_connector::{
 use tracing::{debug, error, warn};
 
 use super::Scheduler;
-use crate::engine::work::{Destination, PartKey, WorkItem};
-use crate::engine::{backoff, EngineError};
+use crate::work::{Destination, PartKey, WorkItem};
+use crate::{backoff, EngineError};
 
 mod session;
 
@@ -86,7 +86,7 @@ pub(super) async fn commit_outcome(transactions: &mut Option<Transactions>) -> O
 impl Scheduler {
     /// Opens the exactly-once session if the function asked for it.
     pub async fn open_transactions(&mut self) -> Result<(), EngineError> {
-        if self.delivery != crate::pipeline::Delivery::ExactlyOnce {
+        if self.delivery != crate::policy::Delivery::ExactlyOnce {
             return Ok(());
         }
         let function = self.shared.name.to_string();

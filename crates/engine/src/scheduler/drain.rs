@@ -10,8 +10,8 @@ use tracing::{debug, info, warn};
 
 use super::partition::DrainReason;
 use super::{now_ms, Scheduler};
-use crate::engine::work::PartKey;
-use crate::pipeline::Delivery;
+use crate::policy::Delivery;
+use crate::work::PartKey;
 
 impl Scheduler {
     /// How many events each source may be asked for now: `max_batch`, cut

@@ -28,8 +28,8 @@ use super::scaler::{self, LatencyMean, Load};
 use super::work::{Completion, LaneKey, Outcome, PartKey, Stage, Verdict, WorkItem};
 use super::worker::{self, FunctionShared, Pool, Tally};
 use super::{backoff, EngineError, EngineOptions, FunctionPlan, FunctionReport, SessionHost};
-use crate::observability::FunctionMetrics;
-use crate::pipeline::{Delivery, InFlightLimits, Ordering, TransactionPolicy};
+use crate::metrics::FunctionMetrics;
+use crate::policy::{Delivery, InFlightLimits, Ordering, TransactionPolicy};
 
 struct SourceSlot {
     source: Box<dyn Source>,

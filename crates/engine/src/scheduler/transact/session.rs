@@ -24,8 +24,8 @@ use spate_connector::{
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
-use crate::engine::work::{Destination, PartKey};
-use crate::engine::{NamedSink, SessionHost};
+use crate::work::{Destination, PartKey};
+use crate::{NamedSink, SessionHost};
 
 /// A record written into the open transaction, kept until it commits.
 pub(super) struct Written {

@@ -21,10 +21,10 @@ use tracing::{debug, info, warn};
 use super::backoff;
 use super::dead_letter::{rejected_dead_letter, write_dead_letter};
 use super::work::{Accepted, Completion, Destination, Failure, Outcome, Stage, Verdict, WorkItem};
-use crate::format::{PayloadDecoder, PayloadEncoder, SCHEMA_ID_HEADER};
-use crate::handler::{Context, ErrorKind, Handler, Output};
-use crate::observability::FunctionMetrics;
-use crate::pipeline::RetryPolicy;
+use crate::metrics::FunctionMetrics;
+use crate::policy::RetryPolicy;
+use spate_connector::{Context, ErrorKind, Handler, Output};
+use spate_connector::{PayloadDecoder, PayloadEncoder, SCHEMA_ID_HEADER};
 
 /// A named output sink.
 #[derive(Clone)]
