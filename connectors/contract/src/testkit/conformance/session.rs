@@ -124,7 +124,12 @@ impl Session {
     pub async fn next(&mut self, limit: Duration) -> Result<Option<SourceMessage>, String> {
         let message = match tokio::time::timeout(limit, self.source.next(MAX_BATCH)).await {
             Err(_) => return Ok(None),
-            Ok(Err(error)) => return Err(format!("`next` failed: {error}")),
+            Ok(Err(error)) => {
+                return Err(format!(
+                    "`next` failed: {error} (assigned so far {:?}, revoked {:?})",
+                    self.assigned, self.revoked
+                ))
+            }
             Ok(Ok(message)) => message,
         };
         self.admit(&message)?;
