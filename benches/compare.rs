@@ -15,10 +15,8 @@
 //!
 //! `compare child …` is the contender side (see `harness/child.rs`).
 
-#[path = "../tests/kafka_common/mod.rs"]
-mod kafka_common;
-#[path = "../connectors/nats/tests/common/mod.rs"]
-mod nats_common;
+use spate_testsupport::kafka::blocking as kafka_common;
+use spate_testsupport::nats as nats_common;
 
 mod harness;
 

@@ -32,8 +32,7 @@
 //! (raw/copy: the row count; the aggregates: the sum of `readings`).
 //! Run: `cargo bench --bench iot_e2e`.
 
-#[path = "../tests/iot_common/mod.rs"]
-mod iot_common;
+use spate_testsupport::iot as iot_common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -28,10 +28,8 @@
 //! `SPATE_BENCH_CASES=spate/at_least_once` runs one case, to profile it.
 //! Prints a table with medians and the ratios spate/raw.
 
-#[path = "../tests/kafka_common/mod.rs"]
-mod kafka_common;
-#[path = "harness/raw_kafka.rs"]
-mod raw_kafka;
+use spate_testsupport::bench::raw_kafka;
+use spate_testsupport::kafka::blocking as kafka_common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -53,12 +53,8 @@
 //! those cases (to profile). Prints a table with medians and the ratios
 //! spate/raw.
 
-#[path = "../connectors/nats/tests/common/mod.rs"]
-mod nats_common;
-#[path = "harness/nats_setup.rs"]
-mod nats_setup;
-#[path = "harness/raw_nats.rs"]
-mod raw_nats;
+use spate_testsupport::bench::{nats_setup, raw_nats};
+use spate_testsupport::nats as nats_common;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -6,13 +6,10 @@
 //! letter rejected too stops the function with an error naming the sink;
 //! transient failures are still retried until they succeed.
 
-mod common;
-
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{attached_sinks, exactly_once, options, plan, wait_for};
 use sha2::{Digest, Sha256};
 use spate::engine::{run_function, EngineError, NamedSink};
 use spate::handler::{Context, Handler, HandlerError, Output};
@@ -21,6 +18,7 @@ use spate::{Event, Record};
 use spate_connector::dead_letter as dl;
 use spate_connector::testkit::{MemoryLog, MemorySink};
 use spate_connector::{Sink, SinkError};
+use spate_testsupport::engine::{attached_sinks, exactly_once, options, plan, wait_for};
 use tokio_util::sync::CancellationToken;
 
 /// The payload of the poison event: larger than the sinks' 1,000 bytes.

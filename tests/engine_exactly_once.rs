@@ -4,15 +4,12 @@
 //! written again without running handlers twice; a fenced session stops the
 //! function; plans that cannot be exactly-once are refused with a reason.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{attached_sinks, crash_at_random, exactly_once, options, plan, wait_for};
 use rand::Rng;
 use spate::engine::{run_function, EngineError, NamedSink};
 use spate::handler::{Context, Handler, HandlerError, Output};
@@ -20,6 +17,9 @@ use spate::pipeline::Ordering;
 use spate::Event;
 use spate_connector::testkit::{MemoryLog, MemorySink};
 use spate_connector::{Record, Sink, SinkError, RECORD_ID_HEADER};
+use spate_testsupport::engine::{
+    attached_sinks, crash_at_random, exactly_once, options, plan, wait_for,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Tags each output with its event's position after a random short delay,

@@ -4,19 +4,19 @@
 //! not from the broker's, which may trail them — after crashes at random
 //! points.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{attached_sinks, crash_at_random, exactly_once, options, plan, wait_for};
 use spate::engine::{run_function, EngineError, FunctionPlan, NamedSink, SessionHost};
 use spate::handler::{Context, Handler, HandlerError, HandlerState, Output};
 use spate::pipeline::Ordering;
 use spate_connector::testkit::{MemoryDatabase, MemoryLog, MemorySink};
 use spate_connector::{dead_letter, Event, PartitionId, SessionOwner};
+use spate_testsupport::engine::{
+    attached_sinks, crash_at_random, exactly_once, options, plan, wait_for,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Counts events per key (per input partition) and outputs `key=count`;

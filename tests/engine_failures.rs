@@ -3,21 +3,19 @@
 //! writes must be acknowledged; panics, timeouts and decode errors end as
 //! dead letters with their reason.
 
-mod common;
-
 use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{options, payload_number, plan, wait_for};
 use spate::engine::run_function;
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::Ordering;
 use spate::Event;
 use spate_connector::dead_letter as dl;
 use spate_connector::testkit::{MemoryLog, MemorySink};
+use spate_testsupport::engine::{options, payload_number, plan, wait_for};
 use tokio_util::sync::CancellationToken;
 
 /// Fails events whose number is in `bad` the way `mode` says; passes others.

@@ -2,19 +2,17 @@
 //! commit and release on revoke; drain and commit on shutdown; at-most-once
 //! commits on receipt.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{options, plan, wait_for, Gate};
 use spate::engine::run_function;
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::{Delivery, InFlightLimits, Ordering};
 use spate::Event;
 use spate_connector::testkit::{MemoryLog, MemorySink};
+use spate_testsupport::engine::{options, plan, wait_for, Gate};
 use tokio_util::sync::CancellationToken;
 
 /// Counts starts and finishes; events of gated partitions wait at the gate.
@@ -306,7 +304,7 @@ async fn the_process_wide_bound_pauses_every_function() {
         second.append(0, None, format!("{n}"));
     }
     let handler = Held::all();
-    let options = common::options();
+    let options = spate_testsupport::engine::options();
     let options = spate::engine::EngineOptions {
         budget: Arc::new(spate::engine::ProcessBudget::new(InFlightLimits {
             events: 20,

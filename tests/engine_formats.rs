@@ -5,15 +5,12 @@
 //! dead-lettered naming the field; a schema registry that cannot be
 //! reached is retried, never taken for a bad payload.
 
-mod common;
-
 use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{options, plan};
 use spate::engine::run_function;
 use spate::format::registry::RegistryConfig;
 use spate::format::{confluent_frame, FormatSpec, RegistryOptions, SchemaRegistry};
@@ -22,6 +19,7 @@ use spate::pipeline::Ordering;
 use spate::Event;
 use spate_connector::dead_letter as dl;
 use spate_connector::testkit::{MemoryLog, MemorySink};
+use spate_testsupport::engine::{options, plan};
 use tokio_util::sync::CancellationToken;
 
 const ORDER: &str = r#"{"type": "record", "name": "Order", "fields": [

@@ -1,20 +1,18 @@
 //! Ordering: per-key order holds while keys run in parallel; a slow key
 //! holds back only itself; partition ordering runs one event at a time.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{options, payload_number, plan, wait_for, Gate};
 use spate::engine::run_function;
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::Ordering;
 use spate::Event;
 use spate_connector::testkit::{MemoryLog, MemorySink};
+use spate_testsupport::engine::{options, payload_number, plan, wait_for, Gate};
 use tokio_util::sync::CancellationToken;
 
 /// Records the order events of each key were handled in, and how many

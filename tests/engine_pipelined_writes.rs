@@ -4,19 +4,17 @@
 //! still wait for the acknowledgements; an acknowledgement that fails is
 //! written again and still holds the commit.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use common::{options, plan, wait_for};
 use spate::engine::{run_function, NamedSink};
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::Ordering;
 use spate::Event;
 use spate_connector::testkit::{MemoryLog, MemorySink};
 use spate_connector::{PendingWrite, Record, Sink, SinkError};
+use spate_testsupport::engine::{options, plan, wait_for};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 

@@ -4,20 +4,18 @@
 //! This test installs a process-wide metrics recorder, so it lives in its
 //! own test binary.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{options, plan, wait_for};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use spate::engine::run_function;
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::Ordering;
 use spate::Event;
 use spate_connector::testkit::{MemoryLog, MemorySink};
+use spate_testsupport::engine::{options, plan, wait_for};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]

@@ -10,19 +10,18 @@
 //! offsets table holds each partition's end. `spate validate --connect`
 //! names a mapping that does not fit the table at its line and column.
 
-mod common;
-mod iot_common;
-mod kafka_common;
+use spate_testsupport::iot as iot_common;
+use spate_testsupport::kafka::blocking as kafka_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::SpateProcess;
 use iot_common::pg;
 use kafka_common::Tansu;
 use rand::Rng;
+use spate_testsupport::spate_process::SpateProcess;
 
 const PARTITIONS: i32 = 4;
 
@@ -193,7 +192,14 @@ async fn killed_at_ten_random_points_every_order_is_loaded_once() {
         ("SPATE_METRICS_ADDRESS", "127.0.0.1:0".to_owned()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let start = || SpateProcess::start(&pipeline(), dir.path().join("spate.log"), &env);
+    let start = || {
+        SpateProcess::start(
+            env!("CARGO_BIN_EXE_spate"),
+            &pipeline(),
+            dir.path().join("spate.log"),
+            &env,
+        )
+    };
 
     // Orders arrive in 20 batches while spate is killed and restarted.
     let producing = {

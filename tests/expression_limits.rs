@@ -5,13 +5,10 @@
 //! never a stack overflow; and environment values reach expressions as
 //! bound variables, never as spliced code.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{options, plan};
 use spate::engine::run_function;
 use spate::handler::expr::{MAX_DEPTH, MAX_EXPR_BYTES, MAX_INLINE_DEPTH, MAX_NESTING};
 use spate::pipeline::{self, Ordering, PipelineSpec};
@@ -19,6 +16,7 @@ use spate::{Context, Event, Handler, Headers, Registry};
 use spate_connector::dead_letter as dl;
 use spate_connector::testkit::{MemoryLog, MemorySink};
 use spate_connector::Position;
+use spate_testsupport::engine::{options, plan};
 use tokio_util::sync::CancellationToken;
 
 const FILE: &str = "pipelines/test.yaml";

@@ -5,8 +5,6 @@
 //! Handlers are built from pipeline-file text through the loader, with a
 //! test environment supplying the `${VAR}` secrets.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,7 +18,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
-use common::{options, plan};
 use serde_json::Value;
 use spate::engine::{run_function, FunctionReport};
 use spate::handler::Handler;
@@ -29,6 +26,7 @@ use spate::{Context, ErrorKind, Event, HandlerError, Headers, Output, Registry};
 use spate_connector::dead_letter as dl;
 use spate_connector::testkit::{MemoryLog, MemorySink};
 use spate_connector::Position;
+use spate_testsupport::engine::{options, plan};
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "s3cr3t-token-value";

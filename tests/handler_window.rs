@@ -5,21 +5,19 @@
 //! readings are dead-lettered as `late`, malformed ones as `invalid`. And
 //! `spate test` runs a `tests:` block over the same handler.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{options, plan};
 use serde_json::Value;
 use spate::handler::Handler;
 use spate::pipeline::{self, Ordering};
 use spate::Registry;
 use spate_connector::dead_letter;
 use spate_connector::testkit::{MemoryLog, MemorySink};
+use spate_testsupport::engine::{options, plan};
 use tokio_util::sync::CancellationToken;
 
 /// 2023-11-14T22:13:20Z.

@@ -10,8 +10,7 @@
 //! and SIGTERM ends it within `drain_timeout` while poison events are still
 //! in flight. The same events through `spate test` give the same outcomes.
 
-mod common;
-mod kafka_common;
+use spate_testsupport::kafka::blocking as kafka_common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,10 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::SpateProcess;
 use kafka_common::{header, Tansu};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
 use rdkafka::ClientConfig;
+use spate_testsupport::spate_process::SpateProcess;
 
 const PARTITIONS: i32 = 2;
 const GOOD_EVENTS: usize = 10_000;
@@ -232,7 +231,12 @@ fn poison_events_of_every_kind_cost_only_their_dead_letters() {
     let by_id: BTreeMap<usize, Produced> = produced.iter().map(|e| (e.id, e.clone())).collect();
     let at = produce(&broker.bootstrap, &format!("{prefix}-in"), &produced);
 
-    let mut spate = SpateProcess::start(&file, dir.path().join("spate.log"), &[]);
+    let mut spate = SpateProcess::start(
+        env!("CARGO_BIN_EXE_spate"),
+        &file,
+        dir.path().join("spate.log"),
+        &[],
+    );
     let pid = spate.pid();
     let (stop, peak) = (
         Arc::new(AtomicBool::new(false)),

@@ -7,15 +7,14 @@
 //! with SIGKILL at random points and restarted, and when PostgreSQL restarts
 //! mid-stream.
 
-mod common;
-mod iot_common;
+use spate_testsupport::iot as iot_common;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::SpateProcess;
 use iot_common::{pg, Fate};
 use rand::Rng;
+use spate_testsupport::spate_process::SpateProcess;
 
 /// The example pipeline itself, unchanged.
 fn pipeline() -> PathBuf {
@@ -37,7 +36,12 @@ fn env(broker: &iot_common::Broker, pg_url: &str, client_id: &str) -> Vec<(Strin
 
 fn start(dir: &tempfile::TempDir, env: &[(String, String)]) -> SpateProcess {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    SpateProcess::start(&pipeline(), dir.path().join("spate.log"), &env)
+    SpateProcess::start(
+        env!("CARGO_BIN_EXE_spate"),
+        &pipeline(),
+        dir.path().join("spate.log"),
+        &env,
+    )
 }
 
 /// The heavy tests share two cores with PostgreSQL and Mosquitto: one at
@@ -67,7 +71,7 @@ async fn ten_thousand_readings_of_a_hundred_devices_aggregate_exactly() {
         &dir,
         &env(&broker, &iot_common::pg_url(&server, &schema), &client_id),
     );
-    broker.publish(&readings, 0).await;
+    iot_common::publish(broker.port, &readings, 0).await;
     let waited =
         iot_common::wait_until_stored(&client, &schema.name, counted, dead, PATIENCE).await;
     spate.assert_running();

@@ -13,9 +13,7 @@
 //! kill's takeover time (kill → the victim's partitions' next event handled
 //! by another process) and the copies it caused are printed too.
 
-mod common;
-#[path = "../connectors/nats/tests/common/mod.rs"]
-mod nats_common;
+use spate_testsupport::nats as nats_common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -293,7 +291,7 @@ impl Member {
 
     /// SIGTERM, then a clean exit.
     fn stop(mut self) {
-        common::sigterm_when_handled(self.child.id());
+        spate_testsupport::spate_process::sigterm_when_handled(self.child.id());
         let exit = self.child.wait().expect("wait");
         assert!(
             exit.success(),

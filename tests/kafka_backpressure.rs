@@ -7,7 +7,7 @@
 //! This test installs a process-wide metrics recorder, so it lives in its
 //! own test binary.
 
-mod kafka_common;
+use spate_testsupport::kafka::blocking as kafka_common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -10,8 +10,7 @@
 //! `message.max.bytes: 1000000` (librdkafka's default) under `properties`,
 //! and the poison payload is 1 MiB and a bit.
 
-mod common;
-mod kafka_common;
+use spate_testsupport::kafka::blocking as kafka_common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -237,7 +236,7 @@ fn run_case(delivery: &str) {
         .count();
     assert_eq!(warnings, 1, "one warning for the event; log:\n{}", log());
     let status = {
-        common::sigterm_when_handled(child.id());
+        spate_testsupport::spate_process::sigterm_when_handled(child.id());
         let mut child = child;
         child.wait().expect("spate exits")
     };

@@ -15,8 +15,7 @@
 //! an output of an event above the offsets it commits is proven by the
 //! engine's own crash test (`tests/engine_exactly_once.rs`).
 
-mod common;
-mod kafka_common;
+use spate_testsupport::kafka::blocking as kafka_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -137,7 +136,7 @@ fn kill_9(mut child: Child) {
 }
 
 fn sigterm(mut child: Child) -> std::process::ExitStatus {
-    common::sigterm_when_handled(child.id());
+    spate_testsupport::spate_process::sigterm_when_handled(child.id());
     child.wait().expect("spate exits")
 }
 

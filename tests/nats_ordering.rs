@@ -8,9 +8,7 @@
 //! to its own output subject (one stream captures both), so the test also
 //! sees that both did work.
 
-mod common;
-#[path = "../connectors/nats/tests/common/mod.rs"]
-mod nats_common;
+use spate_testsupport::nats as nats_common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -175,7 +173,7 @@ async fn two_processes_keep_order(ordering: &str) {
     publisher.await.expect("publisher");
     wait_for_outputs(&client, &out_stream, ORDERS).await;
     for child in [first, second] {
-        common::sigterm_when_handled(child.id());
+        spate_testsupport::spate_process::sigterm_when_handled(child.id());
         let mut child = child;
         let exit = child.wait().expect("spate exits");
         assert!(exit.success(), "SIGTERM ends the run cleanly: {exit}");

@@ -8,9 +8,7 @@
 //! double-acked only after the publish acks, so a redelivered input's
 //! outputs are dropped by the output stream's duplicate window.
 
-mod common;
-#[path = "../connectors/nats/tests/common/mod.rs"]
-mod nats_common;
+use spate_testsupport::nats as nats_common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -180,7 +178,7 @@ async fn run_with_kills(setup: &Setup, client: &async_nats::Client, kills: usize
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    common::sigterm_when_handled(child.id());
+    spate_testsupport::spate_process::sigterm_when_handled(child.id());
     let mut child = child;
     let exit = child.wait().expect("spate exits");
     assert!(exit.success(), "SIGTERM ends the run cleanly: {exit}");

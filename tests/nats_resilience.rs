@@ -17,9 +17,7 @@
 //! ([`spate::Runtime`]) and runs in this process: no built-in handler of the
 //! binary can be made slow. Every other test runs the `spate` binary.
 
-mod common;
-#[path = "../connectors/nats/tests/common/mod.rs"]
-mod nats_common;
+use spate_testsupport::nats as nats_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -29,13 +27,13 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use async_nats::HeaderMap;
-use common::SpateProcess;
 use futures::StreamExt;
 use nats_common::{
     create_stream, delete_stream, server, start_own, stream_len, stream_messages, unique,
 };
 use spate::{Context, Event, HandlerError, Output};
 use spate_connector::dead_letter;
+use spate_testsupport::spate_process::SpateProcess;
 use tokio_util::sync::CancellationToken;
 
 /// Customers the orders are keyed by (`spate-key`).
@@ -367,7 +365,12 @@ async fn through_a_restart(delivery: &str) -> (Vec<Stored>, Vec<Stored>) {
         extra: "",
     }
     .write(dir.path());
-    let mut spate = SpateProcess::start(&pipeline, dir.path().join("spate.log"), &[]);
+    let mut spate = SpateProcess::start(
+        env!("CARGO_BIN_EXE_spate"),
+        &pipeline,
+        dir.path().join("spate.log"),
+        &[],
+    );
     wait_for_results(&client, &names, 100, 0, &mut [&mut spate]).await;
 
     let done = stream_len(&client, &names.output).await.unwrap_or(0)
@@ -471,11 +474,13 @@ async fn two_processes_on_one_durable_share_the_load_without_duplicates() {
         format!("out.{}.b", names.tag),
     ];
     let mut a = SpateProcess::start(
+        env!("CARGO_BIN_EXE_spate"),
         &pipeline,
         dir.path().join("a.log"),
         &[("OUT_SUBJECT", &subjects[0])],
     );
     let mut b = SpateProcess::start(
+        env!("CARGO_BIN_EXE_spate"),
         &pipeline,
         dir.path().join("b.log"),
         &[("OUT_SUBJECT", &subjects[1])],
@@ -702,7 +707,12 @@ async fn poison_run(delivery: &str) {
         extra: "",
     }
     .write(dir.path());
-    let mut spate = SpateProcess::start(&pipeline, dir.path().join("spate.log"), &[]);
+    let mut spate = SpateProcess::start(
+        env!("CARGO_BIN_EXE_spate"),
+        &pipeline,
+        dir.path().join("spate.log"),
+        &[],
+    );
     wait_for_results(
         &client,
         &names,

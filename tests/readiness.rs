@@ -3,7 +3,7 @@
 //! source was assigned its partitions, and 503 again from the moment a drain
 //! starts, while the process is still draining.
 
-mod kafka_common;
+use spate_testsupport::kafka::blocking as kafka_common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

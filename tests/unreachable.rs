@@ -3,8 +3,7 @@
 //! same text twice on a line; a shutdown while waiting for it ends cleanly;
 //! an error that ends the run is printed once.
 
-#[path = "../connectors/nats/tests/common/mod.rs"]
-mod nats_common;
+use spate_testsupport::nats as nats_common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -4,10 +4,9 @@
 //! the same file against running brokers (Tansu for Kafka, NATS with
 //! JetStream, Mosquitto) passes.
 
-mod iot_common;
-mod kafka_common;
-#[path = "../connectors/nats/tests/common/mod.rs"]
-mod nats_common;
+use spate_testsupport::iot as iot_common;
+use spate_testsupport::kafka::blocking as kafka_common;
+use spate_testsupport::nats as nats_common;
 
 use std::path::Path;
 use std::process::Output;

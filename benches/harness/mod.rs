@@ -15,12 +15,11 @@ pub mod kafka;
 pub mod kafka_cases;
 pub mod machine;
 pub mod nats_cases;
-pub mod nats_setup;
 pub mod proc;
-pub mod raw_kafka;
-pub mod raw_nats;
 pub mod report;
 pub mod tally;
+
+pub use spate_testsupport::bench::{nats_setup, raw_kafka, raw_nats};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

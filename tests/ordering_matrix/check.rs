@@ -233,14 +233,3 @@ pub struct Takeover {
     /// Per kill, events the victim had handled that were handled again.
     pub redelivered: Vec<usize>,
 }
-
-/// The median of `values` (0 when empty).
-pub fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}

@@ -17,9 +17,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::check::{self, Kill, Order, Promise, Report};
+use super::check::{self, Kill, Promise, Report};
 use super::recorder::Recorder;
-use crate::common::SpateProcess;
+use spate_testsupport::spate_process::SpateProcess;
 
 /// One chaos step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +158,7 @@ impl Fleet {
             ("SPATE_PROCESS", name.as_str()),
             ("SPATE_LOG", level.as_str()),
         ];
-        let process = SpateProcess::start(&self.pipeline, log, &env);
+        let process = SpateProcess::start(env!("CARGO_BIN_EXE_spate"), &self.pipeline, log, &env);
         self.running.push((name.clone(), process));
         name
     }
@@ -406,13 +406,4 @@ fn quiet_tail(dir: &Path, name: &str) -> String {
         .filter(|l| !l.contains("handler concurrency"))
         .collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// The order a row checks, named for the report.
-pub fn order_name(order: Order) -> &'static str {
-    match order {
-        Order::Key => "key",
-        Order::Partition => "partition",
-        Order::None => "none",
-    }
 }

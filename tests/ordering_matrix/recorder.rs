@@ -1,7 +1,7 @@
 //! The function every row's `spate` processes call (`handler: http`): an
 //! axum server in the test that logs each call — which process, which
-//! event (key, seq, publish number), which partition and attempt, when it
-//! started and ended — and answers 503 to about one first attempt in
+//! event (key, publish number), which partition, when it started and
+//! ended — and answers 503 to about one first attempt in
 //! `FAIL_ONE_IN`, so the handler fails and retries.
 //!
 //! Times are microseconds on one monotonic clock (the recorder's), so two
@@ -30,14 +30,10 @@ pub struct Call {
     pub process: String,
     /// The event's key.
     pub key: String,
-    /// Its number within the key (1, 2, …).
-    pub seq: u64,
     /// Its number in publish order over every key.
     pub n: u64,
     /// `spate-partition` of the call.
     pub partition: String,
-    /// `spate-attempt` (1 for the first).
-    pub attempt: u32,
     /// When the call arrived, µs on the recorder's clock.
     pub start: u64,
     /// When its answer was decided, µs.
@@ -90,11 +86,6 @@ impl Recorder {
     /// Every call so far, in arrival order.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().clone()
-    }
-
-    /// Calls answered 2xx so far.
-    pub fn handled(&self) -> usize {
-        self.lock().iter().filter(|c| c.ok).count()
     }
 
     /// Distinct events handled so far.
@@ -162,10 +153,8 @@ async fn call(
     let record = Call {
         process: header(&headers, "x-spate-process").to_owned(),
         key: value["key"].as_str().unwrap_or("").to_owned(),
-        seq: value["seq"].as_u64().unwrap_or(0),
         n,
         partition: header(&headers, "spate-partition").to_owned(),
-        attempt,
         start,
         end,
         ok,

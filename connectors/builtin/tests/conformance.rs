@@ -4,26 +4,12 @@
 //! `generate` (a source that makes its own replayable events).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use spate_connector::testkit::conformance::{self, Fixture, Harness, TestStream};
-use spate_connector::testkit::{read_sink_config, read_source_config};
-use spate_connector::{ConnectorFactory, Record, Sink, Source, SourceBuilder};
-
-fn factory(kind: &str) -> Arc<dyn ConnectorFactory> {
-    spate_builtin::connectors()
-        .into_iter()
-        .find(|f| f.kind() == kind)
-        .unwrap_or_else(|| panic!("no connector `{kind}`"))
-}
-
-fn source_builder(kind: &str, entries: &[(&str, &str)]) -> Box<dyn SourceBuilder> {
-    let (builder, errors) = read_source_config(&*factory(kind), entries);
-    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
-    builder.expect("a source builder")
-}
+use spate_connector::{Record, Sink, Source, SourceBuilder};
+use spate_testsupport::builtin::{factory, read_sink, source_builder};
 
 /// A followed file per check, in a directory removed with the fixture.
 struct FileFixture {
@@ -72,8 +58,7 @@ impl TestStream for FileStream {
     }
 
     async fn sink(&self) -> Result<Box<dyn Sink>, String> {
-        let (builder, errors) =
-            read_sink_config(&*factory("file"), &[("path", self.path.to_str().unwrap())]);
+        let (builder, errors) = read_sink("file", &[("path", self.path.to_str().unwrap())]);
         if !errors.is_empty() {
             return Err(format!("{errors:?}"));
         }

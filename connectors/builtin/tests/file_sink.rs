@@ -1,15 +1,13 @@
 //! The `file` sink: round trip through the file source, concurrent writes,
 //! acknowledgement only after the data is in the file, errors, config.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{messages, open, read_sink, read_to_end, sink, source_builder};
 use spate_connector::{Headers, Record, SinkError};
+use spate_testsupport::builtin::{messages, open, read_sink, read_to_end, sink, source_builder};
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temp path")

@@ -1,8 +1,6 @@
 //! The `file` source: envelope and raw lines, decode errors, commit files,
 //! follow mode, pause, cancel safety, configuration errors.
 
-mod common;
-
 use std::future::Future as _;
 use std::io::Write as _;
 use std::path::Path;
@@ -10,9 +8,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{messages, open, read_n, read_source, read_to_end, source_builder};
 use spate_connector::dead_letter::DECODE_ERROR;
 use spate_connector::{CommitPosition, Event, Source, SourceError, SourceMessage};
+use spate_testsupport::builtin::{
+    messages, open, read_n, read_source, read_to_end, source_builder,
+};
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temp path")
@@ -435,7 +435,7 @@ fn configuration_problems_are_reported_with_hints() {
     let (builder, errors) = read_source("file", &[("path", "a.jsonl"), ("commit_file", "a.jsonl")]);
     assert!(builder.is_none());
     assert_eq!(
-        common::messages(&errors),
+        spate_testsupport::builtin::messages(&errors),
         vec!["`commit_file` must not be the file being read".to_owned()]
     );
 }

@@ -1,13 +1,13 @@
 //! The `generate` source: determinism, replay, partitioning, pause, pacing,
 //! configuration errors.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{messages, next, open, read_n, read_source, read_to_end, source_builder};
 use spate_connector::{CommitPosition, Event, SourceMessage};
+use spate_testsupport::builtin::{
+    messages, next, open, read_n, read_source, read_to_end, source_builder,
+};
 
 fn summary(events: &[Event]) -> Vec<(u32, u64, String, String, Option<i64>)> {
     events

@@ -1,11 +1,9 @@
 //! Configuration errors as a user sees them: each at its key's path, with
 //! a hint. No broker is needed: reading settings does no I/O.
 
-mod common;
-
-use common::*;
 use spate_connector::testkit::{read_sink_config, read_source_config};
 use spate_connector::ConfigError;
+use spate_testsupport::kafka::*;
 
 fn summary(errors: &[ConfigError]) -> Vec<(String, String)> {
     errors

@@ -3,14 +3,12 @@
 //! down and afterwards delivers everything exactly once, in order; the sink
 //! waits out the outage.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::FutureRecord;
 use spate_connector::{CommitPosition, Record, SourceMessage};
+use spate_testsupport::kafka::*;
 
 async fn produce_to(bootstrap: &str, topic: &str, from: usize, to: usize) {
     let producer = producer(bootstrap);

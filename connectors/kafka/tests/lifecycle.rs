@@ -2,12 +2,10 @@
 //! just dropped. (That shutdown also ends a revocation waiting for its
 //! release is a unit test in `consumer.rs`.)
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use rdkafka::mocking::MockCluster;
+use spate_testsupport::kafka::*;
 
 /// Threads of this process whose name starts like the poll thread's
 /// (Linux keeps 15 characters of a thread name).

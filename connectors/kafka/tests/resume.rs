@@ -4,13 +4,11 @@
 //! group's committed offset trails it, is ahead of it, or is missing with
 //! `start: latest`; partitions without one start from the group's offset.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
 use spate_connector::{CommitPosition, StoredPosition};
+use spate_testsupport::kafka::*;
 
 fn stored(topic: &str, partition: i32, next_offset: u64) -> StoredPosition {
     StoredPosition {

@@ -1,16 +1,14 @@
 //! The Kafka sink and the exactly-once session against a real
 //! Kafka-protocol broker (Tansu).
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use spate_connector::{
     CommitPosition, Headers, Record, SinkError, SourceError, SourceMessage, TransactionError,
     TransactionalTarget,
 };
+use spate_testsupport::kafka::*;
 
 fn record(i: usize) -> Record {
     let mut headers = Headers::new();

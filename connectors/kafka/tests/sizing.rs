@@ -3,15 +3,13 @@
 //! good (never retried) with a message naming that setting, and the sink
 //! sizes its producer to what the broker says of the topic.
 
-mod common;
-
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::*;
 use spate_connector::{Record, SinkError};
 use spate_kafka::sink::{KafkaSink, SinkSettings};
 use spate_kafka::sizing::MessageLimit;
+use spate_testsupport::kafka::*;
 
 fn big(bytes: usize) -> Record {
     Record::from_payload(Bytes::from(vec![b'x'; bytes]))

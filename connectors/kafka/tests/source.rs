@@ -1,13 +1,11 @@
 //! The Kafka source against a real Kafka-protocol broker (Tansu), through
 //! the contract: order, commits, pause, and the rebalance hand-over.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
 use spate_connector::{CommitPosition, SourceMessage};
+use spate_testsupport::kafka::*;
 
 #[tokio::test]
 async fn reads_every_partition_in_order_and_a_new_member_resumes_after_the_commit() {

@@ -4,13 +4,11 @@
 //! messages without handing them on, while out-of-sequence and unnumbered
 //! messages are marked for the dead letters.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use rumqttc::QoS;
 use spate_connector::{dead_letter, CommitPosition, StoredPosition};
+use spate_testsupport::mqtt::*;
 
 fn reading(seq: u64) -> String {
     format!(r#"{{"seq":{seq},"t":21.5}}"#)

@@ -1,13 +1,11 @@
 //! The `mqtt` sink against a real Mosquitto, and configuration errors.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use spate_connector::{CommitPosition, Headers, Record, SinkError};
+use spate_testsupport::mqtt::*;
 
 fn record(i: usize) -> Record {
     Record::from_payload(format!("payload-{i}"))

@@ -1,13 +1,11 @@
 //! The `mqtt` and `mqtt_at_most_once` sources against a real Mosquitto.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
 use rumqttc::QoS;
 use spate_connector::CommitPosition;
+use spate_testsupport::mqtt::*;
 
 fn commit_all(events: &[spate_connector::Event]) -> Vec<CommitPosition> {
     let mut next: BTreeMap<u32, u64> = BTreeMap::new();

@@ -1,13 +1,11 @@
 //! NKey seeds and TLS against a real nats-server of our own: key pairs and
 //! certificates are made at test time (`nkeys`, `rcgen`), never shipped.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use common::*;
 use spate_connector::Record;
+use spate_testsupport::nats::*;
 
 fn record(i: usize) -> Record {
     Record {

@@ -3,13 +3,11 @@
 //! output is refused; an output stream whose duplicate window is too short
 //! for the input's `ack_wait` stops the session with the fix.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{create_stream, open, server, source_builder, unique};
 use spate_connector::{Headers, Record, TransactionError, TransactionalTarget, RECORD_ID_HEADER};
+use spate_testsupport::nats::{create_stream, open, server, source_builder, unique};
 
 fn record(id: &str, payload: &str) -> Record {
     let mut headers = Headers::new();

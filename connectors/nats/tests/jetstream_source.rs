@@ -1,11 +1,9 @@
 //! The `jetstream` source against a real nats-server, through the contract.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use spate_connector::{CommitPosition, SourceMessage};
+use spate_testsupport::nats::*;
 
 struct Names {
     stream: String,

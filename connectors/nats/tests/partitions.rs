@@ -5,14 +5,14 @@
 //! after its owner committed and released it. Each partition reports its
 //! pending count as lag.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{create_stream, messages, read_source, source_builder, start_own_with_config, unique};
 use spate_connector::{CommitPosition, PartitionId, Source, SourceBuilder, SourceMessage};
+use spate_testsupport::nats::{
+    create_stream, messages, read_source, source_builder, start_own_with_config, unique,
+};
 
 const PARTITIONS: u32 = 4;
 const DEVICES: usize = 24;
@@ -314,7 +314,7 @@ async fn a_dead_process_leases_expire_and_the_survivor_takes_its_partitions() {
             "the victim got {victim_partitions:?}"
         );
         if let Some(SourceMessage::Assigned(p)) =
-            common::next_within(&mut *victim, 10, Duration::from_millis(500)).await
+            spate_testsupport::nats::next_within(&mut *victim, 10, Duration::from_millis(500)).await
         {
             victim_partitions.extend(p);
         }
@@ -322,7 +322,7 @@ async fn a_dead_process_leases_expire_and_the_survivor_takes_its_partitions() {
     publish(&client, 0, 400).await;
     let mut victim_read = 0;
     while let Some(SourceMessage::Events(events)) =
-        common::next_within(&mut *victim, 100, Duration::from_millis(500)).await
+        spate_testsupport::nats::next_within(&mut *victim, 100, Duration::from_millis(500)).await
     {
         victim_read += events.len();
     }
@@ -456,7 +456,7 @@ async fn take_every_partition(source: &mut dyn Source, who: &str) {
     while held.len() < PARTITIONS as usize {
         assert!(Instant::now() < deadline, "{who} got {held:?}");
         if let Some(SourceMessage::Assigned(p)) =
-            common::next_within(source, 10, Duration::from_millis(500)).await
+            spate_testsupport::nats::next_within(source, 10, Duration::from_millis(500)).await
         {
             held.extend(p);
         }
@@ -482,7 +482,7 @@ async fn a_taken_over_partition_restarts_at_its_ack_floor_before_newer_messages(
     publish(&client, 0, 200).await;
     let mut victim_read = 0;
     while let Some(SourceMessage::Events(events)) =
-        common::next_within(&mut *victim, 100, Duration::from_millis(500)).await
+        spate_testsupport::nats::next_within(&mut *victim, 100, Duration::from_millis(500)).await
     {
         victim_read += events.len();
     }
@@ -531,7 +531,9 @@ async fn a_durable_lost_mid_reset_restarts_from_the_recorded_ack_floor() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while read.len() < 200 || assigned.len() < PARTITIONS as usize {
         assert!(Instant::now() < deadline, "read {} of 200", read.len());
-        match common::next_within(&mut *first, 100, Duration::from_millis(500)).await {
+        match spate_testsupport::nats::next_within(&mut *first, 100, Duration::from_millis(500))
+            .await
+        {
             Some(SourceMessage::Assigned(p)) => assigned.extend(p),
             Some(SourceMessage::Events(events)) => read.extend(events),
             _ => {}

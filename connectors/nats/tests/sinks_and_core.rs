@@ -1,13 +1,11 @@
 //! The `jetstream` sink, the core `nats` source and sink, and configuration
 //! errors, against a real nats-server.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use spate_connector::{Headers, Record, SinkError, SourceMessage};
+use spate_testsupport::nats::*;
 
 fn record(i: usize) -> Record {
     let mut headers = Headers::new();

@@ -3,11 +3,9 @@
 //! core `nats` and the `jetstream` sinks, a stream's `max_msg_size` for
 //! `jetstream`. Against a real nats-server.
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
 use spate_connector::{Record, SinkError};
+use spate_testsupport::nats::*;
 
 fn big(bytes: usize) -> Record {
     Record::from_payload(Bytes::from(vec![b'x'; bytes]))

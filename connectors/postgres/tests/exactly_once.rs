@@ -5,11 +5,11 @@
 //! is in `session_checks.rs`, lost COMMIT answers in `in_doubt.rs`, server
 //! restarts in `restart.rs`.
 
-mod common;
-
-use common::eos::Fixture;
-use common::fixtures::{commit_until_ok, dead, output, owner, put, remove, stored_map, Txn};
 use spate_connector::{SessionOwner, Sink, StateEntry, StoredPosition};
+use spate_testsupport::postgres::eos::Fixture;
+use spate_testsupport::postgres::fixtures::{
+    commit_until_ok, dead, output, owner, put, remove, stored_map, Txn,
+};
 
 fn entries(session_state: Vec<StateEntry>) -> Vec<(String, String, String)> {
     session_state
@@ -209,7 +209,7 @@ async fn backend_of(client: &tokio_postgres::Client, app: &str, waiting: bool) -
 async fn a_connection_terminated_mid_transaction_writes_nothing_and_the_retry_commits_once() {
     let fx = Fixture::new("eos_kill").await;
     let client = &fx.client;
-    let app = common::unique("spate_eos_kill");
+    let app = spate_testsupport::names::unique("spate_eos_kill");
     let url = format!("{}?application_name={app}", fx.url());
     let (_out, out_t, mut session) = fx.open(&url, &[]).await;
     let first = Txn {

@@ -3,11 +3,9 @@
 //! find out it landed, and not write it again) and before the server saw
 //! it (it did not land; the engine's retry commits it once).
 
-mod common;
-
-use common::eos::Fixture;
-use common::fixtures::{commit_until_ok, dead, output, put, Txn};
-use common::proxy::{Cut, Proxy};
+use spate_testsupport::postgres::eos::Fixture;
+use spate_testsupport::postgres::fixtures::{commit_until_ok, dead, output, put, Txn};
+use spate_testsupport::postgres::proxy::{Cut, Proxy};
 
 #[tokio::test]
 async fn a_commit_whose_answer_was_lost_after_it_landed_is_ok_and_not_written_again() {

@@ -5,17 +5,15 @@
 //! the server went down is resolved after it is back — landed or not — so
 //! the engine's retry commits everything exactly once.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::eos::Fixture;
-use common::fixtures::{commit_until_ok, output, put, Txn};
-use common::proxy::{Cut, Proxy};
-use common::{config, sink_node, start_own, Control, Schema};
 use spate_connector::{Record, Sink, TransactionalTarget};
 use spate_postgres::{PgSink, PgSinkBuilder};
+use spate_testsupport::postgres::eos::Fixture;
+use spate_testsupport::postgres::fixtures::{commit_until_ok, output, put, Txn};
+use spate_testsupport::postgres::proxy::{Cut, Proxy};
+use spate_testsupport::postgres::{config, sink_node, start_own, Control, Schema};
 
 /// Starts the server again after `delay`, on a blocking thread.
 fn restart_after(ctl: Arc<Control>, delay: Duration) -> tokio::task::JoinHandle<()> {

@@ -2,11 +2,9 @@
 //! kind, another database or a mapping no sink built; an offsets table of
 //! another shape.
 
-mod common;
-
-use common::eos::Fixture;
-use common::fixtures::owner;
 use spate_connector::{Sink, SinkError, TransactionalTarget};
+use spate_testsupport::postgres::eos::Fixture;
+use spate_testsupport::postgres::fixtures::owner;
 
 #[tokio::test]
 async fn accepts_refuses_other_kinds_databases_and_unknown_mappings() {

@@ -4,11 +4,9 @@
 //! restart is in `restart.rs`, the exactly-once session in
 //! `exactly_once.rs`.
 
-mod common;
-
-use common::{config, read_config, server, sink_node, Schema};
 use spate_connector::{ConnectorFactory, Record, Sink, SinkError};
 use spate_postgres::{PgSink, PgSinkBuilder, PostgresFactory};
+use spate_testsupport::postgres::{config, read_config, server, sink_node, Schema};
 
 fn reading(device: &str, ts: i64, temperature: f64) -> Record {
     Record::from_payload(format!(

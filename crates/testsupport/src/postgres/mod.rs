@@ -1,31 +1,33 @@
-//! Helpers shared by the integration tests: a real PostgreSQL (the one on
-//! `127.0.0.1:5432`, user `postgres`, trust auth, or a temporary cluster
-//! started for the test), a schema per test, and hand-built configuration
-//! trees whose entries sit at known lines and columns.
+//! Helpers of the PostgreSQL connector's integration tests and of the IoT
+//! end-to-end tests: a real PostgreSQL (the one on `127.0.0.1:5432`, user
+//! `postgres`, trust auth, or a temporary cluster started for the test), a
+//! schema per test, and hand-built configuration trees whose entries sit at
+//! known lines and columns.
 //!
 //! If nothing answers on `PG_TEST_ADDR` (default `127.0.0.1:5432`), or
 //! `SPATE_PG_OWN_CLUSTER=1` is set, each test runs `initdb` into a temporary
 //! directory and `pg_ctl start`s it on a free port (binaries from
 //! `PG_BIN`, else `/usr/lib/postgresql/*/bin`; as root they run as the
-//! `postgres` user through `runuser`), and stops it when the [`Server`]
-//! guard is dropped. Tests that stop and start the server always use
-//! [`start_own`]: they never touch the shared one, and never skip.
-
-#![allow(dead_code)]
+//! `postgres` user through `runuser`).
+//!
+//! Guarantees: a cluster of the test's own is stopped when the [`Server`]
+//! guard drops; tests that stop and start the server always use
+//! [`start_own`], so the shared server is never stopped.
 
 pub mod eos;
 pub mod fixtures;
 pub mod proxy;
 
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use spate_connector::config::ConfigErrors;
 use spate_connector::{ConfigError, ConfigNode, ConfigReader, NodeKind, Span};
 use spate_postgres::SinkConfig;
+
+use crate::process::{answers, free_port, wait_until_answering};
 
 /// A running PostgreSQL: ours (stopped on drop) or the shared one.
 pub struct Server {
@@ -47,13 +49,6 @@ pub struct Control {
     dir: PathBuf,
     port: u16,
     as_postgres: bool,
-}
-
-fn answers(addr: &str) -> bool {
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
 }
 
 fn pg_bin() -> PathBuf {
@@ -128,14 +123,10 @@ impl Control {
             String::from_utf8_lossy(&out.stderr)
         );
         let addr = format!("127.0.0.1:{}", self.port);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !answers(&addr) {
-            assert!(
-                Instant::now() < deadline,
-                "PostgreSQL did not come up on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(
+            wait_until_answering(&addr, Duration::from_secs(20), || false),
+            "PostgreSQL did not come up on {addr}"
+        );
     }
 
     /// Stops the cluster (`pg_ctl stop -m fast`: open transactions are
@@ -181,10 +172,7 @@ pub fn start_own() -> Server {
             .expect("chown runs");
         assert!(status.success(), "chown of the cluster directory failed");
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let own = Own {
         ctl: Arc::new(Control {
             bin,
@@ -282,18 +270,7 @@ impl Schema {
     }
 }
 
-/// A unique lower-case name.
-pub fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000
-    )
-}
+pub use crate::names::unique;
 
 fn scalar(text: &str, line: u32, column: u32) -> ConfigNode {
     ConfigNode {

@@ -1,17 +1,17 @@
 //! A real Kafka-protocol broker for integration tests: Tansu 0.6.0, one per
 //! test, on a free port with in-memory storage (binary from
-//! `scripts/fetch-tansu`, or `$TANSU_BIN`), killed when the [`Broker`] guard
-//! drops; plus plain rdkafka clients to create topics, read them back and
-//! read a group's committed offsets. Shared by this crate's tests and the
-//! workspace's end-to-end tests and benchmarks (included by path).
+//! `scripts/fetch-tansu`, or `$TANSU_BIN`); plus plain rdkafka clients to
+//! create topics, read them back and read a group's committed offsets.
+//!
+//! Guarantees: [`tansu`] returns only once the broker answers, and the
+//! [`Broker`] guard kills it when dropped.
 
-#![allow(dead_code)]
-
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use crate::process::{start_on_free_port, ChildGuard};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -23,16 +23,9 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 pub struct Broker {
     /// `127.0.0.1:port`.
     pub bootstrap: String,
-    child: Child,
+    _child: ChildGuard,
     log: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Broker {
@@ -45,24 +38,15 @@ impl Broker {
 fn tansu_binary() -> &'static str {
     static BIN: OnceLock<String> = OnceLock::new();
     BIN.get_or_init(|| {
-        // Included by this crate's tests and by the workspace root's.
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let script = [
-            root.join("scripts/fetch-tansu"),
-            root.join("../../scripts/fetch-tansu"),
-        ]
-        .into_iter()
-        .find(|p| p.exists())
-        .expect("scripts/fetch-tansu in the workspace");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/fetch-tansu");
         let out = Command::new("bash")
-            .arg(&script)
+            .arg(script)
             .stderr(Stdio::inherit())
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+            .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
         assert!(
             out.status.success(),
-            "{} failed; set TANSU_BIN to a tansu 0.6.0 binary",
-            script.display()
+            "{script} failed; set TANSU_BIN to a tansu 0.6.0 binary"
         );
         String::from_utf8(out.stdout)
             .expect("a path")
@@ -71,24 +55,14 @@ fn tansu_binary() -> &'static str {
     })
 }
 
-fn answers(addr: &str) -> bool {
-    addr.parse()
-        .ok()
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok())
-}
-
 /// Starts a Tansu broker of our own on a free port.
 pub fn tansu() -> Broker {
-    for _ in 0..5 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("tansu.log");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("tansu.log");
+    let (child, port) = start_on_free_port("tansu", |port| {
         let log_file = std::fs::File::create(&log).expect("log file");
         let url = format!("tcp://127.0.0.1:{port}");
-        let mut child = Command::new(tansu_binary())
+        Command::new(tansu_binary())
             .args([
                 "broker",
                 "--listener-url",
@@ -100,28 +74,14 @@ pub fn tansu() -> Broker {
             .stdout(log_file.try_clone().expect("log file"))
             .stderr(log_file)
             .spawn()
-            .expect("tansu starts");
-        let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if answers(&addr) {
-                return Broker {
-                    bootstrap: addr,
-                    child,
-                    log,
-                    _dir: dir,
-                };
-            }
-            if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
-                // Lost the port to someone else, most likely: try another.
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            .expect("tansu starts")
+    });
+    Broker {
+        bootstrap: format!("127.0.0.1:{port}"),
+        _child: child,
+        log,
+        _dir: dir,
     }
-    panic!("tansu did not come up");
 }
 
 /// Creates a topic.

@@ -1,23 +1,22 @@
 //! What one NATS bench case sets up, shared by the comparison harness's
-//! scenario 2 (`nats_cases.rs`) and `nats_e2e.rs`, which includes this file
-//! with `#[path]`: the names of its streams, subjects and durable, the
-//! streams' creation and deletion, the preload of the input stream, the
-//! subscription that counts core outputs, and the spate pipeline of the
-//! case.
+//! scenario 2 (`benches/harness/nats_cases.rs`) and `nats_e2e.rs`: the
+//! names of its streams, subjects and durable, the streams' creation and
+//! deletion, the preload of the input stream, the subscription that counts
+//! core outputs, and the spate pipeline of the case.
 //!
-//! Both benches declare the NATS test helpers as `crate::nats_common`
-//! (`connectors/nats/tests/common`); this module needs nothing else of
-//! either.
+//! Guarantees: a case's names derive from its tag alone (a caller passing
+//! distinct tags gets distinct streams), and a case's streams are gone once
+//! it deleted them.
 
 use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
 
-use crate::nats_common;
+use crate::nats as nats_common;
 
 /// Most input publishes awaiting their ack at once.
 const PUBLISH_WINDOW: usize = 4_000;

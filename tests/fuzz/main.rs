@@ -7,11 +7,8 @@
 //! when proven bounded, else in the sandbox). See `tests/fuzz/harness.rs`
 //! for seeds, replay and findings.
 
-#[path = "fuzz/harness.rs"]
 mod harness;
-#[path = "fuzz/mutate.rs"]
 mod mutate;
-#[path = "fuzz/targets.rs"]
 mod targets;
 
 use std::time::Duration;

@@ -16,13 +16,11 @@
 //! loops end when `stop` is cancelled (or, for [`jetstream`], after `until`
 //! inputs are done), flushing what they sent.
 
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, message::PublishMessage};
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 /// Messages per pull request: the engine's read batch

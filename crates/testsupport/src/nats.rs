@@ -1,73 +1,43 @@
-//! Helpers shared by the integration tests: a real nats-server (the one at
-//! `NATS_URL`, or one started for the test), hand-built configuration trees,
-//! factories looked up by kind, and event collection.
+//! Helpers of the NATS connector's integration tests, the end-to-end tests
+//! and the benches: a real nats-server (the one at `NATS_URL`, default
+//! `127.0.0.1:4222`, if it answers, else one started for the test),
+//! configuration read through the crate's factories, event collection, and
+//! JetStream set-up and checks with a plain async-nats client.
 //!
-//! If nothing answers at `NATS_URL` (default `127.0.0.1:4222`), every test
-//! starts its own `nats-server -js` on a free port with a temporary store
-//! directory and stops it when the [`Server`] guard is dropped. Every test
-//! uses its own stream, subject and durable names (random suffix).
+//! Guarantees: a server of the test's own runs `nats-server -js` on a free
+//! port with a temporary store directory and is stopped when the [`Server`]
+//! guard drops; the shared server is never stopped or restarted. Every
+//! test uses its own stream, subject and durable names ([`unique`]).
 
-#![allow(dead_code)]
-
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use spate_connector::{
     ConfigError, ConfigNode, ConnectorFactory, Event, Sink, SinkBuilder, Source, SourceBuilder,
     SourceMessage,
 };
 
+use crate::process::{binary, shared, start_on, start_on_free_port, ChildGuard};
+
 /// A running nats-server: ours (stopped on drop) or the one at `NATS_URL`.
 pub struct Server {
     /// `nats://host:port`.
     pub url: String,
-    child: Option<Child>,
+    child: Option<ChildGuard>,
     _store: Option<tempfile::TempDir>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn answers(addr: &str) -> bool {
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
-}
-
-fn nats_server_binary() -> String {
-    std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| {
-        if std::path::Path::new("/usr/sbin/nats-server").exists() {
-            "/usr/sbin/nats-server".to_owned()
-        } else {
-            "nats-server".to_owned()
-        }
-    })
 }
 
 /// The server at `NATS_URL` if one answers, else a fresh one of our own.
 pub fn server() -> Server {
-    let env_url = std::env::var("NATS_URL").unwrap_or_else(|_| "127.0.0.1:4222".to_owned());
-    let host_port = env_url
-        .trim_start_matches("nats://")
-        .trim_end_matches('/')
-        .to_owned();
-    if answers(&host_port) {
-        return Server {
+    match shared("NATS_URL", "127.0.0.1:4222", "nats") {
+        Some(host_port) => Server {
             url: format!("nats://{host_port}"),
             child: None,
             _store: None,
-        };
+        },
+        None => start_own(),
     }
-    start_own()
 }
 
 /// Starts a nats-server of our own on a free port.
@@ -82,41 +52,24 @@ pub fn start_own() -> Server {
 pub fn start_own_with_config(config: &str) -> Server {
     let store = tempfile::tempdir().expect("temp dir");
     std::fs::write(store.path().join("server.conf"), config).expect("server config written");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let (child, url) = spawn_server(port, store.path());
+    let (child, port) = start_on_free_port("nats-server", |port| spawn_server(port, store.path()));
     Server {
-        url,
+        url: format!("nats://127.0.0.1:{port}"),
         child: Some(child),
         _store: Some(store),
     }
 }
 
-fn spawn_server(port: u16, store: &std::path::Path) -> (Child, String) {
-    let config = store.join("server.conf");
-    let mut command = Command::new(nats_server_binary());
-    if config.exists() {
-        command.arg("-c").arg(&config);
-    }
-    let child = command
+fn spawn_server(port: u16, store: &std::path::Path) -> Child {
+    Command::new(binary("NATS_SERVER_BIN", "nats-server"))
+        .arg("-c")
+        .arg(store.join("server.conf"))
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(store.join("jetstream"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("nats-server starts (Debian package `nats-server`, or set NATS_URL)");
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !answers(&addr) {
-        assert!(
-            Instant::now() < deadline,
-            "nats-server did not come up on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, format!("nats://{addr}"))
+        .expect("nats-server starts (Debian package `nats-server`, or set NATS_URL)")
 }
 
 impl Server {
@@ -126,11 +79,11 @@ impl Server {
         let (Some(child), Some(store)) = (self.child.as_mut(), self._store.as_ref()) else {
             return false;
         };
-        let _ = child.kill();
-        let _ = child.wait();
+        child.kill();
         std::thread::sleep(down_for);
         let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
-        let (child, _) = spawn_server(port, store.path());
+        let child = start_on(port, |port| spawn_server(port, store.path()))
+            .unwrap_or_else(|| panic!("nats-server did not come back on port {port}"));
         self.child = Some(child);
         true
     }
@@ -143,15 +96,7 @@ impl Server {
     }
 }
 
-/// A short random suffix for stream, subject and durable names.
-pub fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let salt: u32 = std::process::id();
-    format!("{prefix}_{salt}_{}", nanos % 1_000_000_000_000)
-}
+pub use crate::names::unique;
 
 /// A mapping node of unquoted scalars (see
 /// [`spate_connector::testkit::config_map`]).
@@ -217,7 +162,6 @@ pub async fn next(source: &mut dyn Source, max: usize) -> SourceMessage {
     spate_connector::testkit::next_before(source, max, Duration::from_secs(15)).await
 }
 
-#[allow(unused_imports)] // not every test file reads with a wait
 pub use spate_connector::testkit::next_within;
 
 /// Reads until at least `n` events arrived, checking batch bounds.

@@ -13,8 +13,6 @@
 //! the open transaction under exactly-once, whose records are then read
 //! again by the next member).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

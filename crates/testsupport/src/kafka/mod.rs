@@ -1,26 +1,24 @@
-//! Helpers shared by the integration tests: a real Kafka-protocol broker
-//! (Tansu) per test, topic set-up and read-back with plain rdkafka clients,
-//! hand-built configuration, and event collection through the contract.
+//! Helpers of the Kafka connector's integration tests: a real
+//! Kafka-protocol broker (Tansu, [`broker`]) per test, topic set-up and
+//! read-back with plain rdkafka clients, hand-built configuration, and
+//! event collection through the contract; [`blocking`] is the same broker
+//! behind a synchronous face for the end-to-end tests and benches.
 //!
-//! Every test starts its own `tansu broker` on a free port with in-memory
-//! storage (binary from `scripts/fetch-tansu`, or `$TANSU_BIN`) and kills it
-//! when the [`Broker`] guard drops. Topic and group names are unique per
-//! test. Tansu 0.6.0 has known defects the tests work around, each noted
+//! Guarantees: every broker is the test's own, killed when its guard
+//! drops. Tansu 0.6.0 has known defects the tests work around, each noted
 //! where it matters: records of aborted transactions stay visible to
 //! `read_committed` readers, ListOffsets "latest" is wrong (so topics are
 //! read back until they go quiet, not up to the high watermark), and a
 //! group join takes about 3 s.
 
-#![allow(dead_code)]
-
-mod broker;
+pub mod blocking;
+pub mod broker;
 
 pub use broker::*;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -32,20 +30,7 @@ use spate_connector::{
     SourceBuilder, SourceMessage, Span,
 };
 
-/// A unique name for topics and groups.
-pub fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        % 1_000_000_000;
-    format!(
-        "{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+pub use crate::names::unique;
 
 /// A plain producer for setting up data.
 pub fn producer(bootstrap: &str) -> FutureProducer {
@@ -202,7 +187,6 @@ pub async fn next(source: &mut dyn Source, max: usize) -> SourceMessage {
     spate_connector::testkit::next_before(source, max, Duration::from_secs(30)).await
 }
 
-#[allow(unused_imports)] // not every test file reads with a wait
 pub use spate_connector::testkit::next_within;
 
 /// Builds a source and waits until it owns `partitions` partitions.

@@ -15,26 +15,14 @@
 //! `SPATE_MATRIX_SOAK=1` (or `scripts/soak-ordering`) runs 10x the events
 //! and 3x the chaos.
 
-mod common;
-mod iot_common;
-mod kafka_common;
-#[path = "../connectors/nats/tests/common/mod.rs"]
-mod nats_common;
+use spate_testsupport::iot as iot_common;
+use spate_testsupport::kafka::blocking as kafka_common;
+use spate_testsupport::nats as nats_common;
 
-#[allow(dead_code)]
-#[path = "ordering_matrix/check.rs"]
 mod check;
-#[path = "ordering_matrix/core_nats.rs"]
 mod core_nats;
-#[allow(dead_code)]
-#[path = "ordering_matrix/harness.rs"]
 mod harness;
-#[path = "ordering_matrix/jetstream.rs"]
 mod jetstream;
-#[path = "ordering_matrix/kafka.rs"]
 mod kafka;
-#[path = "ordering_matrix/mqtt.rs"]
 mod mqtt;
-#[allow(dead_code)]
-#[path = "ordering_matrix/recorder.rs"]
 mod recorder;

@@ -3,51 +3,26 @@
 //! independently of spate, and what `pipelines/iot-telemetry.yaml` stored
 //! in PostgreSQL.
 //!
-//! The broker is always one of the test's own (on a free port): a 10,000
-//! reading burst needs a session queue larger than Mosquitto's default of
-//! 1,000 (beyond which the broker itself drops QoS 1 messages of a slow
-//! subscriber), and no in-flight window (see [`broker`]). PostgreSQL is
-//! the shared server when one answers (each test in a schema of its own,
-//! chosen through the connection's `search_path`), or a temporary cluster.
-
-#![allow(dead_code)]
+//! Guarantees: the broker is always one of the test's own (on a free port,
+//! stopped on drop): a 10,000 reading burst needs a session queue larger
+//! than Mosquitto's default of 1,000 (beyond which the broker itself drops
+//! QoS 1 messages of a slow subscriber), and no in-flight window (see
+//! [`broker`]). PostgreSQL is the shared server when one answers (each test
+//! in a schema of its own, chosen through the connection's `search_path`),
+//! or a temporary cluster.
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, MqttOptions, Packet, QoS};
 
-#[path = "../../connectors/postgres/tests/common/mod.rs"]
-pub mod pg;
+use crate::mqtt::{incoming, start_with, Settings};
+pub use crate::postgres as pg;
 
 /// The first reading's time: a minute boundary (2024-12-06T16:00:00Z).
 pub const T0: i64 = 1_733_500_800_000;
 
-/// A Mosquitto of the test's own, stopped on drop.
-pub struct Broker {
-    /// `mqtt://127.0.0.1:port`.
-    pub url: String,
-    /// Its port.
-    pub port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+pub use crate::mqtt::Broker;
 
 /// Starts Mosquitto with no limit on messages in flight per client (0) and
 /// a session queue of 10 million. With a limit, Mosquitto 2.0 queues what
@@ -59,107 +34,24 @@ pub fn broker() -> Broker {
     broker_with_inflight(0)
 }
 
-/// Starts Mosquitto with `inflight` messages in flight per client and no
-/// limit on a session's queue.
+/// Starts Mosquitto with `inflight` messages in flight per client and a
+/// session queue of 10 million.
 pub fn broker_with_inflight(inflight: u32) -> Broker {
-    start_broker(inflight, false)
+    start_with(Settings {
+        inflight,
+        max_queued: Some(10_000_000),
+        persistent: false,
+    })
 }
 
 /// Starts Mosquitto as [`broker`] does, but keeping its sessions on disk
 /// across a [`Broker::restart`].
 pub fn broker_persistent() -> Broker {
-    start_broker(0, true)
-}
-
-fn start_broker(inflight: u32, persistent: bool) -> Broker {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let config = dir.path().join("mosquitto.conf");
-    let persistence = if persistent {
-        // Mosquitto started as root drops to the `mosquitto` user, which
-        // must be able to write its database here.
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
-            .expect("store dir writable");
-        format!(
-            "persistence true\npersistence_location {}/\n",
-            dir.path().display()
-        )
-    } else {
-        "persistence false\n".to_owned()
-    };
-    std::fs::write(
-        &config,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}\
-             max_inflight_messages {inflight}\nmax_queued_messages 10000000\n"
-        ),
-    )
-    .expect("config written");
-    let child = spawn_mosquitto(&config, port);
-    Broker {
-        url: format!("mqtt://127.0.0.1:{port}"),
-        port,
-        child,
-        _dir: dir,
-    }
-}
-
-fn spawn_mosquitto(config: &std::path::Path, port: u16) -> Child {
-    let binary = std::env::var("MOSQUITTO_BIN").unwrap_or_else(|_| "/usr/sbin/mosquitto".into());
-    let child = Command::new(binary)
-        .arg("-c")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto starts (Debian package `mosquitto`, or set MOSQUITTO_BIN)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-impl Broker {
-    /// Stops the broker gracefully (SIGTERM: a persistent one saves its
-    /// sessions) and starts it again on the same port and configuration.
-    pub fn restart(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        self.child = spawn_mosquitto(&self._dir.path().join("mosquitto.conf"), self.port);
-    }
-
-    /// Creates the persistent session `client_id` with its subscription, so
-    /// the broker queues readings for spate before it first connects.
-    pub async fn create_session(&self, client_id: &str, filter: &str) {
-        let mut options = MqttOptions::new(client_id, "127.0.0.1", self.port);
-        options.set_clean_session(false);
-        let (client, mut events) = AsyncClient::new(options, 10);
-        client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .expect("subscribe requested");
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                if let Packet::SubAck(_) = incoming(events.poll().await) {
-                    break;
-                }
-            }
-        })
-        .await
-        .expect("subscribed");
-        let _ = client.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), events.poll()).await;
-    }
-
-    /// Publishes readings; see [`publish`].
-    pub async fn publish(&self, readings: &[Reading], per_second: u32) {
-        publish(self.port, readings, per_second).await;
-    }
+    start_with(Settings {
+        inflight: 0,
+        max_queued: Some(10_000_000),
+        persistent: true,
+    })
 }
 
 /// Publishes readings to the broker on `port` in order at QoS 1, at most
@@ -203,13 +95,6 @@ pub async fn publish(port: u16, readings: &[Reading], per_second: u32) {
             .expect("ack task");
         let _ = client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), events.poll()).await;
-    }
-}
-
-fn incoming(event: Result<MqttEvent, rumqttc::ConnectionError>) -> Packet {
-    match event.expect("test client connected") {
-        MqttEvent::Incoming(packet) => packet,
-        MqttEvent::Outgoing(_) => Packet::PingResp,
     }
 }
 
@@ -394,7 +279,7 @@ pub async fn prepare(client: &tokio_postgres::Client, prefix: &str) -> pg::Schem
     let schema = pg::Schema::create(client, prefix).await;
     let ddl = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/pipelines/sql/iot-telemetry.sql"
+        "/../../pipelines/sql/iot-telemetry.sql"
     ))
     .expect("the pipeline's SQL");
     client

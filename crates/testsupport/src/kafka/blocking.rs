@@ -1,18 +1,15 @@
-//! The Kafka connector's test broker (Tansu, see
-//! `connectors/kafka/tests/common/broker.rs`) behind a small synchronous
-//! face for the end-to-end tests and the benchmark: topics, bulk input,
-//! read-back and committed offsets.
+//! The Kafka test broker (Tansu, see [`super::broker`]) behind a small
+//! synchronous face for the end-to-end tests and the benchmarks: topics,
+//! bulk input, read-back and committed offsets.
 //!
+//! Guarantees: every [`Tansu`] is a broker of its own, killed on drop.
 //! Known limits of this broker the tests respect: aborted transactional
 //! records stay visible to every reader (so reads here are uncommitted
 //! reads), ListOffsets "latest" is unreliable (reads stop on a count or on
 //! silence, never on the high watermark), and a group join takes half the
 //! session timeout (pipelines here set `session_timeout: 6s`).
 
-#![allow(dead_code)]
-
-#[path = "../../connectors/kafka/tests/common/broker.rs"]
-mod broker;
+use super::broker;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

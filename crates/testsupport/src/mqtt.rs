@@ -1,121 +1,171 @@
-//! Helpers shared by the integration tests: a real Mosquitto broker (the one
-//! at `MQTT_URL`, default `127.0.0.1:1883`, if it answers, else one started
-//! for the test on a free port and stopped when the [`Broker`] guard is
-//! dropped), a plain rumqttc publisher, and configuration helpers. Every
-//! test uses its own topics and client ids (random suffix).
+//! Helpers of the MQTT connector's integration tests, the IoT end-to-end
+//! tests and the benches: a real Mosquitto (the one at `MQTT_URL`, default
+//! `127.0.0.1:1883`, if it answers, else one started for the test), a plain
+//! rumqttc publisher, configuration read through the crate's factories and
+//! event collection.
+//!
+//! Guarantees: a broker of the test's own runs on a free port with the
+//! [`Settings`] asked for and is stopped when the [`Broker`] guard drops;
+//! the shared broker is never stopped or restarted. Every test uses its own
+//! topics and client ids ([`unique`]).
 
-#![allow(dead_code)]
-
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use spate_connector::{
     ConfigError, ConnectorFactory, Event, Sink, SinkBuilder, Source, SourceBuilder, SourceMessage,
 };
 
+use crate::process::{binary, shared, start_on, start_on_free_port, ChildGuard};
+
 /// A running broker: ours (stopped on drop) or the one at `MQTT_URL`.
 pub struct Broker {
     /// `mqtt://host:port`.
     pub url: String,
-    /// Host and port.
+    /// Host name or address.
     pub host: String,
     /// Port.
     pub port: u16,
-    child: Option<Child>,
-    _dir: Option<tempfile::TempDir>,
+    child: Option<ChildGuard>,
+    dir: Option<tempfile::TempDir>,
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
+/// How a Mosquitto of the test's own is configured.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// `max_inflight_messages` per client (0: no limit).
+    pub inflight: u32,
+    /// `max_queued_messages` per session (`None`: Mosquitto's 1,000).
+    pub max_queued: Option<u32>,
+    /// Keeps sessions on disk across a [`Broker::restart`].
+    pub persistent: bool,
+}
+
+impl Default for Settings {
+    /// Anonymous access, no persistence, the default in-flight window of
+    /// 20 written out.
+    fn default() -> Self {
+        Self {
+            inflight: 20,
+            max_queued: None,
+            persistent: false,
         }
     }
-}
-
-fn answers(addr: &str) -> bool {
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
-}
-
-fn mosquitto_binary() -> String {
-    std::env::var("MOSQUITTO_BIN").unwrap_or_else(|_| {
-        if std::path::Path::new("/usr/sbin/mosquitto").exists() {
-            "/usr/sbin/mosquitto".to_owned()
-        } else {
-            "mosquitto".to_owned()
-        }
-    })
 }
 
 /// The broker at `MQTT_URL` if one answers, else a fresh one of our own.
 pub fn broker() -> Broker {
-    let env_url = std::env::var("MQTT_URL").unwrap_or_else(|_| "127.0.0.1:1883".to_owned());
-    let host_port = env_url
-        .trim_start_matches("mqtt://")
-        .trim_end_matches('/')
-        .to_owned();
-    if answers(&host_port) {
-        let (host, port) = host_port.rsplit_once(':').expect("host:port");
-        return Broker {
-            url: format!("mqtt://{host_port}"),
-            host: host.to_owned(),
-            port: port.parse().expect("port"),
-            child: None,
-            _dir: None,
-        };
+    let Some(host_port) = shared("MQTT_URL", "127.0.0.1:1883", "mqtt") else {
+        return start_own();
+    };
+    let (host, port) = host_port.rsplit_once(':').expect("host:port");
+    Broker {
+        url: format!("mqtt://{host_port}"),
+        host: host.to_owned(),
+        port: port.parse().expect("port"),
+        child: None,
+        dir: None,
     }
-    start_own()
 }
 
-/// Starts a Mosquitto of our own on a free port (anonymous access, the
-/// default in-flight window of 20 written out).
+/// Starts a Mosquitto of our own on a free port with the default
+/// [`Settings`].
 pub fn start_own() -> Broker {
+    start_with(Settings::default())
+}
+
+/// Starts a Mosquitto of our own on a free port with `settings`.
+pub fn start_with(settings: Settings) -> Broker {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let config = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &config,
+    let persistence = if settings.persistent {
+        // Mosquitto started as root drops to the `mosquitto` user, which
+        // must be able to write its database here.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("store dir writable");
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 20\n"
-        ),
-    )
-    .expect("config written");
-    let child = Command::new(mosquitto_binary())
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto starts (Debian package `mosquitto`, or set MQTT_URL)");
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !answers(&addr) {
-        assert!(
-            Instant::now() < deadline,
-            "mosquitto did not come up on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            "persistence true\npersistence_location {}/\n",
+            dir.path().display()
+        )
+    } else {
+        "persistence false\n".to_owned()
+    };
+    let queue = settings
+        .max_queued
+        .map(|n| format!("max_queued_messages {n}\n"))
+        .unwrap_or_default();
+    let config = dir.path().join("mosquitto.conf");
+    let (child, port) = start_on_free_port("mosquitto", |port| {
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}\
+                 max_inflight_messages {}\n{queue}",
+                settings.inflight
+            ),
+        )
+        .expect("config written");
+        spawn_mosquitto(&config)
+    });
     Broker {
-        url: format!("mqtt://{addr}"),
+        url: format!("mqtt://127.0.0.1:{port}"),
         host: "127.0.0.1".to_owned(),
         port,
         child: Some(child),
-        _dir: Some(dir),
+        dir: Some(dir),
     }
 }
 
+fn spawn_mosquitto(config: &std::path::Path) -> Child {
+    Command::new(binary("MOSQUITTO_BIN", "mosquitto"))
+        .arg("-c")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto starts (Debian package `mosquitto`, or set MQTT_URL)")
+}
+
 impl Broker {
+    /// Stops our own broker gracefully (SIGTERM: a persistent one saves its
+    /// sessions) and starts it again on the same port and configuration.
+    /// Panics for the shared broker, which tests never restart.
+    pub fn restart(&mut self) {
+        let (Some(child), Some(dir)) = (self.child.as_mut(), self.dir.as_ref()) else {
+            panic!("only a broker of the test's own (start_own) may be restarted");
+        };
+        child.terminate();
+        let config = dir.path().join("mosquitto.conf");
+        let child = start_on(self.port, |_| spawn_mosquitto(&config))
+            .unwrap_or_else(|| panic!("mosquitto did not come back on port {}", self.port));
+        self.child = Some(child);
+    }
+
+    /// Creates the persistent session `client_id` with its subscription, so
+    /// the broker queues messages for a client before it first connects.
+    pub async fn create_session(&self, client_id: &str, filter: &str) {
+        let mut options = MqttOptions::new(client_id, self.host.clone(), self.port);
+        options.set_clean_session(false);
+        let (client, mut events) = AsyncClient::new(options, 10);
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe requested");
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Packet::SubAck(_) = incoming(events.poll().await) {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("subscribed");
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), events.poll()).await;
+    }
+
     /// Publishes each payload to `topic` at `qos`, waiting for every
     /// acknowledgement (QoS 1).
     pub async fn publish(&self, topic: &str, payloads: &[String], qos: QoS) {
@@ -163,18 +213,7 @@ impl Broker {
     }
 }
 
-/// A random suffix for topics and client ids.
-pub fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000
-    )
-}
+pub use crate::names::unique;
 
 /// Payloads `msg-0` … `msg-{n-1}`.
 pub fn payloads(n: usize) -> Vec<String> {
@@ -270,4 +309,13 @@ pub fn texts(events: &[Event]) -> Vec<String> {
 /// The messages of every problem.
 pub fn messages(errors: &[ConfigError]) -> Vec<String> {
     errors.iter().map(|e| e.message.clone()).collect()
+}
+
+/// The packet of an incoming event (outgoing ones read as `PingResp`);
+/// fails the test on a connection error.
+pub fn incoming(event: Result<MqttEvent, rumqttc::ConnectionError>) -> Packet {
+    match event.expect("test client connected") {
+        MqttEvent::Incoming(packet) => packet,
+        MqttEvent::Outgoing(_) => Packet::PingResp,
+    }
 }
