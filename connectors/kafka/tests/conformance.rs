@@ -1,21 +1,19 @@
 //! The conformance suite ([`spate_connector::testkit::conformance`]) against
 //! the `kafka` connector on a real Kafka-protocol broker (Tansu, one for
-//! the whole run; see `common`): a fresh two-partition topic and consumer
-//! group per check, produced into with a plain rdkafka producer, a second
-//! group member for the rebalance, and an output topic of the same cluster
-//! for the exactly-once session.
-
-mod common;
+//! the whole run; see `spate_testsupport::kafka`): a fresh two-partition
+//! topic and consumer group per check, produced into with a plain rdkafka
+//! producer, a second group member for the rebalance, and an output topic
+//! of the same cluster for the exactly-once session.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{create_topic, factory, producer, tansu, unique, Broker};
 use rdkafka::producer::FutureRecord;
 use spate_connector::testkit::conformance::{self, Check, Fixture, Harness, TestStream};
 use spate_connector::testkit::{read_sink_config, read_source_config};
 use spate_connector::{Sink, Source, SourceBuilder};
+use spate_testsupport::kafka::{create_topic, factory, producer, tansu, unique, Broker};
 
 /// Partitions of every test topic.
 const PARTITIONS: u32 = 2;

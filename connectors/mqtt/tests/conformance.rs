@@ -1,6 +1,6 @@
 //! The conformance suite ([`spate_connector::testkit::conformance`]) against
 //! the `mqtt` and `mqtt_at_most_once` connectors on a real broker (the
-//! Mosquitto at `MQTT_URL`, or one of our own; see `common`).
+//! Mosquitto at `MQTT_URL`, or one of our own; see `spate_testsupport::mqtt`).
 //!
 //! Each check gets its own topic tree `conformance/<unique>/<partition>`,
 //! hashed into two source partitions, and its own client id (the broker's
@@ -9,18 +9,16 @@
 //! resumable; `mqtt_at_most_once` (QoS 0, clean session) claims nothing
 //! durable and has no sink.
 
-mod common;
-
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{broker, factory, read_sink, unique, Broker};
 use rumqttc::QoS;
 use spate_connector::testkit::conformance::{self, Fixture, Harness, TestStream};
 use spate_connector::testkit::read_source_config;
 use spate_connector::{Sink, Source, SourceBuilder};
+use spate_testsupport::mqtt::{broker, factory, read_sink, unique, Broker};
 
 static NAMES: AtomicU32 = AtomicU32::new(0);
 

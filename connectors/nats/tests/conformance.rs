@@ -1,6 +1,6 @@
 //! The conformance suite ([`spate_connector::testkit::conformance`]) against
 //! the `nats` (core) and `jetstream` connectors on a real nats-server (the
-//! one at `NATS_URL`, or one of our own; see `common`).
+//! one at `NATS_URL`, or one of our own; see `spate_testsupport::nats`).
 //!
 //! Core NATS is at-most-once: it claims no durable positions, so only the
 //! rules every source and sink keep apply. JetStream runs with two subject
@@ -8,17 +8,15 @@
 //! rules), a fresh stream and durable per check, and an output stream for
 //! its idempotent exactly-once session.
 
-mod common;
-
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{create_stream, factory, read_sink, server, unique, Server};
 use spate_connector::testkit::conformance::{self, Fixture, Harness, TestStream};
 use spate_connector::testkit::read_source_config;
 use spate_connector::{Record, Sink, Source, SourceBuilder};
+use spate_testsupport::nats::{create_stream, factory, read_sink, server, unique, Server};
 
 /// Producer partitions (and JetStream subject partitions) per stream.
 const PARTITIONS: u32 = 2;

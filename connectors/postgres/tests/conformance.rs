@@ -1,21 +1,19 @@
 //! The conformance suite ([`spate_connector::testkit::conformance`]) against
 //! the `postgres` sink on a real PostgreSQL (the shared server, or a
-//! cluster of our own; see `common`).
+//! cluster of our own; see `spate_testsupport::postgres`).
 //!
 //! Each check gets its own table `(id bigserial, payload text)` in a schema
 //! of the run, with the run's own offsets and state tables; the suite reads
 //! what the table holds with a plain client, as no source of this
 //! connector could.
 
-mod common;
-
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{server, sink_node, Schema, Server};
 use spate_connector::config::ConfigErrors;
 use spate_connector::testkit::conformance::{self, Fixture, Harness, TestStream};
 use spate_connector::{ConfigReader, ConnectorFactory, Sink};
 use spate_postgres::PostgresFactory;
+use spate_testsupport::postgres::{server, sink_node, Schema, Server};
 
 struct PostgresFixture {
     server: Server,
