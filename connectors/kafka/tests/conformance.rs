@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rdkafka::producer::FutureRecord;
-use spate_connector::testkit::conformance::{self, Check, Fixture, Harness, TestStream};
+use spate_connector::testkit::conformance::{self, Fixture, Harness, TestStream};
 use spate_connector::testkit::{read_sink_config, read_source_config};
 use spate_connector::{Sink, Source, SourceBuilder};
 use spate_testsupport::kafka::{create_topic, factory, producer, tansu, unique, Broker};
@@ -142,13 +142,6 @@ async fn the_kafka_connector_keeps_the_contract() {
             .source(kafka.source_capabilities().unwrap())
             .sink(kafka.sink_capabilities().unwrap())
             .group()
-            .known_issue(
-                Check::SourceResumeFromStored,
-                "intermittent on Tansu (about 1 run in 4): the seek `resume_from` asks for \
-                 right after a new group's first assignment fails at once with `Local: \
-                 Erroneous state`, though the poll thread retries that error for 10 s, and \
-                 `next` fails the source",
-            )
             .wait(Duration::from_secs(30))
             .quiet(Duration::from_secs(2))
             .budget(Duration::from_secs(180)),

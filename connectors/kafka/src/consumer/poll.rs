@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rdkafka::consumer::Consumer;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 use spate_connector::{Event, Headers, PartitionId, Position};
@@ -93,10 +93,16 @@ fn poll_until_shutdown(consumer: &KafkaConsumer, shared: &Shared) {
     }
 }
 
+/// What a seek's error says (`BaseConsumer::seek` gives librdkafka's
+/// `rd_kafka_err2str`) when the partition is not fetching yet
+/// (`RD_KAFKA_RESP_ERR__STATE`); not `RDKafkaErrorCode::State.to_string()`,
+/// which reads `State (Local: Erroneous state)` and so never matched.
+pub(super) const NOT_FETCHING: &str = "Local: Erroneous state";
+
 /// Whether librdkafka refused a seek only because the partition is not
 /// fetching yet (`Local: Erroneous state`, seen right after an assignment).
 pub(super) fn not_fetching_yet(error: &KafkaError) -> bool {
-    matches!(error, KafkaError::Seek(why) if why.contains(&RDKafkaErrorCode::State.to_string()))
+    matches!(error, KafkaError::Seek(why) if why == NOT_FETCHING)
 }
 
 fn to_event(message: &BorrowedMessage<'_>, id: PartitionId, topic: Arc<str>) -> Event {
