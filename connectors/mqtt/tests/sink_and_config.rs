@@ -26,7 +26,11 @@ async fn sink_round_trip_at_every_qos() {
             ],
         );
         let mut source = open(&*builder, 1).await;
-        let sink = sink(&[("url", &broker.url), ("topic", &topic), ("qos", qos)]).await;
+        let sink = sink(
+            "mqtt",
+            &[("url", &broker.url), ("topic", &topic), ("qos", qos)],
+        )
+        .await;
         for i in 0..5 {
             sink.write(record(i)).await.expect("acknowledged");
         }
@@ -68,11 +72,14 @@ async fn sink_routes_by_topic_header() {
     );
     let mut source = open(&*builder, 1).await;
     let default_topic = format!("{base}/default");
-    let sink = sink(&[
-        ("url", &broker.url),
-        ("topic", &default_topic),
-        ("topic_header", "to"),
-    ])
+    let sink = sink(
+        "mqtt",
+        &[
+            ("url", &broker.url),
+            ("topic", &default_topic),
+            ("topic_header", "to"),
+        ],
+    )
     .await;
     let mut headers = Headers::new();
     headers.push("to", Bytes::from(format!("{base}/alerts/high")));
@@ -123,11 +130,14 @@ async fn sink_routes_by_topic_header() {
 async fn oversized_records_are_rejected_not_sent() {
     let broker = broker();
     let topic = unique("big");
-    let sink = sink(&[
-        ("url", &broker.url),
-        ("topic", &topic),
-        ("max_packet_size", "2KiB"),
-    ])
+    let sink = sink(
+        "mqtt",
+        &[
+            ("url", &broker.url),
+            ("topic", &topic),
+            ("max_packet_size", "2KiB"),
+        ],
+    )
     .await;
     let error = sink
         .write(Record::from_payload(vec![0u8; 4096]))

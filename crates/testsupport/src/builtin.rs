@@ -4,12 +4,9 @@
 //! Guarantees: a source that errors, or whose `next` takes longer than
 //! 10 s, fails the test instead of hanging it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use spate_connector::{
-    ConfigError, ConfigNode, ConnectorFactory, Event, Sink, Source, SourceMessage,
-};
+use spate_connector::{ConfigNode, Event, Source, SourceBuilder, SourceMessage};
 
 /// A mapping node of unquoted scalars (see
 /// [`spate_connector::testkit::config_map`]).
@@ -17,60 +14,10 @@ pub fn config(entries: &[(&str, &str)]) -> ConfigNode {
     spate_connector::testkit::config_map(entries)
 }
 
-/// The factory of `kind` from the crate's list.
-pub fn factory(kind: &str) -> Arc<dyn ConnectorFactory> {
-    spate_builtin::connectors()
-        .into_iter()
-        .find(|f| f.kind() == kind)
-        .unwrap_or_else(|| panic!("no connector `{kind}`"))
-}
-
-/// Reads a source configuration; returns the builder (if any) and every
-/// problem recorded, unknown keys included.
-pub fn read_source(
-    kind: &str,
-    entries: &[(&str, &str)],
-) -> (
-    Option<Box<dyn spate_connector::SourceBuilder>>,
-    Vec<ConfigError>,
-) {
-    spate_connector::testkit::read_source_config(&*factory(kind), entries)
-}
-
-/// Reads a sink configuration; see [`read_source`].
-pub fn read_sink(
-    kind: &str,
-    entries: &[(&str, &str)],
-) -> (
-    Option<Box<dyn spate_connector::SinkBuilder>>,
-    Vec<ConfigError>,
-) {
-    spate_connector::testkit::read_sink_config(&*factory(kind), entries)
-}
-
-/// A source builder from a configuration that must be valid.
-pub fn source_builder(
-    kind: &str,
-    entries: &[(&str, &str)],
-) -> Box<dyn spate_connector::SourceBuilder> {
-    let (builder, errors) = read_source(kind, entries);
-    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
-    builder.expect("a builder for a valid configuration")
-}
-
-/// A built sink from a configuration that must be valid.
-pub async fn sink(kind: &str, entries: &[(&str, &str)]) -> Box<dyn Sink> {
-    let (builder, errors) = read_sink(kind, entries);
-    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
-    builder
-        .expect("a builder")
-        .build()
-        .await
-        .expect("sink builds")
-}
+crate::connector::config_helpers!(spate_builtin::connectors);
 
 /// Builds a source and consumes its initial assignment.
-pub async fn open(builder: &dyn spate_connector::SourceBuilder) -> (Box<dyn Source>, Vec<u32>) {
+pub async fn open(builder: &dyn SourceBuilder) -> (Box<dyn Source>, Vec<u32>) {
     let mut source = builder.build().await.expect("source builds");
     match next(&mut *source, 10).await {
         SourceMessage::Assigned(partitions) => (source, partitions),
@@ -112,9 +59,4 @@ pub async fn read_n(source: &mut dyn Source, n: usize, max: usize) -> Vec<Event>
         }
     }
     events
-}
-
-/// The messages of every problem.
-pub fn messages(errors: &[ConfigError]) -> Vec<String> {
-    errors.iter().map(|e| e.message.clone()).collect()
 }

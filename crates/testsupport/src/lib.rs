@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod builtin;
+pub mod connector;
 #[cfg(feature = "engine")]
 pub mod engine;
 pub mod iot;

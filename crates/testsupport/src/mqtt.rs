@@ -10,13 +10,10 @@
 //! topics and client ids ([`unique`]).
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
-use spate_connector::{
-    ConfigError, ConnectorFactory, Event, Sink, SinkBuilder, Source, SourceBuilder, SourceMessage,
-};
+use spate_connector::{Event, Source, SourceBuilder, SourceMessage};
 
 use crate::process::{binary, shared, start_on, start_on_free_port, ChildGuard};
 
@@ -220,47 +217,7 @@ pub fn payloads(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("msg-{i}")).collect()
 }
 
-/// The factory of `kind` from the crate's list.
-pub fn factory(kind: &str) -> Arc<dyn ConnectorFactory> {
-    spate_mqtt::connectors()
-        .into_iter()
-        .find(|f| f.kind() == kind)
-        .unwrap_or_else(|| panic!("no connector `{kind}`"))
-}
-
-/// Reads a source configuration; returns the builder and every problem.
-pub fn read_source(
-    kind: &str,
-    entries: &[(&str, &str)],
-) -> (Option<Box<dyn SourceBuilder>>, Vec<ConfigError>) {
-    spate_connector::testkit::read_source_config(&*factory(kind), entries)
-}
-
-/// Reads a sink configuration; see [`read_source`].
-pub fn read_sink(
-    kind: &str,
-    entries: &[(&str, &str)],
-) -> (Option<Box<dyn SinkBuilder>>, Vec<ConfigError>) {
-    spate_connector::testkit::read_sink_config(&*factory(kind), entries)
-}
-
-/// A source builder from a configuration that must be valid.
-pub fn source_builder(kind: &str, entries: &[(&str, &str)]) -> Box<dyn SourceBuilder> {
-    let (builder, errors) = read_source(kind, entries);
-    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
-    builder.expect("a builder for a valid configuration")
-}
-
-/// A built sink from a configuration that must be valid.
-pub async fn sink(entries: &[(&str, &str)]) -> Box<dyn Sink> {
-    let (builder, errors) = read_sink("mqtt", entries);
-    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
-    builder
-        .expect("a builder")
-        .build()
-        .await
-        .expect("sink builds")
-}
+crate::connector::config_helpers!(spate_mqtt::connectors);
 
 /// Builds a source and consumes its initial assignment of `partitions`.
 pub async fn open(builder: &dyn SourceBuilder, partitions: u32) -> Box<dyn Source> {
@@ -304,11 +261,6 @@ pub fn texts(events: &[Event]) -> Vec<String> {
         .iter()
         .map(|e| String::from_utf8(e.payload.to_vec()).unwrap())
         .collect()
-}
-
-/// The messages of every problem.
-pub fn messages(errors: &[ConfigError]) -> Vec<String> {
-    errors.iter().map(|e| e.message.clone()).collect()
 }
 
 /// The packet of an incoming event (outgoing ones read as `PingResp`);

@@ -10,13 +10,9 @@
 //! test uses its own stream, subject and durable names ([`unique`]).
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use spate_connector::{
-    ConfigError, ConfigNode, ConnectorFactory, Event, Sink, SinkBuilder, Source, SourceBuilder,
-    SourceMessage,
-};
+use spate_connector::{ConfigNode, Event, Source, SourceBuilder, SourceMessage};
 
 use crate::process::{binary, shared, start_on, start_on_free_port, ChildGuard};
 
@@ -104,48 +100,7 @@ pub fn config(entries: &[(&str, &str)]) -> ConfigNode {
     spate_connector::testkit::config_map(entries)
 }
 
-/// The factory of `kind` from the crate's list.
-pub fn factory(kind: &str) -> Arc<dyn ConnectorFactory> {
-    spate_nats::connectors()
-        .into_iter()
-        .find(|f| f.kind() == kind)
-        .unwrap_or_else(|| panic!("no connector `{kind}`"))
-}
-
-/// Reads a source configuration; returns the builder (if any) and every
-/// problem recorded, unknown keys included.
-pub fn read_source(
-    kind: &str,
-    entries: &[(&str, &str)],
-) -> (Option<Box<dyn SourceBuilder>>, Vec<ConfigError>) {
-    spate_connector::testkit::read_source_config(&*factory(kind), entries)
-}
-
-/// Reads a sink configuration; see [`read_source`].
-pub fn read_sink(
-    kind: &str,
-    entries: &[(&str, &str)],
-) -> (Option<Box<dyn SinkBuilder>>, Vec<ConfigError>) {
-    spate_connector::testkit::read_sink_config(&*factory(kind), entries)
-}
-
-/// A source builder from a configuration that must be valid.
-pub fn source_builder(kind: &str, entries: &[(&str, &str)]) -> Box<dyn SourceBuilder> {
-    let (builder, errors) = read_source(kind, entries);
-    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
-    builder.expect("a builder for a valid configuration")
-}
-
-/// A built sink from a configuration that must be valid.
-pub async fn sink(kind: &str, entries: &[(&str, &str)]) -> Box<dyn Sink> {
-    let (builder, errors) = read_sink(kind, entries);
-    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
-    builder
-        .expect("a builder")
-        .build()
-        .await
-        .expect("sink builds")
-}
+crate::connector::config_helpers!(spate_nats::connectors);
 
 /// Builds a source and consumes its initial assignment.
 pub async fn open(builder: &dyn SourceBuilder) -> Box<dyn Source> {
@@ -167,11 +122,6 @@ pub use spate_connector::testkit::next_within;
 /// Reads until at least `n` events arrived, checking batch bounds.
 pub async fn read_n(source: &mut dyn Source, n: usize, max: usize) -> Vec<Event> {
     spate_connector::testkit::read_events(source, n, max, Duration::from_secs(15)).await
-}
-
-/// The messages of every problem.
-pub fn messages(errors: &[ConfigError]) -> Vec<String> {
-    errors.iter().map(|e| e.message.clone()).collect()
 }
 
 /// Creates a stream with these subjects.

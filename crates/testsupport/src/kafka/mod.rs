@@ -78,10 +78,7 @@ pub async fn produce_n(
 
 /// The crate's factory.
 pub fn factory() -> Arc<dyn ConnectorFactory> {
-    spate_kafka::connectors()
-        .into_iter()
-        .find(|f| f.kind() == "kafka")
-        .expect("a `kafka` connector")
+    crate::connector::find(spate_kafka::connectors(), "kafka")
 }
 
 /// A scalar node.
@@ -166,20 +163,12 @@ pub fn source_entries<'a>(
 
 /// A source builder from settings that must be valid.
 pub fn source_builder(entries: &[(&str, &str)]) -> Box<dyn SourceBuilder> {
-    let (builder, errors) = spate_connector::testkit::read_source_config(&*factory(), entries);
-    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
-    builder.expect("a builder for a valid configuration")
+    crate::connector::valid_source(&*factory(), entries)
 }
 
 /// A built sink from settings that must be valid.
 pub async fn sink(entries: &[(&str, &str)]) -> Box<dyn spate_connector::Sink> {
-    let (builder, errors) = spate_connector::testkit::read_sink_config(&*factory(), entries);
-    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
-    builder
-        .expect("a builder")
-        .build()
-        .await
-        .expect("sink builds")
+    crate::connector::valid_sink(&*factory(), entries).await
 }
 
 /// `next` with a timeout long enough for Tansu's group joins.

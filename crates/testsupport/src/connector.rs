@@ -1,0 +1,106 @@
+//! Configuration read through a connector crate's factories, as the
+//! pipeline loader reads it: the per-connector modules ([`crate::nats`],
+//! [`crate::mqtt`], [`crate::kafka`], [`crate::builtin`]) are thin faces
+//! over these, the same ones made by one macro ([`config_helpers`]).
+//!
+//! Guarantees: a configuration the test says is valid fails the test with
+//! every problem recorded if it is not; a factory asked for by kind fails
+//! the test naming the kind if the crate has none.
+
+use std::sync::Arc;
+
+use spate_connector::testkit::{read_sink_config, read_source_config};
+use spate_connector::{ConfigError, ConnectorFactory, Sink, SinkBuilder, SourceBuilder};
+
+/// The factory of `kind` from a crate's list (`spate_nats::connectors()`…).
+pub fn find(connectors: Vec<Arc<dyn ConnectorFactory>>, kind: &str) -> Arc<dyn ConnectorFactory> {
+    connectors
+        .into_iter()
+        .find(|f| f.kind() == kind)
+        .unwrap_or_else(|| panic!("no connector `{kind}`"))
+}
+
+/// A source builder from a configuration that must be valid.
+pub fn valid_source(
+    factory: &dyn ConnectorFactory,
+    entries: &[(&str, &str)],
+) -> Box<dyn SourceBuilder> {
+    let (builder, errors) = read_source_config(factory, entries);
+    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
+    builder.expect("a builder for a valid configuration")
+}
+
+/// A sink builder from a configuration that must be valid.
+pub fn valid_sink_builder(
+    factory: &dyn ConnectorFactory,
+    entries: &[(&str, &str)],
+) -> Box<dyn SinkBuilder> {
+    let (builder, errors) = read_sink_config(factory, entries);
+    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
+    builder.expect("a builder")
+}
+
+/// A built sink from a configuration that must be valid.
+pub async fn valid_sink(factory: &dyn ConnectorFactory, entries: &[(&str, &str)]) -> Box<dyn Sink> {
+    valid_sink_builder(factory, entries)
+        .build()
+        .await
+        .expect("sink builds")
+}
+
+/// The messages of every problem.
+pub fn messages(errors: &[ConfigError]) -> Vec<String> {
+    errors.iter().map(|e| e.message.clone()).collect()
+}
+
+/// Defines, in a per-connector module, `factory(kind)`, `read_source`,
+/// `read_sink`, `source_builder` and `sink` over a crate's list of
+/// factories (`spate_nats::connectors`…).
+macro_rules! config_helpers {
+    ($connectors:path) => {
+        /// The factory of `kind` from the crate's list.
+        pub fn factory(kind: &str) -> std::sync::Arc<dyn spate_connector::ConnectorFactory> {
+            $crate::connector::find($connectors(), kind)
+        }
+
+        /// Reads a source configuration; returns the builder (if any) and
+        /// every problem recorded, unknown keys included.
+        pub fn read_source(
+            kind: &str,
+            entries: &[(&str, &str)],
+        ) -> (
+            Option<Box<dyn spate_connector::SourceBuilder>>,
+            Vec<spate_connector::ConfigError>,
+        ) {
+            spate_connector::testkit::read_source_config(&*factory(kind), entries)
+        }
+
+        /// Reads a sink configuration; see [`read_source`].
+        pub fn read_sink(
+            kind: &str,
+            entries: &[(&str, &str)],
+        ) -> (
+            Option<Box<dyn spate_connector::SinkBuilder>>,
+            Vec<spate_connector::ConfigError>,
+        ) {
+            spate_connector::testkit::read_sink_config(&*factory(kind), entries)
+        }
+
+        /// A source builder from a configuration that must be valid.
+        pub fn source_builder(
+            kind: &str,
+            entries: &[(&str, &str)],
+        ) -> Box<dyn spate_connector::SourceBuilder> {
+            $crate::connector::valid_source(&*factory(kind), entries)
+        }
+
+        /// A built sink from a configuration that must be valid.
+        pub async fn sink(kind: &str, entries: &[(&str, &str)]) -> Box<dyn spate_connector::Sink> {
+            $crate::connector::valid_sink(&*factory(kind), entries).await
+        }
+
+        pub use $crate::connector::messages;
+    };
+}
+
+pub(crate) use config_helpers;
