@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use spate_connector::{Headers, Record, TransactionError, TransactionalTarget, RECORD_ID_HEADER};
-use spate_testsupport::nats::{create_stream, open, server, source_builder, unique};
+use spate_connector::{
+    Headers, Record, Source, TransactionError, TransactionalTarget, RECORD_ID_HEADER,
+};
+use spate_testsupport::nats::{create_stream, open, server, source_builder, unique, Server};
 
 fn record(id: &str, payload: &str) -> Record {
     let mut headers = Headers::new();
@@ -20,30 +22,72 @@ fn record(id: &str, payload: &str) -> Record {
     }
 }
 
-#[tokio::test]
-async fn republished_records_are_dropped_by_id_and_foreign_outputs_refused() {
+/// One test's streams `IN_<tag>` and `OUT_<tag>` (with this duplicate
+/// window, else the server's default), an opened source of the input
+/// (plus `extra` settings) and the output as a transactional target.
+struct Case {
+    _server: Server,
+    client: async_nats::Client,
+    input: String,
+    output: String,
+    target: TransactionalTarget,
+    source: Box<dyn Source>,
+}
+
+async fn case(prefix: &str, window: Option<Duration>, extra: &[(&str, &str)]) -> Case {
     let server = server();
     let client = server.client().await;
-    let tag = unique("eos");
+    let tag = unique(prefix);
     let (input, output) = (format!("IN_{tag}"), format!("OUT_{tag}"));
     create_stream(&client, &input, &[format!("in.{tag}")]).await;
-    create_stream(&client, &output, &[format!("out.{tag}")]).await;
+    match window {
+        None => create_stream(&client, &output, &[format!("out.{tag}")]).await,
+        Some(duplicate_window) => {
+            async_nats::jetstream::new(client.clone())
+                .create_stream(async_nats::jetstream::stream::Config {
+                    name: output.clone(),
+                    subjects: vec![format!("out.{tag}")],
+                    duplicate_window,
+                    ..Default::default()
+                })
+                .await
+                .expect("output stream");
+        }
+    }
     let durable = format!("d_{tag}");
-    let builder = source_builder(
-        "jetstream",
-        &[
-            ("url", server.url.as_str()),
-            ("stream", input.as_str()),
-            ("durable", durable.as_str()),
-        ],
-    );
-    let mut source = open(&*builder).await;
-    let mut session = source.begin_exactly_once().await.expect("session opens");
+    let mut settings = vec![
+        ("url", server.url.as_str()),
+        ("stream", input.as_str()),
+        ("durable", durable.as_str()),
+    ];
+    settings.extend_from_slice(extra);
+    let source = open(&*source_builder("jetstream", &settings)).await;
     let target = TransactionalTarget {
         kind: "jetstream",
         cluster: server.url.clone(),
         destination: format!("out.{tag}"),
     };
+    Case {
+        _server: server,
+        client,
+        input,
+        output,
+        target,
+        source,
+    }
+}
+
+#[tokio::test]
+async fn republished_records_are_dropped_by_id_and_foreign_outputs_refused() {
+    let Case {
+        _server,
+        client,
+        input,
+        output,
+        target,
+        mut source,
+    } = case("eos", None, &[]).await;
+    let mut session = source.begin_exactly_once().await.expect("session opens");
     session
         .accepts(&target)
         .expect("same server, jetstream output");
@@ -82,37 +126,19 @@ async fn republished_records_are_dropped_by_id_and_foreign_outputs_refused() {
 
 #[tokio::test]
 async fn a_duplicate_window_shorter_than_the_redelivery_delay_stops_the_session() {
-    let server = server();
-    let client = server.client().await;
-    let tag = unique("window");
-    let (input, output) = (format!("IN_{tag}"), format!("OUT_{tag}"));
-    create_stream(&client, &input, &[format!("in.{tag}")]).await;
-    async_nats::jetstream::new(client.clone())
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: output.clone(),
-            subjects: vec![format!("out.{tag}")],
-            duplicate_window: Duration::from_secs(10),
-            ..Default::default()
-        })
-        .await
-        .expect("output stream");
-    let durable = format!("d_{tag}");
-    let builder = source_builder(
-        "jetstream",
-        &[
-            ("url", server.url.as_str()),
-            ("stream", input.as_str()),
-            ("durable", durable.as_str()),
-            ("ack_wait", "30s"),
-        ],
-    );
-    let mut source = open(&*builder).await;
+    let Case {
+        _server,
+        output,
+        target,
+        mut source,
+        ..
+    } = case(
+        "window",
+        Some(Duration::from_secs(10)),
+        &[("ack_wait", "30s")],
+    )
+    .await;
     let mut session = source.begin_exactly_once().await.expect("session opens");
-    let target = TransactionalTarget {
-        kind: "jetstream",
-        cluster: server.url.clone(),
-        destination: format!("out.{tag}"),
-    };
     let error = session
         .write(&target, record("x/0/1/0", "out"))
         .await
@@ -132,28 +158,15 @@ async fn a_duplicate_window_shorter_than_the_redelivery_delay_stops_the_session(
 async fn a_transaction_larger_than_the_publish_ack_window_commits() {
     // async-nats lets 5,000 publishes await their ack at once; a session
     // holding every ack until its commit used to wait on itself past that.
-    let server = server();
-    let client = server.client().await;
-    let tag = unique("eosbig");
-    let (input, output) = (format!("IN_{tag}"), format!("OUT_{tag}"));
-    create_stream(&client, &input, &[format!("in.{tag}")]).await;
-    create_stream(&client, &output, &[format!("out.{tag}")]).await;
-    let durable = format!("d_{tag}");
-    let builder = source_builder(
-        "jetstream",
-        &[
-            ("url", server.url.as_str()),
-            ("stream", input.as_str()),
-            ("durable", durable.as_str()),
-        ],
-    );
-    let mut source = open(&*builder).await;
+    let Case {
+        _server,
+        client,
+        input,
+        output,
+        target,
+        mut source,
+    } = case("eosbig", None, &[]).await;
     let mut session = source.begin_exactly_once().await.expect("session opens");
-    let target = TransactionalTarget {
-        kind: "jetstream",
-        cluster: server.url.clone(),
-        destination: format!("out.{tag}"),
-    };
     let records = 12_000;
     let written = async {
         for n in 0..records {

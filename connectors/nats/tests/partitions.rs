@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use spate_connector::{CommitPosition, PartitionId, Source, SourceBuilder, SourceMessage};
 use spate_testsupport::nats::{
-    create_stream, messages, read_source, source_builder, start_own_with_config, unique,
+    create_stream, messages, read_source, source_builder, start_own_with_config, unique, Server,
 };
 
 const PARTITIONS: u32 = 4;
@@ -128,6 +128,48 @@ async fn publish(client: &async_nats::Client, from: usize, to: usize) {
     }
 }
 
+/// A test's own nats-server with the subject mapping, a client, a stream
+/// of `ptele.*.*` and a source of it: 4 subject partitions of
+/// `ptele.{partition}.*` keyed by the third token, with these lease and
+/// ack waits (the takeover tests: 1 s leases and an `ack_wait` far beyond
+/// the test, so nothing may wait for a redelivery).
+struct Partitioned {
+    server: Server,
+    client: async_nats::Client,
+    stream: String,
+    durable: String,
+    builder: Box<dyn SourceBuilder>,
+}
+
+async fn partitioned(lease_ttl: &str, ack_wait: &str) -> Partitioned {
+    let server = start_own_with_config(&mapping_config());
+    let client = server.client().await;
+    let stream = unique("PTELE");
+    create_stream(&client, &stream, &["ptele.*.*".to_owned()]).await;
+    let durable = unique("tele");
+    let builder = source_builder(
+        "jetstream",
+        &[
+            ("url", server.url.as_str()),
+            ("stream", stream.as_str()),
+            ("durable", durable.as_str()),
+            ("partitions", "4"),
+            ("partition_subject", "ptele.{partition}.*"),
+            ("key_token", "3"),
+            ("lease_ttl", lease_ttl),
+            ("ack_wait", ack_wait),
+            ("fetch_wait", "300ms"),
+        ],
+    );
+    Partitioned {
+        server,
+        client,
+        stream,
+        durable,
+        builder,
+    }
+}
+
 async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -138,23 +180,12 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_split_subject_partitions_and_hand_over_in_order() {
-    let server = start_own_with_config(&mapping_config());
-    let client = server.client().await;
-    let stream = unique("PTELE");
-    create_stream(&client, &stream, &["ptele.*.*".to_owned()]).await;
-    let durable = unique("tele");
-    let config = [
-        ("url", server.url.as_str()),
-        ("stream", stream.as_str()),
-        ("durable", durable.as_str()),
-        ("partitions", "4"),
-        ("partition_subject", "ptele.{partition}.*"),
-        ("key_token", "3"),
-        ("lease_ttl", "2s"),
-        ("ack_wait", "3s"),
-        ("fetch_wait", "300ms"),
-    ];
-    let builder = source_builder("jetstream", &config);
+    let Partitioned {
+        server: _server,
+        client,
+        builder,
+        ..
+    } = partitioned("2s", "3s").await;
     publish(&client, 0, 600).await;
 
     // The first process takes every partition.
@@ -273,23 +304,12 @@ async fn two_processes_split_subject_partitions_and_hand_over_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_process_leases_expire_and_the_survivor_takes_its_partitions() {
-    let server = start_own_with_config(&mapping_config());
-    let client = server.client().await;
-    let stream = unique("PTELE");
-    create_stream(&client, &stream, &["ptele.*.*".to_owned()]).await;
-    let durable = unique("tele");
-    let config = [
-        ("url", server.url.as_str()),
-        ("stream", stream.as_str()),
-        ("durable", durable.as_str()),
-        ("partitions", "4"),
-        ("partition_subject", "ptele.{partition}.*"),
-        ("key_token", "3"),
-        ("lease_ttl", "2s"),
-        ("ack_wait", "2s"),
-        ("fetch_wait", "300ms"),
-    ];
-    let builder = source_builder("jetstream", &config);
+    let Partitioned {
+        server: _server,
+        client,
+        builder,
+        ..
+    } = partitioned("2s", "2s").await;
     let stop = Arc::new(tokio::sync::Notify::new());
     let survivor = Arc::new(Mutex::new(Seen::default()));
     let survivor_task = tokio::spawn(drive(
@@ -403,26 +423,6 @@ fn partition_settings_are_checked_together() {
     assert!(ok && msgs.is_empty(), "{msgs:?}");
 }
 
-/// The source of the takeover tests: 4 subject partitions of
-/// `ptele.{partition}.*`, 1 s leases, and an `ack_wait` far beyond the
-/// test, so nothing may wait for a redelivery.
-fn takeover_builder(url: &str, stream: &str, durable: &str) -> Box<dyn SourceBuilder> {
-    source_builder(
-        "jetstream",
-        &[
-            ("url", url),
-            ("stream", stream),
-            ("durable", durable),
-            ("partitions", "4"),
-            ("partition_subject", "ptele.{partition}.*"),
-            ("key_token", "3"),
-            ("lease_ttl", "1s"),
-            ("ack_wait", "60s"),
-            ("fetch_wait", "300ms"),
-        ],
-    )
-}
-
 /// Drives a source built from `builder` until it has read `count` events
 /// (within 20 s) and `linger` more has passed; what it saw.
 async fn successor_reads(
@@ -469,12 +469,12 @@ async fn take_every_partition(source: &mut dyn Source, who: &str) {
 /// the same device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_over_partition_restarts_at_its_ack_floor_before_newer_messages() {
-    let server = start_own_with_config(&mapping_config());
-    let client = server.client().await;
-    let stream = unique("PTELE");
-    create_stream(&client, &stream, &["ptele.*.*".to_owned()]).await;
-    let durable = unique("tele");
-    let builder = takeover_builder(&server.url, &stream, &durable);
+    let Partitioned {
+        server: _server,
+        client,
+        builder,
+        ..
+    } = partitioned("1s", "60s").await;
     // The victim takes every partition, reads without committing, and dies
     // (dropped: no close, no release, no acks).
     let mut victim = builder.build().await.expect("victim builds");
@@ -517,12 +517,13 @@ async fn a_taken_over_partition_restarts_at_its_ack_floor_before_newer_messages(
 /// recorded before the delete, not from the stream's start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_lost_mid_reset_restarts_from_the_recorded_ack_floor() {
-    let server = start_own_with_config(&mapping_config());
-    let client = server.client().await;
-    let stream = unique("PTELE");
-    create_stream(&client, &stream, &["ptele.*.*".to_owned()]).await;
-    let durable = unique("tele");
-    let builder = takeover_builder(&server.url, &stream, &durable);
+    let Partitioned {
+        server: _server,
+        client,
+        stream,
+        durable,
+        builder,
+    } = partitioned("1s", "60s").await;
     publish(&client, 0, 200).await;
     // The first holder finishes messages 0..100 and dies.
     let mut first = builder.build().await.expect("builds");
