@@ -8,9 +8,12 @@
 //! the test naming the kind if the crate has none.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use spate_connector::testkit::{read_sink_config, read_source_config};
-use spate_connector::{ConfigError, ConnectorFactory, Sink, SinkBuilder, SourceBuilder};
+use spate_connector::testkit::{next_before, read_sink_config, read_source_config};
+use spate_connector::{
+    ConfigError, ConnectorFactory, Sink, SinkBuilder, Source, SourceBuilder, SourceMessage,
+};
 
 /// The factory of `kind` from a crate's list (`spate_nats::connectors()`…).
 pub fn find(connectors: Vec<Arc<dyn ConnectorFactory>>, kind: &str) -> Arc<dyn ConnectorFactory> {
@@ -46,6 +49,23 @@ pub async fn valid_sink(factory: &dyn ConnectorFactory, entries: &[(&str, &str)]
         .build()
         .await
         .expect("sink builds")
+}
+
+/// Builds a source and consumes its initial assignment, which must be
+/// partitions `0..partitions` (a `next` slower than `patience` fails).
+pub async fn open_assigned(
+    builder: &dyn SourceBuilder,
+    partitions: u32,
+    patience: Duration,
+) -> Box<dyn Source> {
+    let mut source = builder.build().await.expect("source builds");
+    match next_before(&mut *source, 10, patience).await {
+        SourceMessage::Assigned(assigned) => {
+            assert_eq!(assigned, (0..partitions).collect::<Vec<_>>())
+        }
+        other => panic!("expected Assigned first, got {other:?}"),
+    }
+    source
 }
 
 /// The messages of every problem.

@@ -221,20 +221,16 @@ crate::connector::config_helpers!(spate_mqtt::connectors);
 
 /// Builds a source and consumes its initial assignment of `partitions`.
 pub async fn open(builder: &dyn SourceBuilder, partitions: u32) -> Box<dyn Source> {
-    let mut source = builder.build().await.expect("source builds");
-    match next(&mut *source, 10).await {
-        SourceMessage::Assigned(assigned) => {
-            assert_eq!(assigned, (0..partitions).collect::<Vec<_>>())
-        }
-        other => panic!("expected Assigned first, got {other:?}"),
-    }
-    source
+    crate::connector::open_assigned(builder, partitions, NEXT_PATIENCE).await
 }
 
 /// `next` with a generous timeout so a broken source fails instead of hanging.
 pub async fn next(source: &mut dyn Source, max: usize) -> SourceMessage {
-    spate_connector::testkit::next_before(source, max, Duration::from_secs(15)).await
+    spate_connector::testkit::next_before(source, max, NEXT_PATIENCE).await
 }
+
+/// How long a `next` may take before the test fails.
+const NEXT_PATIENCE: Duration = Duration::from_secs(15);
 
 pub use spate_connector::testkit::next_within;
 
