@@ -4,12 +4,11 @@
 //! meanwhile — never a copy, and what arrives keeps each key's order.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_nats::HeaderMap;
 
 use super::check::{Order, Promise};
-use super::harness::{self, Action, Publish, Restart, Row};
+use super::harness::{self, Action, Publish, Row};
 use super::recorder::Recorder;
 use crate::nats_common::start_own;
 
@@ -57,17 +56,9 @@ async fn core_nats_keeps_key_order_and_never_copies_through_kills_and_a_server_r
             let _ = client.flush().await;
         })
     });
+    // Held here too: the server outlives the run (the checks read it).
     let server = Arc::new(Mutex::new(server));
-    let restart: Restart = {
-        let server = server.clone();
-        Box::new(move || {
-            let mut server = server.lock().unwrap_or_else(|p| p.into_inner());
-            assert!(
-                server.restart(Duration::from_millis(500)),
-                "the server is the test's"
-            );
-        })
-    };
+    let restart = harness::nats_restart(&server);
     let row = Row {
         name: "core-nats/key/at_most_once",
         promise: Promise {

@@ -43,6 +43,19 @@ pub type Restart = Box<dyn FnMut() + Send>;
 /// publisher itself where the broker allows it.
 pub type Publish = Arc<dyn Fn(Vec<u64>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
+/// The [`Restart`] of a nats-server of the test's own: down for 500 ms,
+/// then up again on the same port and store.
+pub fn nats_restart(server: &Arc<Mutex<crate::nats_common::Server>>) -> Restart {
+    let server = server.clone();
+    Box::new(move || {
+        let mut server = server.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(
+            server.restart(Duration::from_millis(500)),
+            "the server is the test's"
+        );
+    })
+}
+
 /// A row: its name, what it promises, the chaos it faces.
 pub struct Row {
     /// The row's name in the contract table.

@@ -14,7 +14,7 @@ use async_nats::jetstream;
 use async_nats::HeaderMap;
 
 use super::check::{Order, Promise};
-use super::harness::{self, Action, Publish, Restart, Row};
+use super::harness::{self, Action, Publish, Row};
 use super::recorder::Recorder;
 use crate::nats_common::{create_stream, start_own, start_own_with_config, stream_messages};
 
@@ -159,17 +159,9 @@ async fn row(name: &'static str, setup: Setup, promise: Promise) {
     let file = dir.path().join("pipeline.yaml");
     std::fs::write(&file, pipeline(&server.url, &recorder, &setup)).expect("pipeline");
     let publish = publisher(client.clone(), matches!(setup.layout, Layout::Partitions));
+    // Held here too: the server outlives the run (the checks read it).
     let server = Arc::new(Mutex::new(server));
-    let restart: Restart = {
-        let server = server.clone();
-        Box::new(move || {
-            let mut server = server.lock().unwrap_or_else(|p| p.into_inner());
-            assert!(
-                server.restart(Duration::from_millis(500)),
-                "the server is the test's"
-            );
-        })
-    };
+    let restart = harness::nats_restart(&server);
     let row = Row {
         name,
         promise,
@@ -216,6 +208,27 @@ async fn outputs_exactly_once(client: &async_nats::Client, published: u64, order
     }
 }
 
+/// A row's source layout, delivery and ordering.
+const fn setup(layout: Layout, delivery: &'static str, ordering: &'static str) -> Setup {
+    Setup {
+        layout,
+        delivery,
+        ordering,
+    }
+}
+
+/// What the subject-partition rows promise: nothing lost, copies allowed,
+/// `order` kept, and never two calls of one key at once (a partition is
+/// leased to one process).
+const fn leased(order: Order) -> Promise {
+    Promise {
+        lossless: true,
+        copies: true,
+        order,
+        exclusive: true,
+    }
+}
+
 /// A shared durable keeps nothing of order across processes or crashes
 /// (see the contract): the row proves no loss and reports the rest.
 const SHARED: Promise = Promise {
@@ -227,53 +240,27 @@ const SHARED: Promise = Promise {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_shared_durable_loses_nothing_through_kills_scaling_and_a_server_restart() {
-    let setup = Setup {
-        layout: Layout::Shared,
-        delivery: "at_least_once",
-        ordering: "key",
-    };
+    let setup = setup(Layout::Shared, "at_least_once", "key");
     row("jetstream-shared/key/at_least_once", setup, SHARED).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_shared_durable_writes_each_output_once_under_exactly_once() {
-    let setup = Setup {
-        layout: Layout::Shared,
-        delivery: "exactly_once",
-        ordering: "none",
-    };
+    let setup = setup(Layout::Shared, "exactly_once", "none");
     row("jetstream-shared/none/exactly_once", setup, SHARED).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_partitions_keep_key_order_through_kills_scaling_and_a_server_restart() {
-    let setup = Setup {
-        layout: Layout::Partitions,
-        delivery: "at_least_once",
-        ordering: "key",
-    };
-    let promise = Promise {
-        lossless: true,
-        copies: true,
-        order: Order::Key,
-        exclusive: true,
-    };
+    let setup = setup(Layout::Partitions, "at_least_once", "key");
+    let promise = leased(Order::Key);
     row("jetstream-partitions/key/at_least_once", setup, promise).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_partitions_keep_partition_order_through_kills_scaling_and_a_server_restart() {
-    let setup = Setup {
-        layout: Layout::Partitions,
-        delivery: "at_least_once",
-        ordering: "partition",
-    };
-    let promise = Promise {
-        lossless: true,
-        copies: true,
-        order: Order::Partition,
-        exclusive: true,
-    };
+    let setup = setup(Layout::Partitions, "at_least_once", "partition");
+    let promise = leased(Order::Partition);
     row(
         "jetstream-partitions/partition/at_least_once",
         setup,
@@ -284,16 +271,7 @@ async fn jetstream_partitions_keep_partition_order_through_kills_scaling_and_a_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_partitions_keep_key_order_and_write_each_output_once_under_exactly_once() {
-    let setup = Setup {
-        layout: Layout::Partitions,
-        delivery: "exactly_once",
-        ordering: "key",
-    };
-    let promise = Promise {
-        lossless: true,
-        copies: true,
-        order: Order::Key,
-        exclusive: true,
-    };
+    let setup = setup(Layout::Partitions, "exactly_once", "key");
+    let promise = leased(Order::Key);
     row("jetstream-partitions/key/exactly_once", setup, promise).await;
 }
