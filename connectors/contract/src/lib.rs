@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod factory;
 pub mod handler;
+pub mod internal_events;
 pub mod sink;
 pub mod source;
 pub mod state;
