@@ -15,7 +15,7 @@
 //! line's `error` field.
 
 use std::fmt::Display;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Metric names, one per event; the doc comment of each event says what it counts.
 pub mod names {
@@ -193,6 +193,43 @@ impl CommitFailed<'_> {
     }
 }
 
+/// Times one commit and emits its outcome: [`CommitCompleted`] with the
+/// latency when it landed, [`CommitFailed`] when not.
+pub struct CommitTimer {
+    connector: &'static str,
+    started: Instant,
+}
+
+impl CommitTimer {
+    /// Starts timing a commit of a `connector` kind.
+    pub fn start(connector: &'static str) -> Self {
+        Self {
+            connector,
+            started: Instant::now(),
+        }
+    }
+
+    /// Emits the outcome of the commit of `name`; `context` is the log line
+    /// of a failure.
+    pub fn finish<T, E: Display>(self, name: &str, outcome: &Result<T, E>, context: &'static str) {
+        match outcome {
+            Ok(_) => CommitCompleted {
+                connector: self.connector,
+                name,
+                elapsed: self.started.elapsed(),
+            }
+            .emit(),
+            Err(error) => CommitFailed {
+                connector: self.connector,
+                name,
+                error,
+                context,
+            }
+            .emit(),
+        }
+    }
+}
+
 /// A per-message acknowledgement that is not a commit (a negative ack, an
 /// in-progress ack) failed; the broker redelivers after its timeout.
 ///
@@ -360,6 +397,25 @@ mod tests {
             );
             assert!(got.contains(&want), "{name}: {got:?}");
         }
+    }
+
+    #[test]
+    fn a_commit_timer_records_latency_or_counts_the_failure() {
+        let got = snapshot(|| {
+            CommitTimer::start("kafka").finish("in", &Ok::<(), &str>(()), "c");
+            CommitTimer::start("kafka").finish("in", &Err::<(), _>("fenced"), "c");
+        });
+        let want = (
+            names::COMMIT_ERRORS.to_owned(),
+            labels(&[("connector", "kafka")]),
+            DebugValue::Counter(1),
+        );
+        assert!(got.contains(&want), "{got:?}");
+        let recorded = got.iter().find(|(n, _, _)| n == names::COMMIT_DURATION);
+        assert!(
+            matches!(recorded, Some((_, _, DebugValue::Histogram(v))) if v.len() == 1),
+            "{got:?}"
+        );
     }
 
     #[test]

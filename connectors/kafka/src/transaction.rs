@@ -44,6 +44,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset};
+use spate_connector::internal_events::{CommitTimer, ProduceError};
 use spate_connector::{
     CommitPosition, Record, SourceError, StoredPosition, TransactionError, TransactionSession,
     TransactionalTarget,
@@ -68,7 +69,14 @@ pub struct TransactionContext {
 
 impl ClientContext for TransactionContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(session = %self.name, %error, reason, "Kafka transactional producer error");
+        let error = format!("{error} ({reason})");
+        ProduceError {
+            connector: "kafka",
+            name: &self.name,
+            error: &error,
+            context: "Kafka transactional producer error",
+        }
+        .emit();
     }
 }
 
@@ -249,6 +257,70 @@ impl KafkaTransaction {
             })?;
         result.map_err(|e| self.error(&e))
     }
+
+    /// Commits the open transaction with `positions` (or, with nothing
+    /// produced, the positions alone).
+    async fn commit_transaction(
+        &mut self,
+        positions: &[CommitPosition],
+    ) -> Result<(), TransactionError> {
+        let (offsets, unknown) = self.shared.interner().list(positions.iter().map(|p| {
+            (
+                p.partition,
+                Offset::Offset(i64::try_from(p.next_offset).unwrap_or(i64::MAX)),
+            )
+        }));
+        if !unknown.is_empty() {
+            tracing::warn!(session = %self.name, partitions = ?unknown, "positions of partitions the source never had are left out");
+        }
+        if !self.open {
+            // No record to make atomic with the offsets: a plain group
+            // commit, fenced by the group generation just as the
+            // transactional one is (and Tansu 0.6 ignores offsets-only
+            // transactions).
+            return self.commit_offsets_only(offsets).await;
+        }
+        if offsets.count() > 0 {
+            let metadata = self
+                .consumer
+                .upgrade()
+                .and_then(|consumer| consumer.group_metadata())
+                .ok_or_else(|| TransactionError::Fatal {
+                    session: self.name.clone(),
+                    message: "the source's consumer is closed or has no group metadata".to_owned(),
+                })?;
+            self.blocking(move |producer| {
+                producer.send_offsets_to_transaction(&offsets, &metadata, TRANSACTION_CALL_TIMEOUT)
+            })
+            .await?;
+        }
+        let committed = self
+            .blocking(|producer| producer.commit_transaction(TRANSACTION_CALL_TIMEOUT))
+            .await;
+        match committed {
+            Ok(()) => {
+                self.open = false;
+                Ok(())
+            }
+            Err(TransactionError::Abortable { session, message }) => {
+                let first = self
+                    .producer
+                    .context()
+                    .first_failure
+                    .lock()
+                    .ok()
+                    .and_then(|f| f.clone());
+                Err(TransactionError::Abortable {
+                    session,
+                    message: match first {
+                        Some(first) => format!("{message} (first failed record: {first})"),
+                        None => message,
+                    },
+                })
+            }
+            Err(fatal) => Err(fatal),
+        }
+    }
 }
 
 #[async_trait]
@@ -312,62 +384,10 @@ impl TransactionSession for KafkaTransaction {
         if positions.is_empty() && !self.open {
             return Ok(());
         }
-        let (offsets, unknown) = self.shared.interner().list(positions.iter().map(|p| {
-            (
-                p.partition,
-                Offset::Offset(i64::try_from(p.next_offset).unwrap_or(i64::MAX)),
-            )
-        }));
-        if !unknown.is_empty() {
-            tracing::warn!(session = %self.name, partitions = ?unknown, "positions of partitions the source never had are left out");
-        }
-        if !self.open {
-            // No record to make atomic with the offsets: a plain group
-            // commit, fenced by the group generation just as the
-            // transactional one is (and Tansu 0.6 ignores offsets-only
-            // transactions).
-            return self.commit_offsets_only(offsets).await;
-        }
-        if offsets.count() > 0 {
-            let metadata = self
-                .consumer
-                .upgrade()
-                .and_then(|consumer| consumer.group_metadata())
-                .ok_or_else(|| TransactionError::Fatal {
-                    session: self.name.clone(),
-                    message: "the source's consumer is closed or has no group metadata".to_owned(),
-                })?;
-            self.blocking(move |producer| {
-                producer.send_offsets_to_transaction(&offsets, &metadata, TRANSACTION_CALL_TIMEOUT)
-            })
-            .await?;
-        }
-        let committed = self
-            .blocking(|producer| producer.commit_transaction(TRANSACTION_CALL_TIMEOUT))
-            .await;
-        match committed {
-            Ok(()) => {
-                self.open = false;
-                Ok(())
-            }
-            Err(TransactionError::Abortable { session, message }) => {
-                let first = self
-                    .producer
-                    .context()
-                    .first_failure
-                    .lock()
-                    .ok()
-                    .and_then(|f| f.clone());
-                Err(TransactionError::Abortable {
-                    session,
-                    message: match first {
-                        Some(first) => format!("{message} (first failed record: {first})"),
-                        None => message,
-                    },
-                })
-            }
-            Err(fatal) => Err(fatal),
-        }
+        let timer = CommitTimer::start("kafka");
+        let outcome = self.commit_transaction(positions).await;
+        timer.finish(&self.name, &outcome, "Kafka transaction commit failed");
+        outcome
     }
 
     async fn abort(&mut self) -> Result<(), TransactionError> {

@@ -52,6 +52,7 @@ use crate::error::{
     code_of, is_auth_error, is_size_error, producer_failure, producer_size_failure, Failure,
 };
 use crate::sizing::{self, MessageLimit, PRODUCER_MESSAGE_MAX_BYTES};
+use spate_connector::internal_events::{ProduceError, Reconnected};
 
 mod producer;
 mod record;
@@ -262,14 +263,28 @@ impl Sink for KafkaSink {
             match delivery.await {
                 Ok(Ok(_)) => {
                     if down.swap(false, Ordering::Relaxed) {
-                        tracing::info!(sink = %name, "Kafka reachable again");
+                        Reconnected {
+                            connector: "kafka",
+                            target: &name,
+                            context: "Kafka reachable again",
+                        }
+                        .emit();
                     }
                     Ok(())
                 }
                 Ok(Err((error, _))) => {
-                    if producer.client().fatal_error().is_some() {
-                        tracing::warn!(sink = %name, %error, "the producer hit a fatal error; the next write replaces it");
+                    let context = if producer.client().fatal_error().is_some() {
+                        "the producer hit a fatal error; the next write replaces it"
+                    } else {
+                        "Kafka delivery failed; the engine retries the write"
+                    };
+                    ProduceError {
+                        connector: "kafka",
+                        name: &name,
+                        error: &error,
+                        context,
                     }
+                    .emit();
                     let topic = routed_topic.as_deref().unwrap_or(&settings.topic);
                     let failure =
                         producer_failure(&error, &settings.connection.bootstrap_servers, topic);

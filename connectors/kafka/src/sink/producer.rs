@@ -11,6 +11,7 @@ use rdkafka::ClientContext;
 
 use super::SinkSettings;
 use crate::error::Failure;
+use spate_connector::internal_events::{ConnectionLost, ProduceError};
 
 /// The producer's context: global errors go to the log.
 pub struct SinkContext {
@@ -24,14 +25,33 @@ impl ClientContext for SinkContext {
         crate::probe::log_librdkafka(level, facility, message);
     }
 
-    /// Transport errors (a broker down) are logged once per outage: the
-    /// first, then nothing until a delivery succeeded again.
+    /// Transport errors (a broker down) are reported once per outage (a
+    /// lost connection): the first, then nothing until a delivery succeeded
+    /// again; every other error is a produce error.
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         if crate::probe::is_transport(&error) && self.down.swap(true, Ordering::Relaxed) {
             tracing::debug!(sink = %self.name, %error, reason, "Kafka producer error");
             return;
         }
-        tracing::warn!(sink = %self.name, %error, reason, "Kafka producer error");
+        let transport = crate::probe::is_transport(&error);
+        let error = format!("{error} ({reason})");
+        if transport {
+            ConnectionLost {
+                connector: "kafka",
+                target: &self.name,
+                error: Some(&error),
+                context: "Kafka producer error",
+            }
+            .emit();
+        } else {
+            ProduceError {
+                connector: "kafka",
+                name: &self.name,
+                error: &error,
+                context: "Kafka producer error",
+            }
+            .emit();
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::Offset;
+use spate_connector::internal_events::CommitTimer;
 use spate_connector::{CommitPosition, SourceError};
 
 use super::KafkaSource;
@@ -22,6 +23,18 @@ impl KafkaSource {
             // that transaction already stored these offsets.
             return Ok(());
         }
+        let timer = CommitTimer::start("kafka");
+        let outcome = self.commit_to_group(positions).await;
+        timer.finish(
+            &self.name,
+            &outcome,
+            "committing offsets to the group failed",
+        );
+        outcome
+    }
+
+    /// Commits `positions` to the group, outside exactly-once sessions.
+    async fn commit_to_group(&mut self, positions: &[CommitPosition]) -> Result<(), SourceError> {
         let (tpl, unknown) = self.shared.interner().list(positions.iter().map(|p| {
             (
                 p.partition,

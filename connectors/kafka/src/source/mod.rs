@@ -286,7 +286,15 @@ impl KafkaSource {
                     return;
                 }
                 let failure = consumer_failure(&error, self.servers());
-                self.control.push_back(Err(failure.into_source(&self.name)));
+                let failure = failure.into_source(&self.name);
+                spate_connector::internal_events::FetchError {
+                    connector: "kafka",
+                    name: &self.name,
+                    error: &failure,
+                    context: "Kafka consumer error",
+                }
+                .emit();
+                self.control.push_back(Err(failure));
             }
             Item::Seeked { id, offset, failed } => self.seeked(id, offset, failed),
             Item::Stopped(why) => self.control.push_back(Err(SourceError::Fatal {
