@@ -315,7 +315,13 @@ impl Flushes {
                         let _ = flushed_tx.send(done);
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "flush failed; trying again");
+                        spate_connector::internal_events::ProduceError {
+                            connector: "nats",
+                            name: "flush",
+                            error: &e,
+                            context: "flush failed; trying again",
+                        }
+                        .emit();
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
@@ -390,6 +396,15 @@ impl NatsSink {
                 sink_name: self.name.clone(),
                 message: format!("publish failed: {e}"),
             },
+        })
+        .inspect_err(|error| {
+            spate_connector::internal_events::ProduceError {
+                connector: "nats",
+                name: &self.name,
+                error,
+                context: "NATS publish failed",
+            }
+            .emit()
         })
     }
 }

@@ -29,6 +29,8 @@ pub mod tls;
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
@@ -207,19 +209,48 @@ impl ConnectSettings {
             .max_reconnects(None);
         let url_for_events = display.clone();
         let component_for_events = component.to_owned();
+        // A `Connected` after a `Disconnected` is a reconnect.
+        let lost = Arc::new(AtomicBool::new(false));
         options = options.event_callback(move |event| {
             let url = url_for_events.clone();
             let component = component_for_events.clone();
+            let lost = lost.clone();
             async move {
+                use spate_connector::internal_events::{
+                    ConnectionLost, MessagesDropped, Reconnected,
+                };
                 match event {
                     Event::Disconnected => {
-                        tracing::warn!(%url, %component, "NATS connection lost; reconnecting")
+                        lost.store(true, Ordering::Relaxed);
+                        tracing::debug!(%url, "NATS disconnected");
+                        ConnectionLost {
+                            connector: "nats",
+                            target: &component,
+                            error: None,
+                            context: "NATS connection lost; reconnecting",
+                        }
+                        .emit()
+                    }
+                    Event::Connected if lost.swap(false, Ordering::Relaxed) => {
+                        tracing::debug!(%url, "NATS connected");
+                        Reconnected {
+                            connector: "nats",
+                            target: &component,
+                            context: "NATS connection (re)established",
+                        }
+                        .emit()
                     }
                     Event::Connected => {
                         tracing::info!(%url, %component, "NATS connection (re)established")
                     }
                     Event::SlowConsumer(sid) => {
-                        tracing::warn!(%url, %component, sid, "NATS slow consumer: messages dropped by the client")
+                        tracing::debug!(%url, sid, "NATS slow consumer");
+                        MessagesDropped {
+                            connector: "nats",
+                            name: &component,
+                            context: "NATS slow consumer: messages dropped by the client",
+                        }
+                        .emit()
                     }
                     other => tracing::debug!(%url, %component, event = %other, "NATS event"),
                 }

@@ -235,13 +235,16 @@ impl TransactionSession for JetStreamTransaction {
     ) -> Result<(), TransactionError> {
         // The positions are acknowledged by the source's `commit`, which the
         // engine calls once this returns `Ok`.
+        let timer = spate_connector::internal_events::CommitTimer::start("jetstream");
         self.settle().await;
-        match self.failed.take() {
+        let outcome = match self.failed.take() {
             Some(first) => Err(self.abortable(format!(
                 "a publish of this transaction was not acknowledged: {first}"
             ))),
             None => Ok(()),
-        }
+        };
+        timer.finish(&self.name, &outcome, "JetStream exactly-once commit failed");
+        outcome
     }
 
     async fn abort(&mut self) -> Result<(), TransactionError> {

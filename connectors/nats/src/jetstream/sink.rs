@@ -90,6 +90,23 @@ fn publish_error(
     subject: &async_nats::Subject,
     e: js::context::PublishError,
 ) -> SinkError {
+    let error = publish_error_kind(sink_name, subject, e);
+    spate_connector::internal_events::ProduceError {
+        connector: "jetstream",
+        name: sink_name,
+        error: &error,
+        context: "JetStream publish failed",
+    }
+    .emit();
+    error
+}
+
+/// The sink error for a failed publish or publish acknowledgement.
+fn publish_error_kind(
+    sink_name: &str,
+    subject: &async_nats::Subject,
+    e: js::context::PublishError,
+) -> SinkError {
     use js::context::PublishErrorKind as Kind;
     match e.kind() {
         Kind::MaxPayloadExceeded => SinkError::Rejected {

@@ -304,7 +304,14 @@ impl Source for JetStreamSource {
     }
 
     async fn commit(&mut self, positions: &[CommitPosition]) -> Result<(), SourceError> {
-        self.ack_committed(positions).await
+        let timer = spate_connector::internal_events::CommitTimer::start("jetstream");
+        let outcome = self.ack_committed(positions).await;
+        timer.finish(
+            &self.name,
+            &outcome,
+            "acknowledging committed messages failed",
+        );
+        outcome
     }
 
     fn dead_lettered(&mut self, partition: PartitionId, offset: u64) {

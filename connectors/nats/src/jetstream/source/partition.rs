@@ -173,7 +173,13 @@ impl PartitionReader {
                 (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
             ),
             Err(e) => {
-                tracing::warn!(source = %source_name, error = %e, "JetStream message without ack metadata ignored");
+                spate_connector::internal_events::FetchError {
+                    connector: "jetstream",
+                    name: source_name,
+                    error: &e,
+                    context: "JetStream message without ack metadata ignored",
+                }
+                .emit();
                 return;
             }
         };
@@ -272,7 +278,14 @@ impl PartitionReader {
             for (sequence, entry) in map.iter_mut() {
                 if now.duration_since(entry.touched) >= every {
                     if let Err(e) = entry.acker.ack_with(AckKind::Progress).await {
-                        tracing::warn!(sequence, error = %e, "in-progress ack failed");
+                        tracing::debug!(sequence, "in-progress ack failed");
+                        spate_connector::internal_events::AckFailed {
+                            connector: "jetstream",
+                            name: "progress",
+                            error: &e,
+                            context: "in-progress ack failed",
+                        }
+                        .emit();
                     }
                     entry.touched = now;
                 }
@@ -286,7 +299,14 @@ impl PartitionReader {
         for map in [&mut self.held, &mut self.staged, &mut self.out_of_order] {
             for (sequence, entry) in std::mem::take(map) {
                 if let Err(e) = entry.acker.ack_with(AckKind::Nak(delay)).await {
-                    tracing::warn!(source = %source_name, partition = self.id, sequence, error = %e, "nak failed; the server redelivers after ack_wait");
+                    tracing::debug!(partition = self.id, sequence, "nak failed");
+                    spate_connector::internal_events::AckFailed {
+                        connector: "jetstream",
+                        name: source_name,
+                        error: &e,
+                        context: "nak failed; the server redelivers after ack_wait",
+                    }
+                    .emit();
                 }
             }
         }
@@ -298,7 +318,14 @@ impl PartitionReader {
     pub(super) async fn restart(&mut self, source_name: &str) {
         for (sequence, entry) in std::mem::take(&mut self.held) {
             if let Err(e) = entry.acker.ack_with(AckKind::Nak(None)).await {
-                tracing::warn!(source = %source_name, sequence, error = %e, "nak failed; the server redelivers after ack_wait");
+                tracing::debug!(sequence, "nak failed");
+                spate_connector::internal_events::AckFailed {
+                    connector: "jetstream",
+                    name: source_name,
+                    error: &e,
+                    context: "nak failed; the server redelivers after ack_wait",
+                }
+                .emit();
             }
         }
         self.terminated.clear();
