@@ -177,7 +177,14 @@ impl Writer {
             }
             let result = self.write_group(bytes, sync).await;
             if let Err(e) = &result {
-                tracing::warn!(path = %self.path, error = %e, writes = group.len(), "file sink write failed");
+                tracing::debug!(path = %self.path, writes = group.len(), "file sink write failed");
+                spate_connector::internal_events::ProduceError {
+                    connector: "file",
+                    name: &self.path,
+                    error: e,
+                    context: "file sink write failed",
+                }
+                .emit();
             }
             for command in group.drain(..) {
                 let (Command::Write { ack, .. } | Command::Flush { ack }) = command;

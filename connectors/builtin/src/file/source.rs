@@ -435,6 +435,13 @@ impl Source for FileSource {
                 Ok(buf) => buf,
                 Err(e) => {
                     let message = format!("cannot read {}: {e}", self.stream);
+                    spate_connector::internal_events::FetchError {
+                        connector: "file",
+                        name: &self.name,
+                        error: &message,
+                        context: "file source read failed",
+                    }
+                    .emit();
                     return Err(self.unavailable(message));
                 }
             };
@@ -519,7 +526,14 @@ impl Source for FileSource {
                 path: self.stream.to_string(),
                 checkpoint,
             };
-            if let Err(e) = state.store(&content).await {
+            let timer = spate_connector::internal_events::CommitTimer::start("file");
+            let stored = state.store(&content).await;
+            timer.finish(
+                &self.name,
+                &stored,
+                "storing the file source's commit failed",
+            );
+            if let Err(e) = stored {
                 return Err(self.unavailable(e.to_string()));
             }
         }
