@@ -302,7 +302,13 @@ async fn drive(shared: Arc<Shared>, settings: SinkSettings, mut event_loop: Even
         // Dropping the event loop closes the request channel: a write
         // blocked on it fails and lets go of the client lock.
         drop(event_loop);
-        tracing::warn!(sink = %shared.name, error = %error, "MQTT connection lost; reconnecting with a fresh session");
+        spate_connector::internal_events::ConnectionLost {
+            connector: "mqtt",
+            target: &shared.name,
+            error: Some(&error),
+            context: "MQTT connection lost; reconnecting with a fresh session",
+        }
+        .emit();
         let message = format!("not acknowledged: {error}");
         shared.tracker().fail_all(&message);
         failures = failures.saturating_add(1);
@@ -314,6 +320,12 @@ async fn drive(shared: Arc<Shared>, settings: SinkSettings, mut event_loop: Even
                     shared.tracker().fail_all(&message);
                     *current = client;
                     event_loop = fresh;
+                    spate_connector::internal_events::Reconnected {
+                        connector: "mqtt",
+                        target: &shared.name,
+                        context: "MQTT sink reconnected with a fresh session",
+                    }
+                    .emit();
                     break;
                 }
                 Err(e) => {
@@ -412,7 +424,10 @@ impl Sink for MqttSink {
                 // Nothing was pushed after ours (we hold the client lock);
                 // take it back so the FIFO stays matched.
                 self.shared.tracker().awaiting_id.pop_back();
-                return Err(self.unavailable(format!("publish failed: {e}")));
+                return Err(produce_failed(
+                    &self.name,
+                    self.unavailable(format!("publish failed: {e}")),
+                ));
             }
         }
         let timeout = self.settings.ack_timeout;
@@ -422,8 +437,8 @@ impl Sink for MqttSink {
                 sink_name: name.clone(),
                 message,
             };
-            match tokio::time::timeout(timeout, acked).await {
-                Ok(Ok(Ok(()))) => Ok(()),
+            let outcome = match tokio::time::timeout(timeout, acked).await {
+                Ok(Ok(Ok(()))) => return Ok(()),
                 Ok(Ok(Err(message))) => Err(unavailable(message)),
                 Ok(Err(_)) => Err(unavailable(
                     "the sink closed before the acknowledgement".to_owned(),
@@ -431,7 +446,20 @@ impl Sink for MqttSink {
                 Err(_) => Err(unavailable(format!(
                     "no acknowledgement from the broker within {timeout:?}"
                 ))),
-            }
+            };
+            outcome.map_err(|error| produce_failed(&name, error))
         }))
     }
+}
+
+/// Reports a failed publish (see [`ProduceError`](spate_connector::internal_events::ProduceError)).
+fn produce_failed(name: &str, error: SinkError) -> SinkError {
+    spate_connector::internal_events::ProduceError {
+        connector: "mqtt",
+        name,
+        error: &error,
+        context: "MQTT publish failed",
+    }
+    .emit();
+    error
 }

@@ -220,11 +220,19 @@ async fn drive(
             }
             Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
                 failures = 0;
-                if ack.session_present {
-                    tracing::info!(source = %name, "MQTT reconnected; session resumed");
+                let context = if ack.session_present {
+                    "MQTT reconnected; session resumed"
                 } else {
+                    "MQTT reconnected but the broker lost the session; subscribing again (unacknowledged messages of the old session may be lost)"
+                };
+                spate_connector::internal_events::Reconnected {
+                    connector: "mqtt",
+                    target: &name,
+                    context,
+                }
+                .emit();
+                if !ack.session_present {
                     session.fetch_add(1, Ordering::AcqRel);
-                    tracing::warn!(source = %name, "MQTT reconnected but the broker lost the session; subscribing again (unacknowledged messages of the old session may be lost)");
                     if let Err(e) = client.try_subscribe_many(filters.clone()) {
                         let _ = tx
                             .send(Delivery::Failed(format!("cannot subscribe again: {e}")))
@@ -253,7 +261,13 @@ async fn drive(
             Ok(_) => {}
             Err(e) => {
                 failures = failures.saturating_add(1);
-                tracing::warn!(source = %name, error = %e, "MQTT connection lost; reconnecting");
+                spate_connector::internal_events::ConnectionLost {
+                    connector: "mqtt",
+                    target: &name,
+                    error: Some(&e),
+                    context: "MQTT connection lost; reconnecting",
+                }
+                .emit();
                 let backoff = Duration::from_millis(100 * u64::from(failures.min(50)));
                 tokio::time::sleep(backoff).await;
             }

@@ -128,6 +128,7 @@
 //! | `sequence` | none | `mqtt` only: JSON pointer to a number that grows with every message of a topic; needed for `exactly_once` into a database |
 //! | `url`, `username`, `password`, `tls_ca_file`, `keep_alive`, `connect_timeout`, `max_packet_size` | | see [`connection`](crate::connection) |
 
+mod acks;
 mod connect;
 pub mod sequence;
 mod settings;
@@ -140,6 +141,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Publish, QoS};
+use spate_connector::internal_events::CommitTimer;
 use spate_connector::{
     dead_letter, Capabilities, CommitPosition, Event, Headers, PartitionId, Position, Source,
     SourceError, SourceMessage, StoredPosition,
@@ -337,31 +339,6 @@ impl MqttSource {
         events
     }
 
-    /// Hands queued acks to the client; false if some still wait.
-    fn flush_acks(&mut self) -> bool {
-        while let Some((publish, _)) = self.pending_acks.front() {
-            match self.client.try_ack(publish) {
-                Ok(()) => {
-                    let Some((publish, held)) = self.pending_acks.pop_front() else {
-                        break;
-                    };
-                    // Forget the id only once the ack is on its way, so a
-                    // redelivery before it is still recognised.
-                    if held.is_some() && self.held_ids.get(&publish.pkid) == held.as_ref() {
-                        self.held_ids.remove(&publish.pkid);
-                    }
-                }
-                Err(rumqttc::ClientError::TryRequest(rumqttc::Request::PubAck(_))) => return false,
-                Err(_) => {
-                    // The event loop is gone; the broker redelivers.
-                    self.pending_acks.clear();
-                    return true;
-                }
-            }
-        }
-        true
-    }
-
     fn check_partition(&self, partition: PartitionId) -> Result<(), SourceError> {
         if (partition as usize) < self.partitions.len() {
             Ok(())
@@ -458,30 +435,14 @@ impl Source for MqttSource {
     }
 
     async fn commit(&mut self, positions: &[CommitPosition]) -> Result<(), SourceError> {
-        let current = self.session.load(Ordering::Acquire);
-        for position in positions {
-            self.check_partition(position.partition)?;
-            let state = &mut self.partitions[position.partition as usize];
-            while state
-                .held
-                .front()
-                .is_some_and(|h| h.offset < position.next_offset)
-            {
-                let held = state.held.pop_front().expect("front exists");
-                if held.session != current {
-                    continue;
-                }
-                if !held.ack {
-                    continue;
-                }
-                let mut publish = Publish::new("", QoS::AtLeastOnce, Vec::<u8>::new());
-                publish.pkid = held.packet_id;
-                self.pending_acks
-                    .push_back((publish, Some((position.partition, held.offset))));
-            }
-        }
-        self.flush_acks();
-        Ok(())
+        let timer = CommitTimer::start("mqtt");
+        let outcome = self.queue_acks(positions);
+        timer.finish(
+            &self.name,
+            &outcome,
+            "acknowledging committed messages failed",
+        );
+        outcome
     }
 
     /// With `sequence:`, each topic's last sequence among the messages the
