@@ -98,6 +98,7 @@ impl PgSinkBuilder {
             backoff: FIRST_BACKOFF,
             max_backoff: config.max_backoff,
             connect_failed: false,
+            lost: false,
             batch_size: config.batch_size,
             batch_wait: config.batch_wait,
             rx,
@@ -344,6 +345,8 @@ struct Writer {
     backoff: Duration,
     max_backoff: Duration,
     connect_failed: bool,
+    /// The connection was lost and not yet established again.
+    lost: bool,
     batch_size: usize,
     batch_wait: Duration,
     rx: mpsc::Receiver<Msg>,
@@ -413,7 +416,14 @@ impl Writer {
     }
 
     fn fail_all(&mut self, waiters: Vec<Waiter>, message: String) {
-        tracing::warn!(sink = %self.name, rows = waiters.len(), error = %message, "postgres write failed; the engine retries");
+        tracing::debug!(sink = %self.name, rows = waiters.len(), "postgres write failed");
+        spate_connector::internal_events::ProduceError {
+            connector: "postgres",
+            name: &self.name,
+            error: &message,
+            context: "postgres write failed; the engine retries",
+        }
+        .emit();
         for done in waiters {
             let _ = done.send(Err(self.unavailable(message.clone())));
         }
@@ -424,7 +434,16 @@ impl Writer {
         if self.client.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
             return Ok(());
         }
-        self.client = None;
+        if self.client.take().is_some() {
+            spate_connector::internal_events::ConnectionLost {
+                connector: "postgres",
+                target: &self.name,
+                error: None,
+                context: "postgres connection lost; reconnecting",
+            }
+            .emit();
+            self.lost = true;
+        }
         if self.connect_failed {
             tokio::time::sleep(self.backoff).await;
         }
@@ -439,9 +458,17 @@ impl Writer {
         match attempt.await {
             Ok(pair) => {
                 self.client = Some(pair);
-                self.connect_failed = false;
-                self.backoff = FIRST_BACKOFF;
                 tracing::info!(sink = %self.name, "connected to {}", self.connection.display());
+                self.connect_failed = false;
+                if std::mem::take(&mut self.lost) {
+                    spate_connector::internal_events::Reconnected {
+                        connector: "postgres",
+                        target: &self.name,
+                        context: "postgres connection (re)established",
+                    }
+                    .emit();
+                }
+                self.backoff = FIRST_BACKOFF;
                 Ok(())
             }
             Err(e) => {

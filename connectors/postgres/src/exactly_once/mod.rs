@@ -407,7 +407,10 @@ impl TransactionSession for PgSession {
         _positions: &[CommitPosition],
         stored: &[StoredPosition],
     ) -> Result<(), TransactionError> {
-        self.commit_stored(stored).await
+        let timer = spate_connector::internal_events::CommitTimer::start("postgres");
+        let outcome = self.commit_stored(stored).await;
+        timer.finish(&self.name, &outcome, "postgres exactly-once commit failed");
+        outcome
     }
 
     async fn abort(&mut self) -> Result<(), TransactionError> {
