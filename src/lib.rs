@@ -8,7 +8,8 @@
 //! position only when every event below it is finished.
 
 pub use spate_engine as engine;
-pub mod format;
+/// Payload formats (the `spate-formats` crate).
+pub use spate_formats as format;
 pub mod handler;
 /// Metric names and per-function metric handles (the engine's).
 pub use spate_engine::metrics as observability;

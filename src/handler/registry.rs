@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use spate_connector::format::FormatFactory;
 use spate_connector::{ConfigNode, ConfigReader, ConnectorFactory, Span};
 
 use super::{FnHandler, Handler, HandlerFn};
@@ -37,11 +38,13 @@ pub enum HandlerEntry {
     Builtin(Arc<dyn BuiltinHandler>),
 }
 
-/// Handlers and connectors by name.
+/// Handlers, connectors and formats by name.
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: BTreeMap<String, HandlerEntry>,
     connectors: BTreeMap<&'static str, Arc<dyn ConnectorFactory>>,
+    /// In registration order: the order messages list them in.
+    formats: Vec<Arc<dyn FormatFactory>>,
 }
 
 impl Registry {
@@ -68,6 +71,9 @@ impl Registry {
         }
         for factory in spate_postgres::connectors() {
             registry.add_connector(factory);
+        }
+        for factory in spate_formats::formats() {
+            registry.add_format(factory);
         }
         registry
     }
@@ -102,6 +108,20 @@ impl Registry {
     pub fn add_connector(&mut self, factory: Arc<dyn ConnectorFactory>) -> &mut Self {
         self.connectors.insert(factory.kind(), factory);
         self
+    }
+
+    /// Registers a format under its kind (replacing one of the same kind).
+    pub fn add_format(&mut self, factory: Arc<dyn FormatFactory>) -> &mut Self {
+        match self.formats.iter_mut().find(|f| f.kind() == factory.kind()) {
+            Some(slot) => *slot = factory,
+            None => self.formats.push(factory),
+        }
+        self
+    }
+
+    /// Every format, in registration order.
+    pub fn formats(&self) -> &[Arc<dyn FormatFactory>] {
+        &self.formats
     }
 
     /// The handler registered as `name`.

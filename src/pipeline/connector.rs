@@ -25,7 +25,7 @@ use spate_connector::{
 };
 
 use super::spec::{Delivery, SinkSpec, SourceSpec};
-use crate::format::{read_format, FormatRole, FormatSpec};
+use spate_connector::format::{read_format, Format, FormatRole, RawFormat};
 use crate::handler::Registry;
 
 /// The part a connector plays in a function.
@@ -227,7 +227,7 @@ pub(super) fn read_source(
     let (factory, capabilities, type_span) = resolve(node, path, Role::Input, registry, errors)?;
     let mut reader = ConfigReader::new(node, path, errors);
     let kind = reader.string("type")?;
-    let format = read_format(&mut reader, FormatRole::Input);
+    let format = read_format(&mut reader, FormatRole::Input, registry.formats());
     let mark = errors.borrow().len();
     let builder = factory.source(&mut reader);
     note_silent_refusal(builder.is_none(), mark, &reader, type_span, &kind);
@@ -271,8 +271,8 @@ pub(super) fn read_sink(
         Role::Output | Role::Input | Role::DeadLetter => Some(kind.clone()),
     };
     let format = match role {
-        Role::Output => read_format(&mut reader, FormatRole::Output),
-        Role::Input | Role::DeadLetter => Some(FormatSpec::raw()),
+        Role::Output => read_format(&mut reader, FormatRole::Output, registry.formats()),
+        Role::Input | Role::DeadLetter => Some(Arc::new(RawFormat) as Arc<dyn Format>),
     };
     let mark = errors.borrow().len();
     let builder = factory.sink(&mut reader);

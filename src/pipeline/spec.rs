@@ -6,12 +6,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use spate_connector::format::Format;
 use spate_connector::{Capabilities, SinkBuilder, SourceBuilder, Span};
 
 pub use crate::engine::policy::{
     ConcurrencySpec, Delivery, InFlightLimits, Ordering, RetryPolicy, RunPolicy, TransactionPolicy,
 };
-use crate::format::FormatSpec;
 use crate::handler::Handler;
 
 /// A loaded pipeline file.
@@ -73,7 +73,7 @@ pub struct SourceSpec {
     /// What the source can promise.
     pub capabilities: Capabilities,
     /// How its payloads are decoded before the handler (`format:`).
-    pub format: FormatSpec,
+    pub format: Arc<dyn Format>,
     /// Where it is declared.
     pub span: Span,
 }
@@ -90,7 +90,7 @@ pub struct SinkSpec {
     pub capabilities: Capabilities,
     /// How handler outputs are encoded (`format:`; dead letters keep the
     /// event's bytes as they came, so theirs is always raw).
-    pub format: FormatSpec,
+    pub format: Arc<dyn Format>,
     /// Where it is declared.
     pub span: Span,
 }

@@ -15,6 +15,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod event;
 pub mod factory;
+pub mod format;
 pub mod handler;
 pub mod internal_events;
 pub mod sink;

@@ -8,7 +8,9 @@
 //!
 //! # Pipeline-file keys
 //!
-//! Read by [`read_format`] from an input's or output's own mapping:
+//! Read by [`read_format`] from an input's or output's own mapping (each
+//! format through its [`FormatFactory`]; [`formats()`] lists them in the
+//! order the binary registers them):
 //!
 //! ```yaml
 //! format: avro                 # raw (default) | json | avro
@@ -82,23 +84,32 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use avro::confluent_frame;
-pub use config::read_format;
+pub use config::{AvroFactory, JsonFactory, RawFactory};
 pub use registry::{RegistryConfig, RegistryError, RegistrySchema, SchemaRegistry};
 
 pub use spate_connector::codec::{
     DecodeError, Decoded, EncodeError, PayloadDecoder, PayloadEncoder, SCHEMA_ID_HEADER,
 };
+pub use spate_connector::format::{Format, FormatFactory, FormatRole};
+use spate_connector::format::RawFormat;
+use spate_connector::ConfigReader;
 
 use avro::{AvroSchema, InlineDecoder, InlineEncoder, RegistryDecoder, RegistryEncoder};
 
-/// Whether a format is read for an input (decoding) or an output
-/// (encoding); some keys belong to one side only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FormatRole {
-    /// An input: payloads are decoded before the handler.
-    Input,
-    /// An output: handler results are encoded.
-    Output,
+/// Every format this crate provides, in the order error messages list
+/// them: `raw`, `json`, `avro`.
+pub fn formats() -> Vec<Arc<dyn FormatFactory>> {
+    vec![Arc::new(RawFactory), Arc::new(JsonFactory), Arc::new(AvroFactory)]
+}
+
+/// Reads `format`, `schema` / `schema_file`, `reader_schema` /
+/// `reader_schema_file` and `schema_registry` from a connector's mapping
+/// (see the [crate docs](crate) for their meaning) with this crate's
+/// [`formats()`]. `None` when something is wrong; the problems are
+/// recorded in the reader's error list. Without any of these keys the
+/// format is `raw`.
+pub fn read_format(config: &mut ConfigReader<'_>, role: FormatRole) -> Option<FormatSpec> {
+    spate_connector::format::read_format(config, role, &formats()).map(FormatSpec)
 }
 
 /// An Avro schema that does not parse, or a reader schema that cannot read
@@ -110,23 +121,68 @@ pub struct SchemaError(pub String);
 /// A format as written in a pipeline file, validated. Cloning is cheap;
 /// clones share their registry client and its caches.
 #[derive(Clone)]
-pub struct FormatSpec {
-    inner: Inner,
+pub struct FormatSpec(Arc<dyn Format>);
+
+/// `format: json`: validated both ways and otherwise untouched.
+#[derive(Clone, Copy)]
+pub(crate) struct JsonFormat;
+
+impl fmt::Debug for JsonFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FormatSpec::Json")
+    }
 }
 
-#[derive(Clone)]
-enum Inner {
-    Raw,
-    Json,
-    Avro {
-        writer: Arc<AvroSchema>,
-        reader: Option<Arc<AvroSchema>>,
-    },
-    Registry(Arc<RegistryFormat>),
+impl Format for JsonFormat {
+    fn name(&self) -> &'static str {
+        "json"
+    }
+
+    fn decoder(&self) -> Arc<dyn PayloadDecoder> {
+        Arc::new(json::JsonCodec)
+    }
+
+    fn encoder(&self) -> Arc<dyn PayloadEncoder> {
+        Arc::new(json::JsonCodec)
+    }
+}
+
+/// `format: avro` with an inline writer (and maybe reader) schema.
+pub(crate) struct AvroFormat {
+    writer: Arc<AvroSchema>,
+    reader: Option<Arc<AvroSchema>>,
+}
+
+impl Format for AvroFormat {
+    fn name(&self) -> &'static str {
+        "avro"
+    }
+
+    fn decoder(&self) -> Arc<dyn PayloadDecoder> {
+        Arc::new(InlineDecoder {
+            writer: self.writer.clone(),
+            reader: self.reader.clone(),
+        })
+    }
+
+    fn encoder(&self) -> Arc<dyn PayloadEncoder> {
+        Arc::new(InlineEncoder {
+            schema: self.writer.clone(),
+        })
+    }
+}
+
+impl fmt::Debug for AvroFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FormatSpec::Avro")
+            .field("schema", &self.writer)
+            .field("reader_schema", &self.reader)
+            .finish()
+    }
 }
 
 /// The registry flavour of Avro, shared by a spec's clones.
-struct RegistryFormat {
+pub(crate) struct RegistryFormat {
     registry: Arc<SchemaRegistry>,
     subject: Option<String>,
     schema: Option<Arc<AvroSchema>>,
@@ -134,6 +190,46 @@ struct RegistryFormat {
     auto_register: bool,
     /// One encoder per spec, so its (subject → id) lookup happens once.
     encoder: std::sync::OnceLock<Arc<RegistryEncoder>>,
+}
+
+impl Format for RegistryFormat {
+    fn name(&self) -> &'static str {
+        "avro"
+    }
+
+    fn decoder(&self) -> Arc<dyn PayloadDecoder> {
+        Arc::new(RegistryDecoder {
+            registry: self.registry.clone(),
+            reader: self.reader.clone(),
+        })
+    }
+
+    /// Every call on one format (and its clones) returns the same
+    /// encoder, so the subject is registered or looked up once.
+    fn encoder(&self) -> Arc<dyn PayloadEncoder> {
+        self.encoder
+            .get_or_init(|| {
+                Arc::new(RegistryEncoder::new(
+                    self.registry.clone(),
+                    self.subject.clone(),
+                    self.schema.clone(),
+                    self.auto_register,
+                ))
+            })
+            .clone()
+    }
+}
+
+impl fmt::Debug for RegistryFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FormatSpec::AvroRegistry")
+            .field("registry", &self.registry)
+            .field("subject", &self.subject)
+            .field("schema", &self.schema)
+            .field("reader_schema", &self.reader)
+            .field("auto_register", &self.auto_register)
+            .finish()
+    }
 }
 
 /// What an Avro-with-registry format needs besides the registry client.
@@ -165,12 +261,12 @@ impl Default for RegistryOptions {
 impl FormatSpec {
     /// Bytes as they are, both ways.
     pub fn raw() -> Self {
-        Self { inner: Inner::Raw }
+        Self(Arc::new(RawFormat))
     }
 
     /// JSON, validated both ways and otherwise untouched.
     pub fn json() -> Self {
-        Self { inner: Inner::Json }
+        Self(Arc::new(JsonFormat))
     }
 
     /// Avro datums without framing, written with `schema`; decoded into
@@ -185,9 +281,7 @@ impl FormatSpec {
             }
             None => None,
         };
-        Ok(Self {
-            inner: Inner::Avro { writer, reader },
-        })
+        Ok(Self(Arc::new(AvroFormat { writer, reader })))
     }
 
     /// Avro in the Confluent wire format through `registry`.
@@ -198,91 +292,56 @@ impl FormatSpec {
         let parse = |text: Option<&String>| -> Result<Option<Arc<AvroSchema>>, SchemaError> {
             text.map(|t| AvroSchema::parse(t).map(Arc::new)).transpose()
         };
-        Ok(Self {
-            inner: Inner::Registry(Arc::new(RegistryFormat {
-                registry,
-                subject: options.subject,
-                schema: parse(options.schema.as_ref())?,
-                reader: parse(options.reader_schema.as_ref())?,
-                auto_register: options.auto_register,
-                encoder: std::sync::OnceLock::new(),
-            })),
-        })
+        Ok(Self(Arc::new(RegistryFormat {
+            registry,
+            subject: options.subject,
+            schema: parse(options.schema.as_ref())?,
+            reader: parse(options.reader_schema.as_ref())?,
+            auto_register: options.auto_register,
+            encoder: std::sync::OnceLock::new(),
+        })))
     }
 
     /// `raw`, `json` or `avro`.
     pub fn name(&self) -> &'static str {
-        match self.inner {
-            Inner::Raw => "raw",
-            Inner::Json => "json",
-            Inner::Avro { .. } | Inner::Registry(_) => "avro",
-        }
+        self.0.name()
     }
 
     /// True for `raw`, where decoding and encoding do nothing.
     pub fn is_raw(&self) -> bool {
-        matches!(self.inner, Inner::Raw)
+        self.0.is_raw()
     }
 
     /// The decoder for an input of this format.
     pub fn decoder(&self) -> Arc<dyn PayloadDecoder> {
-        match &self.inner {
-            Inner::Raw => Arc::new(json::RawCodec),
-            Inner::Json => Arc::new(json::JsonCodec),
-            Inner::Avro { writer, reader } => Arc::new(InlineDecoder {
-                writer: writer.clone(),
-                reader: reader.clone(),
-            }),
-            Inner::Registry(format) => Arc::new(RegistryDecoder {
-                registry: format.registry.clone(),
-                reader: format.reader.clone(),
-            }),
-        }
+        self.0.decoder()
     }
 
     /// The encoder for an output of this format. Every call on one spec
     /// (and its clones) returns the same registry encoder, so the subject
     /// is registered or looked up once.
     pub fn encoder(&self) -> Arc<dyn PayloadEncoder> {
-        match &self.inner {
-            Inner::Raw => Arc::new(json::RawCodec),
-            Inner::Json => Arc::new(json::JsonCodec),
-            Inner::Avro { writer, .. } => Arc::new(InlineEncoder {
-                schema: writer.clone(),
-            }),
-            Inner::Registry(format) => format
-                .encoder
-                .get_or_init(|| {
-                    Arc::new(RegistryEncoder::new(
-                        format.registry.clone(),
-                        format.subject.clone(),
-                        format.schema.clone(),
-                        format.auto_register,
-                    ))
-                })
-                .clone(),
-        }
+        self.0.encoder()
+    }
+
+    /// The format as the loader and the engine hold it.
+    pub fn into_format(self) -> Arc<dyn Format> {
+        self.0
+    }
+}
+
+impl From<FormatSpec> for Arc<dyn Format> {
+    fn from(spec: FormatSpec) -> Self {
+        spec.0
     }
 }
 
 impl fmt::Debug for FormatSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.inner {
-            Inner::Raw => f.write_str("FormatSpec::Raw"),
-            Inner::Json => f.write_str("FormatSpec::Json"),
-            Inner::Avro { writer, reader } => f
-                .debug_struct("FormatSpec::Avro")
-                .field("schema", writer)
-                .field("reader_schema", reader)
-                .finish(),
-            Inner::Registry(format) => f
-                .debug_struct("FormatSpec::AvroRegistry")
-                .field("registry", &format.registry)
-                .field("subject", &format.subject)
-                .field("schema", &format.schema)
-                .field("reader_schema", &format.reader)
-                .field("auto_register", &format.auto_register)
-                .finish(),
+        if self.0.is_raw() {
+            f.write_str("FormatSpec::Raw")
+        } else {
+            fmt::Debug::fmt(&*self.0, f)
         }
     }
 }

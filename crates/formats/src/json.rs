@@ -1,4 +1,5 @@
-//! The `raw` and `json` formats.
+//! The `json` codec (`raw`'s is the contract's
+//! [`RawCodec`](spate_connector::format::RawCodec)).
 //!
 //! `raw` passes bytes through both ways and never fails. `json` checks
 //! that a payload is one well-formed JSON value (UTF-8, nothing after it
@@ -9,27 +10,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{DecodeError, Decoded, EncodeError, PayloadDecoder, PayloadEncoder};
-
-/// `format: raw`.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct RawCodec;
-
-#[async_trait]
-impl PayloadDecoder for RawCodec {
-    async fn decode(&self, payload: &Bytes) -> Result<Decoded, DecodeError> {
-        Ok(Decoded {
-            payload: payload.clone(),
-            schema_id: None,
-        })
-    }
-}
-
-#[async_trait]
-impl PayloadEncoder for RawCodec {
-    async fn encode(&self, json: &Bytes) -> Result<Bytes, EncodeError> {
-        Ok(json.clone())
-    }
-}
 
 /// `format: json`.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +44,7 @@ impl PayloadEncoder for JsonCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spate_connector::format::RawCodec;
 
     #[tokio::test]
     async fn json_is_validated_and_passed_through() {

@@ -1,4 +1,5 @@
-//! Reads an input's or output's format keys from its pipeline-file mapping.
+//! The format factories (`raw`, `json`, `avro`): each reads its own keys
+//! from an input's or output's pipeline-file mapping.
 //!
 //! Guarantees: every problem is reported at the key that causes it (the
 //! schema's parse error carries apache-avro's message at `schema`, a bad URL
@@ -9,13 +10,13 @@
 
 use std::sync::Arc;
 
+use spate_connector::format::{Format, FormatFactory, FormatRole, RawFormat};
 use spate_connector::{ConfigNode, ConfigReader, NodeKind};
 
 use super::avro::{check_compatible, AvroSchema};
 use super::registry::{parse_url, RegistryConfig, SchemaRegistry};
-use super::{FormatRole, FormatSpec, Inner, RegistryFormat};
+use super::{AvroFormat, JsonFormat, RegistryFormat};
 
-const FORMATS: &[&str] = &["raw", "json", "avro"];
 const AVRO_KEYS: &[&str] = &[
     "schema",
     "schema_file",
@@ -24,64 +25,58 @@ const AVRO_KEYS: &[&str] = &[
     "schema_registry",
 ];
 
-/// Reads `format`, `schema` / `schema_file`, `reader_schema` /
-/// `reader_schema_file` and `schema_registry` from a connector's mapping
-/// (see the [module docs](super) for their meaning). `None` when something
-/// is wrong; the problems are recorded in the reader's error list. Without
-/// any of these keys the format is `raw`.
-pub fn read_format(config: &mut ConfigReader<'_>, role: FormatRole) -> Option<FormatSpec> {
-    let mark = config.errors().borrow().len();
-    let written = config.has("format");
-    let layout = config
-        .node("format")
-        .and_then(|node| node.as_text())
-        .filter(|text| matches!(*text, "envelope" | "payload"));
-    if let Some(layout) = layout {
-        config.error_at_key(
-            "format",
-            format!(
-                "`format` is how payloads are encoded (`raw`, `json` or `avro`), not `{layout}`"
-            ),
-            Some(format!(
-                "the file and stdout connectors' line layout is `layout: {layout}`"
-            )),
-        );
-        return None;
+/// `format: raw`: bytes as they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawFactory;
+
+impl FormatFactory for RawFactory {
+    fn kind(&self) -> &'static str {
+        "raw"
     }
-    let format = config.one_of("format", FORMATS);
-    if written && format.is_none() {
-        for key in AVRO_KEYS {
-            let _ = config.has(key);
-        }
-        return None;
+
+    fn configure(&self, _: &mut ConfigReader<'_>, _: FormatRole) -> Option<Arc<dyn Format>> {
+        Some(Arc::new(RawFormat))
     }
-    let format = format.unwrap_or("raw");
-    if format != "avro" {
-        for key in AVRO_KEYS {
-            if config.has(key) {
-                config.error_at_key(
-                    key,
-                    format!(
-                        "`{key}` applies only to `format: avro`, and this format is `{format}`"
-                    ),
-                    Some(format!("write `format: avro`, or remove `{key}`")),
-                );
-            }
-        }
-        let spec = match format {
-            "json" => FormatSpec::json(),
-            _ => FormatSpec::raw(),
-        };
-        return (config.errors().borrow().len() == mark).then_some(spec);
-    }
-    let avro = read_avro(config, role);
-    if config.errors().borrow().len() > mark {
-        return None;
-    }
-    avro
 }
 
-fn read_avro(config: &mut ConfigReader<'_>, role: FormatRole) -> Option<FormatSpec> {
+/// `format: json`: one well-formed JSON value per payload.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonFactory;
+
+impl FormatFactory for JsonFactory {
+    fn kind(&self) -> &'static str {
+        "json"
+    }
+
+    fn configure(&self, _: &mut ConfigReader<'_>, _: FormatRole) -> Option<Arc<dyn Format>> {
+        Some(Arc::new(JsonFormat))
+    }
+}
+
+/// `format: avro`: `schema` / `schema_file`, `reader_schema` /
+/// `reader_schema_file` and `schema_registry` (see the [crate docs](crate)).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AvroFactory;
+
+impl FormatFactory for AvroFactory {
+    fn kind(&self) -> &'static str {
+        "avro"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        AVRO_KEYS
+    }
+
+    fn configure(
+        &self,
+        config: &mut ConfigReader<'_>,
+        role: FormatRole,
+    ) -> Option<Arc<dyn Format>> {
+        read_avro(config, role)
+    }
+}
+
+fn read_avro(config: &mut ConfigReader<'_>, role: FormatRole) -> Option<Arc<dyn Format>> {
     let schema = read_schema(config, "schema", "schema_file");
     let reader_schema = read_schema(config, "reader_schema", "reader_schema_file");
     let registry = read_registry(config, role);
@@ -138,16 +133,14 @@ fn read_avro(config: &mut ConfigReader<'_>, role: FormatRole) -> Option<FormatSp
                     return None;
                 }
             };
-            Some(FormatSpec {
-                inner: Inner::Registry(Arc::new(RegistryFormat {
-                    registry: Arc::new(registry),
-                    subject,
-                    schema: schema.map(Arc::new),
-                    reader: reader_schema.map(Arc::new),
-                    auto_register,
-                    encoder: std::sync::OnceLock::new(),
-                })),
-            })
+            Some(Arc::new(RegistryFormat {
+                registry: Arc::new(registry),
+                subject,
+                schema: schema.map(Arc::new),
+                reader: reader_schema.map(Arc::new),
+                auto_register,
+                encoder: std::sync::OnceLock::new(),
+            }))
         }
         None if registry_written => None,
         None => {
@@ -169,12 +162,10 @@ fn read_avro(config: &mut ConfigReader<'_>, role: FormatRole) -> Option<FormatSp
                 }
                 _ => None,
             };
-            Some(FormatSpec {
-                inner: Inner::Avro {
-                    writer: Arc::new(writer),
-                    reader,
-                },
-            })
+            Some(Arc::new(AvroFormat {
+                writer: Arc::new(writer),
+                reader,
+            }))
         }
     }
 }
