@@ -13,7 +13,10 @@ pub use spate_formats as format;
 pub mod handler;
 /// Metric names and per-function metric handles (the engine's).
 pub use spate_engine::metrics as observability;
-pub mod pipeline;
+/// Pipeline files (the `spate-loader` crate).
+pub use spate_loader as pipeline;
+pub mod limits_table;
+pub mod registry;
 pub mod runtime;
 pub mod serve;
 pub mod testing;
@@ -36,6 +39,7 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-pub use handler::{Context, ErrorKind, Handler, HandlerError, Output, Registry};
+pub use handler::{Context, ErrorKind, Handler, HandlerError, Output};
+pub use registry::{registry, Registry};
 pub use runtime::Runtime;
 pub use spate_connector::{Event, Headers, Record};

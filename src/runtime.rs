@@ -36,8 +36,8 @@ use tracing::{info, warn};
 
 use crate::engine::readiness::{Readiness, SourceKey};
 use crate::engine::{self, EngineError, EngineOptions, FunctionReport, ProcessBudget};
-use crate::handler::Registry;
 use crate::pipeline::{self, Delivery, LoadError, PipelineSpec};
+use crate::registry::Registry;
 
 mod connect;
 mod signals;

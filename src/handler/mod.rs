@@ -1,53 +1,29 @@
 //! Handlers: the functions spate runs for each event, and the registry that
 //! names them.
 //!
-//! A handler receives one decoded [`Event`] and returns zero or more
+//! A handler receives one decoded [`Event`](spate_connector::Event) and returns zero or more
 //! [`Output`]s, or a [`HandlerError`] that says whether trying again can help.
 //! Retries, timeouts and dead-lettering are the engine's job, not the
 //! handler's.
 
-pub mod builtin;
-pub mod expr;
-pub mod http;
-mod registry;
-pub mod window;
-
-use spate_connector::{Event, Headers, Record};
+pub use spate_handlers::{builtin, expr, http, window};
 
 pub use spate_connector::handler::{
     Context, ErrorKind, FnHandler, Handler, HandlerError, HandlerFn, HandlerState, Output,
 };
 
-pub use registry::{BuiltinHandler, HandlerEntry, Registry};
-
-/// Headers for a copy of an event's metadata, used by built-ins.
-pub(crate) fn passthrough_output(event: Event) -> Output {
-    let Event {
-        key,
-        payload,
-        headers,
-        timestamp_ms,
-        ..
-    } = event;
-    Output {
-        record: Record {
-            key,
-            payload,
-            headers: if headers.is_empty() {
-                Headers::new()
-            } else {
-                headers
-            },
-            timestamp_ms,
-        },
-        to: None,
-    }
-}
+pub use crate::registry::Registry;
+pub use spate_connector::handler_factory::HandlerFactory;
+/// The name built-ins' factory trait had before it moved into the contract.
+pub use spate_connector::handler_factory::HandlerFactory as BuiltinHandler;
+pub use spate_loader::HandlerEntry;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    use spate_connector::{Event, Headers};
 
     use bytes::Bytes;
     use spate_connector::Position;

@@ -15,8 +15,6 @@
 //! `encode-error` dead letter), and the outcome shows the handler's
 //! (JSON) output. Nothing is written anywhere: the outcome is returned.
 
-pub mod samples;
-
 use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -28,8 +26,11 @@ use spate_connector::{dead_letter, Event, PartitionId, Record};
 use crate::engine::worker::{panic_message, resolve_outputs};
 use crate::format::{PayloadDecoder, PayloadEncoder, SCHEMA_ID_HEADER};
 use crate::handler::{Context, ErrorKind, Handler};
+pub use crate::pipeline::samples;
+pub use crate::pipeline::samples::{
+    expectation, sample_event, Expectation, ExpectedOutput, SampleError,
+};
 use crate::pipeline::{FunctionSpec, RetryPolicy};
-pub use samples::{expectation, sample_event, Expectation, ExpectedOutput, SampleError};
 
 /// What became of one event.
 #[derive(Debug, Clone, PartialEq)]

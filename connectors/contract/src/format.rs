@@ -164,7 +164,10 @@ pub fn read_format(
                         "`{key}` applies only to `format: {}`, and this format is `{kind}`",
                         other.kind()
                     ),
-                    Some(format!("write `format: {}`, or remove `{key}`", other.kind())),
+                    Some(format!(
+                        "write `format: {}`, or remove `{key}`",
+                        other.kind()
+                    )),
                 );
             }
         }
@@ -185,7 +188,10 @@ mod tests {
 
     #[test]
     fn kinds_are_spelled_as_a_list() {
-        assert_eq!(spell_kinds(&["raw", "json", "avro"]), "`raw`, `json` or `avro`");
+        assert_eq!(
+            spell_kinds(&["raw", "json", "avro"]),
+            "`raw`, `json` or `avro`"
+        );
         assert_eq!(spell_kinds(&["raw"]), "`raw`");
     }
 

@@ -17,6 +17,7 @@ pub mod event;
 pub mod factory;
 pub mod format;
 pub mod handler;
+pub mod handler_factory;
 pub mod internal_events;
 pub mod sink;
 pub mod source;

@@ -10,7 +10,10 @@
 
 use std::collections::HashMap;
 
-use apache_avro::schema::{InnerDecimalSchema, Names, RecordSchema, UnionSchema};
+use apache_avro::schema::{
+    ArraySchema, DecimalSchema, EnumSchema, FixedSchema, InnerDecimalSchema, MapSchema, Names,
+    RecordSchema, UnionSchema,
+};
 use apache_avro::types::Value;
 use apache_avro::{Days, Duration, Millis, Months, Schema, Uuid};
 use base64::Engine as _;
@@ -113,83 +116,14 @@ fn convert(json: &Json, schema: &Schema, names: &Names, origin: Origin) -> Resul
             .map(|s| Value::String(s.to_owned()))
             .ok_or_else(|| expected("a string")),
         Schema::Bytes => bytes(json, origin).map(Value::Bytes),
-        Schema::Fixed(fixed) => {
-            let b = bytes(json, origin)?;
-            if b.len() != fixed.size {
-                return Err(Mismatch::new(format!(
-                    "fixed `{}` holds {} bytes, found {}",
-                    fixed.name,
-                    fixed.size,
-                    b.len()
-                )));
-            }
-            Ok(Value::Fixed(fixed.size, b))
-        }
-        Schema::Enum(e) => {
-            let symbol = json
-                .as_str()
-                .ok_or_else(|| expected("a string (enum symbol)"))?;
-            match e.symbols.iter().position(|s| s == symbol) {
-                Some(at) => Ok(Value::Enum(at as u32, symbol.to_owned())),
-                None => Err(Mismatch::new(format!(
-                    "`{symbol}` is not a symbol of enum `{}` ({})",
-                    e.name,
-                    e.symbols.join(", ")
-                ))),
-            }
-        }
-        Schema::Array(array) => {
-            let items = json.as_array().ok_or_else(|| expected("an array"))?;
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    convert(item, &array.items, names, origin).map_err(|m| m.at(format!("[{i}]")))
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Value::Array)
-        }
-        Schema::Map(map) => {
-            let object = json
-                .as_object()
-                .ok_or_else(|| expected("an object (map)"))?;
-            let mut out = HashMap::with_capacity(object.len());
-            for (key, item) in object {
-                let value = convert(item, &map.types, names, origin)
-                    .map_err(|m| m.at(format!("[{}]", quoted(key))))?;
-                out.insert(key.clone(), value);
-            }
-            Ok(Value::Map(out))
-        }
+        Schema::Fixed(fixed) => convert_fixed(json, fixed, origin),
+        Schema::Enum(e) => convert_enum(json, e, &expected),
+        Schema::Array(array) => convert_array(json, array, names, origin, &expected),
+        Schema::Map(map) => convert_map(json, map, names, origin, &expected),
         Schema::Union(union) => convert_union(json, union, names, origin),
         Schema::Record(record) => convert_record(json, record, names, origin),
-        Schema::Decimal(d) => {
-            let text = match json {
-                Json::String(s) => s.clone(),
-                Json::Number(n) => n.to_string(),
-                _ => return Err(expected("a decimal string such as \"12.34\"")),
-            };
-            let bytes = decimal::from_text(&text, d.precision, d.scale).map_err(Mismatch::new)?;
-            if let InnerDecimalSchema::Fixed(fixed) = &d.inner {
-                if bytes.len() > fixed.size {
-                    return Err(Mismatch::new(format!(
-                        "`{text}` does not fit the decimal's {} bytes",
-                        fixed.size
-                    )));
-                }
-            }
-            Ok(Value::Decimal(apache_avro::Decimal::from(bytes)))
-        }
-        Schema::BigDecimal => {
-            let text = match json {
-                Json::String(s) => s.clone(),
-                Json::Number(n) => n.to_string(),
-                _ => return Err(expected("a decimal string such as \"12.34\"")),
-            };
-            text.parse::<apache_avro::BigDecimal>()
-                .map(Value::BigDecimal)
-                .map_err(|_| Mismatch::new(format!("`{text}` is not a decimal number")))
-        }
+        Schema::Decimal(d) => convert_decimal(json, d, &expected),
+        Schema::BigDecimal => convert_big_decimal(json, &expected),
         Schema::Uuid(_) => {
             let text = json.as_str().ok_or_else(|| expected("a UUID string"))?;
             Uuid::parse_str(text)
@@ -223,20 +157,133 @@ fn convert(json: &Json, schema: &Schema, names: &Names, origin: Origin) -> Resul
         Schema::LocalTimestampNanos => {
             long(json, &expected, "nanoseconds since the epoch").map(Value::LocalTimestampNanos)
         }
-        Schema::Duration(_) => {
-            let part = |key: &str| -> Result<u32, Mismatch> {
-                json.get(key)
-                    .and_then(Json::as_u64)
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| expected(r#"a duration {"months": m, "days": d, "millis": ms}"#))
-            };
-            Ok(Value::Duration(Duration::new(
-                Months::new(part("months")?),
-                Days::new(part("days")?),
-                Millis::new(part("millis")?),
-            )))
+        Schema::Duration(_) => convert_duration(json, &expected),
+    }
+}
+
+/// A `fixed`: bytes of exactly its size.
+fn convert_fixed(json: &Json, fixed: &FixedSchema, origin: Origin) -> Result<Value, Mismatch> {
+    let b = bytes(json, origin)?;
+    if b.len() != fixed.size {
+        return Err(Mismatch::new(format!(
+            "fixed `{}` holds {} bytes, found {}",
+            fixed.name,
+            fixed.size,
+            b.len()
+        )));
+    }
+    Ok(Value::Fixed(fixed.size, b))
+}
+
+/// An `enum`: one of its symbols.
+fn convert_enum(
+    json: &Json,
+    e: &EnumSchema,
+    expected: &dyn Fn(&str) -> Mismatch,
+) -> Result<Value, Mismatch> {
+    let symbol = json
+        .as_str()
+        .ok_or_else(|| expected("a string (enum symbol)"))?;
+    match e.symbols.iter().position(|s| s == symbol) {
+        Some(at) => Ok(Value::Enum(at as u32, symbol.to_owned())),
+        None => Err(Mismatch::new(format!(
+            "`{symbol}` is not a symbol of enum `{}` ({})",
+            e.name,
+            e.symbols.join(", ")
+        ))),
+    }
+}
+
+/// An `array`, item by item.
+fn convert_array(
+    json: &Json,
+    array: &ArraySchema,
+    names: &Names,
+    origin: Origin,
+    expected: &dyn Fn(&str) -> Mismatch,
+) -> Result<Value, Mismatch> {
+    let items = json.as_array().ok_or_else(|| expected("an array"))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            convert(item, &array.items, names, origin).map_err(|m| m.at(format!("[{i}]")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::Array)
+}
+
+/// A `map`, entry by entry.
+fn convert_map(
+    json: &Json,
+    map: &MapSchema,
+    names: &Names,
+    origin: Origin,
+    expected: &dyn Fn(&str) -> Mismatch,
+) -> Result<Value, Mismatch> {
+    let object = json
+        .as_object()
+        .ok_or_else(|| expected("an object (map)"))?;
+    let mut out = HashMap::with_capacity(object.len());
+    for (key, item) in object {
+        let value = convert(item, &map.types, names, origin)
+            .map_err(|m| m.at(format!("[{}]", quoted(key))))?;
+        out.insert(key.clone(), value);
+    }
+    Ok(Value::Map(out))
+}
+
+/// A `decimal`: a string (or number) with at most `scale` decimals.
+fn convert_decimal(
+    json: &Json,
+    d: &DecimalSchema,
+    expected: &dyn Fn(&str) -> Mismatch,
+) -> Result<Value, Mismatch> {
+    let text = match json {
+        Json::String(s) => s.clone(),
+        Json::Number(n) => n.to_string(),
+        _ => return Err(expected("a decimal string such as \"12.34\"")),
+    };
+    let bytes = decimal::from_text(&text, d.precision, d.scale).map_err(Mismatch::new)?;
+    if let InnerDecimalSchema::Fixed(fixed) = &d.inner {
+        if bytes.len() > fixed.size {
+            return Err(Mismatch::new(format!(
+                "`{text}` does not fit the decimal's {} bytes",
+                fixed.size
+            )));
         }
     }
+    Ok(Value::Decimal(apache_avro::Decimal::from(bytes)))
+}
+
+/// A `big-decimal`: a decimal string (or number).
+fn convert_big_decimal(
+    json: &Json,
+    expected: &dyn Fn(&str) -> Mismatch,
+) -> Result<Value, Mismatch> {
+    let text = match json {
+        Json::String(s) => s.clone(),
+        Json::Number(n) => n.to_string(),
+        _ => return Err(expected("a decimal string such as \"12.34\"")),
+    };
+    text.parse::<apache_avro::BigDecimal>()
+        .map(Value::BigDecimal)
+        .map_err(|_| Mismatch::new(format!("`{text}` is not a decimal number")))
+}
+
+/// A `duration`: `{"months": m, "days": d, "millis": ms}`.
+fn convert_duration(json: &Json, expected: &dyn Fn(&str) -> Mismatch) -> Result<Value, Mismatch> {
+    let part = |key: &str| -> Result<u32, Mismatch> {
+        json.get(key)
+            .and_then(Json::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| expected(r#"a duration {"months": m, "days": d, "millis": ms}"#))
+    };
+    Ok(Value::Duration(Duration::new(
+        Months::new(part("months")?),
+        Days::new(part("days")?),
+        Millis::new(part("millis")?),
+    )))
 }
 
 fn int(json: &Json) -> Option<i32> {

@@ -90,8 +90,8 @@ pub use registry::{RegistryConfig, RegistryError, RegistrySchema, SchemaRegistry
 pub use spate_connector::codec::{
     DecodeError, Decoded, EncodeError, PayloadDecoder, PayloadEncoder, SCHEMA_ID_HEADER,
 };
-pub use spate_connector::format::{Format, FormatFactory, FormatRole};
 use spate_connector::format::RawFormat;
+pub use spate_connector::format::{Format, FormatFactory, FormatRole};
 use spate_connector::ConfigReader;
 
 use avro::{AvroSchema, InlineDecoder, InlineEncoder, RegistryDecoder, RegistryEncoder};
@@ -99,7 +99,11 @@ use avro::{AvroSchema, InlineDecoder, InlineEncoder, RegistryDecoder, RegistryEn
 /// Every format this crate provides, in the order error messages list
 /// them: `raw`, `json`, `avro`.
 pub fn formats() -> Vec<Arc<dyn FormatFactory>> {
-    vec![Arc::new(RawFactory), Arc::new(JsonFactory), Arc::new(AvroFactory)]
+    vec![
+        Arc::new(RawFactory),
+        Arc::new(JsonFactory),
+        Arc::new(AvroFactory),
+    ]
 }
 
 /// Reads `format`, `schema` / `schema_file`, `reader_schema` /

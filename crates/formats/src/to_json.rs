@@ -6,9 +6,10 @@
 //! gives the same bytes; unions are written untagged; a value that
 //! apache-avro decoded with a schema never fails to convert with it.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use apache_avro::schema::{DecimalSchema, Name, Names};
+use apache_avro::schema::{ArraySchema, DecimalSchema, MapSchema, Name, Names, RecordSchema};
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use base64::Engine as _;
@@ -75,53 +76,9 @@ pub(crate) fn avro_to_json(
             write_string(out, s);
             Ok(())
         }
-        (Value::Array(items), Schema::Array(array)) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                avro_to_json(item, &array.items, names, out)?;
-            }
-            out.push(']');
-            Ok(())
-        }
-        (Value::Map(entries), Schema::Map(map)) => {
-            let mut keys: Vec<&String> = entries.keys().collect();
-            keys.sort_unstable();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, key);
-                out.push(':');
-                avro_to_json(&entries[key], &map.types, names, out)?;
-            }
-            out.push('}');
-            Ok(())
-        }
-        (Value::Record(fields), Schema::Record(record)) => {
-            out.push('{');
-            for (i, (name, field_value)) in fields.iter().enumerate() {
-                let field = match record.fields.get(i) {
-                    Some(f) if &f.name == name => f,
-                    _ => record
-                        .lookup
-                        .get(name)
-                        .and_then(|&at| record.fields.get(at))
-                        .ok_or_else(|| format!("record `{}` has no field `{name}`", record.name))?,
-                };
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, name);
-                out.push(':');
-                avro_to_json(field_value, &field.schema, names, out)?;
-            }
-            out.push('}');
-            Ok(())
-        }
+        (Value::Array(items), Schema::Array(array)) => write_array(items, array, names, out),
+        (Value::Map(entries), Schema::Map(map)) => write_map(entries, map, names, out),
+        (Value::Record(fields), Schema::Record(record)) => write_record(fields, record, names, out),
         (Value::Decimal(d), Schema::Decimal(DecimalSchema { scale, .. })) => {
             let bytes = Vec::<u8>::try_from(d).map_err(|e| e.to_string())?;
             write_string(out, &decimal::to_string(&bytes, *scale));
@@ -151,6 +108,74 @@ pub(crate) fn avro_to_json(
             schema_kind(schema)
         )),
     }
+}
+
+/// An array, item by item.
+fn write_array(
+    items: &[Value],
+    array: &ArraySchema,
+    names: &Names,
+    out: &mut String,
+) -> Result<(), String> {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        avro_to_json(item, &array.items, names, out)?;
+    }
+    out.push(']');
+    Ok(())
+}
+
+/// A map as an object, keys sorted.
+fn write_map(
+    entries: &HashMap<String, Value>,
+    map: &MapSchema,
+    names: &Names,
+    out: &mut String,
+) -> Result<(), String> {
+    let mut keys: Vec<&String> = entries.keys().collect();
+    keys.sort_unstable();
+    out.push('{');
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, key);
+        out.push(':');
+        avro_to_json(&entries[key], &map.types, names, out)?;
+    }
+    out.push('}');
+    Ok(())
+}
+
+/// A record as an object, fields in schema order.
+fn write_record(
+    fields: &[(String, Value)],
+    record: &RecordSchema,
+    names: &Names,
+    out: &mut String,
+) -> Result<(), String> {
+    out.push('{');
+    for (i, (name, field_value)) in fields.iter().enumerate() {
+        let field = match record.fields.get(i) {
+            Some(f) if &f.name == name => f,
+            _ => record
+                .lookup
+                .get(name)
+                .and_then(|&at| record.fields.get(at))
+                .ok_or_else(|| format!("record `{}` has no field `{name}`", record.name))?,
+        };
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, name);
+        out.push(':');
+        avro_to_json(field_value, &field.schema, names, out)?;
+    }
+    out.push('}');
+    Ok(())
 }
 
 fn write_display(out: &mut String, n: &dyn std::fmt::Display) -> Result<(), String> {
