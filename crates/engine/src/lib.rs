@@ -210,7 +210,8 @@ pub async fn run_function(
     options: EngineOptions,
     shutdown: CancellationToken,
 ) -> Result<FunctionReport, EngineError> {
+    let delivery = plan.policy.delivery;
     let mut scheduler = scheduler::Scheduler::start(plan, options)?;
-    scheduler.open_transactions().await?;
+    scheduler.open_committer(delivery).await?;
     scheduler.run(shutdown).await
 }

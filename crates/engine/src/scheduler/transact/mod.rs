@@ -40,7 +40,7 @@ use spate_connector::{
 };
 use tracing::{debug, error, warn};
 
-use super::Scheduler;
+use super::{Committer, Scheduler};
 use crate::work::{Destination, PartKey, WorkItem};
 use crate::{backoff, EngineError};
 
@@ -61,10 +61,8 @@ enum Start {
 
 /// The outcome of the commit running in the background, once it ends;
 /// `None` at once when none runs.
-async fn commit_outcome_if_running(
-    transactions: &mut Option<Transactions>,
-) -> Option<Option<Committed>> {
-    let tx = transactions.as_mut()?;
+async fn commit_outcome_if_running(committer: &mut Committer) -> Option<Option<Committed>> {
+    let tx = committer.transactions_mut()?;
     let name = tx.name.clone();
     let committing = tx.committing.as_mut()?;
     Some(committing.outcome(&name).await)
@@ -72,8 +70,8 @@ async fn commit_outcome_if_running(
 
 /// The outcome of the commit running in the background, once it ends;
 /// pending forever when none runs. Cancel safe: the commit keeps running.
-pub(super) async fn commit_outcome(transactions: &mut Option<Transactions>) -> Option<Committed> {
-    let Some(tx) = transactions.as_mut() else {
+pub(super) async fn commit_outcome(committer: &mut Committer) -> Option<Committed> {
+    let Some(tx) = committer.transactions_mut() else {
         return std::future::pending().await;
     };
     let name = tx.name.clone();
@@ -84,11 +82,10 @@ pub(super) async fn commit_outcome(transactions: &mut Option<Transactions>) -> O
 }
 
 impl Scheduler {
-    /// Opens the exactly-once session if the function asked for it.
-    pub async fn open_transactions(&mut self) -> Result<(), EngineError> {
-        if self.delivery != crate::policy::Delivery::ExactlyOnce {
-            return Ok(());
-        }
+    /// Opens the exactly-once session, making the committer
+    /// transactional (`delivery: exactly_once` only: see
+    /// [`Scheduler::open_committer`]).
+    pub(super) async fn open_transactions(&mut self) -> Result<(), EngineError> {
         let function = self.shared.name.to_string();
         let [slot] = self.sources.as_mut_slice() else {
             return Err(EngineError::Plan {
@@ -129,7 +126,7 @@ impl Scheduler {
                 ),
             });
         }
-        self.transactions = Some(transactions);
+        self.committer = Committer::Transactional(Box::new(transactions));
         Ok(())
     }
 
@@ -145,13 +142,13 @@ impl Scheduler {
         input: usize,
         parts: &[PartitionId],
     ) -> Result<(), EngineError> {
-        if !self.transactions.as_ref().is_some_and(|tx| tx.resumes) {
+        if !self.committer.transactions().is_some_and(|tx| tx.resumes) {
             return Ok(());
         }
         // The session is needed here: let a commit running in the
         // background finish first.
         self.settle_transaction_commit().await;
-        let Some(tx) = self.transactions.as_mut() else {
+        let Some(tx) = self.committer.transactions_mut() else {
             return Ok(());
         };
         let function = self.shared.name.to_string();
@@ -228,14 +225,14 @@ impl Scheduler {
         // While a commit runs the session is away: the records wait in
         // their partitions for the next transaction.
         if self
-            .transactions
-            .as_ref()
+            .committer
+            .transactions()
             .is_none_or(|tx| tx.dead || tx.committing.is_some())
         {
             return;
         }
         for written in self.take_ready() {
-            let Some(tx) = self.transactions.as_mut() else {
+            let Some(tx) = self.committer.transactions_mut() else {
                 return;
             };
             if tx.dead {
@@ -291,7 +288,7 @@ impl Scheduler {
     /// True when the open transaction should commit now: its interval
     /// passed (and no back-off holds it) or it holds `max_events` events.
     pub(super) fn transaction_due(&self) -> bool {
-        self.transactions.as_ref().is_some_and(|tx| {
+        self.committer.transactions().is_some_and(|tx| {
             tx.can_commit_now()
                 && (tx.last_commit.elapsed() >= tx.interval || tx.open_events >= tx.max_events)
         })
@@ -317,8 +314,8 @@ impl Scheduler {
     /// [`Scheduler::settle_transaction_commit`].
     pub(super) async fn start_transaction_commit_now(&mut self) {
         if self
-            .transactions
-            .as_ref()
+            .committer
+            .transactions()
             .is_some_and(|tx| tx.committing.is_none())
         {
             self.start_transaction_commit(&[]).await;
@@ -327,7 +324,7 @@ impl Scheduler {
 
     async fn start_transaction_commit(&mut self, releasing: &[PartKey]) -> Start {
         self.write_ready().await;
-        let Some(tx) = self.transactions.as_mut() else {
+        let Some(tx) = self.committer.transactions_mut() else {
             return Start::Failed;
         };
         if tx.dead || tx.committing.is_some() {
@@ -374,7 +371,7 @@ impl Scheduler {
     /// Waits for the commit running in the background, if one is, and takes
     /// its outcome in; `Some(true)` when it committed.
     pub(super) async fn settle_transaction_commit(&mut self) -> Option<bool> {
-        let outcome = commit_outcome_if_running(&mut self.transactions).await?;
+        let outcome = commit_outcome_if_running(&mut self.committer).await?;
         Some(self.on_commit_outcome(outcome).await)
     }
 
@@ -383,7 +380,7 @@ impl Scheduler {
     /// follows (a no-op where the transaction stored them), on failure the
     /// transaction is aborted and its records kept for the next one.
     pub(super) async fn on_commit_outcome(&mut self, outcome: Option<Committed>) -> bool {
-        let Some(tx) = self.transactions.as_mut() else {
+        let Some(tx) = self.committer.transactions_mut() else {
             return false;
         };
         let Some(committing) = tx.committing.take() else {
@@ -430,7 +427,7 @@ impl Scheduler {
     }
 
     fn on_transaction_committed(&mut self, positions: &[(PartKey, u64)], took: Duration) {
-        let Some(tx) = self.transactions.as_mut() else {
+        let Some(tx) = self.committer.transactions_mut() else {
             return;
         };
         let metrics = &self.shared.metrics;
@@ -489,7 +486,7 @@ impl Scheduler {
     /// Logs a transaction error; a fatal one stops the function.
     fn on_transaction_error(&mut self, error: TransactionError, during: &str) {
         self.shared.metrics.commit_failures.increment(1);
-        let Some(tx) = self.transactions.as_mut() else {
+        let Some(tx) = self.committer.transactions_mut() else {
             return;
         };
         if error.is_abortable() {
@@ -512,7 +509,7 @@ impl Scheduler {
     /// Aborts the open transaction, drops records of partitions that are
     /// gone or being let go, and schedules the next attempt.
     async fn abort_transaction(&mut self, releasing: &[PartKey]) {
-        let Some(tx) = self.transactions.as_mut() else {
+        let Some(tx) = self.committer.transactions_mut() else {
             return;
         };
         if tx.dead {
@@ -525,7 +522,7 @@ impl Scheduler {
         if let Err(error) = aborted {
             self.on_transaction_error(error, "abort");
         }
-        let Some(tx) = self.transactions.as_mut() else {
+        let Some(tx) = self.committer.transactions_mut() else {
             return;
         };
         if tx.dead {
@@ -557,7 +554,7 @@ impl Scheduler {
             if self.commit_transaction(&[]).await {
                 return;
             }
-            let Some(tx) = self.transactions.as_ref() else {
+            let Some(tx) = self.committer.transactions() else {
                 return;
             };
             if tx.dead {

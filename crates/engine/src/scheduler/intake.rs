@@ -1,0 +1,322 @@
+//! Intake: reading the sources, admitting their events into partitions and
+//! lanes, and holding them back. A partition is paused at the source once
+//! it reaches its in-flight bound and resumed once drained to half; a
+//! source is never asked for more than the room left under those bounds.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use spate_connector::{Event, PartitionId, Source, SourceError, SourceMessage};
+use tracing::{debug, error, info, info_span, warn};
+
+use super::partition::{DrainReason, PartitionState};
+use super::Scheduler;
+use crate::backoff;
+use crate::policy::Ordering;
+use crate::work::{LaneKey, PartKey, Stage, WorkItem};
+use crate::EngineError;
+
+/// A source and its read state.
+pub(super) struct SourceSlot {
+    pub(super) source: Box<dyn Source>,
+    /// False once the source said `End`.
+    pub(super) open: bool,
+    pub(super) failures: u32,
+    pub(super) retry_at: Option<tokio::time::Instant>,
+}
+
+/// Waits for the first source with something to say; source `i` is asked
+/// for at most `maxes[i]` events.
+pub(super) async fn next_message(
+    sources: &mut [SourceSlot],
+    maxes: &[usize],
+) -> (usize, Result<SourceMessage, SourceError>) {
+    let waits = sources
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, s)| s.open)
+        .map(|(i, slot)| {
+            let max = maxes.get(i).copied().unwrap_or(1);
+            Box::pin(async move {
+                if let Some(at) = slot.retry_at {
+                    tokio::time::sleep_until(at).await;
+                }
+                (i, slot.source.next(max).await)
+            })
+        });
+    futures::future::select_all(waits).await.0
+}
+
+impl Scheduler {
+    /// Acts on what source `index` said.
+    pub(super) async fn on_message(
+        &mut self,
+        index: usize,
+        message: Result<SourceMessage, SourceError>,
+    ) -> Result<(), EngineError> {
+        match message {
+            Err(error) => self.on_read_error(index, error),
+            Ok(SourceMessage::Events(events)) => self.on_events(index, events).await?,
+            Ok(SourceMessage::Assigned(parts)) => self.on_assigned(index, parts).await?,
+            Ok(SourceMessage::Revoked(parts)) => self.on_revoked(index, &parts).await,
+            Ok(SourceMessage::End) => {
+                let slot = &mut self.sources[index];
+                debug!(function = %self.shared.name, source = slot.source.name(), "source ended");
+                slot.open = false;
+                self.mark_ready(index, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// A failed read: retried with backoff, or the function stops.
+    fn on_read_error(&mut self, index: usize, error: SourceError) {
+        match error {
+            error if error.is_retryable() => {
+                self.options.readiness.failed(self.readiness_key(index));
+                let slot = &mut self.sources[index];
+                slot.failures += 1;
+                let delay = backoff::delay(
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                    slot.failures,
+                );
+                slot.retry_at = Some(tokio::time::Instant::now() + delay);
+                // Once per outage; the retries are quiet until it recovers.
+                if slot.failures == 1 {
+                    warn!(function = %self.shared.name, source = slot.source.name(), %error, "source read failed; retrying with backoff");
+                } else {
+                    debug!(function = %self.shared.name, source = slot.source.name(), %error, retry_in = ?delay, failures = slot.failures, "source read failed again");
+                }
+            }
+            error => {
+                let slot = &self.sources[index];
+                error!(function = %self.shared.name, source = slot.source.name(), %error, "source failed; stopping the function");
+                self.fatal = Some(EngineError::Source {
+                    function: self.shared.name.to_string(),
+                    source: error,
+                });
+                self.begin_stop();
+            }
+        }
+    }
+
+    /// A batch of events: admitted, then (at-most-once) committed.
+    async fn on_events(&mut self, index: usize, events: Vec<Event>) -> Result<(), EngineError> {
+        let slot = &mut self.sources[index];
+        let recovered = slot.failures > 0;
+        if recovered {
+            info!(function = %self.shared.name, source = slot.source.name(), failures = slot.failures, "source reads again");
+        }
+        slot.failures = 0;
+        slot.retry_at = None;
+        if recovered {
+            self.mark_ready(index, true);
+        }
+        self.last_activity = tokio::time::Instant::now();
+        let span = info_span!("batch", function = %self.shared.name, events = events.len());
+        let _entered = span.enter();
+        for event in events {
+            self.admit(index, event)?;
+        }
+        drop(_entered);
+        if self.committer.commits_on_receipt() {
+            self.commit(None).await;
+        }
+        self.apply_backpressure();
+        Ok(())
+    }
+
+    /// Partitions assigned: each starts afresh (a partition given back
+    /// while still draining ends that drain first).
+    async fn on_assigned(
+        &mut self,
+        index: usize,
+        parts: Vec<PartitionId>,
+    ) -> Result<(), EngineError> {
+        let slot = &mut self.sources[index];
+        info!(function = %self.shared.name, source = slot.source.name(), partitions = ?parts, "partitions assigned");
+        slot.failures = 0;
+        self.mark_ready(index, true);
+        // A partition given back while still draining: end that drain
+        // now (commit what finished, release) before starting afresh.
+        let now = Instant::now();
+        let mut cut_short = false;
+        for partition in &parts {
+            let key = PartKey {
+                input: index,
+                partition: *partition,
+            };
+            if let Some((deadline, _)) = self
+                .partitions
+                .get_mut(&key)
+                .and_then(|p| p.draining.as_mut())
+            {
+                *deadline = now;
+                cut_short = true;
+            }
+        }
+        if cut_short {
+            self.finish_drains().await;
+        }
+        for partition in &parts {
+            let key = PartKey {
+                input: index,
+                partition: *partition,
+            };
+            self.next_epoch += 1;
+            if let Some(old) = self
+                .partitions
+                .insert(key, PartitionState::new(self.next_epoch))
+            {
+                self.forget(key, &old);
+            }
+        }
+        self.resume_assigned(index, &parts).await
+    }
+
+    /// Partitions revoked: drained, committed and released.
+    async fn on_revoked(&mut self, index: usize, parts: &[PartitionId]) {
+        let slot = &self.sources[index];
+        info!(function = %self.shared.name, source = slot.source.name(), partitions = ?parts, "partitions revoked; draining");
+        let keys: Vec<PartKey> = parts
+            .iter()
+            .map(|&partition| PartKey {
+                input: index,
+                partition,
+            })
+            .collect();
+        self.begin_drain(&keys, DrainReason::Revoked);
+        self.finish_drains().await;
+    }
+
+    /// Records on the readiness board whether source `input` delivers.
+    pub(super) fn mark_ready(&self, input: usize, ready: bool) {
+        self.options.readiness.set(self.readiness_key(input), ready);
+    }
+
+    pub(super) fn readiness_key(&self, input: usize) -> crate::readiness::SourceKey {
+        crate::readiness::SourceKey {
+            pipeline: self.pipeline.clone(),
+            function: self.shared.name.clone(),
+            input,
+        }
+    }
+
+    pub(super) fn admit(&mut self, input: usize, event: Event) -> Result<(), EngineError> {
+        let key = PartKey {
+            input,
+            partition: event.position.partition,
+        };
+        if !self.partitions.contains_key(&key) {
+            // A source without assignments (or one that skipped it): the
+            // partition is ours from its first event.
+            self.next_epoch += 1;
+            self.partitions
+                .insert(key, PartitionState::new(self.next_epoch));
+        }
+        let Some(part) = self.partitions.get_mut(&key) else {
+            return Ok(());
+        };
+        if part.draining.is_some() {
+            debug!(function = %self.shared.name, partition = key.partition, "event of a draining partition left for its next owner");
+            return Ok(());
+        }
+        part.watermark
+            .receive(event.position.offset, event.timestamp_ms)
+            .map_err(|error| EngineError::Contract {
+                function: self.shared.name.to_string(),
+                source_name: self.shared.source_names[input].clone(),
+                partition: key.partition,
+                error,
+            })?;
+        let bytes = event.byte_len() as u64;
+        part.unfinished += 1;
+        part.bytes += bytes;
+        self.options.budget.add(bytes);
+        self.events_in += 1;
+        self.shared.metrics.events_in.increment(1);
+        self.shared.metrics.in_flight.increment(1.0);
+        let lane = match self.ordering {
+            Ordering::Partition => Some(LaneKey::Partition(key)),
+            Ordering::Key => Some(LaneKey::Key(key, event.key.clone())),
+            Ordering::None => None,
+        };
+        self.lanes.admit(WorkItem {
+            event,
+            part: key,
+            epoch: part.epoch,
+            lane,
+            bytes,
+            stage: Stage::Handle,
+            attempts: 0,
+            write_failures: 0,
+            failure: None,
+            state_changes: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// How many events each source may be asked for now: `max_batch`, cut
+    /// to the room left under the in-flight bounds of its partitions that
+    /// are taking events in and of the process, so a source that fetches
+    /// what it is asked for (a JetStream pull) never fetches past the
+    /// bound. At least 1, so assignments and revocations still come through.
+    pub(super) fn intake_room(&self) -> Vec<usize> {
+        let max_batch = self.options.max_batch;
+        let process = self.options.budget.event_room();
+        let mut rooms: Vec<Option<usize>> = vec![None; self.sources.len()];
+        for (key, part) in &self.partitions {
+            let room = rooms.get_mut(key.input).and_then(|r| {
+                r.get_or_insert(0);
+                r.as_mut()
+            });
+            if let Some(room) = room {
+                if !part.paused && part.draining.is_none() {
+                    *room += self.limits.events.saturating_sub(part.watermark.span());
+                }
+            }
+        }
+        rooms
+            .into_iter()
+            .map(|room| room.unwrap_or(max_batch).min(max_batch).min(process).max(1))
+            .collect()
+    }
+
+    /// Pauses partitions past their bound (or all, past the process bound)
+    /// and resumes those drained to half.
+    pub(super) fn apply_backpressure(&mut self) {
+        let process_full = self.options.budget.is_full();
+        let process_room = self.options.budget.has_room();
+        let mut changes: BTreeMap<usize, (Vec<PartitionId>, Vec<PartitionId>)> = BTreeMap::new();
+        for (key, part) in &mut self.partitions {
+            if part.draining.is_some() {
+                continue;
+            }
+            if !part.paused && (process_full || part.is_full(&self.limits)) {
+                part.paused = true;
+                changes.entry(key.input).or_default().0.push(key.partition);
+            } else if part.paused && process_room && part.has_room(&self.limits) {
+                part.paused = false;
+                changes.entry(key.input).or_default().1.push(key.partition);
+            }
+        }
+        for (input, (pause, resume)) in changes {
+            let source = &mut self.sources[input].source;
+            if !pause.is_empty() {
+                debug!(function = %self.shared.name, partitions = ?pause, "pausing partitions at the in-flight bound");
+                if let Err(error) = source.pause(&pause) {
+                    warn!(function = %self.shared.name, %error, "pause failed");
+                }
+            }
+            if !resume.is_empty() {
+                debug!(function = %self.shared.name, partitions = ?resume, "resuming drained partitions");
+                if let Err(error) = source.resume(&resume) {
+                    warn!(function = %self.shared.name, %error, "resume failed");
+                }
+            }
+        }
+        let paused = self.partitions.values().filter(|p| p.paused).count();
+        self.shared.metrics.paused.set(paused as f64);
+    }
+}
