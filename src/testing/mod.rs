@@ -2,35 +2,27 @@
 //! function's own handler and output routing, with no broker, and the
 //! outcome of each compared with what was expected.
 //!
-//! An offline run decides each event as the engine would, using the same
-//! pieces: an event carrying a decode error, or whose payload the first
-//! input's `format` cannot decode, is dead-lettered with reason
-//! `decode-error`; the handler is called with the function's attempt
-//! timeout, and a retryable failure is tried again up to `max_attempts`
-//! (at once: offline runs do not sleep through the backoff); a panic is
-//! caught; outputs are routed with the engine's
-//! [`resolve_outputs`], so routing to
-//! an undeclared output is a dead letter here as there; each output is
-//! encoded in its output's `format` (a record that does not fit is an
-//! `encode-error` dead letter), and the outcome shows the handler's
-//! (JSON) output. Nothing is written anywhere: the outcome is returned.
+//! An offline run decides each event with the engine's own stage machine
+//! ([`crate::engine::stage`]): decode (an event carrying a decode error, or
+//! whose payload the first input's `format` cannot decode, is dead-lettered
+//! with reason `decode-error`), the handler under the function's attempt
+//! timeout with panics caught, routing, encoding in each output's `format`,
+//! and a retry (at once: offline runs do not sleep through the backoff) or
+//! a dead letter with the reason the engine would give. The outcome shows
+//! the handler's (JSON) output; nothing is written anywhere.
 
 use std::fmt::Write as _;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::FutureExt;
-use spate_connector::{dead_letter, Event, PartitionId, Record};
+use spate_connector::{Event, PartitionId, Record};
 
-use crate::engine::worker::{panic_message, resolve_outputs};
-use crate::format::{PayloadDecoder, PayloadEncoder, SCHEMA_ID_HEADER};
-use crate::handler::{Context, ErrorKind, Handler};
+use crate::engine::stage::{Decided, Offline};
 pub use crate::pipeline::samples;
 pub use crate::pipeline::samples::{
     expectation, sample_event, Expectation, ExpectedOutput, SampleError,
 };
-use crate::pipeline::{FunctionSpec, RetryPolicy};
+use crate::pipeline::FunctionSpec;
 
 /// What became of one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,70 +41,43 @@ pub enum Outcome {
     },
 }
 
-/// The parts of a function an offline run needs.
+/// A function run offline: the engine's stage machine
+/// ([`crate::engine::stage::Offline`]) built from a loaded function.
 pub struct OfflineFunction {
-    /// The function's name (handlers see it in their context).
-    pub name: Arc<str>,
-    /// Its handler.
-    pub handler: Arc<dyn Handler>,
-    /// Its outputs' names, in declaration order.
-    pub output_names: Vec<Arc<str>>,
-    /// Its retry policy.
-    pub retry: RetryPolicy,
-    /// The first input's decoder (`None`: payloads as they are).
-    pub decoder: Option<Arc<dyn PayloadDecoder>>,
-    /// Per output: its encoder (`None`: as the handler made it).
-    pub encoders: Vec<Option<Arc<dyn PayloadEncoder>>>,
+    stages: Offline,
 }
 
 impl OfflineFunction {
     /// The offline form of a loaded function.
     pub fn from_spec(spec: &FunctionSpec) -> Self {
         Self {
-            name: Arc::from(spec.name.as_str()),
-            handler: spec.handler.clone(),
-            output_names: spec
-                .outputs
-                .iter()
-                .map(|o| Arc::from(o.name.as_str()))
-                .collect(),
-            retry: spec.policy.retry,
-            decoder: spec
-                .inputs
-                .first()
-                .filter(|input| !input.format.is_raw())
-                .map(|input| input.format.decoder()),
-            encoders: spec
-                .outputs
-                .iter()
-                .map(|o| (!o.format.is_raw()).then(|| o.format.encoder()))
-                .collect(),
+            stages: Offline {
+                name: Arc::from(spec.name.as_str()),
+                handler: spec.handler.clone(),
+                output_names: spec
+                    .outputs
+                    .iter()
+                    .map(|o| Arc::from(o.name.as_str()))
+                    .collect(),
+                retry: spec.policy.retry,
+                decoder: spec
+                    .inputs
+                    .first()
+                    .filter(|input| !input.format.is_raw())
+                    .map(|input| input.format.decoder()),
+                encoders: spec
+                    .outputs
+                    .iter()
+                    .map(|o| (!o.format.is_raw()).then(|| o.format.encoder()))
+                    .collect(),
+            },
         }
-    }
-
-    /// Encodes each resolved output in its output's format, to check it
-    /// fits; the first that does not is the error.
-    async fn check_encoding(&self, resolved: &[(usize, Record)]) -> Result<(), (String, bool)> {
-        for (index, record) in resolved {
-            if let Some(encoder) = self.encoders.get(*index).and_then(Option::as_ref) {
-                if let Err(error) = encoder.encode(&record.payload).await {
-                    return Err((
-                        format!(
-                            "output `{}` cannot be encoded: {}",
-                            self.output_names[*index], error.message
-                        ),
-                        error.retryable,
-                    ));
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Starts a stateful handler afresh on these partitions (of the first
     /// input), so one test's events do not count in the next one's state.
     pub fn start_fresh(&self, partitions: impl IntoIterator<Item = PartitionId>) {
-        if let Some(state) = self.handler.state() {
+        if let Some(state) = self.stages.handler.state() {
             let partitions: std::collections::BTreeSet<PartitionId> =
                 partitions.into_iter().collect();
             for partition in partitions {
@@ -121,102 +86,17 @@ impl OfflineFunction {
         }
     }
 
-    /// Decides one event.
+    /// Decides one event with the engine's stages.
     pub async fn run(&self, event: Event) -> Outcome {
-        if let Some(reason) = event.headers.get_str(dead_letter::DECODE_ERROR) {
-            return Outcome::DeadLetter {
-                reason: "decode-error",
-                message: reason.to_owned(),
-                attempts: 0,
-            };
-        }
-        let max_attempts = self.retry.max_attempts.max(1);
-        let mut attempt = 0;
-        let mut event = event;
-        loop {
-            attempt += 1;
-            if let Some(decoder) = &self.decoder {
-                match decoder.decode(&event.payload).await {
-                    Ok(decoded) => {
-                        event.payload = decoded.payload;
-                        if let Some(id) = decoded.schema_id {
-                            event.headers.set(SCHEMA_ID_HEADER, id.to_string());
-                        }
-                        // Decoded once: later attempts reuse it.
-                        return self.run_decoded(event, attempt, max_attempts).await;
-                    }
-                    Err(error) if error.retryable && attempt < max_attempts => continue,
-                    Err(error) => {
-                        return Outcome::DeadLetter {
-                            reason: "decode-error",
-                            message: error.message,
-                            attempts: attempt,
-                        }
-                    }
-                }
+        match self.stages.run(event).await {
+            Decided::Handled(outputs) => {
+                Outcome::Outputs(outputs.into_iter().map(|o| (o.to, o.record)).collect())
             }
-            return self.run_decoded(event, attempt, max_attempts).await;
-        }
-    }
-
-    /// Handler attempts from `first_attempt` on, with a decoded event.
-    async fn run_decoded(&self, event: Event, first_attempt: u32, max_attempts: u32) -> Outcome {
-        let mut attempt = first_attempt - 1;
-        loop {
-            attempt += 1;
-            let ctx = Context::new(self.name.clone(), attempt);
-            let call = AssertUnwindSafe(self.handler.handle(event.clone(), &ctx)).catch_unwind();
-            let (reason, message, retryable) =
-                match tokio::time::timeout(self.retry.timeout, call).await {
-                    Ok(Ok(Ok(outputs))) => {
-                        // Check the routing exactly as the engine does.
-                        let routes: Vec<Option<Arc<str>>> =
-                            outputs.iter().map(|o| o.to.clone()).collect();
-                        let resolved = match resolve_outputs(&self.output_names, outputs.clone()) {
-                            Ok(resolved) => resolved,
-                            Err(message) => {
-                                return Outcome::DeadLetter {
-                                    reason: "unknown-output",
-                                    message,
-                                    attempts: attempt,
-                                }
-                            }
-                        };
-                        match self.check_encoding(&resolved).await {
-                            Ok(()) => {
-                                return Outcome::Outputs(
-                                    routes
-                                        .into_iter()
-                                        .zip(outputs.into_iter().map(|o| o.record))
-                                        .collect(),
-                                )
-                            }
-                            Err((message, retryable)) => ("encode-error", message, retryable),
-                        }
-                    }
-                    Ok(Ok(Err(error))) => (
-                        error.reason.unwrap_or("handler-error"),
-                        error.message,
-                        error.kind == ErrorKind::Retryable,
-                    ),
-                    Ok(Err(panic)) => (
-                        "panic",
-                        format!("handler panicked: {}", panic_message(panic.as_ref())),
-                        false,
-                    ),
-                    Err(_) => (
-                        "timeout",
-                        format!("attempt {attempt} timed out after {:?}", self.retry.timeout),
-                        true,
-                    ),
-                };
-            if !retryable || attempt >= max_attempts {
-                return Outcome::DeadLetter {
-                    reason,
-                    message,
-                    attempts: attempt,
-                };
-            }
+            Decided::DeadLetter { failed, attempts } => Outcome::DeadLetter {
+                reason: failed.reason,
+                message: failed.message,
+                attempts,
+            },
         }
     }
 }

@@ -44,6 +44,7 @@ pub mod policy;
 pub mod readiness;
 pub mod scaler;
 mod scheduler;
+pub mod stage;
 pub mod watermark;
 pub mod work;
 pub mod worker;

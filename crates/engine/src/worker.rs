@@ -7,12 +7,10 @@
 //! retry goes back to the scheduler with a delay, so a backing-off event
 //! holds no task — only its own lane.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::FutureExt;
 use spate_connector::{
     dead_letter, transaction, PendingWrite, Record, Sink, SinkError, RECORD_ID_HEADER,
 };
@@ -23,8 +21,11 @@ use super::dead_letter::{rejected_dead_letter, write_dead_letter};
 use super::work::{Accepted, Completion, Destination, Failure, Outcome, Stage, Verdict, WorkItem};
 use crate::metrics::FunctionMetrics;
 use crate::policy::RetryPolicy;
-use spate_connector::{Context, ErrorKind, Handler, Output};
-use spate_connector::{PayloadDecoder, PayloadEncoder, SCHEMA_ID_HEADER};
+use crate::stage::{self, Failed, Next};
+use spate_connector::{Context, Handler, Output};
+use spate_connector::{PayloadDecoder, PayloadEncoder};
+
+pub use crate::stage::{panic_message, resolve_outputs};
 
 /// A named output sink.
 #[derive(Clone)]
@@ -236,13 +237,8 @@ fn stage_outputs(
     for (index, record) in &pending {
         if let Err(error) = shared.outputs[*index].sink.check(record) {
             let retryable = error.is_retryable();
-            return fail(
-                shared,
-                item,
-                "output-rejected",
-                error.to_string(),
-                retryable,
-            );
+            let failed = Failed::new(stage::OUTPUT_REJECTED, error.to_string(), retryable);
+            return fail(shared, item, failed);
         }
     }
     let outputs = pending.len();
@@ -284,12 +280,11 @@ fn stage_dead_letter(
     Some(Verdict::Finished(Outcome::DeadLettered))
 }
 
-/// Runs the handler once. Returns `None` when the item moved to another
-/// stage to run now.
+/// Runs the handler once (the decode and handle stages). Returns `None`
+/// when the item moved to another stage to run now.
 async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> Option<Verdict> {
-    if let Some(reason) = item.event.headers.get_str(dead_letter::DECODE_ERROR) {
-        let message = reason.to_owned();
-        return fail(shared, item, "decode-error", message, false);
+    if let Some(failed) = stage::carried_decode_error(&item.event) {
+        return fail(shared, item, failed);
     }
     item.attempts += 1;
     let ctx = Context::new(shared.name.clone(), item.attempts).with_input(item.part.input);
@@ -301,105 +296,28 @@ async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> Option<Verdict>
         .get(item.part.input)
         .and_then(Option::as_ref)
     {
-        match decoder.decode(&event.payload).await {
-            Ok(decoded) => {
-                event.payload = decoded.payload;
-                if let Some(id) = decoded.schema_id {
-                    event.headers.set(SCHEMA_ID_HEADER, id.to_string());
+        if let Err(error) = stage::decode(&**decoder, &mut event).await {
+            if !error.retryable {
+                for (name, value) in error.dead_letter_headers() {
+                    item.event.headers.set(name, value);
                 }
             }
-            Err(error) => {
-                if !error.retryable {
-                    for (name, value) in error.dead_letter_headers() {
-                        item.event.headers.set(name, value);
-                    }
-                }
-                return fail(shared, item, "decode-error", error.message, error.retryable);
-            }
+            return fail(shared, item, Failed::decode(error));
         }
     }
     let started = Instant::now();
-    let call = AssertUnwindSafe(shared.handler.handle(event, &ctx)).catch_unwind();
-    let result = tokio::time::timeout(shared.retry.timeout, call).await;
-    let elapsed = started.elapsed();
-    shared.metrics.handler_seconds.record(elapsed.as_secs_f64());
-    let verdict = match result {
-        Ok(Ok(Ok(outputs))) => {
+    let result = stage::call_handler(&*shared.handler, event, &ctx, shared.retry.timeout).await;
+    shared
+        .metrics
+        .handler_seconds
+        .record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(outputs) => {
             item.state_changes = ctx.take_state_changes();
             route(shared, item, outputs).await
         }
-        Ok(Ok(Err(error))) => {
-            let retryable = error.kind == ErrorKind::Retryable;
-            let reason = error.reason.unwrap_or("handler-error");
-            fail(shared, item, reason, error.message, retryable)
-        }
-        Ok(Err(panic)) => {
-            let message = panic_message(panic.as_ref());
-            fail(
-                shared,
-                item,
-                "panic",
-                format!("handler panicked: {message}"),
-                false,
-            )
-        }
-        Err(_elapsed) => fail(
-            shared,
-            item,
-            "timeout",
-            format!(
-                "attempt {} timed out after {:?}",
-                item.attempts, shared.retry.timeout
-            ),
-            true,
-        ),
-    };
-    verdict
-}
-
-/// The text a handler panicked with (`&str` or `String` payloads), else
-/// "unknown panic".
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned())
-}
-
-/// Resolves a handler's outputs to (output index, record) pairs: an output
-/// without `to` goes to every declared output, one with `to` to the output
-/// of that name. Errs with the message a user sees when `to` names an output
-/// the function does not declare. `spate test` resolves with this too.
-pub fn resolve_outputs(
-    declared: &[Arc<str>],
-    outputs: Vec<Output>,
-) -> Result<Vec<(usize, Record)>, String> {
-    let mut pending = Vec::with_capacity(outputs.len());
-    for output in outputs {
-        match &output.to {
-            None => {
-                let count = declared.len();
-                for index in 0..count.saturating_sub(1) {
-                    pending.push((index, output.record.clone()));
-                }
-                if count > 0 {
-                    pending.push((count - 1, output.record));
-                }
-            }
-            Some(name) => match declared.iter().position(|o| o == name) {
-                Some(index) => pending.push((index, output.record)),
-                None => {
-                    let names: Vec<&str> = declared.iter().map(|o| &**o).collect();
-                    return Err(format!(
-                        "handler routed an output to `{name}`, which this function does not declare (outputs: {})",
-                        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
-                    ));
-                }
-            },
-        }
+        Err(failed) => fail(shared, item, failed),
     }
-    Ok(pending)
 }
 
 /// Resolves outputs to sinks and encodes them in each output's format;
@@ -417,30 +335,19 @@ async fn route(
         .iter()
         .any(|o| o.encoder.is_some())
         .then(|| outputs.clone());
-    let mut pending = match resolve_outputs(&shared.output_names, outputs) {
+    let mut pending = match stage::route(&shared.output_names, outputs) {
         Ok(pending) => pending,
-        Err(message) => return fail(shared, item, "unknown-output", message, false),
+        Err(failed) => return fail(shared, item, failed),
     };
-    for (index, record) in &mut pending {
-        let Some(encoder) = shared.outputs.get(*index).and_then(|o| o.encoder.as_ref()) else {
-            continue;
-        };
-        match encoder.encode(&record.payload).await {
-            Ok(encoded) => record.payload = encoded,
-            Err(error) => {
-                let message = format!(
-                    "output `{}` cannot be encoded: {}",
-                    shared.output_names[*index], error.message
-                );
-                let verdict = fail(shared, item, "encode-error", message, error.retryable);
-                if matches!(item.stage, Stage::Handle) {
-                    // Retry the encoding, not the handler: it succeeded,
-                    // and a stateful handler must not see the event twice.
-                    item.stage = Stage::Route(kept.unwrap_or_default());
-                }
-                return verdict;
-            }
+    let encoder = |index: usize| shared.outputs.get(index).and_then(|o| o.encoder.as_deref());
+    if let Err(failed) = stage::encode(&shared.output_names, encoder, &mut pending).await {
+        let verdict = fail(shared, item, failed);
+        if matches!(item.stage, Stage::Handle) {
+            // Retry the encoding, not the handler: it succeeded, and a
+            // stateful handler must not see the event twice.
+            item.stage = Stage::Route(kept.unwrap_or_default());
         }
+        return verdict;
     }
     if pending.is_empty() {
         return Some(finished_handled(shared, 0));
@@ -455,36 +362,36 @@ fn finished_handled(shared: &FunctionShared, outputs: usize) -> Verdict {
     Verdict::Finished(Outcome::Handled { outputs })
 }
 
-/// Records a failure; schedules a retry or moves the item to its dead letter.
-fn fail(
+/// Records a failed attempt; schedules a retry or moves the item to its
+/// dead letter (see [`stage::next`]).
+pub(crate) fn fail(
     shared: &FunctionShared,
     item: &mut WorkItem,
-    reason: &'static str,
-    message: String,
-    retryable: bool,
+    failed: Failed,
 ) -> Option<Verdict> {
     shared.metrics.failed.increment(1);
+    let next = stage::next(&failed, item.attempts, &shared.retry);
     let now = now_ms();
     let failure = item.failure.get_or_insert(Failure {
-        reason,
+        reason: failed.reason,
         message: String::new(),
         first_ms: now,
         last_ms: now,
     });
-    failure.reason = reason;
-    failure.message = message;
+    failure.reason = failed.reason;
+    failure.message = failed.message;
     failure.last_ms = now;
-    if retryable && item.attempts < shared.retry.max_attempts {
-        debug!(function = %shared.name, attempt = item.attempts, error = %failure.message, "attempt failed; retrying");
-        item.stage = Stage::Handle;
-        return Some(Verdict::RetryAfter(backoff::delay(
-            shared.retry.initial_backoff,
-            shared.retry.max_backoff,
-            item.attempts,
-        )));
+    match next {
+        Next::Retry(delay) => {
+            debug!(function = %shared.name, attempt = item.attempts, error = %failure.message, "attempt failed; retrying");
+            item.stage = Stage::Handle;
+            Some(Verdict::RetryAfter(delay))
+        }
+        Next::DeadLetter => {
+            item.stage = Stage::DeadLetter(dead_letter_record(shared, item));
+            None
+        }
     }
-    item.stage = Stage::DeadLetter(dead_letter_record(shared, item));
-    None
 }
 
 /// The dead letter of an item: the original event plus provenance headers.
@@ -609,7 +516,11 @@ fn settle(
         }
     }
     if let Some(message) = rejected {
-        return fail(shared, item, "output-rejected", message, false);
+        return fail(
+            shared,
+            item,
+            Failed::new(stage::OUTPUT_REJECTED, message, false),
+        );
     }
     shared
         .tally
