@@ -179,13 +179,8 @@ async fn outputs_of_one_partition_commit_in_offset_order() {
     fill(&log, 1, 300);
     log.end();
     let (out, dlq) = attached_sinks(&log);
-    let plan = exactly_once(plan(
-        &log,
-        Arc::new(Tagging::default()),
-        Ordering::None,
-        &out,
-        &dlq,
-    ));
+    let handler = Arc::new(Tagging::default());
+    let plan = exactly_once(plan(&log, handler, Ordering::None, &out, &dlq));
     run_function(plan, options(), CancellationToken::new())
         .await
         .expect("run succeeds");
@@ -246,13 +241,8 @@ async fn a_fenced_session_stops_the_function_without_committing() {
     let log = MemoryLog::new("readings", 1);
     fill(&log, 1, 50);
     let (out, dlq) = attached_sinks(&log);
-    let plan = exactly_once(plan(
-        &log,
-        Arc::new(Tagging::default()),
-        Ordering::Partition,
-        &out,
-        &dlq,
-    ));
+    let handler = Arc::new(Tagging::default());
+    let plan = exactly_once(plan(&log, handler, Ordering::Partition, &out, &dlq));
     let run = tokio::spawn(run_function(plan, options(), CancellationToken::new()));
     wait_for("the first 50 events to commit", || {
         log.committed(0) == Some(50)

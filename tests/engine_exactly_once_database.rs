@@ -257,37 +257,25 @@ async fn a_reassigned_partition_restores_its_committed_state() {
     );
 }
 
+/// The message of the plan error `plan` is refused with.
+async fn plan_error(plan: FunctionPlan) -> String {
+    match run_function(plan, options(), CancellationToken::new()).await {
+        Err(EngineError::Plan { message, .. }) => message,
+        other => panic!("expected a plan error, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn stateful_handlers_need_a_session_that_stores_state_and_an_order_per_key() {
     let log = MemoryLog::new("readings", 1);
     let (out, dlq) = attached_sinks(&log);
-    let eos = exactly_once(plan(
-        &log,
-        Arc::new(Counter::default()),
-        Ordering::Key,
-        &out,
-        &dlq,
-    ));
-    match run_function(eos, options(), CancellationToken::new()).await {
-        Err(EngineError::Plan { message, .. }) => {
-            assert!(message.contains("cannot store it"), "{message}");
-            assert!(message.contains("postgres"), "{message}");
-        }
-        other => panic!("expected a plan error, got {other:?}"),
-    }
-    let unordered = plan(
-        &log,
-        Arc::new(Counter::default()),
-        Ordering::None,
-        &out,
-        &dlq,
-    );
-    match run_function(unordered, options(), CancellationToken::new()).await {
-        Err(EngineError::Plan { message, .. }) => {
-            assert!(message.contains("ordering: none"), "{message}")
-        }
-        other => panic!("expected a plan error, got {other:?}"),
-    }
+    let handler = Arc::new(Counter::default());
+    let message = plan_error(exactly_once(plan(&log, handler, Ordering::Key, &out, &dlq))).await;
+    assert!(message.contains("cannot store it"), "{message}");
+    assert!(message.contains("postgres"), "{message}");
+    let handler = Arc::new(Counter::default());
+    let message = plan_error(plan(&log, handler, Ordering::None, &out, &dlq)).await;
+    assert!(message.contains("ordering: none"), "{message}");
 }
 
 #[tokio::test]

@@ -168,8 +168,9 @@ async fn prepare(client: &tokio_postgres::Client) -> pg::Schema {
     schema
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_at_ten_random_points_every_order_is_loaded_once() {
+/// A broker with the `orders` topic, and the pipeline's tables in a
+/// schema of their own.
+async fn start() -> (Tansu, pg::Server, tokio_postgres::Client, pg::Schema) {
     let tansu = tokio::task::spawn_blocking(|| {
         let tansu = Tansu::start();
         tansu.create_topic("orders", PARTITIONS);
@@ -180,6 +181,12 @@ async fn killed_at_ten_random_points_every_order_is_loaded_once() {
     let server = pg::server();
     let client = server.client().await;
     let schema = prepare(&client).await;
+    (tansu, server, client, schema)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_ten_random_points_every_order_is_loaded_once() {
+    let (tansu, server, client, schema) = start().await;
     let orders = orders(2_000);
     let records = records(&orders);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -272,16 +279,7 @@ async fn killed_at_ten_random_points_every_order_is_loaded_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_connect_names_a_mapping_the_table_does_not_fit() {
     // `--connect` checks the Kafka input too: its topic must exist.
-    let tansu = tokio::task::spawn_blocking(|| {
-        let tansu = Tansu::start();
-        tansu.create_topic("orders", PARTITIONS);
-        tansu
-    })
-    .await
-    .expect("broker");
-    let server = pg::server();
-    let client = server.client().await;
-    let schema = prepare(&client).await;
+    let (tansu, server, client, schema) = start().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let text = std::fs::read_to_string(pipeline())
         .expect("pipeline")

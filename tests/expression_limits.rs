@@ -16,7 +16,7 @@ use spate::{Context, Event, Handler, Headers, Registry};
 use spate_connector::dead_letter as dl;
 use spate_connector::testkit::{MemoryLog, MemorySink};
 use spate_connector::Position;
-use spate_testsupport::engine::{options, plan};
+use spate_testsupport::engine::{handler_pipeline, options, plan};
 use tokio_util::sync::CancellationToken;
 
 const FILE: &str = "pipelines/test.yaml";
@@ -24,13 +24,22 @@ const FILE: &str = "pipelines/test.yaml";
 /// A one-function pipeline whose handler is `handler` (YAML lines indented
 /// under `handler:`).
 fn pipeline(handler: &str) -> String {
-    let handler: String = handler
-        .lines()
-        .map(|line| format!("      {line}\n"))
-        .collect();
-    format!(
-        "functions:\n  - name: orders\n    input: {{type: generate, count: 1}}\n    handler:\n{handler}    outputs:\n      - {{type: file, name: big, path: out/big.jsonl}}\n    dead_letter: {{type: file, path: out/dead.jsonl}}\n"
-    )
+    handler_pipeline(handler, &["big"])
+}
+
+/// An `orders` event at offset 0 carrying `payload`.
+fn event(payload: &'static [u8]) -> Event {
+    Event {
+        key: None,
+        payload: bytes::Bytes::from_static(payload),
+        headers: Headers::new(),
+        timestamp_ms: None,
+        position: Position {
+            stream: Arc::from("orders"),
+            partition: 0,
+            offset: 0,
+        },
+    }
 }
 
 fn load_with(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<PipelineSpec, String> {
@@ -255,17 +264,7 @@ async fn an_expression_that_loads_also_runs_on_a_worker_thread() {
         };
         ran += 1;
         let map = spec.functions.remove(0).handler;
-        let event = Event {
-            key: None,
-            payload: bytes::Bytes::from_static(b"{\"a\": 1}"),
-            headers: Headers::new(),
-            timestamp_ms: None,
-            position: Position {
-                stream: Arc::from("orders"),
-                partition: 0,
-                offset: 0,
-            },
-        };
+        let event = event(b"{\"a\": 1}");
         let result = tokio::spawn(async move {
             map.handle(event, &Context::new(Arc::from("orders"), 1))
                 .await
@@ -309,17 +308,7 @@ async fn variables_carry_environment_values_as_strings_not_code() {
     let run = |payload: &'static str| {
         let filter = filter.clone();
         async move {
-            let event = Event {
-                key: None,
-                payload: bytes::Bytes::from_static(payload.as_bytes()),
-                headers: Headers::new(),
-                timestamp_ms: None,
-                position: Position {
-                    stream: Arc::from("orders"),
-                    partition: 0,
-                    offset: 0,
-                },
-            };
+            let event = event(payload.as_bytes());
             filter
                 .handle(event, &Context::new(Arc::from("orders"), 1))
                 .await

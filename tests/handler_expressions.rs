@@ -11,6 +11,7 @@ use bytes::Bytes;
 use spate::pipeline::{self, PipelineSpec};
 use spate::{Context, ErrorKind, Event, Handler, Headers, Output, Registry};
 use spate_connector::Position;
+use spate_testsupport::engine::handler_pipeline;
 
 const FILE: &str = "pipelines/test.yaml";
 
@@ -18,13 +19,7 @@ const FILE: &str = "pipelines/test.yaml";
 /// under `handler:`), reading `generate` and writing files `big`, `de`,
 /// `small`.
 fn pipeline(handler: &str) -> String {
-    let handler: String = handler
-        .lines()
-        .map(|line| format!("      {line}\n"))
-        .collect();
-    format!(
-        "functions:\n  - name: orders\n    input: {{type: generate, count: 1}}\n    handler:\n{handler}    outputs:\n      - {{type: file, name: big, path: out/big.jsonl}}\n      - {{type: file, name: de, path: out/de.jsonl}}\n      - {{type: file, name: small, path: out/small.jsonl}}\n    dead_letter: {{type: file, path: out/dead.jsonl}}\n"
-    )
+    handler_pipeline(handler, &["big", "de", "small"])
 }
 
 fn load(text: &str) -> Result<PipelineSpec, String> {

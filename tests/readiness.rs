@@ -4,22 +4,14 @@
 //! starts, while the process is still draining.
 
 use spate_testsupport::kafka::blocking as kafka_common;
+use spate_testsupport::process::{free_port, stderr_lines};
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kafka_common::Tansu;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `GET path` on the endpoint; (status, body), or `None` while it does not
 /// answer yet.
@@ -45,20 +37,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Collects the child's stderr lines as they come.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().unwrap();
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
 }
 
 #[test]
@@ -104,7 +82,7 @@ functions:
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = lines_of(&mut child);
+    let lines = stderr_lines(&mut child);
     let mut child = KillOnDrop(child);
     let mut seen = Vec::new();
 

@@ -7,13 +7,13 @@
 //! its thread forever, on a runtime with a single worker. Without a harness
 //! (`harness = false`), so `main` decides which of the two it is.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use spate::{Context, Event, HandlerError, Output, Runtime};
+use spate_testsupport::process::stderr_lines;
 
 const CHILD: &str = "SPATE_SIGNAL_CHILD";
 const STARTED: &str = "handler started and will never return";
@@ -98,15 +98,7 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = stderr_lines(&mut child);
         let mut running = Self {
             child,
             lines,

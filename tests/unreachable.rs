@@ -4,46 +4,49 @@
 //! an error that ends the run is printed once.
 
 use spate_testsupport::nats as nats_common;
+use spate_testsupport::process::{free_port, stderr_lines_with};
 
-use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Writes `file` in `dir`: a pipeline of passthrough functions, each
+/// (name, input as a YAML flow mapping, more lines of the function),
+/// writing their outputs and dead letters to `out.jsonl` in `dir`.
+fn write_pipeline(dir: &Path, file: &str, functions: &[(&str, String, &str)]) -> PathBuf {
+    let out = dir.join("out.jsonl");
+    let out = out.display();
+    let mut text = String::from("settings: {metrics_address: off}\nfunctions:\n");
+    for (name, input, more) in functions {
+        text.push_str(&format!(
+            "  - name: {name}\n    input: {input}\n    handler: passthrough\n    outputs: [{{type: file, path: {out}}}]\n    dead_letter: {{type: file, path: {out}}}\n{more}"
+        ));
+    }
+    let pipeline = dir.join(file);
+    std::fs::write(&pipeline, text).unwrap();
+    pipeline
 }
 
 #[test]
 fn an_unreachable_kafka_and_nats_are_each_reported_within_2_s_once_and_not_per_retry() {
     let dir = tempfile::tempdir().unwrap();
-    let port = closed_port();
-    let pipeline = dir.path().join("down.yaml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            r#"settings: {{metrics_address: off}}
-functions:
-  - name: k
-    input: {{type: kafka, bootstrap_servers: '127.0.0.1:{port}', topics: [t], group_id: g}}
-    handler: passthrough
-    outputs: [{{type: file, path: {out}}}]
-    dead_letter: {{type: file, path: {out}}}
-  - name: n
-    input: {{type: nats, url: 'nats://127.0.0.1:{port}', subject: s}}
-    handler: passthrough
-    outputs: [{{type: file, path: {out}}}]
-    dead_letter: {{type: file, path: {out}}}
-    delivery: at_most_once
-"#,
-            out = dir.path().join("out.jsonl").display()
-        ),
-    )
-    .unwrap();
+    let port = free_port();
+    let pipeline = write_pipeline(
+        dir.path(),
+        "down.yaml",
+        &[
+            (
+                "k",
+                format!("{{type: kafka, bootstrap_servers: '127.0.0.1:{port}', topics: [t], group_id: g}}"),
+                "",
+            ),
+            (
+                "n",
+                format!("{{type: nats, url: 'nats://127.0.0.1:{port}', subject: s}}"),
+                "    delivery: at_most_once\n",
+            ),
+        ],
+    );
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_spate"))
         .args(["run", pipeline.to_str().unwrap()])
@@ -52,13 +55,7 @@ functions:
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (sender, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = sender.send((started.elapsed(), line));
-        }
-    });
+    let lines = stderr_lines_with(&mut child, move |line| (started.elapsed(), line));
     let mut seen: Vec<(Duration, String)> = Vec::new();
     // Long enough for several retries (1 s, 2 s, then 4 s apart).
     while started.elapsed() < Duration::from_secs(5) {
@@ -105,23 +102,18 @@ fn an_error_that_ends_the_run_is_printed_once() {
     let nats = nats_common::server();
     let stream = format!("ABSENT_{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = dir.path().join("absent.yaml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            r#"settings: {{metrics_address: off}}
-functions:
-  - name: j
-    input: {{type: jetstream, url: '{url}', stream: {stream}, durable: d}}
-    handler: passthrough
-    outputs: [{{type: file, path: {out}}}]
-    dead_letter: {{type: file, path: {out}}}
-"#,
-            url = nats.url,
-            out = dir.path().join("out.jsonl").display()
-        ),
-    )
-    .unwrap();
+    let pipeline = write_pipeline(
+        dir.path(),
+        "absent.yaml",
+        &[(
+            "j",
+            format!(
+                "{{type: jetstream, url: '{}', stream: {stream}, durable: d}}",
+                nats.url
+            ),
+            "",
+        )],
+    );
     let output = Command::new(env!("CARGO_BIN_EXE_spate"))
         .args(["run", pipeline.to_str().unwrap()])
         .env("SPATE_LOG", "off")

@@ -7,6 +7,7 @@
 use spate_testsupport::iot as iot_common;
 use spate_testsupport::kafka::blocking as kafka_common;
 use spate_testsupport::nats as nats_common;
+use spate_testsupport::process::free_port;
 
 use std::path::Path;
 use std::process::Output;
@@ -21,15 +22,6 @@ fn validate_connect(file: &Path) -> (Output, Duration) {
         .output()
         .expect("spate runs");
     (output, started.elapsed())
-}
-
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Kafka in, Kafka out; NATS in, NATS out; JetStream in, JetStream out;
@@ -90,7 +82,7 @@ fn unique_names() -> Names {
 #[test]
 fn every_unreachable_target_is_reported_at_its_place_with_its_address_within_seconds() {
     let dir = tempfile::tempdir().unwrap();
-    let port = closed_port();
+    let port = free_port();
     let kafka = format!("127.0.0.1:{port}");
     let nats = format!("nats://127.0.0.1:{port}");
     let mqtt = format!("mqtt://127.0.0.1:{port}");
@@ -142,7 +134,7 @@ fn running_brokers_pass_and_a_missing_topic_or_stream_does_not() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Without the stream and the table: what is missing is named.
-    let postgres = format!("postgres://postgres@127.0.0.1:{}/postgres", closed_port());
+    let postgres = format!("postgres://postgres@127.0.0.1:{}/postgres", free_port());
     let missing = dir.path().join("missing.yaml");
     let absent = Names {
         topic: format!("{}-absent", names.topic),

@@ -17,7 +17,7 @@
 //!    which it stops growing). Checked like scenario 4.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +29,7 @@ use super::report::{Row, Run};
 use super::tally::{self, median, quantile_ms, Tally};
 use super::{run_rounds, wait_progress, Case, Ctx};
 use crate::kafka_common::Tansu;
+use spate_testsupport::process::free_port;
 
 const PARTITIONS: i32 = 4;
 
@@ -51,13 +52,6 @@ struct LiveOutcome {
     /// outputs seen).
     series: Vec<(f64, f64, u64, usize)>,
     log: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// `spate_handler_concurrency` from a metrics endpoint.

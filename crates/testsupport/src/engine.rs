@@ -164,3 +164,21 @@ impl Gate {
         self.0.add_permits(n);
     }
 }
+
+/// A one-function pipeline named `orders` reading one `generate` event,
+/// whose handler is `handler` (YAML lines indented under `handler:`) and
+/// whose outputs are files `out/<name>.jsonl`, one per name in `outputs`;
+/// its dead letters go to `out/dead.jsonl`.
+pub fn handler_pipeline(handler: &str, outputs: &[&str]) -> String {
+    let handler: String = handler
+        .lines()
+        .map(|line| format!("      {line}\n"))
+        .collect();
+    let outputs: String = outputs
+        .iter()
+        .map(|name| format!("      - {{type: file, name: {name}, path: out/{name}.jsonl}}\n"))
+        .collect();
+    format!(
+        "functions:\n  - name: orders\n    input: {{type: generate, count: 1}}\n    handler:\n{handler}    outputs:\n{outputs}    dead_letter: {{type: file, path: out/dead.jsonl}}\n"
+    )
+}

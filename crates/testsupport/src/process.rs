@@ -8,8 +8,10 @@
 //! trying another port when the first one was lost to someone else;
 //! [`shared`] never starts anything.
 
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::process::Child;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How long a broker of the test's own may take to answer.
@@ -138,4 +140,28 @@ pub fn binary(env_var: &str, name: &str) -> String {
             name.to_owned()
         }
     })
+}
+
+/// The child's stderr lines as they come, each passed through `tag` on the
+/// reading thread (to note when it came, say). Takes the child's piped
+/// stderr.
+pub fn stderr_lines_with<T: Send + 'static>(
+    child: &mut Child,
+    tag: impl Fn(String) -> T + Send + 'static,
+) -> mpsc::Receiver<T> {
+    let stderr = child.stderr.take().expect("the child's stderr is piped");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(tag(line)).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// The child's stderr lines as they come (see [`stderr_lines_with`]).
+pub fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    stderr_lines_with(child, |line| line)
 }
