@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use bytes::Bytes;
 use spate_connector::testkit::conformance::{self, Fixture, Harness, TestStream};
-use spate_connector::{Record, Sink, Source, SourceBuilder};
+use spate_connector::{Sink, Source, SourceBuilder};
 use spate_testsupport::builtin::{factory, read_sink, source_builder};
 
 /// A followed file per check, in a directory removed with the fixture.
@@ -49,12 +49,7 @@ impl TestStream for FileStream {
     /// Appends through the connector's own sink.
     async fn produce(&self, _partition: u32, payloads: Vec<Bytes>) -> Result<(), String> {
         let sink = self.sink().await?;
-        for payload in payloads {
-            sink.write(Record::from_payload(payload))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        sink.flush().await.map_err(|e| e.to_string())
+        spate_testsupport::connector::write_payloads(&*sink, payloads).await
     }
 
     async fn sink(&self) -> Result<Box<dyn Sink>, String> {

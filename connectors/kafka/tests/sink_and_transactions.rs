@@ -5,22 +5,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use spate_connector::{
-    CommitPosition, Headers, Record, SinkError, SourceError, SourceMessage, TransactionError,
+    CommitPosition, Record, SinkError, SourceError, SourceMessage, TransactionError,
     TransactionalTarget,
 };
 use spate_testsupport::kafka::*;
 
 fn record(i: usize) -> Record {
-    let mut headers = Headers::new();
-    headers.push("trace", Bytes::from(format!("t-{i}")));
-    headers.push("multi", Bytes::from_static(b"a"));
-    headers.push("multi", Bytes::from_static(b"b"));
-    Record {
-        key: Some(Bytes::from(format!("dev-{i}"))),
-        payload: Bytes::from(format!("payload-{i}")),
-        headers,
-        timestamp_ms: Some(1_700_000_000_000 + i as i64),
-    }
+    spate_testsupport::connector::numbered_record(i, Some(1_700_000_000_000 + i as i64))
 }
 
 #[tokio::test]

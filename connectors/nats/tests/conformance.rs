@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use spate_connector::testkit::conformance::{self, Fixture, Harness, TestStream};
 use spate_connector::testkit::read_source_config;
-use spate_connector::{Record, Sink, Source, SourceBuilder};
+use spate_connector::{Sink, Source, SourceBuilder};
 use spate_testsupport::nats::{create_stream, factory, read_sink, server, unique, Server};
 
 /// Producer partitions (and JetStream subject partitions) per stream.
@@ -87,12 +87,7 @@ impl TestStream for CoreStream {
     /// Publishes through the connector's own sink.
     async fn produce(&self, partition: u32, payloads: Vec<Bytes>) -> Result<(), String> {
         let sink = sink("nats", &self.url, &format!("{}.{partition}", self.prefix)).await?;
-        for payload in payloads {
-            sink.write(Record::from_payload(payload))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        sink.flush().await.map_err(|e| e.to_string())
+        spate_testsupport::connector::write_payloads(&*sink, payloads).await
     }
 
     async fn sink(&self) -> Result<Box<dyn Sink>, String> {

@@ -4,20 +4,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use spate_connector::{Headers, Record, SinkError, SourceMessage};
+use spate_connector::{Record, SinkError, SourceMessage};
 use spate_testsupport::nats::*;
 
 fn record(i: usize) -> Record {
-    let mut headers = Headers::new();
-    headers.push("trace", Bytes::from(format!("t-{i}")));
-    headers.push("multi", Bytes::from_static(b"a"));
-    headers.push("multi", Bytes::from_static(b"b"));
-    Record {
-        key: Some(Bytes::from(format!("dev-{i}"))),
-        payload: Bytes::from(format!("payload-{i}")),
-        headers,
-        timestamp_ms: None,
-    }
+    spate_testsupport::connector::numbered_record(i, None)
 }
 
 #[tokio::test]

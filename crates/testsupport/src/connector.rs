@@ -10,10 +10,38 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use spate_connector::testkit::{next_before, read_sink_config, read_source_config};
 use spate_connector::{
-    ConfigError, ConnectorFactory, Sink, SinkBuilder, Source, SourceBuilder, SourceMessage,
+    ConfigError, ConnectorFactory, Headers, Record, Sink, SinkBuilder, Source, SourceBuilder,
+    SourceMessage,
 };
+
+/// Record `i` of a sink test: key `dev-<i>`, payload `payload-<i>`, a
+/// header `trace: t-<i>` and the header `multi` twice (`a`, then `b`).
+pub fn numbered_record(i: usize, timestamp_ms: Option<i64>) -> Record {
+    let mut headers = Headers::new();
+    headers.push("trace", Bytes::from(format!("t-{i}")));
+    headers.push("multi", Bytes::from_static(b"a"));
+    headers.push("multi", Bytes::from_static(b"b"));
+    Record {
+        key: Some(Bytes::from(format!("dev-{i}"))),
+        payload: Bytes::from(format!("payload-{i}")),
+        headers,
+        timestamp_ms,
+    }
+}
+
+/// Writes each payload through `sink` as a record of its own, then flushes;
+/// the first error as text.
+pub async fn write_payloads(sink: &dyn Sink, payloads: Vec<Bytes>) -> Result<(), String> {
+    for payload in payloads {
+        sink.write(Record::from_payload(payload))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    sink.flush().await.map_err(|e| e.to_string())
+}
 
 /// The factory of `kind` from a crate's list (`spate_nats::connectors()`…).
 pub fn find(connectors: Vec<Arc<dyn ConnectorFactory>>, kind: &str) -> Arc<dyn ConnectorFactory> {
