@@ -9,6 +9,7 @@
 //! sees that both did work.
 
 use spate_testsupport::nats as nats_common;
+use spate_testsupport::nats::JetStreamPipeline;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,32 +30,25 @@ fn mapping_config() -> String {
 }
 
 fn pipeline(url: &str, tag: &str, ordering: &str) -> String {
-    format!(
-        r#"settings:
-  metrics_address: off
-functions:
-  - name: orders
-    input:
-      type: jetstream
-      url: {url}
-      stream: IN_{tag}
-      durable: orders-{tag}
-      partitions: {PARTITIONS}
-      partition_subject: "pord.{{partition}}.*"
-      key_token: 3
-      lease_ttl: 2s
-      ack_wait: 30s
-      fetch_wait: 300ms
-    handler: {{name: filter, field: amount, gte: 0}}
-    outputs: [{{type: jetstream, url: {url}, subject: "${{OUT_SUBJECT}}"}}]
-    dead_letter: {{type: jetstream, url: {url}, subject: dead.{tag}}}
-    delivery: at_least_once
-    ordering: {ordering}
-    concurrency: {{min: 1, max: 16}}
-    commit_interval: 50ms
-    drain_timeout: 5s
-"#
-    )
+    JetStreamPipeline {
+        url,
+        stream: &format!("IN_{tag}"),
+        durable: &format!("orders-{tag}"),
+        input_extra: &format!(
+            "      partitions: {PARTITIONS}\n      partition_subject: \"pord.{{partition}}.*\"\n      key_token: 3\n      lease_ttl: 2s\n"
+        ),
+        ack_wait: "30s",
+        fetch_wait: "300ms",
+        handler: "{name: filter, field: amount, gte: 0}",
+        output_subject: "${OUT_SUBJECT}",
+        dead_subject: &format!("dead.{tag}"),
+        delivery: "at_least_once",
+        ordering,
+        concurrency_max: 16,
+        drain_timeout: "5s",
+        extra: "",
+    }
+    .yaml()
 }
 
 fn start(pipeline: &Path, out_subject: &str, log: &Path) -> Child {

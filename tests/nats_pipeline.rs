@@ -9,6 +9,7 @@
 //! outputs are dropped by the output stream's duplicate window.
 
 use spate_testsupport::nats as nats_common;
+use spate_testsupport::nats::{assert_each_order_once, order_of, JetStreamPipeline};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -63,33 +64,23 @@ async fn setup(client: &async_nats::Client, url: &str, delivery: &str) -> Setup 
         ack.await.expect("input stored");
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let timing = if delivery == "exactly_once" {
-        "transaction_interval: 50ms"
-    } else {
-        "commit_interval: 50ms"
-    };
-    let text = format!(
-        r#"settings:
-  metrics_address: off
-functions:
-  - name: orders
-    input:
-      type: jetstream
-      url: {url}
-      stream: {input_stream}
-      durable: orders-{tag}
-      ack_wait: 2s
-      fetch_wait: 500ms
-    handler: {{name: filter, field: amount, gte: 0}}
-    outputs: [{{type: jetstream, url: {url}, subject: out.{tag}}}]
-    dead_letter: {{type: jetstream, url: {url}, subject: dead.{tag}}}
-    delivery: {delivery}
-    ordering: key
-    concurrency: {{min: 1, max: 16}}
-    {timing}
-    drain_timeout: 2s
-"#
-    );
+    let text = JetStreamPipeline {
+        url,
+        stream: &input_stream,
+        durable: &format!("orders-{tag}"),
+        input_extra: "",
+        ack_wait: "2s",
+        fetch_wait: "500ms",
+        handler: "{name: filter, field: amount, gte: 0}",
+        output_subject: &format!("out.{tag}"),
+        dead_subject: &format!("dead.{tag}"),
+        delivery,
+        ordering: "key",
+        concurrency_max: 16,
+        drain_timeout: "2s",
+        extra: "",
+    }
+    .yaml();
     let pipeline = dir.path().join("pipeline.yaml");
     std::fs::write(&pipeline, text).expect("pipeline written");
     Setup {
@@ -118,15 +109,7 @@ async fn read_stream(client: &async_nats::Client, stream: &str) -> Vec<(usize, O
         .await
         .into_iter()
         .map(|message| {
-            let text = String::from_utf8_lossy(&message.payload).into_owned();
-            let order = match text.strip_prefix("not json ") {
-                Some(n) => n.parse().expect("dead-letter payload"),
-                None => {
-                    let value: serde_json::Value =
-                        serde_json::from_str(&text).expect("JSON output");
-                    value["order"].as_u64().expect("order") as usize
-                }
-            };
+            let order = order_of(&message.payload);
             let id = message
                 .headers
                 .as_ref()
@@ -203,19 +186,7 @@ async fn exactly_once_holds_each_output_once_across_twenty_kills() {
     let outputs = read_stream(&client, &setup.output_stream).await;
     let dead = read_stream(&client, &setup.dead_stream).await;
     let (output_counts, dead_counts) = (counts(&outputs), counts(&dead));
-    for order in 0..ORDERS {
-        let (expected_out, expected_dead) = if is_poison(order) { (0, 1) } else { (1, 0) };
-        assert_eq!(
-            output_counts.get(&order).copied().unwrap_or(0),
-            expected_out,
-            "outputs of order {order}"
-        );
-        assert_eq!(
-            dead_counts.get(&order).copied().unwrap_or(0),
-            expected_dead,
-            "dead letters of order {order}"
-        );
-    }
+    assert_each_order_once(0..ORDERS, is_poison, &output_counts, &dead_counts);
     for (order, id) in &outputs {
         let id = id.as_deref().expect("every output carries its record id");
         assert!(

@@ -18,6 +18,7 @@
 //! binary can be made slow. Every other test runs the `spate` binary.
 
 use spate_testsupport::nats as nats_common;
+use spate_testsupport::nats::{assert_each_order_once, order_of, JetStreamPipeline};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -182,40 +183,57 @@ impl Pipeline<'_> {
             concurrency_max,
             extra,
         } = self;
-        let timing = if *delivery == "exactly_once" {
-            "transaction_interval: 50ms"
-        } else {
-            "commit_interval: 50ms"
-        };
-        let text = format!(
-            r#"settings:
-  metrics_address: off
-functions:
-  - name: orders
-    input:
-      type: jetstream
-      url: {url}
-      stream: {input}
-      durable: {durable}
-      ack_wait: {ack_wait}
-      fetch_wait: 500ms
-    handler: {handler}
-    outputs: [{{type: jetstream, url: {url}, subject: "{output_subject}"}}]
-    dead_letter: {{type: jetstream, url: {url}, subject: {dead}}}
-    delivery: {delivery}
-    ordering: {ordering}
-    concurrency: {{min: 1, max: {concurrency_max}}}
-    {timing}
-    drain_timeout: 5s
-{extra}"#,
-            input = names.input,
-            durable = names.durable,
-            dead = names.dead_subject(),
-        );
+        let text = JetStreamPipeline {
+            url,
+            stream: &names.input,
+            durable: &names.durable,
+            input_extra: "",
+            ack_wait,
+            fetch_wait: "500ms",
+            handler,
+            output_subject,
+            dead_subject: &names.dead_subject(),
+            delivery,
+            ordering,
+            concurrency_max: *concurrency_max,
+            drain_timeout: "5s",
+            extra,
+        }
+        .yaml();
         let path = dir.join(format!("{}.yaml", names.tag));
         std::fs::write(&path, text).expect("pipeline written");
         path
     }
+}
+
+/// `spate run` of the amount filter over `names`, writing to `out.<tag>`,
+/// with its pipeline and its log (`spate.log`) in `dir`.
+fn run_filter(
+    url: &str,
+    names: &Names,
+    delivery: &str,
+    ack_wait: &str,
+    concurrency_max: usize,
+    dir: &Path,
+) -> SpateProcess {
+    let pipeline = Pipeline {
+        url,
+        names,
+        delivery,
+        ordering: "key",
+        handler: "{name: filter, field: amount, gte: 0}",
+        output_subject: format!("out.{}", names.tag),
+        ack_wait,
+        concurrency_max,
+        extra: "",
+    }
+    .write(dir);
+    SpateProcess::start(
+        env!("CARGO_BIN_EXE_spate"),
+        &pipeline,
+        dir.join("spate.log"),
+        &[],
+    )
 }
 
 /// A running `spate run`, killed if the test ends without stopping it.
@@ -301,15 +319,7 @@ async fn read_stream(client: &async_nats::Client, stream: &str) -> Vec<Stored> {
         .await
         .into_iter()
         .map(|message| {
-            let text = String::from_utf8_lossy(&message.payload).into_owned();
-            let order = match text.strip_prefix("not json ") {
-                Some(n) => n.parse().expect("poison payload"),
-                None => {
-                    let value: serde_json::Value =
-                        serde_json::from_str(&text).expect("JSON output");
-                    value["order"].as_u64().expect("order") as usize
-                }
-            };
+            let order = order_of(&message.payload);
             Stored {
                 subject: message.subject.to_string(),
                 order,
@@ -353,24 +363,7 @@ async fn through_a_restart(delivery: &str) -> (Vec<Stored>, Vec<Stored>) {
     publish_orders(&client, &subject, 0..BEFORE_RESTART, restart_poison).await;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let pipeline = Pipeline {
-        url: &server.url,
-        names: &names,
-        delivery,
-        ordering: "key",
-        handler: "{name: filter, field: amount, gte: 0}",
-        output_subject: format!("out.{}", names.tag),
-        ack_wait: "2s",
-        concurrency_max: 16,
-        extra: "",
-    }
-    .write(dir.path());
-    let mut spate = SpateProcess::start(
-        env!("CARGO_BIN_EXE_spate"),
-        &pipeline,
-        dir.path().join("spate.log"),
-        &[],
-    );
+    let mut spate = run_filter(&server.url, &names, delivery, "2s", 16, dir.path());
     wait_for_results(&client, &names, 100, 0, &mut [&mut spate]).await;
 
     let done = stream_len(&client, &names.output).await.unwrap_or(0)
@@ -425,23 +418,7 @@ async fn a_server_restart_mid_stream_loses_nothing() {
 async fn a_server_restart_mid_stream_keeps_each_output_exactly_once() {
     let (outputs, dead) = through_a_restart("exactly_once").await;
     let (outputs, dead) = (per_order(&outputs), per_order(&dead));
-    for order in 0..RESTART_ORDERS {
-        let (out, gone) = if restart_poison(order) {
-            (0, 1)
-        } else {
-            (1, 0)
-        };
-        assert_eq!(
-            outputs.get(&order).copied().unwrap_or(0),
-            out,
-            "outputs of order {order}"
-        );
-        assert_eq!(
-            dead.get(&order).copied().unwrap_or(0),
-            gone,
-            "dead letters of order {order}"
-        );
-    }
+    assert_each_order_once(0..RESTART_ORDERS, restart_poison, &outputs, &dead);
 }
 
 // ---------------------------------------------------------------------------
@@ -695,24 +672,7 @@ async fn poison_run(delivery: &str) {
     client.flush().await.expect("subscribed");
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let pipeline = Pipeline {
-        url: &server.url,
-        names: &names,
-        delivery,
-        ordering: "key",
-        handler: "{name: filter, field: amount, gte: 0}",
-        output_subject: format!("out.{}", names.tag),
-        ack_wait: "30s",
-        concurrency_max: 8,
-        extra: "",
-    }
-    .write(dir.path());
-    let mut spate = SpateProcess::start(
-        env!("CARGO_BIN_EXE_spate"),
-        &pipeline,
-        dir.path().join("spate.log"),
-        &[],
-    );
+    let mut spate = run_filter(&server.url, &names, delivery, "30s", 8, dir.path());
     wait_for_results(
         &client,
         &names,

@@ -211,3 +211,111 @@ pub async fn stream_messages(
     }
     out
 }
+
+/// The YAML of a one-function pipeline `orders` of the end-to-end tests:
+/// a JetStream input, its outputs and dead letters published to JetStream
+/// subjects, commits (or transactions, with `delivery: exactly_once`) every
+/// 50 ms.
+pub struct JetStreamPipeline<'a> {
+    pub url: &'a str,
+    pub stream: &'a str,
+    pub durable: &'a str,
+    /// More keys of the input, each on its own line, indented by six.
+    pub input_extra: &'a str,
+    pub ack_wait: &'a str,
+    pub fetch_wait: &'a str,
+    pub handler: &'a str,
+    pub output_subject: &'a str,
+    pub dead_subject: &'a str,
+    pub delivery: &'a str,
+    pub ordering: &'a str,
+    pub concurrency_max: usize,
+    pub drain_timeout: &'a str,
+    /// More keys of the function, each on its own line, indented by four.
+    pub extra: &'a str,
+}
+
+impl JetStreamPipeline<'_> {
+    pub fn yaml(&self) -> String {
+        let Self {
+            url,
+            stream,
+            durable,
+            input_extra,
+            ack_wait,
+            fetch_wait,
+            handler,
+            output_subject,
+            dead_subject,
+            delivery,
+            ordering,
+            concurrency_max,
+            drain_timeout,
+            extra,
+        } = self;
+        let timing = if *delivery == "exactly_once" {
+            "transaction_interval: 50ms"
+        } else {
+            "commit_interval: 50ms"
+        };
+        format!(
+            r#"settings:
+  metrics_address: off
+functions:
+  - name: orders
+    input:
+      type: jetstream
+      url: {url}
+      stream: {stream}
+      durable: {durable}
+{input_extra}      ack_wait: {ack_wait}
+      fetch_wait: {fetch_wait}
+    handler: {handler}
+    outputs: [{{type: jetstream, url: {url}, subject: "{output_subject}"}}]
+    dead_letter: {{type: jetstream, url: {url}, subject: {dead_subject}}}
+    delivery: {delivery}
+    ordering: {ordering}
+    concurrency: {{min: 1, max: {concurrency_max}}}
+    {timing}
+    drain_timeout: {drain_timeout}
+{extra}"#
+        )
+    }
+}
+
+/// The order number of an end-to-end test's message: `order` of its JSON
+/// payload, or the number of a poison `not json <n>` payload.
+pub fn order_of(payload: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(payload);
+    match text.strip_prefix("not json ") {
+        Some(n) => n.parse().expect("poison payload"),
+        None => {
+            let value: serde_json::Value = serde_json::from_str(&text).expect("JSON output");
+            value["order"].as_u64().expect("order") as usize
+        }
+    }
+}
+
+/// Asserts that each order of `orders` reached where it belongs exactly
+/// once: a poison one (per `is_poison`) one dead letter and no output, any
+/// other one output and no dead letter. The counts are per order number.
+pub fn assert_each_order_once(
+    orders: std::ops::Range<usize>,
+    is_poison: impl Fn(usize) -> bool,
+    outputs: &std::collections::BTreeMap<usize, usize>,
+    dead: &std::collections::BTreeMap<usize, usize>,
+) {
+    for order in orders {
+        let (expected_out, expected_dead) = if is_poison(order) { (0, 1) } else { (1, 0) };
+        assert_eq!(
+            outputs.get(&order).copied().unwrap_or(0),
+            expected_out,
+            "outputs of order {order}"
+        );
+        assert_eq!(
+            dead.get(&order).copied().unwrap_or(0),
+            expected_dead,
+            "dead letters of order {order}"
+        );
+    }
+}
