@@ -115,25 +115,27 @@ async fn a_write_resolves_only_once_its_line_is_in_the_file() {
     }
 }
 
+/// Writes one record of `payload` through a file sink of `entries`.
+async fn write_one(entries: &[(&str, &str)], payload: &'static str) {
+    sink("file", entries)
+        .await
+        .write(Record::from_payload(payload))
+        .await
+        .expect("write");
+}
+
 #[tokio::test]
 async fn append_keeps_and_truncate_replaces() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("out.jsonl");
     std::fs::write(&path, "{\"payload\":\"old\"}\n").expect("write");
-    let appending = sink("file", &[("path", path_str(&path))]).await;
-    appending
-        .write(Record::from_payload("new"))
-        .await
-        .expect("write");
+    // Appending by default.
+    write_one(&[("path", path_str(&path))], "new").await;
     assert_eq!(
         std::fs::read_to_string(&path).expect("read"),
         "{\"payload\":\"old\"}\n{\"payload\":\"new\"}\n"
     );
-    let truncating = sink("file", &[("path", path_str(&path)), ("append", "false")]).await;
-    truncating
-        .write(Record::from_payload("only"))
-        .await
-        .expect("write");
+    write_one(&[("path", path_str(&path)), ("append", "false")], "only").await;
     assert_eq!(
         std::fs::read_to_string(&path).expect("read"),
         "{\"payload\":\"only\"}\n"

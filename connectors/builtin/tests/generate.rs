@@ -4,10 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use spate_connector::{CommitPosition, Event, SourceMessage};
+use spate_connector::{CommitPosition, Event, Source, SourceMessage};
 use spate_testsupport::builtin::{
     messages, next, open, read_n, read_source, read_to_end, source_builder,
 };
+
+/// A `generate` source of `entries`, opened.
+async fn generate(entries: &[(&str, &str)]) -> Box<dyn Source> {
+    open(&*source_builder("generate", entries)).await.0
+}
 
 fn summary(events: &[Event]) -> Vec<(u32, u64, String, String, Option<i64>)> {
     events
@@ -31,7 +36,7 @@ async fn same_seed_same_events_and_offsets_have_no_gaps() {
     assert_eq!(partitions, vec![0, 1, 2]);
     let first = read_to_end(&mut *a, 64).await;
     assert_eq!(first.len(), 400);
-    let (mut b, _) = open(&*source_builder("generate", &config)).await;
+    let mut b = generate(&config).await;
     let second = read_to_end(&mut *b, 7).await;
     assert_eq!(summary(&first), summary(&second));
 
@@ -55,15 +60,12 @@ async fn same_seed_same_events_and_offsets_have_no_gaps() {
         assert_eq!(list, expected, "partition {partition} offsets");
     }
 
-    let (mut other, _) = open(&*source_builder(
-        "generate",
-        &[
-            ("count", "400"),
-            ("devices", "10"),
-            ("partitions", "3"),
-            ("seed", "7"),
-        ],
-    ))
+    let mut other = generate(&[
+        ("count", "400"),
+        ("devices", "10"),
+        ("partitions", "3"),
+        ("seed", "7"),
+    ])
     .await;
     let reseeded = read_to_end(&mut *other, 64).await;
     assert_ne!(
@@ -75,11 +77,7 @@ async fn same_seed_same_events_and_offsets_have_no_gaps() {
 
 #[tokio::test]
 async fn a_device_always_reports_to_the_same_partition() {
-    let (mut source, _) = open(&*source_builder(
-        "generate",
-        &[("count", "1000"), ("devices", "25"), ("partitions", "4")],
-    ))
-    .await;
+    let mut source = generate(&[("count", "1000"), ("devices", "25"), ("partitions", "4")]).await;
     let events = read_to_end(&mut *source, 100).await;
     let mut homes: BTreeMap<Vec<u8>, BTreeSet<u32>> = BTreeMap::new();
     for event in &events {
@@ -94,10 +92,10 @@ async fn a_device_always_reports_to_the_same_partition() {
 
 #[tokio::test]
 async fn count_ends_the_stream() {
-    let (mut source, _) = open(&*source_builder("generate", &[("count", "10")])).await;
+    let mut source = generate(&[("count", "10")]).await;
     assert_eq!(read_to_end(&mut *source, 3).await.len(), 10);
     assert!(matches!(next(&mut *source, 3).await, SourceMessage::End));
-    let (mut empty, _) = open(&*source_builder("generate", &[("count", "0")])).await;
+    let mut empty = generate(&[("count", "0")]).await;
     assert!(matches!(next(&mut *empty, 3).await, SourceMessage::End));
 }
 
@@ -149,7 +147,7 @@ async fn a_state_file_carries_positions_across_builders() {
     let state = dir.path().join("state/generate.json");
     let state = state.to_str().expect("UTF-8 path");
     let config = [("partitions", "2"), ("devices", "4"), ("state_file", state)];
-    let (mut source, _) = open(&*source_builder("generate", &config)).await;
+    let mut source = generate(&config).await;
     let original = read_n(&mut *source, 40, 40).await;
     source
         .commit(&[
@@ -167,7 +165,7 @@ async fn a_state_file_carries_positions_across_builders() {
     drop(source);
 
     // A new builder, as after a process restart.
-    let (mut restarted, _) = open(&*source_builder("generate", &config)).await;
+    let mut restarted = generate(&config).await;
     let events = read_n(&mut *restarted, 10, 10).await;
     let first_of = |p: u32| {
         events
@@ -182,11 +180,7 @@ async fn a_state_file_carries_positions_across_builders() {
 
 #[tokio::test]
 async fn a_paused_partition_yields_nothing_until_resumed() {
-    let (mut source, _) = open(&*source_builder(
-        "generate",
-        &[("partitions", "3"), ("devices", "9")],
-    ))
-    .await;
+    let mut source = generate(&[("partitions", "3"), ("devices", "9")]).await;
     read_n(&mut *source, 30, 30).await;
     source.pause(&[1]).expect("pause");
     let during = read_n(&mut *source, 300, 50).await;
@@ -208,11 +202,7 @@ async fn a_paused_partition_yields_nothing_until_resumed() {
 
 #[tokio::test]
 async fn rate_paces_events_and_cancelled_waits_lose_nothing() {
-    let (mut source, _) = open(&*source_builder(
-        "generate",
-        &[("rate", "200"), ("count", "40")],
-    ))
-    .await;
+    let mut source = generate(&[("rate", "200"), ("count", "40")]).await;
     let started = Instant::now();
     let mut events = Vec::new();
     loop {
@@ -242,14 +232,11 @@ async fn rate_paces_events_and_cancelled_waits_lose_nothing() {
 
 #[tokio::test]
 async fn malformed_every_and_payload_bytes_shape_payloads() {
-    let (mut source, _) = open(&*source_builder(
-        "generate",
-        &[
-            ("count", "100"),
-            ("malformed_every", "10"),
-            ("payload_bytes", "512"),
-        ],
-    ))
+    let mut source = generate(&[
+        ("count", "100"),
+        ("malformed_every", "10"),
+        ("payload_bytes", "512"),
+    ])
     .await;
     let events = read_to_end(&mut *source, 100).await;
     let (bad, good): (Vec<&Event>, Vec<&Event>) = events
