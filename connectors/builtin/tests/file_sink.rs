@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use spate_connector::{Headers, Record, SinkError};
-use spate_testsupport::builtin::{messages, open, read_sink, read_to_end, sink, source_builder};
+use spate_testsupport::builtin::{
+    assert_mentioned, messages, open, read_sink, read_to_end, sink, source_builder,
+};
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temp path")
@@ -186,12 +188,7 @@ fn configuration_problems_are_reported() {
         messages.contains(&"missing required field `path` in `outputs[0]`".to_owned()),
         "{messages:?}"
     );
-    assert!(
-        messages
-            .iter()
-            .any(|m| m.contains("`fsync` must be `true` or `false`")),
-        "{messages:?}"
-    );
+    assert_mentioned(&messages, "`fsync` must be `true` or `false`");
     let unknown = errors
         .iter()
         .find(|e| e.message.contains("unknown key `apend`"))

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use spate_connector::{CommitPosition, Event, Source, SourceMessage};
 use spate_testsupport::builtin::{
-    messages, next, open, read_n, read_source, read_to_end, source_builder,
+    assert_mentioned, messages, next, open, read_n, read_source, read_to_end, source_builder,
 };
 
 /// A `generate` source of `entries`, opened.
@@ -260,24 +260,9 @@ fn configuration_problems_are_all_reported() {
     );
     assert!(builder.is_none());
     let messages = messages(&errors);
-    assert!(
-        messages
-            .iter()
-            .any(|m| m.contains("must not exceed `devices`")),
-        "{messages:?}"
-    );
-    assert!(
-        messages
-            .iter()
-            .any(|m| m.contains("`rate` must not be negative")),
-        "{messages:?}"
-    );
-    assert!(
-        messages
-            .iter()
-            .any(|m| m.contains("`count` must be a whole number")),
-        "{messages:?}"
-    );
+    assert_mentioned(&messages, "must not exceed `devices`");
+    assert_mentioned(&messages, "`rate` must not be negative");
+    assert_mentioned(&messages, "`count` must be a whole number");
     let unknown = errors
         .iter()
         .find(|e| e.message.contains("unknown key `devics`"))

@@ -381,11 +381,7 @@ fn tls_files_are_checked_at_load() {
             && e.message == format!("`tls_ca_file` file `{missing}` does not exist")),
         "{errors:?}"
     );
-    assert!(
-        msgs.iter()
-            .any(|m| m.contains("missing required field `tls_key_file`")),
-        "{msgs:?}"
-    );
+    assert_mentioned(&msgs, "missing required field `tls_key_file`");
 
     let dir_path = dir.path().display().to_string();
     let (_, errors) = read_sink("nats", &[("subject", "x"), ("tls_ca_file", &dir_path)]);

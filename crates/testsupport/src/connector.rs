@@ -101,6 +101,15 @@ pub fn messages(errors: &[ConfigError]) -> Vec<String> {
     errors.iter().map(|e| e.message.clone()).collect()
 }
 
+/// Asserts that one of the configuration problems' `messages` contains
+/// `part`; the failure lists them all.
+pub fn assert_mentioned(messages: &[String], part: &str) {
+    assert!(
+        messages.iter().any(|m| m.contains(part)),
+        "no problem mentions {part:?}: {messages:?}"
+    );
+}
+
 /// Defines, in a per-connector module, `factory(kind)`, `read_source`,
 /// `read_sink`, `source_builder` and `sink` over a crate's list of
 /// factories (`spate_nats::connectors`…).
@@ -147,7 +156,7 @@ macro_rules! config_helpers {
             $crate::connector::valid_sink(&*factory(kind), entries).await
         }
 
-        pub use $crate::connector::messages;
+        pub use $crate::connector::{assert_mentioned, messages};
     };
 }
 
