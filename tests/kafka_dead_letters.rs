@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kafka_common::{header, text, Tansu};
+use kafka_common::{header, text, FilterPipeline, Tansu};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
 use rdkafka::ClientConfig;
 use sha2::{Digest, Sha256};
@@ -88,39 +88,21 @@ fn pipeline(dir: &Path, bootstrap: &str, names: &Names, delivery: &str) -> Strin
         output,
         dead,
     } = names;
-    let (eos, timing) = if delivery == "exactly_once" {
-        (
-            format!("\n      transactional_id: {input}-eos"),
-            "transaction_interval: 100ms",
-        )
-    } else {
-        (String::new(), "commit_interval: 20ms")
-    };
-    let text = format!(
-        r#"settings:
-  metrics_address: off
-functions:
-  - name: validate-orders
-    input:
-      type: kafka
-      bootstrap_servers: {bootstrap}
-      topics: [{input}]
-      group_id: {input}-group
-      session_timeout: 6s{eos}
-    handler: {{name: filter, field: amount, gte: 0}}
-    outputs:
-      - {{type: kafka, bootstrap_servers: {bootstrap}, topic: {output}}}
-    dead_letter:
-      type: kafka
-      bootstrap_servers: {bootstrap}
-      topic: {dead}
-      properties: {{message.max.bytes: 1000000}}
-    delivery: {delivery}
-    ordering: partition
-    {timing}
-    drain_timeout: 5s
-"#
-    );
+    let text = FilterPipeline {
+        bootstrap,
+        input,
+        group: &format!("{input}-group"),
+        transactional_id: (delivery == "exactly_once")
+            .then(|| format!("{input}-eos"))
+            .as_deref(),
+        output,
+        dead,
+        dead_extra: ", properties: {message.max.bytes: 1000000}",
+        delivery,
+        ordering: "partition",
+        concurrency_max: None,
+    }
+    .yaml();
     let path = dir.join("dead-letters.yaml");
     std::fs::write(&path, text).expect("pipeline written");
     path.to_string_lossy().into_owned()

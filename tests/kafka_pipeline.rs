@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kafka_common::{header, text, Tansu};
+use kafka_common::{header, text, FilterPipeline, Tansu};
 
 const PARTITIONS: i32 = 4;
 /// Orders loaded at the start (the kill tests load more batches of the same
@@ -77,43 +77,19 @@ fn names(prefix: &str, orders: usize) -> Names {
 }
 
 fn pipeline(dir: &Path, broker: &Tansu, names: &Names, delivery: &str) -> String {
-    let eos = if delivery == "exactly_once" {
-        "\n      transactional_id: spate-test-eos"
-    } else {
-        ""
-    };
-    let timing = if delivery == "exactly_once" {
-        "transaction_interval: 100ms"
-    } else {
-        "commit_interval: 20ms"
-    };
-    let text = format!(
-        r#"settings:
-  metrics_address: off
-functions:
-  - name: validate-orders
-    input:
-      type: kafka
-      bootstrap_servers: {bootstrap}
-      topics: [{input}]
-      group_id: {group}
-      session_timeout: 6s{eos}
-    handler: {{name: filter, field: amount, gte: 0}}
-    outputs:
-      - {{type: kafka, bootstrap_servers: {bootstrap}, topic: {output}}}
-    dead_letter: {{type: kafka, bootstrap_servers: {bootstrap}, topic: {dead}}}
-    delivery: {delivery}
-    ordering: key
-    concurrency: {{min: 1, max: 32}}
-    {timing}
-    drain_timeout: 5s
-"#,
-        bootstrap = broker.bootstrap,
-        input = names.input,
-        output = names.output,
-        dead = names.dead,
-        group = names.group,
-    );
+    let text = FilterPipeline {
+        bootstrap: &broker.bootstrap,
+        input: &names.input,
+        group: &names.group,
+        transactional_id: (delivery == "exactly_once").then_some("spate-test-eos"),
+        output: &names.output,
+        dead: &names.dead,
+        dead_extra: "",
+        delivery,
+        ordering: "key",
+        concurrency_max: Some(32),
+    }
+    .yaml();
     let path = dir.join(format!("{delivery}.yaml"));
     std::fs::write(&path, text).expect("pipeline written");
     path.to_string_lossy().into_owned()

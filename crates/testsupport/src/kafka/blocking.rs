@@ -142,3 +142,72 @@ pub fn header<'m>(message: &'m ReadBack, name: &str) -> Option<&'m str> {
 pub fn text(message: &ReadBack) -> String {
     String::from_utf8_lossy(&message.payload).into_owned()
 }
+
+/// The YAML of the end-to-end tests' one-function pipeline
+/// `validate-orders`: the amount filter from a Kafka topic to Kafka topics,
+/// committing every 20 ms (or, with `delivery: exactly_once`, a transaction
+/// every 100 ms), draining for up to 5 s.
+pub struct FilterPipeline<'a> {
+    /// The broker's `host:port`, for the input and both outputs.
+    pub bootstrap: &'a str,
+    /// The input topic, read by consumer group `group`.
+    pub input: &'a str,
+    pub group: &'a str,
+    /// The input's `transactional_id` (given with `delivery: exactly_once`).
+    pub transactional_id: Option<&'a str>,
+    /// The topics of the valid orders and of the dead letters.
+    pub output: &'a str,
+    pub dead: &'a str,
+    /// More entries of the dead-letter sink's flow mapping (`, key: value`).
+    pub dead_extra: &'a str,
+    pub delivery: &'a str,
+    pub ordering: &'a str,
+    /// The function's `concurrency.max` (`min` is 1), if it sets one.
+    pub concurrency_max: Option<usize>,
+}
+
+impl FilterPipeline<'_> {
+    pub fn yaml(&self) -> String {
+        let eos = self
+            .transactional_id
+            .map(|id| format!("\n      transactional_id: {id}"))
+            .unwrap_or_default();
+        let timing = match self.delivery {
+            "exactly_once" => "transaction_interval: 100ms",
+            _ => "commit_interval: 20ms",
+        };
+        let concurrency = self
+            .concurrency_max
+            .map(|max| format!("    concurrency: {{min: 1, max: {max}}}\n"))
+            .unwrap_or_default();
+        format!(
+            r#"settings:
+  metrics_address: off
+functions:
+  - name: validate-orders
+    input:
+      type: kafka
+      bootstrap_servers: {bootstrap}
+      topics: [{input}]
+      group_id: {group}
+      session_timeout: 6s{eos}
+    handler: {{name: filter, field: amount, gte: 0}}
+    outputs:
+      - {{type: kafka, bootstrap_servers: {bootstrap}, topic: {output}}}
+    dead_letter: {{type: kafka, bootstrap_servers: {bootstrap}, topic: {dead}{dead_extra}}}
+    delivery: {delivery}
+    ordering: {ordering}
+    {timing}
+    drain_timeout: 5s
+{concurrency}"#,
+            bootstrap = self.bootstrap,
+            input = self.input,
+            group = self.group,
+            output = self.output,
+            dead = self.dead,
+            dead_extra = self.dead_extra,
+            delivery = self.delivery,
+            ordering = self.ordering,
+        )
+    }
+}
