@@ -282,6 +282,14 @@ fn assert_complete(names: &Names, outputs: &BTreeMap<usize, u32>, dead: &BTreeSe
     }
 }
 
+/// Asserts that the group committed every input offset; `what` says so in
+/// the failure.
+fn assert_all_committed(broker: &Tansu, names: &Names, what: &str) {
+    let committed = broker.committed(&names.group, &names.input, PARTITIONS);
+    let total: i64 = committed.values().sum();
+    assert_eq!(total as usize, names.orders.get(), "{what}: {committed:?}");
+}
+
 #[test]
 fn at_least_once_survives_kill_9_and_loses_nothing() {
     let (broker, names, dir) = setup("alo", ORDERS_BATCH);
@@ -293,12 +301,10 @@ fn at_least_once_survives_kill_9_and_loses_nothing() {
     let status = sigterm(child);
     assert!(status.success(), "SIGTERM ends a run cleanly: {status}");
     assert_complete(&names, &outputs, &dead);
-    let committed = broker.committed(&names.group, &names.input, PARTITIONS);
-    let total: i64 = committed.values().sum();
-    assert_eq!(
-        total as usize,
-        names.orders.get(),
-        "after SIGTERM every input offset is committed: {committed:?}"
+    assert_all_committed(
+        &broker,
+        &names,
+        "after SIGTERM every input offset is committed",
     );
 }
 
@@ -352,13 +358,7 @@ fn exactly_once_commits_offsets_only_with_their_outputs_across_kill_points() {
             allowed - 1
         );
     }
-    let committed = broker.committed(&names.group, &names.input, PARTITIONS);
-    let total: i64 = committed.values().sum();
-    assert_eq!(
-        total as usize,
-        names.orders.get(),
-        "every input offset committed: {committed:?}"
-    );
+    assert_all_committed(&broker, &names, "every input offset committed");
     // Every output names the event it came from.
     for message in broker.read_all(&names.output, 10, Duration::from_secs(1)) {
         let id = header(&message, "spate-record-id").expect("record id header");
