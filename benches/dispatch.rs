@@ -34,7 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use spate::engine::{run_function, EngineOptions, FunctionPlan, NamedSink, ProcessBudget};
+use spate::engine::{run_function, EngineOptions, FunctionPlan, ProcessBudget};
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::{
     ConcurrencySpec, Delivery, InFlightLimits, Ordering, RetryPolicy, RunPolicy,
@@ -156,21 +156,11 @@ fn engine_run(ordering: Ordering, keys: u64, kind: Kind) -> (FunctionPlan, Lefto
     let log = filled_log(keys);
     let out = MemorySink::new("out");
     let dlq = MemorySink::new("dlq");
-    let plan = FunctionPlan {
-        pipeline: Arc::from("bench"),
-        name: Arc::from("bench"),
-        handler: kind.handler(),
-        sources: vec![Box::new(log.source())],
-        outputs: vec![NamedSink {
-            name: Arc::from("out"),
-            sink: Arc::new(out.clone()),
-            encoder: None,
-        }],
-        dead_letter: Arc::new(dlq.clone()),
-        decoders: Vec::new(),
-        policy: policy(ordering),
-        session_host: spate::engine::SessionHost::Source,
-    };
+    // The tests' plan over the log, under the bench's policy and names.
+    let mut plan = spate_testsupport::engine::plan(&log, kind.handler(), ordering, &out, &dlq);
+    plan.pipeline = Arc::from("bench");
+    plan.name = Arc::from("bench");
+    plan.policy = policy(ordering);
     (
         plan,
         Leftovers {
