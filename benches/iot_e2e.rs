@@ -32,6 +32,7 @@
 //! (raw/copy: the row count; the aggregates: the sum of `readings`).
 //! Run: `cargo bench --bench iot_e2e`.
 
+use spate_testsupport::bench::{env_usize, median};
 use spate_testsupport::iot as iot_common;
 
 use std::collections::HashMap;
@@ -44,18 +45,6 @@ use futures::SinkExt;
 use iot_common::{pg, Reading};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -28,7 +28,7 @@
 //! `SPATE_BENCH_CASES=spate/at_least_once` runs one case, to profile it.
 //! Prints a table with medians and the ratios spate/raw.
 
-use spate_testsupport::bench::raw_kafka;
+use spate_testsupport::bench::{env_usize, median, raw_kafka, selected_cases};
 use spate_testsupport::kafka::blocking as kafka_common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,13 +42,6 @@ use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 4;
 const PAYLOAD: usize = 128;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// When the case's first event was taken up (first poll of the raw loop,
 /// first handler call in spate).
@@ -221,11 +214,6 @@ async fn noop(
     )])
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a listing; nothing to list.
@@ -241,11 +229,7 @@ fn main() {
         "spate/exactly_once",
     ];
     // SPATE_BENCH_CASES=spate/at_least_once runs only that case (to profile).
-    let only = std::env::var("SPATE_BENCH_CASES").unwrap_or_default();
-    let cases: Vec<&str> = all
-        .into_iter()
-        .filter(|c| only.is_empty() || only.split(',').any(|o| o == *c))
-        .collect();
+    let cases = selected_cases(&all);
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..repeat {
         for (index, case) in cases.iter().enumerate() {

@@ -53,7 +53,7 @@
 //! those cases (to profile). Prints a table with medians and the ratios
 //! spate/raw.
 
-use spate_testsupport::bench::{nats_setup, raw_nats};
+use spate_testsupport::bench::{env_usize, median, nats_setup, raw_nats, selected_cases};
 use spate_testsupport::nats as nats_common;
 
 use std::path::PathBuf;
@@ -77,13 +77,6 @@ const STALL: Duration = Duration::from_secs(30);
 /// How long the core case waits for one more output before it reports the
 /// rest lost.
 const CORE_QUIET: Duration = Duration::from_secs(5);
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Settings {
     url: String,
@@ -378,11 +371,6 @@ async fn core_case(settings: &Settings, case: &str, round: usize) -> Outcome {
     }
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a listing; nothing to list.
@@ -407,11 +395,7 @@ fn main() {
         "spate/core",
     ];
     // SPATE_BENCH_CASES=spate/jetstream-alo runs only that case (to profile).
-    let only = std::env::var("SPATE_BENCH_CASES").unwrap_or_default();
-    let cases: Vec<&str> = all
-        .into_iter()
-        .filter(|c| only.is_empty() || only.split(',').any(|o| o == *c))
-        .collect();
+    let cases = selected_cases(&all);
     // The bench's own work (loading, watching, counting, publishing) runs
     // on one thread; each worker gets a runtime of its own.
     let runtime = tokio::runtime::Builder::new_current_thread()
