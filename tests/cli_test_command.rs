@@ -24,6 +24,12 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// Asserts that the command failed (exit code 1) saying `part`.
+fn assert_fails_saying(output: &Output, part: &str) {
+    assert_eq!(output.status.code(), Some(1), "{}", text(output));
+    assert!(text(output).contains(part), "{}", text(output));
+}
+
 const FUNCTION: &str = r#"functions:
   - name: readings
     input: {type: generate, count: 1}
@@ -31,6 +37,13 @@ const FUNCTION: &str = r#"functions:
     outputs: [{type: stdout, name: clean}]
     dead_letter: {type: stdout}
 "#;
+
+/// A directory holding `p.yaml`: [`FUNCTION`] followed by `more`.
+fn function_with(more: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), format!("{FUNCTION}{more}")).unwrap();
+    dir
+}
 
 #[test]
 fn the_example_pipelines_tests_pass() {
@@ -44,15 +57,9 @@ fn the_example_pipelines_tests_pass() {
 
 #[test]
 fn a_wrong_expectation_fails_with_a_diff_naming_the_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("p.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "{FUNCTION}tests:\n  - name: warm readings pass\n    events:\n      - input: {{payload: {{temperature: 20}}}}\n        expect: {{outputs: [{{payload: {{temperature: 21}}}}]}}\n      - input: {{payload: {{temperature: 30}}}}\n        expect: {{outputs: [{{payload: {{temperature: 30}}}}]}}\n"
-        ),
-    )
-    .unwrap();
+    let dir = function_with(
+        "tests:\n  - name: warm readings pass\n    events:\n      - input: {payload: {temperature: 20}}\n        expect: {outputs: [{payload: {temperature: 21}}]}\n      - input: {payload: {temperature: 30}}\n        expect: {outputs: [{payload: {temperature: 30}}]}\n",
+    );
     let output = spate(&["test", "p.yaml"], dir.path());
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let out = text(&output);
@@ -75,8 +82,7 @@ fn a_wrong_expectation_fails_with_a_diff_naming_the_line() {
 
 #[test]
 fn input_and_expect_files_check_dead_letters_and_drops() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("p.yaml"), FUNCTION).unwrap();
+    let dir = function_with("");
     std::fs::write(
         dir.path().join("in.jsonl"),
         "{\"temperature\": 5}\n\n{\"payload_text\": \"garbage\", \"key\": \"d9\"}\n{\"temperature\": -100}\n",
@@ -128,34 +134,19 @@ fn input_and_expect_files_check_dead_letters_and_drops() {
         ],
         dir.path(),
     );
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        text(&output).contains("1 expectations for 3 input events"),
-        "{}",
-        text(&output)
-    );
+    assert_fails_saying(&output, "1 expectations for 3 input events");
 
     // A line that is not JSON is named.
     std::fs::write(dir.path().join("bad.jsonl"), "{\"a\": 1}\nnot json\n").unwrap();
     let output = spate(&["test", "p.yaml", "--input", "bad.jsonl"], dir.path());
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        text(&output).contains("bad.jsonl:2: not a JSON value"),
-        "{}",
-        text(&output)
-    );
+    assert_fails_saying(&output, "bad.jsonl:2: not a JSON value");
 }
 
 #[test]
 fn a_broken_tests_block_is_a_validation_error_at_its_place() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("p.yaml"),
-        format!(
-            "{FUNCTION}tests:\n  - name: wrong function\n    function: nope\n    events:\n      - input: {{payload: 1}}\n        expect: {{outputs: [{{payload: 1, too: clean}}]}}\n"
-        ),
-    )
-    .unwrap();
+    let dir = function_with(
+        "tests:\n  - name: wrong function\n    function: nope\n    events:\n      - input: {payload: 1}\n        expect: {outputs: [{payload: 1, too: clean}]}\n",
+    );
     for command in ["test", "validate"] {
         let output = spate(&[command, "p.yaml"], dir.path());
         assert_eq!(output.status.code(), Some(1), "{command}");
@@ -173,15 +164,9 @@ fn a_broken_tests_block_is_a_validation_error_at_its_place() {
 
 #[test]
 fn nothing_to_test_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("p.yaml"), FUNCTION).unwrap();
+    let dir = function_with("");
     let output = spate(&["test", "p.yaml"], dir.path());
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        text(&output).contains("nothing to test"),
-        "{}",
-        text(&output)
-    );
+    assert_fails_saying(&output, "nothing to test");
 }
 
 #[test]
