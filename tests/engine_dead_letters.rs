@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use spate::engine::{run_function, EngineError, NamedSink};
+use spate::engine::{run_function, EngineError, FunctionPlan, FunctionReport, NamedSink};
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::Ordering;
 use spate::{Event, Record};
@@ -78,6 +78,14 @@ async fn finish<T>(run: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(std::time::Duration::from_secs(10), run)
         .await
         .expect("the function ends by itself")
+}
+
+/// Runs `plan` (made exactly-once if `exactly`) until its input ends.
+async fn run_to_end(plan: FunctionPlan, exactly: bool) -> FunctionReport {
+    let plan = if exactly { exactly_once(plan) } else { plan };
+    finish(run_function(plan, options(), CancellationToken::new()))
+        .await
+        .unwrap()
 }
 
 fn payloads(sink: &MemorySink) -> Vec<Bytes> {
@@ -181,13 +189,8 @@ async fn an_output_too_large_for_its_sink_dead_letters_its_event_as_output_rejec
         let (out, dlq) = attached_sinks(&log);
         out.set_max_payload(Some(1_000));
         let handler = Arc::new(Echo { fail_poison: false });
-        let mut plan = plan(&log, handler, Ordering::Partition, &out, &dlq);
-        if exactly {
-            plan = exactly_once(plan);
-        }
-        let report = finish(run_function(plan, options(), CancellationToken::new()))
-            .await
-            .unwrap();
+        let plan = plan(&log, handler, Ordering::Partition, &out, &dlq);
+        let report = run_to_end(plan, exactly).await;
         assert_eq!(report.dead_lettered, 1, "exactly_once: {exactly}");
         assert_eq!(out.len(), 9, "exactly_once: {exactly}");
         assert_eq!(log.committed(0), Some(10));
@@ -296,12 +299,7 @@ async fn an_output_rejected_by_one_sink_is_never_half_committed_under_exactly_on
         let mut plan = plan(&log, handler, Ordering::Partition, &out, &dlq);
         plan.outputs
             .push(NamedSink::new("limited", Arc::new(limited.clone())));
-        if exactly {
-            plan = exactly_once(plan);
-        }
-        let report = finish(run_function(plan, options(), CancellationToken::new()))
-            .await
-            .unwrap();
+        let report = run_to_end(plan, exactly).await;
         assert_eq!(report.dead_lettered, 1, "exactly_once: {exactly}");
         assert_eq!(limited.len(), 9, "exactly_once: {exactly}");
         let poison_out = payloads(&out)
