@@ -26,11 +26,7 @@ use crate::file::envelope;
 use crate::{error_mark, has_new_errors};
 
 /// What stdout sinks promise: nothing beyond "written and flushed".
-pub const CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: false,
-    durable_positions: false,
-    resumable: false,
-};
+pub const CAPABILITIES: Capabilities = Capabilities::NONE;
 
 /// How records are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -45,6 +45,42 @@ pub struct Capabilities {
     pub resumable: bool,
 }
 
+impl Capabilities {
+    /// Promises nothing: no exactly-once, no durable positions, no resuming
+    /// (a core-NATS subscription, a stdout sink). Every connector's
+    /// capabilities start here and add what it keeps, so each constant
+    /// names only its promises.
+    pub const NONE: Capabilities = Capabilities {
+        exactly_once: false,
+        durable_positions: false,
+        resumable: false,
+    };
+
+    /// These capabilities, and exactly-once.
+    pub const fn with_exactly_once(self) -> Capabilities {
+        Capabilities {
+            exactly_once: true,
+            ..self
+        }
+    }
+
+    /// These capabilities, and durable positions.
+    pub const fn with_durable_positions(self) -> Capabilities {
+        Capabilities {
+            durable_positions: true,
+            ..self
+        }
+    }
+
+    /// These capabilities, and resuming from stored positions.
+    pub const fn with_resumable(self) -> Capabilities {
+        Capabilities {
+            resumable: true,
+            ..self
+        }
+    }
+}
+
 /// What one configured source can promise when it is less than what its
 /// kind can, and the setting that would lift the difference.
 #[derive(Debug, Clone, PartialEq, Eq)]

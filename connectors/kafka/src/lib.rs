@@ -47,18 +47,13 @@ pub use crate::transaction::KafkaTransaction;
 pub const KIND: &str = "kafka";
 
 /// What Kafka sources promise.
-pub const SOURCE_CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: true,
-    durable_positions: true,
-    resumable: true,
-};
+pub const SOURCE_CAPABILITIES: Capabilities = Capabilities::NONE
+    .with_exactly_once()
+    .with_durable_positions()
+    .with_resumable();
 
 /// What Kafka sinks promise.
-pub const SINK_CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: true,
-    durable_positions: false,
-    resumable: false,
-};
+pub const SINK_CAPABILITIES: Capabilities = Capabilities::NONE.with_exactly_once();
 
 /// Every connector family of this crate.
 pub fn connectors() -> Vec<Arc<dyn ConnectorFactory>> {

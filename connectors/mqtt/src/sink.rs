@@ -47,11 +47,7 @@ use crate::source::check_filter;
 use crate::{error_mark, has_new_errors};
 
 /// What MQTT sinks promise: acknowledged publishes, no transactions.
-pub const SINK_CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: false,
-    durable_positions: false,
-    resumable: false,
-};
+pub const SINK_CAPABILITIES: Capabilities = Capabilities::NONE;
 
 /// Default `ack_timeout`.
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);

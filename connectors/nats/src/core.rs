@@ -53,18 +53,10 @@ use crate::connection::ConnectSettings;
 use crate::{error_mark, event_headers, has_new_errors, nats_headers, read_sink};
 
 /// What core NATS sources promise: nothing durable.
-pub const SOURCE_CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: false,
-    durable_positions: false,
-    resumable: false,
-};
+pub const SOURCE_CAPABILITIES: Capabilities = Capabilities::NONE;
 
 /// What core NATS sinks promise: flushed to the server, no acknowledgement.
-pub const SINK_CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: false,
-    durable_positions: false,
-    resumable: false,
-};
+pub const SINK_CAPABILITIES: Capabilities = Capabilities::NONE;
 
 /// The `nats` connector family.
 #[derive(Debug, Clone, Copy, Default)]

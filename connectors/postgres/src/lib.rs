@@ -89,11 +89,11 @@ impl ConnectorFactory for PostgresFactory {
     }
 
     fn sink_capabilities(&self) -> Option<Capabilities> {
-        Some(Capabilities {
-            exactly_once: true,
-            durable_positions: true,
-            resumable: false,
-        })
+        Some(
+            Capabilities::NONE
+                .with_exactly_once()
+                .with_durable_positions(),
+        )
     }
 
     fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {

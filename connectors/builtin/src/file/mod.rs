@@ -62,19 +62,11 @@ use crate::{error_mark, has_new_errors};
 
 /// What file sources promise: durable positions (line numbers, persisted
 /// with `commit_file`), no transactions.
-pub const CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: false,
-    durable_positions: true,
-    resumable: false,
-};
+pub const CAPABILITIES: Capabilities = Capabilities::NONE.with_durable_positions();
 
 /// What file sinks promise: acknowledged (flushed) appends; they store no
 /// source positions and take part in no transaction.
-pub const SINK_CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: false,
-    durable_positions: false,
-    resumable: false,
-};
+pub const SINK_CAPABILITIES: Capabilities = Capabilities::NONE;
 
 /// Default `poll_interval` of a followed file.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);

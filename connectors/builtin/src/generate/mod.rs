@@ -49,11 +49,7 @@ use crate::{error_mark, has_new_errors};
 use source::Positions;
 
 /// What generate sources promise: replayable positions, no transactions.
-pub const CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: false,
-    durable_positions: true,
-    resumable: false,
-};
+pub const CAPABILITIES: Capabilities = Capabilities::NONE.with_durable_positions();
 
 /// Default `devices`.
 pub const DEFAULT_DEVICES: u64 = 100;

@@ -161,18 +161,11 @@ pub use settings::{
 /// unacknowledged messages, and with `sequence:` the source resumes from
 /// positions a database stored (without it, a source says so through
 /// `SourceBuilder::capabilities`).
-pub const SOURCE_CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: false,
-    durable_positions: true,
-    resumable: true,
-};
+pub const SOURCE_CAPABILITIES: Capabilities =
+    Capabilities::NONE.with_durable_positions().with_resumable();
 
 /// What `mqtt_at_most_once` sources promise: nothing durable.
-pub const AT_MOST_ONCE_CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: false,
-    durable_positions: false,
-    resumable: false,
-};
+pub const AT_MOST_ONCE_CAPABILITIES: Capabilities = Capabilities::NONE;
 
 /// A message handed to the engine and not yet acknowledged.
 #[derive(Debug)]

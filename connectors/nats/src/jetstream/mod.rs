@@ -139,19 +139,13 @@ use source::{JetStreamSourceBuilder, Partitioning};
 
 /// What JetStream sources promise: durable positions (the consumer's acks),
 /// and exactly-once into JetStream sinks (see [`exactly_once`]).
-pub const SOURCE_CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: true,
-    durable_positions: true,
-    resumable: false,
-};
+pub const SOURCE_CAPABILITIES: Capabilities = Capabilities::NONE
+    .with_exactly_once()
+    .with_durable_positions();
 
 /// What JetStream sinks promise: acknowledged writes, and exactly-once
 /// behind a JetStream source (publishes de-duplicated by `Nats-Msg-Id`).
-pub const SINK_CAPABILITIES: Capabilities = Capabilities {
-    exactly_once: true,
-    durable_positions: false,
-    resumable: false,
-};
+pub const SINK_CAPABILITIES: Capabilities = Capabilities::NONE.with_exactly_once();
 
 /// Default `max_ack_pending`.
 pub const DEFAULT_MAX_ACK_PENDING: u64 = 1000;

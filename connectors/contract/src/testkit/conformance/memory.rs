@@ -19,18 +19,15 @@ use crate::source::Source;
 use crate::testkit::{MemoryDatabase, MemoryLog, MemorySink};
 
 /// What a [`MemoryLog`]'s source keeps: everything.
-pub const MEMORY_SOURCE: Capabilities = Capabilities {
-    exactly_once: true,
-    durable_positions: true,
-    resumable: true,
-};
+pub const MEMORY_SOURCE: Capabilities = Capabilities::NONE
+    .with_exactly_once()
+    .with_durable_positions()
+    .with_resumable();
 
 /// What a [`MemoryDatabase`] table keeps: records and positions together.
-pub const MEMORY_TABLE: Capabilities = Capabilities {
-    exactly_once: true,
-    durable_positions: true,
-    resumable: false,
-};
+pub const MEMORY_TABLE: Capabilities = Capabilities::NONE
+    .with_exactly_once()
+    .with_durable_positions();
 
 /// A fresh [`MemoryLog`] of `partitions` partitions per check.
 pub struct MemoryFixture {
