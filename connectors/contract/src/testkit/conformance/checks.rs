@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::session::{bounded, list, parse, payloads, produce, show, Session, Split};
+use super::session::{
+    among, bounded, expected_count, list, parse, payloads, produce, show, Session, Split,
+};
 use super::{exactly_once, group, sink, Check, Harness, TestStream};
 use crate::event::{Event, PartitionId};
 use crate::source::SourceMessage;
@@ -34,15 +36,6 @@ pub(super) async fn run(check: Check, harness: Arc<Harness>) -> Result<(), Strin
         Check::SinkTransactionalTarget => sink::transactional_target(h, stream).await,
         Check::SinkSessionCommit => sink::session(h, stream, label, false).await,
         Check::SinkSessionAbort => sink::session(h, stream, label, true).await,
-    }
-}
-
-/// How many events a check reads after producing `produced`.
-fn expected_count(h: &Harness, produced: &[Bytes]) -> usize {
-    if h.generated {
-        h.events * 2
-    } else {
-        produced.len()
     }
 }
 
@@ -263,11 +256,7 @@ async fn commit_then_reopen(
 async fn resume_at_commit(h: &Harness, stream: &dyn TestStream, label: &str) -> Result<(), String> {
     let (split, later, missing) = commit_then_reopen(h, stream, label).await?;
     let committed = payloads(&split.committed);
-    let again: Vec<&Bytes> = later
-        .iter()
-        .map(|e| &e.payload)
-        .filter(|p| committed.contains(*p))
-        .collect();
+    let again = among(&later, &committed);
     if !again.is_empty() {
         return Err(format!(
             "a new session delivered {} events below the committed positions {:?} again: {}",
@@ -330,11 +319,7 @@ async fn resume_from_stored(
     let (later, missing) = second.collect(&payloads(&split.rest)).await?;
     second.close().await?;
     let committed = payloads(&split.committed);
-    let below: Vec<&Bytes> = later
-        .iter()
-        .map(|e| &e.payload)
-        .filter(|p| committed.contains(*p))
-        .collect();
+    let below = among(&later, &committed);
     if !below.is_empty() {
         return Err(format!(
             "after `resume_from({stored:?})`, {} events below the stored positions came: {}",

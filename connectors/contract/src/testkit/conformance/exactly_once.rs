@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
-use super::session::{bounded, exactly, list, payloads, produce, Reader, Session, Split};
+use super::session::{
+    among, bounded, exactly, expected_count, list, payloads, produce, Reader, Session, Split,
+};
 use super::{Harness, TestStream, Transactions};
 use crate::event::{Event, Record};
 use crate::transaction::{record_id, TransactionSession, TransactionalTarget, RECORD_ID_HEADER};
@@ -94,11 +96,7 @@ pub(super) async fn source(
     tx.accepts(&target)
         .map_err(|e| format!("the session refuses the output {target:?}: {e}"))?;
     let produced = produce(h, stream, label, 0).await?;
-    let n = if h.generated {
-        h.events * 2
-    } else {
-        produced.len()
-    };
+    let n = expected_count(h, &produced);
     let events = input.read("reading the produced events", n).await?;
     let split = Split::half(&events);
     let records = || split.committed.iter().map(record_of).collect::<Vec<_>>();
@@ -148,11 +146,7 @@ async fn positions_visible(
     let (later, missing) = next.collect(&payloads(&split.rest)).await?;
     next.close().await?;
     let committed = payloads(&split.committed);
-    let again: Vec<&Bytes> = later
-        .iter()
-        .map(|e| &e.payload)
-        .filter(|p| committed.contains(*p))
-        .collect();
+    let again = among(&later, &committed);
     if !again.is_empty() {
         return Err(format!(
             "the records are visible but the positions {:?} committed with them are not: \

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::session::{bounded, list, payloads, produce, Session, Split};
+use super::session::{among, bounded, expected_count, list, payloads, produce, Session, Split};
 use super::{Harness, TestStream};
 use crate::event::{Event, PartitionId};
 use crate::source::{CommitPosition, SourceMessage};
@@ -52,11 +52,7 @@ pub(super) async fn release_on_revoke(
 ) -> Result<(), String> {
     let mut old = Session::open(stream, h.wait).await?;
     let produced = produce(h, stream, label, 0).await?;
-    let n = if h.generated {
-        h.events * 2
-    } else {
-        produced.len()
-    };
+    let n = expected_count(h, &produced);
     let events = old.read("reading the produced events", n).await?;
     let split = Split::half(&events);
     old.commit(&split.positions).await?;
@@ -87,11 +83,7 @@ pub(super) async fn release_on_revoke(
                 .1,
         );
     }
-    let taken: Vec<&Bytes> = early
-        .iter()
-        .map(|e| &e.payload)
-        .filter(|p| held.contains(*p))
-        .collect();
+    let taken = among(&early, &held);
     if !taken.is_empty() {
         return Err(format!(
             "partitions {revoked:?} were revoked and not yet released, yet their new owner got \
@@ -142,11 +134,7 @@ async fn hand_over(
         }
         got.extend(owned);
     }
-    let again: Vec<&Bytes> = got
-        .iter()
-        .map(|e| &e.payload)
-        .filter(|p| committed.contains(*p))
-        .collect();
+    let again = among(&got, &committed);
     if !again.is_empty() {
         return Err(format!(
             "after the release, the next owner of {revoked:?} delivered events below the \

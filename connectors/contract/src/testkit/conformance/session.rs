@@ -384,6 +384,27 @@ pub(super) fn payloads(events: &[Event]) -> BTreeSet<Bytes> {
     events.iter().map(|e| e.payload.clone()).collect()
 }
 
+/// The payloads of `events` that are in `set`, in delivery order: what came
+/// again, or too early, for the messages of the checks that forbid it.
+pub(super) fn among<'a>(events: &'a [Event], set: &BTreeSet<Bytes>) -> Vec<&'a Bytes> {
+    events
+        .iter()
+        .map(|e| &e.payload)
+        .filter(|p| set.contains(*p))
+        .collect()
+}
+
+/// How many events a check reads back: twice the configured count from a
+/// source that makes its own events (it need not stop at `h.events`), else
+/// every produced one.
+pub(super) fn expected_count(h: &Harness, produced: &[Bytes]) -> usize {
+    if h.generated {
+        h.events * 2
+    } else {
+        produced.len()
+    }
+}
+
 /// A few payloads of a set, for messages.
 pub(super) fn list<'a>(payloads: impl IntoIterator<Item = &'a Bytes>) -> String {
     let all: Vec<String> = payloads.into_iter().map(|p| show(p)).collect();
