@@ -239,11 +239,7 @@ async fn commit_then_reopen(
     label: &str,
 ) -> Result<(Split, Vec<Event>, BTreeSet<Bytes>), String> {
     let mut first = Session::open(stream, h.wait).await?;
-    let produced = produce(h, stream, label, 0).await?;
-    let events = first
-        .read("reading the produced events", expected_count(h, &produced))
-        .await?;
-    let split = Split::half(&events);
+    let (_, split) = first.read_produced(h, stream, label).await?;
     first.commit(&split.positions).await?;
     first.close().await?;
     let mut second = Session::open(stream, h.wait).await?;
@@ -301,11 +297,7 @@ async fn resume_from_stored(
     label: &str,
 ) -> Result<(), String> {
     let mut first = Session::open(stream, h.wait).await?;
-    let produced = produce(h, stream, label, 0).await?;
-    let events = first
-        .read("reading the produced events", expected_count(h, &produced))
-        .await?;
-    let split = Split::half(&events);
+    let (_, split) = first.read_produced(h, stream, label).await?;
     let stored = first.source.positions_to_store(&split.positions);
     first.close().await?;
     let source = bounded(h.wait, "opening a source session", stream.source()).await??;

@@ -9,9 +9,7 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
-use super::session::{
-    among, bounded, exactly, expected_count, list, payloads, produce, Reader, Session, Split,
-};
+use super::session::{among, bounded, exactly, list, payloads, Reader, Session, Split};
 use super::{Harness, TestStream, Transactions};
 use crate::event::{Event, Record};
 use crate::transaction::{record_id, TransactionSession, TransactionalTarget, RECORD_ID_HEADER};
@@ -95,10 +93,7 @@ pub(super) async fn source(
     .map_err(|e| format!("the source claims exactly_once, yet `begin_exactly_once` failed: {e}"))?;
     tx.accepts(&target)
         .map_err(|e| format!("the session refuses the output {target:?}: {e}"))?;
-    let produced = produce(h, stream, label, 0).await?;
-    let n = expected_count(h, &produced);
-    let events = input.read("reading the produced events", n).await?;
-    let split = Split::half(&events);
+    let (_, split) = input.read_produced(h, stream, label).await?;
     let records = || split.committed.iter().map(record_of).collect::<Vec<_>>();
     let none = BTreeSet::new();
     if abort {

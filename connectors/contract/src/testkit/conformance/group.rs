@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::session::{among, bounded, expected_count, list, payloads, produce, Session, Split};
+use super::session::{among, bounded, list, payloads, Session, Split};
 use super::{Harness, TestStream};
 use crate::event::{Event, PartitionId};
 use crate::source::{CommitPosition, SourceMessage};
@@ -51,10 +51,7 @@ pub(super) async fn release_on_revoke(
     label: &str,
 ) -> Result<(), String> {
     let mut old = Session::open(stream, h.wait).await?;
-    let produced = produce(h, stream, label, 0).await?;
-    let n = expected_count(h, &produced);
-    let events = old.read("reading the produced events", n).await?;
-    let split = Split::half(&events);
+    let (events, split) = old.read_produced(h, stream, label).await?;
     old.commit(&split.positions).await?;
     let joined = bounded(h.wait, "a rebalance", stream.rebalance()).await??;
     let mut new = joined.map(|source| Session::over(source, h.wait));

@@ -289,6 +289,23 @@ impl Session {
         Ok((events, missing))
     }
 
+    /// Produces a check's events (producer partition 0), reads them back,
+    /// and splits each partition's in half: the first half is what the
+    /// check commits or stores, the rest what must come after it.
+    pub async fn read_produced(
+        &mut self,
+        h: &Harness,
+        stream: &dyn TestStream,
+        label: &str,
+    ) -> Result<(Vec<Event>, Split), String> {
+        let produced = produce(h, stream, label, 0).await?;
+        let events = self
+            .read("reading the produced events", expected_count(h, &produced))
+            .await?;
+        let split = Split::half(&events);
+        Ok((events, split))
+    }
+
     /// Reads until every payload of `expected` arrived.
     pub async fn read_all(
         &mut self,
