@@ -16,6 +16,7 @@
 use std::io::Write as _;
 
 use async_trait::async_trait;
+use spate_connector::factory::ConnectorFamily;
 use spate_connector::{
     Capabilities, ConfigReader, ConnectorFactory, Record, Sink, SinkBuilder, SinkError,
 };
@@ -42,20 +43,11 @@ pub enum StdoutFormat {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StdoutFactory;
 
-impl ConnectorFactory for StdoutFactory {
-    fn kind(&self) -> &'static str {
-        "stdout"
-    }
+impl ConnectorFamily for StdoutFactory {
+    const KIND: &'static str = "stdout";
+    const SINK: Option<Capabilities> = Some(CAPABILITIES);
 
-    fn source_capabilities(&self) -> Option<Capabilities> {
-        None
-    }
-
-    fn sink_capabilities(&self) -> Option<Capabilities> {
-        Some(CAPABILITIES)
-    }
-
-    fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
+    fn read_sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
         let mark = error_mark(config);
         let format = match config.one_of("layout", &["payload", "envelope"]) {
             Some("envelope") => StdoutFormat::Envelope,

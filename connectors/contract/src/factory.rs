@@ -182,3 +182,51 @@ pub trait ConnectorFactory: Send + Sync {
         None
     }
 }
+
+/// A connector family whose name and capabilities are constants, as every
+/// built-in one's are. Implementing it implements [`ConnectorFactory`]: the
+/// family states each fact once, and the accessors are written here once.
+pub trait ConnectorFamily: Send + Sync {
+    /// The `type:` name ([`ConnectorFactory::kind`]).
+    const KIND: &'static str;
+
+    /// What its sources can promise; `None` (the default) if it has none.
+    const SOURCE: Option<Capabilities> = None;
+
+    /// What its sinks can promise; `None` (the default) if it has none.
+    const SINK: Option<Capabilities> = None;
+
+    /// Reads a source's settings ([`ConnectorFactory::source`]).
+    fn read_source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
+        let _ = config;
+        None
+    }
+
+    /// Reads a sink's settings ([`ConnectorFactory::sink`]).
+    fn read_sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
+        let _ = config;
+        None
+    }
+}
+
+impl<F: ConnectorFamily> ConnectorFactory for F {
+    fn kind(&self) -> &'static str {
+        F::KIND
+    }
+
+    fn source_capabilities(&self) -> Option<Capabilities> {
+        F::SOURCE
+    }
+
+    fn sink_capabilities(&self) -> Option<Capabilities> {
+        F::SINK
+    }
+
+    fn source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
+        self.read_source(config)
+    }
+
+    fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
+        self.read_sink(config)
+    }
+}

@@ -28,6 +28,7 @@
 
 use std::sync::Arc;
 
+use spate_connector::factory::ConnectorFamily;
 use spate_connector::{Capabilities, ConfigReader, ConnectorFactory, SinkBuilder, SourceBuilder};
 
 pub mod config;
@@ -64,25 +65,17 @@ pub fn connectors() -> Vec<Arc<dyn ConnectorFactory>> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KafkaFactory;
 
-impl ConnectorFactory for KafkaFactory {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl ConnectorFamily for KafkaFactory {
+    const KIND: &'static str = KIND;
+    const SOURCE: Option<Capabilities> = Some(SOURCE_CAPABILITIES);
+    const SINK: Option<Capabilities> = Some(SINK_CAPABILITIES);
 
-    fn source_capabilities(&self) -> Option<Capabilities> {
-        Some(SOURCE_CAPABILITIES)
-    }
-
-    fn sink_capabilities(&self) -> Option<Capabilities> {
-        Some(SINK_CAPABILITIES)
-    }
-
-    fn source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
+    fn read_source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
         let settings = source::SourceSettings::read(config)?;
         Some(Box::new(source::KafkaSourceBuilder::new(settings)))
     }
 
-    fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
+    fn read_sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
         let settings = sink::SinkSettings::read(config)?;
         Some(Box::new(sink::KafkaSinkBuilder::new(settings)))
     }

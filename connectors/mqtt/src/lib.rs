@@ -18,6 +18,7 @@
 
 use std::sync::Arc;
 
+use spate_connector::factory::ConnectorFamily;
 use spate_connector::{Capabilities, ConfigReader, ConnectorFactory, SinkBuilder, SourceBuilder};
 
 pub mod connection;
@@ -38,25 +39,17 @@ pub fn connectors() -> Vec<Arc<dyn ConnectorFactory>> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MqttFactory;
 
-impl ConnectorFactory for MqttFactory {
-    fn kind(&self) -> &'static str {
-        "mqtt"
-    }
+impl ConnectorFamily for MqttFactory {
+    const KIND: &'static str = "mqtt";
+    const SOURCE: Option<Capabilities> = Some(source::SOURCE_CAPABILITIES);
+    const SINK: Option<Capabilities> = Some(sink::SINK_CAPABILITIES);
 
-    fn source_capabilities(&self) -> Option<Capabilities> {
-        Some(source::SOURCE_CAPABILITIES)
-    }
-
-    fn sink_capabilities(&self) -> Option<Capabilities> {
-        Some(sink::SINK_CAPABILITIES)
-    }
-
-    fn source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
+    fn read_source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
         let settings = source::read_source(config, true)?;
         Some(Box::new(source::MqttSourceBuilder::new(settings)))
     }
 
-    fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
+    fn read_sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
         let settings = sink::read_sink(config)?;
         Some(Box::new(sink::MqttSinkBuilder::new(settings)))
     }
@@ -67,20 +60,11 @@ impl ConnectorFactory for MqttFactory {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MqttAtMostOnceFactory;
 
-impl ConnectorFactory for MqttAtMostOnceFactory {
-    fn kind(&self) -> &'static str {
-        "mqtt_at_most_once"
-    }
+impl ConnectorFamily for MqttAtMostOnceFactory {
+    const KIND: &'static str = "mqtt_at_most_once";
+    const SOURCE: Option<Capabilities> = Some(source::AT_MOST_ONCE_CAPABILITIES);
 
-    fn source_capabilities(&self) -> Option<Capabilities> {
-        Some(source::AT_MOST_ONCE_CAPABILITIES)
-    }
-
-    fn sink_capabilities(&self) -> Option<Capabilities> {
-        None
-    }
-
-    fn source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
+    fn read_source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
         let settings = source::read_source(config, false)?;
         Some(Box::new(source::MqttSourceBuilder::new(settings)))
     }

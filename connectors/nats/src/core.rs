@@ -40,6 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
+use spate_connector::factory::ConnectorFamily;
 use spate_connector::{
     Capabilities, CommitPosition, ConfigReader, ConnectorFactory, Event, PartitionId, PendingWrite,
     Position, Record, Sink, SinkBuilder, SinkError, Source, SourceBuilder, SourceError,
@@ -62,20 +63,12 @@ pub const SINK_CAPABILITIES: Capabilities = Capabilities::NONE;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NatsFactory;
 
-impl ConnectorFactory for NatsFactory {
-    fn kind(&self) -> &'static str {
-        "nats"
-    }
+impl ConnectorFamily for NatsFactory {
+    const KIND: &'static str = "nats";
+    const SOURCE: Option<Capabilities> = Some(SOURCE_CAPABILITIES);
+    const SINK: Option<Capabilities> = Some(SINK_CAPABILITIES);
 
-    fn source_capabilities(&self) -> Option<Capabilities> {
-        Some(SOURCE_CAPABILITIES)
-    }
-
-    fn sink_capabilities(&self) -> Option<Capabilities> {
-        Some(SINK_CAPABILITIES)
-    }
-
-    fn source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
+    fn read_source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
         let mark = error_mark(config);
         let subject = config.required_string(
             "subject",
@@ -93,7 +86,7 @@ impl ConnectorFactory for NatsFactory {
         }))
     }
 
-    fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
+    fn read_sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
         let (subject, (), connect) = read_sink(
             config,
             "the subject to publish to, e.g. `orders.processed`",
@@ -185,9 +178,8 @@ impl Source for NatsSource {
     }
 
     async fn next(&mut self, max_events: usize) -> Result<SourceMessage, SourceError> {
-        if !self.assigned {
-            self.assigned = true;
-            return Ok(SourceMessage::Assigned(vec![0]));
+        if let Some(assigned) = SourceMessage::assign_once(&mut self.assigned, || vec![0]) {
+            return Ok(assigned);
         }
         if self.paused {
             // Pause means pause; the engine calls `next` in a select, so

@@ -51,6 +51,7 @@
 
 use std::sync::Arc;
 
+use spate_connector::factory::ConnectorFamily;
 use spate_connector::{Capabilities, ConfigReader, ConnectorFactory, SinkBuilder};
 
 pub mod config;
@@ -79,24 +80,15 @@ pub fn connectors() -> Vec<Arc<dyn ConnectorFactory>> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PostgresFactory;
 
-impl ConnectorFactory for PostgresFactory {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl ConnectorFamily for PostgresFactory {
+    const KIND: &'static str = KIND;
+    const SINK: Option<Capabilities> = Some(
+        Capabilities::NONE
+            .with_exactly_once()
+            .with_durable_positions(),
+    );
 
-    fn source_capabilities(&self) -> Option<Capabilities> {
-        None
-    }
-
-    fn sink_capabilities(&self) -> Option<Capabilities> {
-        Some(
-            Capabilities::NONE
-                .with_exactly_once()
-                .with_durable_positions(),
-        )
-    }
-
-    fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
+    fn read_sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
         SinkConfig::read(config).map(|c| Box::new(PgSinkBuilder::new(c)) as Box<dyn SinkBuilder>)
     }
 }

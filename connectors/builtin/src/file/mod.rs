@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use spate_connector::factory::ConnectorFamily;
 use spate_connector::{
     Capabilities, ConfigReader, ConnectorFactory, Sink, SinkBuilder, SinkError, Source,
     SourceBuilder, SourceError,
@@ -78,20 +79,12 @@ pub const DEFAULT_MAX_LINE_BYTES: u64 = 16 << 20;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FileFactory;
 
-impl ConnectorFactory for FileFactory {
-    fn kind(&self) -> &'static str {
-        "file"
-    }
+impl ConnectorFamily for FileFactory {
+    const KIND: &'static str = "file";
+    const SOURCE: Option<Capabilities> = Some(CAPABILITIES);
+    const SINK: Option<Capabilities> = Some(SINK_CAPABILITIES);
 
-    fn source_capabilities(&self) -> Option<Capabilities> {
-        Some(CAPABILITIES)
-    }
-
-    fn sink_capabilities(&self) -> Option<Capabilities> {
-        Some(SINK_CAPABILITIES)
-    }
-
-    fn source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
+    fn read_source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
         let mark = error_mark(config);
         let path = read_path(
             config,
@@ -157,7 +150,7 @@ impl ConnectorFactory for FileFactory {
         }))
     }
 
-    fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
+    fn read_sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
         let mark = error_mark(config);
         let path = read_path(
             config,

@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use spate_connector::factory::ConnectorFamily;
 use spate_connector::{
     Capabilities, ConfigReader, ConnectorFactory, PartitionId, Source, SourceBuilder, SourceError,
 };
@@ -127,20 +128,11 @@ pub(crate) struct GenerateState {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GenerateFactory;
 
-impl ConnectorFactory for GenerateFactory {
-    fn kind(&self) -> &'static str {
-        "generate"
-    }
+impl ConnectorFamily for GenerateFactory {
+    const KIND: &'static str = "generate";
+    const SOURCE: Option<Capabilities> = Some(CAPABILITIES);
 
-    fn source_capabilities(&self) -> Option<Capabilities> {
-        Some(CAPABILITIES)
-    }
-
-    fn sink_capabilities(&self) -> Option<Capabilities> {
-        None
-    }
-
-    fn source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
+    fn read_source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
         let mark = error_mark(config);
         let devices = config.u64("devices").unwrap_or(DEFAULT_DEVICES);
         let partitions = config.u64("partitions").unwrap_or(DEFAULT_PARTITIONS);

@@ -125,6 +125,7 @@ mod source;
 
 use std::time::Duration;
 
+use spate_connector::factory::ConnectorFamily;
 use spate_connector::{Capabilities, ConfigReader, ConnectorFactory, SinkBuilder, SourceBuilder};
 
 use crate::connection::ConnectSettings;
@@ -167,20 +168,12 @@ pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JetStreamFactory;
 
-impl ConnectorFactory for JetStreamFactory {
-    fn kind(&self) -> &'static str {
-        "jetstream"
-    }
+impl ConnectorFamily for JetStreamFactory {
+    const KIND: &'static str = "jetstream";
+    const SOURCE: Option<Capabilities> = Some(SOURCE_CAPABILITIES);
+    const SINK: Option<Capabilities> = Some(SINK_CAPABILITIES);
 
-    fn source_capabilities(&self) -> Option<Capabilities> {
-        Some(SOURCE_CAPABILITIES)
-    }
-
-    fn sink_capabilities(&self) -> Option<Capabilities> {
-        Some(SINK_CAPABILITIES)
-    }
-
-    fn source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
+    fn read_source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
         let mark = error_mark(config);
         let stream = config.required_string(
             "stream",
@@ -252,7 +245,7 @@ impl ConnectorFactory for JetStreamFactory {
         }))
     }
 
-    fn sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
+    fn read_sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
         let (subject, ack_timeout, connect) = read_sink(
             config,
             "the subject to publish to; a stream must capture it",
