@@ -65,6 +65,22 @@ pub enum SourceMessage {
     End,
 }
 
+impl SourceMessage {
+    /// The `Assigned` a source with a fixed partition set hands out once:
+    /// on its first [`Source::next`], before any event. `None` once
+    /// `assigned` says it was handed out; sets it otherwise.
+    pub fn assign_once(
+        assigned: &mut bool,
+        partitions: impl FnOnce() -> Vec<PartitionId>,
+    ) -> Option<SourceMessage> {
+        if *assigned {
+            return None;
+        }
+        *assigned = true;
+        Some(SourceMessage::Assigned(partitions()))
+    }
+}
+
 /// A durable position for one partition: every offset *below* `next_offset`
 /// is finished. This is the Kafka convention ("the next offset to read").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

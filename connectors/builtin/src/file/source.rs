@@ -414,9 +414,8 @@ impl Source for FileSource {
     }
 
     async fn next(&mut self, max_events: usize) -> Result<SourceMessage, SourceError> {
-        if !self.assigned {
-            self.assigned = true;
-            return Ok(SourceMessage::Assigned(vec![0]));
+        if let Some(assigned) = SourceMessage::assign_once(&mut self.assigned, || vec![0]) {
+            return Ok(assigned);
         }
         let max = max_events.max(1);
         loop {

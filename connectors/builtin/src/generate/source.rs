@@ -147,11 +147,10 @@ impl Source for GenerateSource {
     }
 
     async fn next(&mut self, max_events: usize) -> Result<SourceMessage, SourceError> {
-        if !self.assigned {
-            self.assigned = true;
-            return Ok(SourceMessage::Assigned(
-                (0..self.telemetry.partitions).collect(),
-            ));
+        if let Some(assigned) = SourceMessage::assign_once(&mut self.assigned, || {
+            (0..self.telemetry.partitions).collect()
+        }) {
+            return Ok(assigned);
         }
         let max = max_events.max(1);
         let started = *self.started.get_or_insert_with(Instant::now);

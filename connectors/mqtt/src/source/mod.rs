@@ -351,11 +351,10 @@ impl Source for MqttSource {
     }
 
     async fn next(&mut self, max_events: usize) -> Result<SourceMessage, SourceError> {
-        if !self.assigned {
-            self.assigned = true;
-            return Ok(SourceMessage::Assigned(
-                (0..self.partitions.len() as PartitionId).collect(),
-            ));
+        if let Some(assigned) = SourceMessage::assign_once(&mut self.assigned, || {
+            (0..self.partitions.len() as PartitionId).collect()
+        }) {
+            return Ok(assigned);
         }
         let max_events = max_events.max(1);
         loop {
