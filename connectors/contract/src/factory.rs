@@ -197,14 +197,12 @@ pub trait ConnectorFamily: Send + Sync {
     const SINK: Option<Capabilities> = None;
 
     /// Reads a source's settings ([`ConnectorFactory::source`]).
-    fn read_source(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
-        let _ = config;
+    fn read_source(&self, _config: &mut ConfigReader<'_>) -> Option<Box<dyn SourceBuilder>> {
         None
     }
 
     /// Reads a sink's settings ([`ConnectorFactory::sink`]).
-    fn read_sink(&self, config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
-        let _ = config;
+    fn read_sink(&self, _config: &mut ConfigReader<'_>) -> Option<Box<dyn SinkBuilder>> {
         None
     }
 }
