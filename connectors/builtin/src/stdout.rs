@@ -17,9 +17,7 @@ use std::io::Write as _;
 
 use async_trait::async_trait;
 use spate_connector::factory::ConnectorFamily;
-use spate_connector::{
-    Capabilities, ConfigReader, ConnectorFactory, Record, Sink, SinkBuilder, SinkError,
-};
+use spate_connector::{Capabilities, ConfigReader, Record, Sink, SinkBuilder, SinkError};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
@@ -185,7 +183,7 @@ mod tests {
 
     use bytes::Bytes;
     use spate_connector::config::ConfigErrors;
-    use spate_connector::{ConfigNode, NodeKind, Span};
+    use spate_connector::{ConfigNode, ConnectorFactory, NodeKind, Span};
     use tokio::io::AsyncReadExt;
 
     use super::*;

@@ -42,9 +42,8 @@ use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use spate_connector::factory::ConnectorFamily;
 use spate_connector::{
-    Capabilities, CommitPosition, ConfigReader, ConnectorFactory, Event, PartitionId, PendingWrite,
-    Position, Record, Sink, SinkBuilder, SinkError, Source, SourceBuilder, SourceError,
-    SourceMessage,
+    Capabilities, CommitPosition, ConfigReader, Event, PartitionId, PendingWrite, Position, Record,
+    Sink, SinkBuilder, SinkError, Source, SourceBuilder, SourceError, SourceMessage,
 };
 
 use tokio::sync::{watch, Notify};

@@ -48,8 +48,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use spate_connector::factory::ConnectorFamily;
 use spate_connector::{
-    Capabilities, ConfigReader, ConnectorFactory, Sink, SinkBuilder, SinkError, Source,
-    SourceBuilder, SourceError,
+    Capabilities, ConfigReader, Sink, SinkBuilder, SinkError, Source, SourceBuilder, SourceError,
 };
 
 pub mod envelope;

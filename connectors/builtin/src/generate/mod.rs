@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use spate_connector::factory::ConnectorFamily;
 use spate_connector::{
-    Capabilities, ConfigReader, ConnectorFactory, PartitionId, Source, SourceBuilder, SourceError,
+    Capabilities, ConfigReader, PartitionId, Source, SourceBuilder, SourceError,
 };
 
 pub mod source;

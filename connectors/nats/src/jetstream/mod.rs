@@ -126,7 +126,7 @@ mod source;
 use std::time::Duration;
 
 use spate_connector::factory::ConnectorFamily;
-use spate_connector::{Capabilities, ConfigReader, ConnectorFactory, SinkBuilder, SourceBuilder};
+use spate_connector::{Capabilities, ConfigReader, SinkBuilder, SourceBuilder};
 
 use crate::connection::ConnectSettings;
 use crate::{error_mark, has_new_errors, read_sink};
