@@ -141,7 +141,6 @@ pub struct Harness {
     pub(crate) wait: Duration,
     pub(crate) quiet: Duration,
     pub(crate) budget: Duration,
-    pub(crate) known_issues: Vec<(Check, String)>,
 }
 
 impl Harness {
@@ -159,7 +158,6 @@ impl Harness {
             wait: Duration::from_secs(15),
             quiet: Duration::from_secs(1),
             budget: Duration::from_secs(120),
-            known_issues: Vec::new(),
         }
     }
 
@@ -216,16 +214,6 @@ impl Harness {
         self
     }
 
-    /// Marks `check` as failing for a known, reported reason (a broker
-    /// defect, an open bug): it still runs, and a failure is reported as
-    /// skipped with the reason and the failure message instead of failing
-    /// the run. A pass is reported as a pass. Use sparingly, with the
-    /// issue named in `reason`.
-    pub fn known_issue(mut self, check: Check, reason: &str) -> Self {
-        self.known_issues.push((check, reason.to_owned()));
-        self
-    }
-
     /// The most one check may take, all waits included (default 120 s).
     pub fn budget(mut self, budget: Duration) -> Self {
         self.budget = budget;
@@ -260,27 +248,11 @@ pub async fn evaluate(harness: Harness) -> Report {
         let outcome = match check.applies(&harness) {
             Err(reason) => Outcome::Skipped(reason),
             Ok(()) if !picked => Outcome::Skipped(format!("not named in ${FILTER_VARIABLE}")),
-            Ok(()) => match (
-                run_one(check, harness.clone()).await,
-                known(&harness, check),
-            ) {
-                (Outcome::Failed(message), Some(reason)) => {
-                    Outcome::KnownIssue(format!("{reason}; it failed: {message}"))
-                }
-                (outcome, _) => outcome,
-            },
+            Ok(()) => run_one(check, harness.clone()).await,
         };
         report.push(check, outcome);
     }
     report
-}
-
-fn known(harness: &Harness, check: Check) -> Option<&str> {
-    harness
-        .known_issues
-        .iter()
-        .find(|(c, _)| *c == check)
-        .map(|(_, reason)| reason.as_str())
 }
 
 /// One check in its own task, under the harness's budget: a panic or an

@@ -147,10 +147,6 @@ pub enum Outcome {
     Skipped(String),
     /// The connector broke the rule; what happened.
     Failed(String),
-    /// The connector broke the rule for a reason the harness named
-    /// ([`Harness::known_issue`](super::Harness::known_issue)); the reason
-    /// and what happened. Does not fail the run.
-    KnownIssue(String),
 }
 
 /// Every check's outcome for one connector.
@@ -196,18 +192,16 @@ impl fmt::Display for Report {
             |pick: fn(&Outcome) -> bool| self.outcomes.iter().filter(|(_, o)| pick(o)).count();
         writeln!(
             f,
-            "conformance of `{}`: {} passed, {} skipped, {} failed, {} known issues",
+            "conformance of `{}`: {} passed, {} skipped, {} failed",
             self.connector,
             count(|o| matches!(o, Outcome::Passed)),
             count(|o| matches!(o, Outcome::Skipped(_))),
             count(|o| matches!(o, Outcome::Failed(_))),
-            count(|o| matches!(o, Outcome::KnownIssue(_))),
         )?;
         for (check, outcome) in &self.outcomes {
             match outcome {
                 Outcome::Passed => writeln!(f, "  passed  {} ({})", check.name(), check.rule())?,
                 Outcome::Skipped(why) => writeln!(f, "  skipped {} ({why})", check.name())?,
-                Outcome::KnownIssue(what) => writeln!(f, "  KNOWN   {}: {what}", check.name())?,
                 Outcome::Failed(what) => writeln!(
                     f,
                     "  FAILED  {}: {what} [rule: {}]",
