@@ -30,10 +30,10 @@ use partition::PartitionState;
 use super::lanes::Lanes;
 use super::scaler::LatencyMean;
 use super::work::{Completion, PartKey, WorkItem};
-use super::worker::{FunctionShared, Pool, Tally};
+use super::worker::{FunctionShared, Pool, Tally, Writer};
 use super::{EngineError, EngineOptions, FunctionPlan, FunctionReport, SessionHost};
 use crate::metrics::FunctionMetrics;
-use crate::policy::{Delivery, InFlightLimits, Ordering, TransactionPolicy};
+use crate::policy::{InFlightLimits, Ordering, TransactionPolicy};
 
 /// The scheduler of one function.
 pub struct Scheduler {
@@ -119,7 +119,7 @@ impl Scheduler {
             dead_letter: plan.dead_letter,
             source_names: plan.sources.iter().map(|s| s.name().to_owned()).collect(),
             retry: policy.retry,
-            staging: policy.delivery == Delivery::ExactlyOnce,
+            writer: Writer::of(policy.delivery),
             min_tasks: policy.concurrency.min.min(policy.concurrency.max),
             idle_retire_after: options.scaler.idle_retire_after,
             metrics,

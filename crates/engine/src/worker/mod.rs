@@ -11,21 +11,21 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use spate_connector::{
-    dead_letter, transaction, PendingWrite, Record, Sink, SinkError, RECORD_ID_HEADER,
-};
-use tracing::{debug, info, warn};
+use spate_connector::{dead_letter, Record, Sink};
+use tracing::{debug, info};
 
-use super::backoff;
-use super::dead_letter::{rejected_dead_letter, write_dead_letter};
-use super::work::{Accepted, Completion, Destination, Failure, Outcome, Stage, Verdict, WorkItem};
+use super::work::{Completion, Failure, Outcome, Stage, Verdict, WorkItem};
 use crate::metrics::FunctionMetrics;
 use crate::policy::RetryPolicy;
 use crate::stage::{self, Failed, Next};
 use spate_connector::{Context, Handler, Output};
 use spate_connector::{PayloadDecoder, PayloadEncoder};
 
+mod write;
+
 pub use crate::stage::{panic_message, resolve_outputs};
+pub(crate) use write::retry_write;
+pub use write::{await_acks, Writer};
 
 /// A named output sink.
 #[derive(Clone)]
@@ -90,10 +90,10 @@ pub struct FunctionShared {
     pub source_names: Vec<String>,
     /// Retry policy.
     pub retry: RetryPolicy,
-    /// `exactly_once`: tasks stage outputs and dead letters in their
-    /// completion instead of writing them; the scheduler writes them into
-    /// a transaction.
-    pub staging: bool,
+    /// How outputs and dead letters are written: to their sinks, or
+    /// (`exactly_once`) staged in the completion for the scheduler to write
+    /// into a transaction. Chosen once, when the function starts.
+    pub writer: Writer,
     /// Fewest tasks.
     pub min_tasks: usize,
     /// Idle time after which a task retires.
@@ -174,7 +174,7 @@ fn try_retire(shared: &FunctionShared) -> bool {
 /// Runs an item's stages until it finishes or must wait for a retry.
 pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion {
     let started = Instant::now();
-    let mut staged = Vec::new();
+    let mut writes = shared.writer.begin();
     loop {
         let stage = std::mem::replace(&mut item.stage, Stage::Handle);
         let verdict = match stage {
@@ -183,36 +183,13 @@ pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion 
                 item.attempts += 1;
                 route(shared, &mut item, outputs).await
             }
-            Stage::Emit(pending) if shared.staging => {
-                stage_outputs(shared, &mut item, pending, &mut staged)
-            }
-            Stage::Emit(pending) => emit(shared, &mut item, pending).await,
-            Stage::DeadLetter(record) if shared.staging => {
-                stage_dead_letter(shared, &mut item, record, &mut staged)
-            }
-            Stage::DeadLetter(record) => write_dead_letter(shared, &mut item, record).await,
+            Stage::Emit(pending) => writes.emit(shared, &mut item, pending).await,
+            Stage::DeadLetter(record) => writes.dead_letter(shared, &mut item, record).await,
         };
         match verdict {
             Some(verdict) => {
-                if let Verdict::RetryAfter(_) = verdict {
-                    shared.metrics.retries.increment(1);
-                    shared.tally.retries.fetch_add(1, AtomicOrdering::Relaxed);
-                }
-                if shared.staging && matches!(verdict, Verdict::Finished(_)) {
-                    // The handler's state changes commit with the event,
-                    // whether its outputs were staged or it was
-                    // dead-lettered after the handler ran: the handler's
-                    // memory holds them either way.
-                    staged.extend(item.state_changes.drain(..).map(|change| {
-                        let delete = change.value.is_none();
-                        let record = Record {
-                            key: Some(change.key),
-                            payload: change.value.unwrap_or_default(),
-                            ..Record::default()
-                        };
-                        (Destination::State { delete }, record)
-                    }));
-                }
+                count_retry(shared, &verdict);
+                let staged = writes.finish(&mut item, &verdict);
                 return Completion {
                     item,
                     verdict,
@@ -225,59 +202,12 @@ pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion 
     }
 }
 
-/// `exactly_once`: checks each output with its sink (a record a sink
-/// would refuse is dead-lettered now, while that is still possible) and
-/// stages them with their record ids.
-fn stage_outputs(
-    shared: &FunctionShared,
-    item: &mut WorkItem,
-    pending: Vec<(usize, Record)>,
-    staged: &mut Vec<(Destination, Record)>,
-) -> Option<Verdict> {
-    for (index, record) in &pending {
-        if let Err(error) = shared.outputs[*index].sink.check(record) {
-            let retryable = error.is_retryable();
-            let failed = Failed::new(stage::OUTPUT_REJECTED, error.to_string(), retryable);
-            return fail(shared, item, failed);
-        }
+/// Counts a retry, when `verdict` is one.
+fn count_retry(shared: &FunctionShared, verdict: &Verdict) {
+    if let Verdict::RetryAfter(_) = verdict {
+        shared.metrics.retries.increment(1);
+        shared.tally.retries.fetch_add(1, AtomicOrdering::Relaxed);
     }
-    let outputs = pending.len();
-    let position = &item.event.position;
-    staged.extend(
-        pending
-            .into_iter()
-            .enumerate()
-            .map(|(n, (index, mut record))| {
-                record
-                    .headers
-                    .set(RECORD_ID_HEADER, transaction::record_id(position, Some(n)));
-                (Destination::Output(index), record)
-            }),
-    );
-    Some(finished_handled(shared, outputs))
-}
-
-/// `exactly_once`: stages the dead letter. One its sink refuses cannot be
-/// committed: like a dead-letter write that fails, it is tried again
-/// (after backoff) and the partition's position waits, loudly.
-fn stage_dead_letter(
-    shared: &FunctionShared,
-    item: &mut WorkItem,
-    mut record: Record,
-    staged: &mut Vec<(Destination, Record)>,
-) -> Option<Verdict> {
-    match shared.dead_letter.check(&record) {
-        Ok(()) => {}
-        Err(error) if error.is_retryable() => {
-            warn!(function = %shared.name, %error, "the dead-letter sink cannot take this dead letter now; the offset stays uncommitted until it does");
-            return Some(retry_write(shared, item, Stage::DeadLetter(record)));
-        }
-        Err(error) => return rejected_dead_letter(shared, item, record, &error),
-    }
-    let id = transaction::record_id(&item.event.position, None);
-    record.headers.set(RECORD_ID_HEADER, id);
-    staged.push((Destination::DeadLetter, record));
-    Some(Verdict::Finished(Outcome::DeadLettered))
 }
 
 /// Runs the handler once (the decode and handle stages). Returns `None`
@@ -424,123 +354,4 @@ pub fn dead_letter_record(shared: &FunctionShared, item: &WorkItem) -> Record {
         headers,
         timestamp_ms: event.timestamp_ms,
     }
-}
-
-/// Hands pending outputs to their sinks. When every one is accepted in
-/// order the item is reported `Written`, so its lane moves on while the
-/// acknowledgements are awaited by [`await_acks`]; otherwise the accepted
-/// ones are awaited here and only the failed ones are tried again.
-async fn emit(
-    shared: &FunctionShared,
-    item: &mut WorkItem,
-    pending: Vec<(usize, Record)>,
-) -> Option<Verdict> {
-    let sends = futures::future::join_all(
-        pending
-            .iter()
-            .map(|(index, record)| shared.outputs[*index].sink.send(record.clone())),
-    )
-    .await;
-    let mut accepted = Vec::with_capacity(pending.len());
-    let mut results = Vec::new();
-    for ((index, record), sent) in pending.into_iter().zip(sends) {
-        match sent {
-            Ok(ack) => accepted.push((index, record, ack)),
-            Err(error) => results.push((index, record, Err(error))),
-        }
-    }
-    if results.is_empty() {
-        return Some(Verdict::Written(Accepted(accepted)));
-    }
-    results.extend(resolve(accepted).await);
-    settle(shared, item, results)
-}
-
-/// Waits for the acknowledgements of an item's accepted writes, then
-/// finishes it, retries what failed, or runs its dead letter.
-pub async fn await_acks(
-    shared: Arc<FunctionShared>,
-    mut item: WorkItem,
-    accepted: Accepted,
-) -> Completion {
-    let results = resolve(accepted.0).await;
-    match settle(&shared, &mut item, results) {
-        Some(verdict) => {
-            if let Verdict::RetryAfter(_) = verdict {
-                shared.metrics.retries.increment(1);
-                shared.tally.retries.fetch_add(1, AtomicOrdering::Relaxed);
-            }
-            Completion {
-                item,
-                verdict,
-                staged: Vec::new(),
-                // No task was occupied: nothing for the scaler to learn.
-                service_time: Duration::ZERO,
-            }
-        }
-        // Rejected: the item moved on to its dead letter.
-        None => process(&shared, item).await,
-    }
-}
-
-/// Waits for every accepted write's acknowledgement.
-async fn resolve(
-    accepted: Vec<(usize, Record, PendingWrite)>,
-) -> Vec<(usize, Record, Result<(), SinkError>)> {
-    futures::future::join_all(
-        accepted
-            .into_iter()
-            .map(|(index, record, ack)| async move { (index, record, ack.await) }),
-    )
-    .await
-}
-
-/// Judges an item's write results: finished when all were acknowledged,
-/// a dead letter when one was rejected, else a retry of the failed ones.
-fn settle(
-    shared: &FunctionShared,
-    item: &mut WorkItem,
-    results: Vec<(usize, Record, Result<(), SinkError>)>,
-) -> Option<Verdict> {
-    let total = results.len();
-    let mut failed = Vec::new();
-    let mut rejected = None;
-    for (index, record, result) in results {
-        match result {
-            Ok(()) => shared.metrics.out.increment(1),
-            Err(error) if error.is_retryable() => {
-                warn!(function = %shared.name, output = %shared.outputs[index].name, %error, "output write failed; will retry");
-                failed.push((index, record));
-            }
-            Err(error) => rejected = Some(error.to_string()),
-        }
-    }
-    if let Some(message) = rejected {
-        return fail(
-            shared,
-            item,
-            Failed::new(stage::OUTPUT_REJECTED, message, false),
-        );
-    }
-    shared
-        .tally
-        .outputs
-        .fetch_add((total - failed.len()) as u64, AtomicOrdering::Relaxed);
-    if failed.is_empty() {
-        item.write_failures = 0;
-        return Some(finished_handled(shared, total));
-    }
-    Some(retry_write(shared, item, Stage::Emit(failed)))
-}
-
-/// Schedules another try of a failed output or dead-letter write, backing
-/// off on consecutive write failures (not handler attempts).
-pub(super) fn retry_write(shared: &FunctionShared, item: &mut WorkItem, stage: Stage) -> Verdict {
-    item.write_failures += 1;
-    item.stage = stage;
-    Verdict::RetryAfter(backoff::delay(
-        shared.retry.initial_backoff,
-        shared.retry.max_backoff,
-        item.write_failures,
-    ))
 }
