@@ -2,44 +2,22 @@
 //! internal events: a write that fails (to `/dev/full`) is a produce error,
 //! and a commit to the `commit_file` records its latency.
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use spate_connector::internal_events::names;
 use spate_connector::{CommitPosition, Record};
 use spate_testsupport::builtin::{open, read_to_end, sink, source_builder};
+use spate_testsupport::metrics::Totals;
 
-/// The `connector="file"` value of `metric` in a fresh snapshot: a counter's
-/// count or a histogram's number of samples.
-fn file_metric(snapshotter: &Snapshotter, metric: &str) -> Option<u64> {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .find_map(|(key, _, _, value)| {
-            let file = key
-                .key()
-                .labels()
-                .any(|l| l.key() == "connector" && l.value() == "file");
-            (file && key.key().name() == metric).then_some(match value {
-                DebugValue::Counter(n) => n,
-                DebugValue::Histogram(samples) => samples.len() as u64,
-                DebugValue::Gauge(_) => 0,
-            })
-        })
-}
+const FILE: &[(&str, &str)] = &[("connector", "file")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_and_a_commit_are_reported() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    recorder
-        .install()
-        .expect("first recorder of this test binary");
+    let mut totals = Totals::install();
 
     let full = sink("file", &[("path", "/dev/full")]).await;
     full.write(Record::from_payload("no room"))
         .await
         .expect_err("/dev/full takes nothing");
-    assert_eq!(file_metric(&snapshotter, names::PRODUCE_ERRORS), Some(1));
+    assert_eq!(totals.get(names::PRODUCE_ERRORS, FILE), Some(1));
 
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("in.jsonl");
@@ -63,5 +41,5 @@ async fn a_failed_write_and_a_commit_are_reported() {
         }])
         .await
         .expect("commit");
-    assert_eq!(file_metric(&snapshotter, names::COMMIT_DURATION), Some(1));
+    assert_eq!(totals.get(names::COMMIT_DURATION, FILE), Some(1));
 }

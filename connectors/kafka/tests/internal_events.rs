@@ -3,62 +3,20 @@
 //! records its latency, a commit during an outage and the sink's lost
 //! connection are counted, and so is the sink's reconnect.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::FutureRecord;
 use spate_connector::internal_events::names;
 use spate_connector::{CommitPosition, Record};
 use spate_testsupport::kafka::*;
+use spate_testsupport::metrics::Totals;
 
-/// Counter totals and histogram sample counts of `connector="kafka"`
-/// metrics, summed over snapshots (a snapshot resets what it read).
-#[derive(Default)]
-struct Totals(BTreeMap<String, u64>);
-
-impl Totals {
-    fn read(&mut self, snapshotter: &Snapshotter) -> &BTreeMap<String, u64> {
-        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-            let kafka = key
-                .key()
-                .labels()
-                .any(|l| l.key() == "connector" && l.value() == "kafka");
-            let n = match value {
-                DebugValue::Counter(n) => n,
-                DebugValue::Histogram(samples) => samples.len() as u64,
-                DebugValue::Gauge(_) => 0,
-            };
-            if kafka {
-                *self.0.entry(key.key().name().to_owned()).or_default() += n;
-            }
-        }
-        &self.0
-    }
-
-    /// Waits (up to 20 s) until `metric` was counted at least once.
-    async fn wait_for(&mut self, snapshotter: &Snapshotter, metric: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while self.read(snapshotter).get(metric).copied().unwrap_or(0) == 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{metric} never counted: {:?}",
-                self.0
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
+const KAFKA: &[(&str, &str)] = &[("connector", "kafka")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_outages_and_reconnects_are_counted() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    recorder
-        .install()
-        .expect("first recorder of this test binary");
-    let mut totals = Totals::default();
+    let mut totals = Totals::install();
 
     let cluster = MockCluster::new(1).expect("mock cluster");
     let bootstrap = cluster.bootstrap_servers();
@@ -96,7 +54,7 @@ async fn commits_outages_and_reconnects_are_counted() {
         .commit(&position(events[2].position.offset + 1))
         .await
         .expect("commit while up");
-    totals.wait_for(&snapshotter, names::COMMIT_DURATION).await;
+    totals.wait_for(names::COMMIT_DURATION, KAFKA).await;
 
     let sink = sink(&[("bootstrap_servers", &bootstrap), ("topic", &topic)]).await;
     sink.write(Record::from_payload("before"))
@@ -107,18 +65,18 @@ async fn commits_outages_and_reconnects_are_counted() {
         .commit(&position(events[4].position.offset + 1))
         .await
         .expect_err("no commit while down");
-    totals.wait_for(&snapshotter, names::COMMIT_ERRORS).await;
+    totals.wait_for(names::COMMIT_ERRORS, KAFKA).await;
 
     let sink: std::sync::Arc<dyn spate_connector::Sink> = sink.into();
     let write = tokio::spawn({
         let sink = sink.clone();
         async move { sink.write(Record::from_payload("during")).await }
     });
-    totals.wait_for(&snapshotter, names::DISCONNECTS).await;
+    totals.wait_for(names::DISCONNECTS, KAFKA).await;
     cluster.broker_up(1).expect("broker up");
     write
         .await
         .expect("write task")
         .expect("write succeeds after recovery");
-    totals.wait_for(&snapshotter, names::RECONNECTS).await;
+    totals.wait_for(names::RECONNECTS, KAFKA).await;
 }

@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use rumqttc::QoS;
-use spate_connector::{dead_letter, CommitPosition, StoredPosition};
+use spate_connector::{dead_letter, StoredPosition};
 use spate_testsupport::mqtt::*;
+use spate_testsupport::positions;
 
 fn reading(seq: u64) -> String {
     format!(r#"{{"seq":{seq},"t":21.5}}"#)
@@ -23,14 +24,7 @@ async fn a_resumed_source_skips_what_the_database_holds_and_acknowledges_it() {
         format!("{base}/d2/telemetry"),
     );
     let filter = format!("{base}/+/telemetry");
-    let client_id = unique("seq-src");
-    let entries = [
-        ("url", broker.url.as_str()),
-        ("topics", filter.as_str()),
-        ("client_id", client_id.as_str()),
-        ("sequence", "/seq"),
-    ];
-    let builder = source_builder("mqtt", &entries);
+    let builder = broker.source(&filter, &[("sequence", "/seq")]);
     assert!(
         builder.capabilities().is_none(),
         "with `sequence` the source can do all its kind can"
@@ -42,10 +36,7 @@ async fn a_resumed_source_skips_what_the_database_holds_and_acknowledges_it() {
     let events = read_n(&mut *source, 15, 100).await;
     assert_eq!(events.len(), 15);
     // Finished: t1's ten and t2's first two (offsets 0..12).
-    let commit = [CommitPosition {
-        partition: 0,
-        next_offset: events[11].position.offset + 1,
-    }];
+    let commit = positions::at(&[(0, events[11].position.offset + 1)]);
     let stored = source.positions_to_store(&commit);
     assert_eq!(
         stored,
@@ -88,16 +79,7 @@ async fn a_resumed_source_skips_what_the_database_holds_and_acknowledges_it() {
 async fn out_of_sequence_and_unnumbered_messages_go_to_the_dead_letters() {
     let broker = broker();
     let topic = unique("seq-bad");
-    let client_id = unique("seq-bad-src");
-    let builder = source_builder(
-        "mqtt",
-        &[
-            ("url", &broker.url),
-            ("topics", &topic),
-            ("client_id", &client_id),
-            ("sequence", "/seq"),
-        ],
-    );
+    let builder = broker.source(&topic, &[("sequence", "/seq")]);
     let mut source = open(&*builder, 1).await;
     let payloads = vec![
         reading(5),
@@ -133,10 +115,7 @@ async fn out_of_sequence_and_unnumbered_messages_go_to_the_dead_letters() {
         "{reasons:?}"
     );
     // Dead-lettered ones store no position; the topic's last is 6.
-    let stored = source.positions_to_store(&[CommitPosition {
-        partition: 0,
-        next_offset: events[4].position.offset + 1,
-    }]);
+    let stored = source.positions_to_store(&positions::at(&[(0, events[4].position.offset + 1)]));
     assert_eq!(
         stored,
         vec![StoredPosition {

@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use spate_connector::{CommitPosition, Headers, Record, SinkError};
+use spate_connector::{Headers, Record, SinkError};
 use spate_testsupport::mqtt::*;
+use spate_testsupport::positions;
 
 fn record(i: usize) -> Record {
     Record::from_payload(format!("payload-{i}"))
@@ -16,16 +17,7 @@ async fn sink_round_trip_at_every_qos() {
     let broker = broker();
     for qos in ["0", "1", "2"] {
         let topic = unique(&format!("sink-q{qos}"));
-        let client_id = unique("sink-check");
-        let builder = source_builder(
-            "mqtt",
-            &[
-                ("url", &broker.url),
-                ("topics", &topic),
-                ("client_id", &client_id),
-            ],
-        );
-        let mut source = open(&*builder, 1).await;
+        let mut source = open(&*broker.source(&topic, &[]), 1).await;
         let sink = sink(
             "mqtt",
             &[("url", &broker.url), ("topic", &topic), ("qos", qos)],
@@ -46,13 +38,7 @@ async fn sink_round_trip_at_every_qos() {
         let events = read_n(&mut *source, 10, 100).await;
         let expected: Vec<String> = (0..10).map(|i| format!("payload-{i}")).collect();
         assert_eq!(texts(&events), expected, "qos {qos}");
-        source
-            .commit(&[CommitPosition {
-                partition: 0,
-                next_offset: 10,
-            }])
-            .await
-            .unwrap();
+        source.commit(&positions::at(&[(0, 10)])).await.unwrap();
         source.close().await.unwrap();
     }
 }
@@ -61,16 +47,7 @@ async fn sink_round_trip_at_every_qos() {
 async fn sink_routes_by_topic_header() {
     let broker = broker();
     let base = unique("routed");
-    let client_id = unique("routed-src");
-    let builder = source_builder(
-        "mqtt",
-        &[
-            ("url", &broker.url),
-            ("topics", &format!("{base}/#")),
-            ("client_id", &client_id),
-        ],
-    );
-    let mut source = open(&*builder, 1).await;
+    let mut source = open(&*broker.source(&format!("{base}/#"), &[]), 1).await;
     let default_topic = format!("{base}/default");
     let sink = sink(
         "mqtt",
@@ -116,13 +93,7 @@ async fn sink_routes_by_topic_header() {
         .collect();
     assert_eq!(topics["payload-0"], format!("{base}/alerts/high"));
     assert_eq!(topics["payload-1"], default_topic);
-    source
-        .commit(&[CommitPosition {
-            partition: 0,
-            next_offset: 2,
-        }])
-        .await
-        .unwrap();
+    source.commit(&positions::at(&[(0, 2)])).await.unwrap();
     source.close().await.unwrap();
 }
 

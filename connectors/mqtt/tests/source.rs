@@ -4,35 +4,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rumqttc::QoS;
-use spate_connector::CommitPosition;
 use spate_testsupport::mqtt::*;
-
-fn commit_all(events: &[spate_connector::Event]) -> Vec<CommitPosition> {
-    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
-    for e in events {
-        let slot = next.entry(e.position.partition).or_default();
-        *slot = (*slot).max(e.position.offset + 1);
-    }
-    next.into_iter()
-        .map(|(partition, next_offset)| CommitPosition {
-            partition,
-            next_offset,
-        })
-        .collect()
-}
+use spate_testsupport::positions;
 
 #[tokio::test]
 async fn wildcard_subscription_keeps_order_within_a_partition() {
     let broker = broker();
     let base = unique("order");
     let filter = format!("{base}/+/telemetry");
-    let client_id = unique("order-src");
-    let builder = source_builder(
-        "mqtt",
+    let builder = broker.source(
+        &filter,
         &[
-            ("url", &broker.url),
-            ("topics", &filter),
-            ("client_id", &client_id),
             ("partitions", "4"),
             ("partition_level", "2"),
             ("key_level", "2"),
@@ -54,7 +36,7 @@ async fn wildcard_subscription_keeps_order_within_a_partition() {
     while events.len() < 30 {
         let batch = read_n(&mut *source, 1, 7).await;
         events.extend(batch);
-        source.commit(&commit_all(&events)).await.unwrap();
+        source.commit(&positions::after(&events)).await.unwrap();
     }
     assert_eq!(events.len(), 30);
 
@@ -95,7 +77,7 @@ async fn wildcard_subscription_keeps_order_within_a_partition() {
         assert_eq!(order, sorted, "{device} in publish order");
         assert_eq!(order.len(), 10);
     }
-    source.commit(&commit_all(&events)).await.unwrap();
+    source.commit(&positions::after(&events)).await.unwrap();
     source.close().await.unwrap();
 }
 
@@ -103,25 +85,13 @@ async fn wildcard_subscription_keeps_order_within_a_partition() {
 async fn uncommitted_messages_are_redelivered_and_committed_ones_are_not() {
     let broker = broker();
     let topic = unique("redeliver");
-    let client_id = unique("redeliver-src");
-    let entries = [
-        ("url", broker.url.as_str()),
-        ("topics", topic.as_str()),
-        ("client_id", client_id.as_str()),
-    ];
-    let builder = source_builder("mqtt", &entries);
+    let builder = broker.source(&topic, &[]);
     let mut source = open(&*builder, 1).await;
     broker.publish(&topic, &payloads(5), QoS::AtLeastOnce).await;
     let events = read_n(&mut *source, 5, 100).await;
     assert_eq!(texts(&events), payloads(5));
     // Only the first two are finished; then spate "crashes" (no close).
-    source
-        .commit(&[CommitPosition {
-            partition: 0,
-            next_offset: 2,
-        }])
-        .await
-        .unwrap();
+    source.commit(&positions::at(&[(0, 2)])).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(source);
 
@@ -139,7 +109,7 @@ async fn uncommitted_messages_are_redelivered_and_committed_ones_are_not() {
             .is_empty(),
         "nothing committed comes back"
     );
-    source.commit(&commit_all(&events)).await.unwrap();
+    source.commit(&positions::after(&events)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(source);
 
@@ -155,15 +125,7 @@ async fn uncommitted_messages_are_redelivered_and_committed_ones_are_not() {
 async fn the_persistent_session_keeps_what_was_published_while_down() {
     let broker = broker();
     let topic = unique("offline");
-    let client_id = unique("offline-src");
-    let builder = source_builder(
-        "mqtt",
-        &[
-            ("url", &broker.url),
-            ("topics", &format!("{topic}/#")),
-            ("client_id", &client_id),
-        ],
-    );
+    let builder = broker.source(&format!("{topic}/#"), &[]);
     let mut source = open(&*builder, 1).await;
     source.close().await.unwrap();
     drop(source);
@@ -175,7 +137,7 @@ async fn the_persistent_session_keeps_what_was_published_while_down() {
     let mut source = open(&*builder, 1).await;
     let events = read_n(&mut *source, 4, 100).await;
     assert_eq!(texts(&events), payloads(4));
-    source.commit(&commit_all(&events)).await.unwrap();
+    source.commit(&positions::after(&events)).await.unwrap();
     source.close().await.unwrap();
 }
 
@@ -210,16 +172,7 @@ async fn at_most_once_qos0_loses_what_it_did_not_see_and_redelivers_nothing() {
 async fn pause_stops_delivery_and_the_broker_window_bounds_what_is_held() {
     let broker = broker();
     let topic = unique("bounded");
-    let client_id = unique("bounded-src");
-    let builder = source_builder(
-        "mqtt",
-        &[
-            ("url", &broker.url),
-            ("topics", &topic),
-            ("client_id", &client_id),
-            ("max_buffered", "5"),
-        ],
-    );
+    let builder = broker.source(&topic, &[("max_buffered", "5")]);
     let mut source = open(&*builder, 1).await;
     source.pause(&[0]).unwrap();
     broker
@@ -243,13 +196,13 @@ async fn pause_stops_delivery_and_the_broker_window_bounds_what_is_held() {
     let mut all = first;
     // Committing opens the window again, until everything arrived.
     while all.len() < 60 {
-        source.commit(&commit_all(&all)).await.unwrap();
+        source.commit(&positions::after(&all)).await.unwrap();
         let more = read_quiet(&mut *source, Duration::from_millis(800)).await;
         assert!(!more.is_empty(), "stalled after {} messages", all.len());
         all.extend(more);
     }
     assert_eq!(texts(&all), payloads(60), "in order, none lost, none twice");
-    source.commit(&commit_all(&all)).await.unwrap();
+    source.commit(&positions::after(&all)).await.unwrap();
     source.close().await.unwrap();
 }
 

@@ -163,6 +163,20 @@ impl Broker {
         let _ = tokio::time::timeout(Duration::from_secs(1), events.poll()).await;
     }
 
+    /// A builder of an `mqtt` source on this broker subscribed to `topics`
+    /// under a client id of its own (so a builder reopens its persistent
+    /// session), with the `extra` settings.
+    pub fn source(&self, topics: &str, extra: &[(&str, &str)]) -> Box<dyn SourceBuilder> {
+        let client_id = unique("src");
+        let mut entries = vec![
+            ("url", self.url.as_str()),
+            ("topics", topics),
+            ("client_id", client_id.as_str()),
+        ];
+        entries.extend_from_slice(extra);
+        source_builder("mqtt", &entries)
+    }
+
     /// Publishes each payload to `topic` at `qos`, waiting for every
     /// acknowledgement (QoS 1).
     pub async fn publish(&self, topic: &str, payloads: &[String], qos: QoS) {
