@@ -11,15 +11,20 @@
 //!   letters and positions in one transaction of the input's connector (see
 //!   `transact`).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use spate_connector::CommitPosition;
+use spate_connector::{CommitPosition, PartitionId};
 use tracing::warn;
 
-use super::transact::Transactions;
+use super::intake::SourceSlot;
+use super::partition::PartitionState;
+use super::transact::{Committed, Transactions};
 use super::Scheduler;
+use crate::budget::ProcessBudget;
 use crate::policy::Delivery;
 use crate::work::PartKey;
+use crate::worker::FunctionShared;
 use crate::EngineError;
 
 /// A plain (not transactional) committer's settings and state.
@@ -29,6 +34,19 @@ pub(super) struct Plain {
     /// The last commit failed: no early commits until one on the interval
     /// succeeds.
     failing: bool,
+}
+
+/// The scheduler's state a commit works with besides the committer,
+/// borrowed apart from it (see [`Scheduler::split`]).
+pub(super) struct Parts<'a> {
+    /// Every partition the function holds.
+    pub(super) partitions: &'a mut HashMap<PartKey, PartitionState>,
+    /// The function's inputs (one under `exactly_once`).
+    pub(super) sources: &'a mut [SourceSlot],
+    /// The function's name, handler, metrics and tally.
+    pub(super) shared: &'a FunctionShared,
+    /// The process-wide in-flight budget.
+    pub(super) budget: &'a ProcessBudget,
 }
 
 /// How a function commits: the one place its delivery mode is decided.
@@ -50,22 +68,6 @@ impl Committer {
         })
     }
 
-    /// The open transaction session, under `exactly_once`.
-    pub(super) fn transactions(&self) -> Option<&Transactions> {
-        match self {
-            Self::Transactional(tx) => Some(tx),
-            Self::Plain(_) => None,
-        }
-    }
-
-    /// The open transaction session, under `exactly_once`.
-    pub(super) fn transactions_mut(&mut self) -> Option<&mut Transactions> {
-        match self {
-            Self::Transactional(tx) => Some(tx),
-            Self::Plain(_) => None,
-        }
-    }
-
     /// How often the scheduler's housekeeping must run for this committer.
     pub(super) fn tick_every(&self, commit_interval: Duration, transaction: Duration) -> Duration {
         let every = commit_interval.min(Duration::from_millis(100));
@@ -77,8 +79,7 @@ impl Committer {
 
     /// Whether a commit runs in the background now.
     pub(super) fn is_committing(&self) -> bool {
-        self.transactions()
-            .is_some_and(|tx| tx.committing.is_some())
+        matches!(self, Self::Transactional(tx) if tx.committing.is_some())
     }
 
     /// Whether a commit may happen before the interval once everything
@@ -94,18 +95,17 @@ impl Committer {
     pub(super) fn commits_on_receipt(&self) -> bool {
         matches!(self, Self::Plain(plain) if plain.on_receipt)
     }
-}
 
-impl Scheduler {
-    /// Chooses the committer for `delivery`, once, before the function
-    /// runs: under `exactly_once` this opens the transaction session.
-    pub async fn open_committer(&mut self, delivery: Delivery) -> Result<(), EngineError> {
-        match delivery {
-            Delivery::ExactlyOnce => self.open_transactions().await,
-            Delivery::AtLeastOnce | Delivery::AtMostOnce => {
-                self.committer = Committer::plain(delivery);
-                Ok(())
-            }
+    /// The outcome of the commit running in the background, once it ends;
+    /// pending forever when none runs. Cancel safe: the commit keeps
+    /// running.
+    pub(super) async fn outcome(&mut self) -> Option<Committed> {
+        match self {
+            Self::Transactional(tx) => match tx.outcome_if_running().await {
+                Some(outcome) => outcome,
+                None => std::future::pending().await,
+            },
+            Self::Plain(_) => std::future::pending().await,
         }
     }
 
@@ -113,72 +113,56 @@ impl Scheduler {
     /// `exactly_once` it commits the open transaction, with every
     /// partition's position; `only` are then the partitions about to be
     /// released.
-    pub(super) async fn commit(&mut self, only: Option<&[PartKey]>) {
-        self.last_commit = Instant::now();
-        match (&self.committer, only) {
-            (Committer::Plain(_), _) => self.commit_plain(only).await,
+    async fn commit(&mut self, parts: &mut Parts<'_>, only: Option<&[PartKey]>) {
+        match (self, only) {
+            (Self::Plain(plain), _) => plain.commit(parts, only).await,
             // Periodic and early commits run in the background.
-            (Committer::Transactional(_), None) => self.start_transaction_commit_now().await,
+            (Self::Transactional(tx), None) => tx.start_commit_now(parts).await,
             // Before partitions are let go their commit must be done.
-            (Committer::Transactional(_), Some(releasing)) => {
-                self.commit_transaction(releasing).await;
+            (Self::Transactional(tx), Some(releasing)) => {
+                tx.commit(parts, releasing).await;
             }
         }
     }
 
-    /// After completions: under `exactly_once`, writes what the
-    /// watermarks passed into the transaction and starts its commit when
-    /// due. A plain committer waits for its interval.
-    pub(super) async fn commit_after_completions(&mut self) {
-        if let Committer::Transactional(_) = self.committer {
-            self.write_ready().await;
-            if self.transaction_due() {
-                self.start_transaction_commit_now().await;
+    /// Under `exactly_once`, writes what the watermarks passed into the
+    /// transaction; a plain committer has nothing to write.
+    async fn write_ready(&mut self, parts: &mut Parts<'_>) {
+        if let Self::Transactional(tx) = self {
+            tx.write_ready(parts).await;
+        }
+    }
+
+    /// Under `exactly_once`, starts the transaction's commit when it is due;
+    /// a plain committer waits for its interval.
+    async fn commit_if_due(&mut self, parts: &mut Parts<'_>) {
+        if let Self::Transactional(tx) = self {
+            if tx.due() {
+                tx.start_commit_now(parts).await;
             }
         }
     }
 
-    /// Housekeeping's commit: on the interval (plain), or when the
-    /// transaction is due (transactional).
-    pub(super) async fn commit_on_tick(&mut self) {
-        match self.committer {
-            Committer::Transactional(_) => {
-                if self.transaction_due() {
-                    self.start_transaction_commit_now().await;
-                }
-                if self.last_commit.elapsed() >= self.commit_interval {
-                    self.last_commit = Instant::now();
-                    self.export_partition_metrics();
-                }
-            }
-            Committer::Plain(_) => {
-                if self.last_commit.elapsed() >= self.commit_interval {
-                    self.commit(None).await;
-                    self.export_partition_metrics();
-                }
-            }
+    /// The error that stopped the exactly-once session, once.
+    fn take_fatal(&mut self) -> Option<EngineError> {
+        match self {
+            Self::Transactional(tx) => tx.take_fatal(),
+            Self::Plain(_) => None,
         }
     }
+}
 
-    /// The last commit, once everything is drained.
-    pub(super) async fn final_commit(&mut self) {
-        match self.committer {
-            Committer::Transactional(_) => self.final_transaction().await,
-            Committer::Plain(_) => self.commit(None).await,
-        }
-    }
-
+impl Plain {
     /// Commits each input's positions to its source: what was received
     /// (`at_most_once`) or what finished (`at_least_once`).
-    async fn commit_plain(&mut self, only: Option<&[PartKey]>) {
-        let on_receipt = self.committer.commits_on_receipt();
-        for input in 0..self.sources.len() {
+    async fn commit(&mut self, parts: &mut Parts<'_>, only: Option<&[PartKey]>) {
+        for input in 0..parts.sources.len() {
             let mut positions = Vec::new();
-            for (key, part) in &self.partitions {
+            for (key, part) in parts.partitions.iter() {
                 if key.input != input || only.is_some_and(|o| !o.contains(key)) {
                     continue;
                 }
-                let position = if on_receipt {
+                let position = if self.on_receipt {
                     part.watermark.received_position()
                 } else {
                     part.watermark.committable()
@@ -197,16 +181,14 @@ impl Scheduler {
             }
             positions.sort_by_key(|p| p.partition);
             let started = Instant::now();
-            let source = &mut self.sources[input].source;
+            let source = &mut parts.sources[input].source;
             let result = source.commit(&positions).await;
-            if let Committer::Plain(plain) = &mut self.committer {
-                plain.failing = result.is_err();
-            }
+            self.failing = result.is_err();
+            let metrics = &parts.shared.metrics;
             match result {
                 Ok(()) => {
-                    self.shared.metrics.commits.increment(1);
-                    self.shared
-                        .metrics
+                    metrics.commits.increment(1);
+                    metrics
                         .commit_seconds
                         .record(started.elapsed().as_secs_f64());
                     for position in positions {
@@ -214,17 +196,138 @@ impl Scheduler {
                             input,
                             partition: position.partition,
                         };
-                        if let Some(part) = self.partitions.get_mut(&key) {
+                        if let Some(part) = parts.partitions.get_mut(&key) {
                             part.committed = Some(position.next_offset);
                         }
                     }
                 }
                 Err(error) => {
-                    self.shared.metrics.commit_failures.increment(1);
-                    let source = &self.sources[input].source;
-                    warn!(function = %self.shared.name, source = source.name(), %error, "commit failed; will try again");
+                    metrics.commit_failures.increment(1);
+                    warn!(function = %parts.shared.name, source = source.name(), %error, "commit failed; will try again");
                 }
             }
         }
+    }
+}
+
+impl Scheduler {
+    /// The committer, and the rest of the scheduler's state a commit works
+    /// with.
+    fn split(&mut self) -> (&mut Committer, Parts<'_>) {
+        let parts = Parts {
+            partitions: &mut self.partitions,
+            sources: &mut self.sources,
+            shared: &self.shared,
+            budget: &self.options.budget,
+        };
+        (&mut self.committer, parts)
+    }
+
+    /// After the committer ran: if the exactly-once session was lost, the
+    /// function stops with that error.
+    fn stop_if_fatal(&mut self) {
+        let Some(error) = self.committer.take_fatal() else {
+            return;
+        };
+        if self.fatal.is_none() {
+            self.fatal = Some(error);
+        }
+        if !self.stopping {
+            self.begin_stop();
+        }
+    }
+
+    /// Chooses the committer for `delivery`, once, before the function
+    /// runs: under `exactly_once` this opens the transaction session.
+    pub async fn open_committer(&mut self, delivery: Delivery) -> Result<(), EngineError> {
+        match delivery {
+            Delivery::ExactlyOnce => self.open_transactions().await,
+            Delivery::AtLeastOnce | Delivery::AtMostOnce => {
+                self.committer = Committer::plain(delivery);
+                Ok(())
+            }
+        }
+    }
+
+    /// Commits finished positions of `only` (or of every partition); see
+    /// [`Committer::commit`].
+    pub(super) async fn commit(&mut self, only: Option<&[PartKey]>) {
+        self.last_commit = Instant::now();
+        let (committer, mut parts) = self.split();
+        committer.commit(&mut parts, only).await;
+        self.stop_if_fatal();
+    }
+
+    /// After completions: under `exactly_once`, writes what the
+    /// watermarks passed into the transaction and starts its commit when
+    /// due. A plain committer waits for its interval.
+    pub(super) async fn commit_after_completions(&mut self) {
+        let (committer, mut parts) = self.split();
+        committer.write_ready(&mut parts).await;
+        committer.commit_if_due(&mut parts).await;
+        self.stop_if_fatal();
+    }
+
+    /// Takes in the outcome of the commit that ran in the background (see
+    /// [`Transactions::on_outcome`]), then writes what waited for the
+    /// session.
+    pub(super) async fn on_commit_outcome(&mut self, outcome: Option<Committed>) {
+        if let (Committer::Transactional(tx), mut parts) = self.split() {
+            tx.on_outcome(&mut parts, outcome).await;
+            tx.write_ready(&mut parts).await;
+        }
+        self.stop_if_fatal();
+    }
+
+    /// Housekeeping's commit: on the interval (plain), or when the
+    /// transaction is due (transactional).
+    pub(super) async fn commit_on_tick(&mut self) {
+        let interval = self.commit_interval;
+        let interval_passed = |last_commit: Instant| last_commit.elapsed() >= interval;
+        match self.split() {
+            (Committer::Transactional(tx), mut parts) => {
+                if tx.due() {
+                    tx.start_commit_now(&mut parts).await;
+                }
+                self.stop_if_fatal();
+                if interval_passed(self.last_commit) {
+                    self.last_commit = Instant::now();
+                    self.export_partition_metrics();
+                }
+            }
+            (Committer::Plain(_), _) => {
+                if interval_passed(self.last_commit) {
+                    self.commit(None).await;
+                    self.export_partition_metrics();
+                }
+            }
+        }
+    }
+
+    /// After partitions of input `input` were assigned: under a session
+    /// that stores positions, resumes them from there (see
+    /// [`Transactions::resume`]).
+    pub(super) async fn resume_assigned(
+        &mut self,
+        input: usize,
+        assigned: &[PartitionId],
+    ) -> Result<(), EngineError> {
+        let resumed = match self.split() {
+            (Committer::Transactional(tx), mut parts) => {
+                tx.resume(&mut parts, input, assigned).await
+            }
+            (Committer::Plain(_), _) => Ok(()),
+        };
+        self.stop_if_fatal();
+        resumed
+    }
+
+    /// The last commit, once everything is drained.
+    pub(super) async fn final_commit(&mut self) {
+        match self.split() {
+            (Committer::Transactional(tx), mut parts) => tx.final_commit(&mut parts).await,
+            (Committer::Plain(_), _) => self.commit(None).await,
+        }
+        self.stop_if_fatal();
     }
 }

@@ -144,7 +144,7 @@ impl Scheduler {
                 } else {
                     // The bytes stay counted until the records commit.
                     self.options.budget.sub(1, 0);
-                    self.stage(&item, completion.staged);
+                    part.stage(item.event.position.offset, completion.staged, item.bytes);
                 }
                 self.shared.metrics.in_flight.decrement(1.0);
                 if !draining {

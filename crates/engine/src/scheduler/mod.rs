@@ -213,9 +213,8 @@ impl Scheduler {
                     self.begin_stop();
                     self.finish_drains().await;
                 }
-                outcome = transact::commit_outcome(&mut self.committer), if committing => {
+                outcome = self.committer.outcome(), if committing => {
                     self.on_commit_outcome(outcome).await;
-                    self.write_ready().await;
                     self.apply_backpressure();
                     self.finish_drains().await;
                 }

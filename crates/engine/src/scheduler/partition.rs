@@ -51,6 +51,12 @@ impl PartitionState {
         }
     }
 
+    /// `exactly_once`: keeps a finished event's records until the
+    /// watermark passes it, with the bytes the event held.
+    pub(super) fn stage(&mut self, offset: u64, records: Vec<(Destination, Record)>, bytes: u64) {
+        self.staged.insert(offset, (records, bytes));
+    }
+
     pub(super) fn is_full(&self, limits: &InFlightLimits) -> bool {
         self.watermark.span() >= limits.events || self.bytes >= limits.bytes
     }

@@ -35,19 +35,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spate_connector::{
-    dead_letter, CommitPosition, PartitionId, Record, SessionOwner, StoredPosition,
-    TransactionError,
+    dead_letter, CommitPosition, PartitionId, SessionOwner, StoredPosition, TransactionError,
 };
 use tracing::{debug, error, warn};
 
+use super::commit::Parts;
 use super::{Committer, Scheduler};
-use crate::work::{Destination, PartKey, WorkItem};
+use crate::work::{Destination, PartKey};
 use crate::{backoff, EngineError};
 
 mod session;
 
+pub(super) use session::Committed;
 pub(crate) use session::Transactions;
-use session::{Committed, Committing, Written};
+use session::{Committing, Written};
 
 /// How starting a commit went.
 enum Start {
@@ -57,28 +58,6 @@ enum Start {
     Started,
     /// It could not start (the session failed; the error is handled).
     Failed,
-}
-
-/// The outcome of the commit running in the background, once it ends;
-/// `None` at once when none runs.
-async fn commit_outcome_if_running(committer: &mut Committer) -> Option<Option<Committed>> {
-    let tx = committer.transactions_mut()?;
-    let name = tx.name.clone();
-    let committing = tx.committing.as_mut()?;
-    Some(committing.outcome(&name).await)
-}
-
-/// The outcome of the commit running in the background, once it ends;
-/// pending forever when none runs. Cancel safe: the commit keeps running.
-pub(super) async fn commit_outcome(committer: &mut Committer) -> Option<Committed> {
-    let Some(tx) = committer.transactions_mut() else {
-        return std::future::pending().await;
-    };
-    let name = tx.name.clone();
-    match tx.committing.as_mut() {
-        Some(committing) => committing.outcome(&name).await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Scheduler {
@@ -129,6 +108,15 @@ impl Scheduler {
         self.committer = Committer::Transactional(Box::new(transactions));
         Ok(())
     }
+}
+
+impl Transactions {
+    /// The outcome of the commit running in the background, once it ends;
+    /// `None` at once when none runs.
+    pub(super) async fn outcome_if_running(&mut self) -> Option<Option<Committed>> {
+        let committing = self.committing.as_mut()?;
+        Some(committing.outcome(&self.name).await)
+    }
 
     /// After partitions of input `input` were assigned, under a session
     /// that stores positions: hands the source every stored position (so
@@ -137,29 +125,27 @@ impl Scheduler {
     /// committed state of those partitions. Reading is retried for a while;
     /// if the store stays away, the function stops (nothing of those
     /// partitions was admitted, so nothing is lost).
-    pub(super) async fn resume_assigned(
+    pub(super) async fn resume(
         &mut self,
+        parts: &mut Parts<'_>,
         input: usize,
-        parts: &[PartitionId],
+        assigned: &[PartitionId],
     ) -> Result<(), EngineError> {
-        if !self.committer.transactions().is_some_and(|tx| tx.resumes) {
+        if !self.resumes {
             return Ok(());
         }
         // The session is needed here: let a commit running in the
         // background finish first.
-        self.settle_transaction_commit().await;
-        let Some(tx) = self.committer.transactions_mut() else {
-            return Ok(());
-        };
-        let function = self.shared.name.to_string();
-        let source = &mut self.sources[input].source;
-        let names: Vec<String> = parts.iter().map(|p| source.partition_name(*p)).collect();
-        let wants_state = self.shared.handler.state().is_some();
+        self.settle(parts).await;
+        let function = parts.shared.name.to_string();
+        let source = &mut parts.sources[input].source;
+        let names: Vec<String> = assigned.iter().map(|p| source.partition_name(*p)).collect();
+        let wants_state = parts.shared.handler.state().is_some();
         let mut attempt = 0u32;
         let (positions, entries) = loop {
             attempt += 1;
             let loaded = async {
-                let session = tx.session()?;
+                let session = self.session()?;
                 let positions: Vec<StoredPosition> = session.load_positions().await?;
                 let entries = match wants_state {
                     true => session.load_state(&names).await?,
@@ -190,7 +176,7 @@ impl Scheduler {
                 function: function.clone(),
                 source: error,
             })?;
-        if let Some(state) = self.shared.handler.state() {
+        if let Some(state) = parts.shared.handler.state() {
             let mut by_partition: BTreeMap<String, Vec<(Bytes, Bytes)>> = BTreeMap::new();
             for entry in entries {
                 by_partition
@@ -198,7 +184,7 @@ impl Scheduler {
                     .or_default()
                     .push((entry.key, entry.value));
             }
-            for (partition, name) in parts.iter().zip(&names) {
+            for (partition, name) in assigned.iter().zip(&names) {
                 let entries = by_partition.remove(name).unwrap_or_default();
                 debug!(function = %function, partition = %name, keys = entries.len(), "handler state restored");
                 state.restore(input, *partition, entries);
@@ -207,91 +193,35 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Keeps a finished event's records until the watermark passes it.
-    pub(super) fn stage(&mut self, item: &WorkItem, staged: Vec<(Destination, Record)>) {
-        if let Some(part) = self
-            .partitions
-            .get_mut(&item.part)
-            .filter(|p| p.epoch == item.epoch)
-        {
-            part.staged
-                .insert(item.event.position.offset, (staged, item.bytes));
-        }
+    /// The error that killed the session, once.
+    pub(super) fn take_fatal(&mut self) -> Option<EngineError> {
+        self.fatal.take()
     }
 
     /// Writes the records of every event the watermark has passed into the
     /// open transaction, in offset order per partition.
-    pub(super) async fn write_ready(&mut self) {
+    pub(super) async fn write_ready(&mut self, parts: &mut Parts<'_>) {
         // While a commit runs the session is away: the records wait in
         // their partitions for the next transaction.
-        if self
-            .committer
-            .transactions()
-            .is_none_or(|tx| tx.dead || tx.committing.is_some())
-        {
+        if self.dead || self.committing.is_some() {
             return;
         }
-        for written in self.take_ready() {
-            let Some(tx) = self.committer.transactions_mut() else {
-                return;
-            };
-            if tx.dead {
+        for written in take_ready(parts) {
+            if self.dead {
                 return;
             }
-            if let Err(error) = tx.write(written).await {
-                self.on_transaction_error(error, "write");
-                self.abort_transaction(&[]).await;
+            if let Err(error) = self.write(written).await {
+                self.on_error(parts, error, "write");
+                self.abort(parts, &[]).await;
             }
         }
-    }
-
-    /// Takes the staged records below each partition's watermark.
-    fn take_ready(&mut self) -> Vec<Written> {
-        let mut keys: Vec<PartKey> = self.partitions.keys().copied().collect();
-        keys.sort();
-        let mut ready = Vec::new();
-        for key in keys {
-            let Some(part) = self.partitions.get_mut(&key) else {
-                continue;
-            };
-            let Some(below) = part.watermark.committable() else {
-                continue;
-            };
-            let later = part.staged.split_off(&below);
-            let passed = std::mem::replace(&mut part.staged, later);
-            let mut state_partition = None;
-            for (_offset, (records, bytes)) in passed {
-                for (index, (destination, record)) in records.into_iter().enumerate() {
-                    let state_partition =
-                        matches!(destination, Destination::State { .. }).then(|| {
-                            state_partition
-                                .get_or_insert_with(|| {
-                                    self.sources[key.input].source.partition_name(key.partition)
-                                })
-                                .clone()
-                        });
-                    ready.push(Written {
-                        part: key,
-                        epoch: part.epoch,
-                        destination,
-                        record,
-                        bytes: if index == 0 { bytes } else { 0 },
-                        first_of_event: index == 0,
-                        state_partition,
-                    });
-                }
-            }
-        }
-        ready
     }
 
     /// True when the open transaction should commit now: its interval
     /// passed (and no back-off holds it) or it holds `max_events` events.
-    pub(super) fn transaction_due(&self) -> bool {
-        self.committer.transactions().is_some_and(|tx| {
-            tx.can_commit_now()
-                && (tx.last_commit.elapsed() >= tx.interval || tx.open_events >= tx.max_events)
-        })
+    pub(super) fn due(&self) -> bool {
+        self.can_commit_now()
+            && (self.last_commit.elapsed() >= self.interval || self.open_events >= self.max_events)
     }
 
     /// Commits the open transaction with every partition's watermark and
@@ -299,40 +229,33 @@ impl Scheduler {
     /// `releasing` are partitions about to be let go: if the commit fails,
     /// their records are dropped (their next owner redoes them) instead of
     /// being kept for the next transaction. Returns true on success.
-    pub(super) async fn commit_transaction(&mut self, releasing: &[PartKey]) -> bool {
-        self.settle_transaction_commit().await;
-        match self.start_transaction_commit(releasing).await {
+    pub(super) async fn commit(&mut self, parts: &mut Parts<'_>, releasing: &[PartKey]) -> bool {
+        self.settle(parts).await;
+        match self.start_commit(parts, releasing).await {
             Start::Nothing => true,
             Start::Failed => false,
-            Start::Started => self.settle_transaction_commit().await.unwrap_or(false),
+            Start::Started => self.settle(parts).await.unwrap_or(false),
         }
     }
 
     /// Starts committing the open transaction in the background, unless a
     /// commit runs already; its outcome is taken in by
-    /// [`Scheduler::on_commit_outcome`] (from the run loop) or
-    /// [`Scheduler::settle_transaction_commit`].
-    pub(super) async fn start_transaction_commit_now(&mut self) {
-        if self
-            .committer
-            .transactions()
-            .is_some_and(|tx| tx.committing.is_none())
-        {
-            self.start_transaction_commit(&[]).await;
+    /// [`Transactions::on_outcome`] (from the run loop) or
+    /// [`Transactions::settle`].
+    pub(super) async fn start_commit_now(&mut self, parts: &mut Parts<'_>) {
+        if self.committing.is_none() {
+            self.start_commit(parts, &[]).await;
         }
     }
 
-    async fn start_transaction_commit(&mut self, releasing: &[PartKey]) -> Start {
-        self.write_ready().await;
-        let Some(tx) = self.committer.transactions_mut() else {
-            return Start::Failed;
-        };
-        if tx.dead || tx.committing.is_some() {
+    async fn start_commit(&mut self, parts: &mut Parts<'_>, releasing: &[PartKey]) -> Start {
+        self.write_ready(parts).await;
+        if self.dead || self.committing.is_some() {
             return Start::Failed;
         }
-        tx.last_commit = Instant::now();
+        self.last_commit = Instant::now();
         let mut positions = Vec::new();
-        for (key, part) in &self.partitions {
+        for (key, part) in parts.partitions.iter() {
             if let Some(next_offset) = part
                 .watermark
                 .committable()
@@ -342,7 +265,7 @@ impl Scheduler {
             }
         }
         positions.sort();
-        if positions.is_empty() && tx.open.is_empty() {
+        if positions.is_empty() && self.open.is_empty() {
             return Start::Nothing;
         }
         let commit: Vec<CommitPosition> = positions
@@ -352,17 +275,17 @@ impl Scheduler {
                 next_offset: *next_offset,
             })
             .collect();
-        let stored = self.sources[0].source.positions_to_store(&commit);
-        let started = match tx.needs_replay {
-            true => tx.replay().await,
+        let stored = parts.sources[0].source.positions_to_store(&commit);
+        let started = match self.needs_replay {
+            true => self.replay().await,
             false => Ok(()),
         }
-        .and_then(|()| tx.spawn_commit(positions, commit, stored, releasing.to_vec()));
+        .and_then(|()| self.spawn_commit(positions, commit, stored, releasing.to_vec()));
         match started {
             Ok(()) => Start::Started,
             Err(error) => {
-                self.on_transaction_error(error, "commit");
-                self.abort_transaction(releasing).await;
+                self.on_error(parts, error, "commit");
+                self.abort(parts, releasing).await;
                 Start::Failed
             }
         }
@@ -370,31 +293,32 @@ impl Scheduler {
 
     /// Waits for the commit running in the background, if one is, and takes
     /// its outcome in; `Some(true)` when it committed.
-    pub(super) async fn settle_transaction_commit(&mut self) -> Option<bool> {
-        let outcome = commit_outcome_if_running(&mut self.committer).await?;
-        Some(self.on_commit_outcome(outcome).await)
+    async fn settle(&mut self, parts: &mut Parts<'_>) -> Option<bool> {
+        let outcome = self.outcome_if_running().await?;
+        Some(self.on_outcome(parts, outcome).await)
     }
 
     /// Takes in the outcome of the commit that ran in the background: the
     /// session comes back; on success the source's side of the positions
     /// follows (a no-op where the transaction stored them), on failure the
     /// transaction is aborted and its records kept for the next one.
-    pub(super) async fn on_commit_outcome(&mut self, outcome: Option<Committed>) -> bool {
-        let Some(tx) = self.committer.transactions_mut() else {
-            return false;
-        };
-        let Some(committing) = tx.committing.take() else {
+    pub(super) async fn on_outcome(
+        &mut self,
+        parts: &mut Parts<'_>,
+        outcome: Option<Committed>,
+    ) -> bool {
+        let Some(committing) = self.committing.take() else {
             return false;
         };
         let Some((session, result)) = outcome else {
             let error = TransactionError::Fatal {
-                session: tx.name.clone(),
+                session: self.name.clone(),
                 message: "the commit task failed; the session is lost".to_owned(),
             };
-            self.on_transaction_error(error, "commit");
+            self.on_error(parts, error, "commit");
             return false;
         };
-        tx.restore(session);
+        self.restore(session);
         let Committing {
             positions,
             commit,
@@ -404,37 +328,40 @@ impl Scheduler {
         } = committing;
         match result {
             Ok(()) => {
-                let source = &mut self.sources[0].source;
+                let source = &mut parts.sources[0].source;
                 match source.commit(&commit).await {
                     Ok(()) => {
-                        self.on_transaction_committed(&positions, started.elapsed());
+                        self.on_committed(parts, &positions, started.elapsed());
                         true
                     }
                     Err(error) => {
-                        warn!(function = %self.shared.name, source = source.name(), %error, "records committed but the source could not store its positions; trying again with the next transaction");
-                        self.shared.metrics.commit_failures.increment(1);
-                        self.on_transaction_committed(&[], started.elapsed());
+                        warn!(function = %parts.shared.name, source = source.name(), %error, "records committed but the source could not store its positions; trying again with the next transaction");
+                        parts.shared.metrics.commit_failures.increment(1);
+                        self.on_committed(parts, &[], started.elapsed());
                         false
                     }
                 }
             }
             Err(error) => {
-                self.on_transaction_error(error, "commit");
-                self.abort_transaction(&releasing).await;
+                self.on_error(parts, error, "commit");
+                self.abort(parts, &releasing).await;
                 false
             }
         }
     }
 
-    fn on_transaction_committed(&mut self, positions: &[(PartKey, u64)], took: Duration) {
-        let Some(tx) = self.committer.transactions_mut() else {
-            return;
-        };
-        let metrics = &self.shared.metrics;
+    fn on_committed(
+        &mut self,
+        parts: &mut Parts<'_>,
+        positions: &[(PartKey, u64)],
+        took: Duration,
+    ) {
+        let shared = parts.shared;
+        let metrics = &shared.metrics;
         metrics.commits.increment(1);
         metrics.commit_seconds.record(took.as_secs_f64());
         let (mut outputs, mut dead_letters, mut released_bytes) = (0u64, 0u64, 0u64);
-        for written in tx.open.drain(..) {
+        for written in self.open.drain(..) {
             match written.destination {
                 Destination::State { .. } => {}
                 Destination::Output(_) => outputs += 1,
@@ -442,7 +369,7 @@ impl Scheduler {
                     dead_letters += 1;
                     let headers = &written.record.headers;
                     warn!(
-                        function = %self.shared.name,
+                        function = %shared.name,
                         stream = headers.get_str(dead_letter::STREAM).unwrap_or(""),
                         partition = headers.get_str(dead_letter::PARTITION).unwrap_or(""),
                         offset = headers.get_str(dead_letter::OFFSET).unwrap_or(""),
@@ -453,7 +380,7 @@ impl Scheduler {
                 }
             }
             if written.bytes > 0 {
-                if let Some(part) = self
+                if let Some(part) = parts
                     .partitions
                     .get_mut(&written.part)
                     .filter(|p| p.epoch == written.epoch)
@@ -463,13 +390,13 @@ impl Scheduler {
                 }
             }
         }
-        tx.open_events = 0;
-        tx.failures = 0;
-        tx.retry_at = None;
-        self.options.budget.sub(0, released_bytes);
+        self.open_events = 0;
+        self.failures = 0;
+        self.retry_at = None;
+        parts.budget.sub(0, released_bytes);
         metrics.out.increment(outputs);
         metrics.dead_lettered.increment(dead_letters);
-        let tally = &self.shared.tally;
+        let tally = &shared.tally;
         tally
             .outputs
             .fetch_add(outputs, std::sync::atomic::Ordering::Relaxed);
@@ -477,87 +404,75 @@ impl Scheduler {
             .dead_lettered
             .fetch_add(dead_letters, std::sync::atomic::Ordering::Relaxed);
         for (key, next_offset) in positions {
-            if let Some(part) = self.partitions.get_mut(key) {
+            if let Some(part) = parts.partitions.get_mut(key) {
                 part.committed = Some(*next_offset);
             }
         }
     }
 
-    /// Logs a transaction error; a fatal one stops the function.
-    fn on_transaction_error(&mut self, error: TransactionError, during: &str) {
-        self.shared.metrics.commit_failures.increment(1);
-        let Some(tx) = self.committer.transactions_mut() else {
-            return;
-        };
+    /// Logs a transaction error; a fatal one kills the session and leaves
+    /// the error for the scheduler, which stops the function (see
+    /// `Scheduler::stop_if_fatal`).
+    fn on_error(&mut self, parts: &Parts<'_>, error: TransactionError, during: &str) {
+        let shared = parts.shared;
+        shared.metrics.commit_failures.increment(1);
         if error.is_abortable() {
-            warn!(function = %self.shared.name, session = %tx.name, %error, during, "transaction failed; aborting it and writing its records again");
+            warn!(function = %shared.name, session = %self.name, %error, during, "transaction failed; aborting it and writing its records again");
             return;
         }
-        error!(function = %self.shared.name, session = %tx.name, %error, during, "exactly-once session lost; stopping the function without committing");
-        tx.dead = true;
+        error!(function = %shared.name, session = %self.name, %error, during, "exactly-once session lost; stopping the function without committing");
+        self.dead = true;
         if self.fatal.is_none() {
             self.fatal = Some(EngineError::Transaction {
-                function: self.shared.name.to_string(),
+                function: shared.name.to_string(),
                 source: error,
             });
-        }
-        if !self.stopping {
-            self.begin_stop();
         }
     }
 
     /// Aborts the open transaction, drops records of partitions that are
     /// gone or being let go, and schedules the next attempt.
-    async fn abort_transaction(&mut self, releasing: &[PartKey]) {
-        let Some(tx) = self.committer.transactions_mut() else {
-            return;
-        };
-        if tx.dead {
+    async fn abort(&mut self, parts: &mut Parts<'_>, releasing: &[PartKey]) {
+        if self.dead {
             return;
         }
-        let aborted = match tx.session() {
+        let aborted = match self.session() {
             Ok(session) => session.abort().await,
             Err(error) => Err(error),
         };
         if let Err(error) = aborted {
-            self.on_transaction_error(error, "abort");
+            self.on_error(parts, error, "abort");
         }
-        let Some(tx) = self.committer.transactions_mut() else {
-            return;
-        };
-        if tx.dead {
+        if self.dead {
             return;
         }
         // Records stay for the next transaction unless their partition's
         // position can never be committed here again (gone, re-assigned, or
         // about to be released): then its next owner redoes those events.
-        let partitions = &self.partitions;
-        tx.open.retain(|w| {
+        let partitions = &*parts.partitions;
+        self.open.retain(|w| {
             !releasing.contains(&w.part)
                 && partitions.get(&w.part).is_some_and(|p| p.epoch == w.epoch)
         });
-        tx.open_events = tx.open.iter().filter(|w| w.first_of_event).count();
-        tx.needs_replay = !tx.open.is_empty();
-        tx.failures += 1;
+        self.open_events = self.open.iter().filter(|w| w.first_of_event).count();
+        self.needs_replay = !self.open.is_empty();
+        self.failures += 1;
         let delay = backoff::delay(
             Duration::from_millis(50),
             Duration::from_secs(5),
-            tx.failures,
+            self.failures,
         );
-        tx.retry_at = Some(Instant::now() + delay);
+        self.retry_at = Some(Instant::now() + delay);
     }
 
     /// The last commit at shutdown: tries a few times before giving up
     /// (what is not committed is handled again after a restart).
-    pub(super) async fn final_transaction(&mut self) {
+    pub(super) async fn final_commit(&mut self, parts: &mut Parts<'_>) {
         for attempt in 1..=5u32 {
-            if self.commit_transaction(&[]).await {
+            if self.commit(parts, &[]).await {
                 return;
             }
-            let Some(tx) = self.committer.transactions() else {
-                return;
-            };
-            if tx.dead {
+            if self.dead {
                 return;
             }
             tokio::time::sleep(backoff::delay(
@@ -567,6 +482,47 @@ impl Scheduler {
             ))
             .await;
         }
-        warn!(function = %self.shared.name, "the last transaction did not commit; its events will be handled again after a restart");
+        warn!(function = %parts.shared.name, "the last transaction did not commit; its events will be handled again after a restart");
     }
+}
+
+/// Takes the staged records below each partition's watermark.
+fn take_ready(parts: &mut Parts<'_>) -> Vec<Written> {
+    let mut keys: Vec<PartKey> = parts.partitions.keys().copied().collect();
+    keys.sort();
+    let mut ready = Vec::new();
+    for key in keys {
+        let Some(part) = parts.partitions.get_mut(&key) else {
+            continue;
+        };
+        let Some(below) = part.watermark.committable() else {
+            continue;
+        };
+        let later = part.staged.split_off(&below);
+        let passed = std::mem::replace(&mut part.staged, later);
+        let mut state_partition = None;
+        for (_offset, (records, bytes)) in passed {
+            for (index, (destination, record)) in records.into_iter().enumerate() {
+                let state_partition = matches!(destination, Destination::State { .. }).then(|| {
+                    state_partition
+                        .get_or_insert_with(|| {
+                            parts.sources[key.input]
+                                .source
+                                .partition_name(key.partition)
+                        })
+                        .clone()
+                });
+                ready.push(Written {
+                    part: key,
+                    epoch: part.epoch,
+                    destination,
+                    record,
+                    bytes: if index == 0 { bytes } else { 0 },
+                    first_of_event: index == 0,
+                    state_partition,
+                });
+            }
+        }
+    }
+    ready
 }

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::work::{Destination, PartKey};
-use crate::{NamedSink, SessionHost};
+use crate::{EngineError, NamedSink, SessionHost};
 
 /// A record written into the open transaction, kept until it commits.
 pub(super) struct Written {
@@ -42,7 +42,7 @@ pub(super) struct Written {
 }
 
 /// What a commit in the background comes back with.
-pub(super) type Committed = (Box<dyn TransactionSession>, Result<(), TransactionError>);
+pub(crate) type Committed = (Box<dyn TransactionSession>, Result<(), TransactionError>);
 
 /// A commit running in the background, and what it commits.
 pub(crate) struct Committing {
@@ -108,6 +108,9 @@ pub(crate) struct Transactions {
     pub(super) last_commit: Instant,
     /// The session can never commit again.
     pub(super) dead: bool,
+    /// Why the session died, until the scheduler takes it to stop the
+    /// function.
+    pub(super) fatal: Option<EngineError>,
 }
 
 pub(super) fn target_of(sink: &dyn Sink, role: &str) -> Result<TransactionalTarget, String> {
@@ -197,6 +200,7 @@ impl Transactions {
             retry_at: None,
             last_commit: Instant::now(),
             dead: false,
+            fatal: None,
         })
     }
 
