@@ -11,6 +11,8 @@
 use apache_avro::schema::{InnerDecimalSchema, Name, Names, UuidSchema};
 use apache_avro::Schema;
 
+use super::integral::Integral;
+
 /// Deepest nesting of records, arrays and maps decoded under a recursive
 /// schema.
 pub const MAX_AVRO_DEPTH: usize = 64;
@@ -154,18 +156,7 @@ impl Scan<'_> {
         match schema {
             Schema::Null => Ok(()),
             Schema::Boolean => self.skip(1),
-            Schema::Int
-            | Schema::Long
-            | Schema::Enum(_)
-            | Schema::Date
-            | Schema::TimeMillis
-            | Schema::TimeMicros
-            | Schema::TimestampMillis
-            | Schema::TimestampMicros
-            | Schema::TimestampNanos
-            | Schema::LocalTimestampMillis
-            | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos => self.long().map(drop),
+            Schema::Enum(_) => self.long().map(drop),
             Schema::Float => self.skip(4),
             Schema::Double => self.skip(8),
             Schema::Bytes | Schema::String | Schema::BigDecimal => self.bytes(),
@@ -191,6 +182,11 @@ impl Scan<'_> {
                 let named = self.names.get(name).ok_or(Stop::Unreadable)?;
                 self.value(named, depth)
             }
+            // The integer types: one varint each.
+            other => match Integral::of(other) {
+                Some(_) => self.long().map(drop),
+                None => Err(Stop::Unreadable),
+            },
         }
     }
 }

@@ -8,6 +8,7 @@
 //! an error, so a misspelt field is not silently dropped. Unions take the
 //! first branch, in schema order, that accepts the value.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use apache_avro::schema::{
@@ -20,6 +21,7 @@ use base64::Engine as _;
 use serde_json::Value as Json;
 
 use super::decimal;
+use super::integral::Integral;
 use super::to_json::{named, schema_kind, write_string, BASE64};
 
 /// Why a JSON value does not fit the schema, and where.
@@ -76,88 +78,71 @@ enum Origin {
     Default,
 }
 
-/// Converts a JSON value into the Avro value `schema` describes.
-pub(crate) fn json_to_avro(json: &Json, schema: &Schema, names: &Names) -> Result<Value, Mismatch> {
-    convert(json, schema, names, Origin::Payload)
+/// What every level of a conversion needs besides the value and its
+/// schema: the schema's named types, and where the JSON comes from.
+#[derive(Clone, Copy)]
+struct Cx<'n> {
+    names: &'n Names,
+    origin: Origin,
 }
 
-fn convert(json: &Json, schema: &Schema, names: &Names, origin: Origin) -> Result<Value, Mismatch> {
-    let expected = |what: &str| Mismatch::new(format!("expected {what}, found {}", describe(json)));
+/// Converts a JSON value into the Avro value `schema` describes.
+pub(crate) fn json_to_avro(json: &Json, schema: &Schema, names: &Names) -> Result<Value, Mismatch> {
+    let cx = Cx {
+        names,
+        origin: Origin::Payload,
+    };
+    convert(json, schema, cx)
+}
+
+fn convert(json: &Json, schema: &Schema, cx: Cx<'_>) -> Result<Value, Mismatch> {
     match schema {
-        Schema::Ref { name } => convert(
-            json,
-            named(names, name).map_err(Mismatch::new)?,
-            names,
-            origin,
-        ),
+        Schema::Ref { name } => convert(json, named(cx.names, name).map_err(Mismatch::new)?, cx),
         Schema::Null => json
             .is_null()
             .then_some(Value::Null)
-            .ok_or_else(|| expected("null")),
+            .ok_or_else(|| expected(json, "null")),
         Schema::Boolean => json
             .as_bool()
             .map(Value::Boolean)
-            .ok_or_else(|| expected("a boolean")),
-        Schema::Int => int(json)
-            .map(Value::Int)
-            .ok_or_else(|| expected("an int (32-bit integer)")),
-        Schema::Long => json
-            .as_i64()
-            .map(Value::Long)
-            .ok_or_else(|| expected("a long (64-bit integer)")),
+            .ok_or_else(|| expected(json, "a boolean")),
         Schema::Float => float(json)
             .map(|f| Value::Float(f as f32))
-            .ok_or_else(|| expected("a number (float)")),
+            .ok_or_else(|| expected(json, "a number (float)")),
         Schema::Double => float(json)
             .map(Value::Double)
-            .ok_or_else(|| expected("a number (double)")),
+            .ok_or_else(|| expected(json, "a number (double)")),
         Schema::String => json
             .as_str()
             .map(|s| Value::String(s.to_owned()))
-            .ok_or_else(|| expected("a string")),
-        Schema::Bytes => bytes(json, origin).map(Value::Bytes),
-        Schema::Fixed(fixed) => convert_fixed(json, fixed, origin),
-        Schema::Enum(e) => convert_enum(json, e, &expected),
-        Schema::Array(array) => convert_array(json, array, names, origin, &expected),
-        Schema::Map(map) => convert_map(json, map, names, origin, &expected),
-        Schema::Union(union) => convert_union(json, union, names, origin),
-        Schema::Record(record) => convert_record(json, record, names, origin),
-        Schema::Decimal(d) => convert_decimal(json, d, &expected),
-        Schema::BigDecimal => convert_big_decimal(json, &expected),
+            .ok_or_else(|| expected(json, "a string")),
+        Schema::Bytes => bytes(json, cx.origin).map(Value::Bytes),
+        Schema::Fixed(fixed) => convert_fixed(json, fixed, cx.origin),
+        Schema::Enum(e) => convert_enum(json, e),
+        Schema::Array(array) => convert_array(json, array, cx),
+        Schema::Map(map) => convert_map(json, map, cx),
+        Schema::Union(union) => convert_union(json, union, cx),
+        Schema::Record(record) => convert_record(json, record, cx),
+        Schema::Decimal(d) => convert_decimal(json, d),
+        Schema::BigDecimal => convert_big_decimal(json),
         Schema::Uuid(_) => {
-            let text = json.as_str().ok_or_else(|| expected("a UUID string"))?;
+            let text = json
+                .as_str()
+                .ok_or_else(|| expected(json, "a UUID string"))?;
             Uuid::parse_str(text)
                 .map(Value::Uuid)
                 .map_err(|e| Mismatch::new(format!("`{text}` is not a UUID: {e}")))
         }
-        Schema::Date => int(json)
-            .map(Value::Date)
-            .ok_or_else(|| expected("an int (days since the epoch)")),
-        Schema::TimeMillis => int(json)
-            .map(Value::TimeMillis)
-            .ok_or_else(|| expected("an int (milliseconds after midnight)")),
-        Schema::TimeMicros => {
-            long(json, &expected, "microseconds after midnight").map(Value::TimeMicros)
-        }
-        Schema::TimestampMillis => {
-            long(json, &expected, "milliseconds since the epoch").map(Value::TimestampMillis)
-        }
-        Schema::TimestampMicros => {
-            long(json, &expected, "microseconds since the epoch").map(Value::TimestampMicros)
-        }
-        Schema::TimestampNanos => {
-            long(json, &expected, "nanoseconds since the epoch").map(Value::TimestampNanos)
-        }
-        Schema::LocalTimestampMillis => {
-            long(json, &expected, "milliseconds since the epoch").map(Value::LocalTimestampMillis)
-        }
-        Schema::LocalTimestampMicros => {
-            long(json, &expected, "microseconds since the epoch").map(Value::LocalTimestampMicros)
-        }
-        Schema::LocalTimestampNanos => {
-            long(json, &expected, "nanoseconds since the epoch").map(Value::LocalTimestampNanos)
-        }
-        Schema::Duration(_) => convert_duration(json, &expected),
+        Schema::Duration(_) => convert_duration(json),
+        other => match Integral::of(other) {
+            Some(integral) => integral
+                .value(json.as_i64())
+                .map_err(|what| expected(json, &what)),
+            None => Err(Mismatch::new(format!(
+                "schema type {} is not supported",
+                schema_kind(other)
+            ))),
+        },
     }
 }
 
@@ -176,14 +161,10 @@ fn convert_fixed(json: &Json, fixed: &FixedSchema, origin: Origin) -> Result<Val
 }
 
 /// An `enum`: one of its symbols.
-fn convert_enum(
-    json: &Json,
-    e: &EnumSchema,
-    expected: &dyn Fn(&str) -> Mismatch,
-) -> Result<Value, Mismatch> {
+fn convert_enum(json: &Json, e: &EnumSchema) -> Result<Value, Mismatch> {
     let symbol = json
         .as_str()
-        .ok_or_else(|| expected("a string (enum symbol)"))?;
+        .ok_or_else(|| expected(json, "a string (enum symbol)"))?;
     match e.symbols.iter().position(|s| s == symbol) {
         Some(at) => Ok(Value::Enum(at as u32, symbol.to_owned())),
         None => Err(Mismatch::new(format!(
@@ -195,55 +176,33 @@ fn convert_enum(
 }
 
 /// An `array`, item by item.
-fn convert_array(
-    json: &Json,
-    array: &ArraySchema,
-    names: &Names,
-    origin: Origin,
-    expected: &dyn Fn(&str) -> Mismatch,
-) -> Result<Value, Mismatch> {
-    let items = json.as_array().ok_or_else(|| expected("an array"))?;
+fn convert_array(json: &Json, array: &ArraySchema, cx: Cx<'_>) -> Result<Value, Mismatch> {
+    let items = json.as_array().ok_or_else(|| expected(json, "an array"))?;
     items
         .iter()
         .enumerate()
-        .map(|(i, item)| {
-            convert(item, &array.items, names, origin).map_err(|m| m.at(format!("[{i}]")))
-        })
+        .map(|(i, item)| convert(item, &array.items, cx).map_err(|m| m.at(format!("[{i}]"))))
         .collect::<Result<Vec<_>, _>>()
         .map(Value::Array)
 }
 
 /// A `map`, entry by entry.
-fn convert_map(
-    json: &Json,
-    map: &MapSchema,
-    names: &Names,
-    origin: Origin,
-    expected: &dyn Fn(&str) -> Mismatch,
-) -> Result<Value, Mismatch> {
+fn convert_map(json: &Json, map: &MapSchema, cx: Cx<'_>) -> Result<Value, Mismatch> {
     let object = json
         .as_object()
-        .ok_or_else(|| expected("an object (map)"))?;
+        .ok_or_else(|| expected(json, "an object (map)"))?;
     let mut out = HashMap::with_capacity(object.len());
     for (key, item) in object {
-        let value = convert(item, &map.types, names, origin)
-            .map_err(|m| m.at(format!("[{}]", quoted(key))))?;
+        let value =
+            convert(item, &map.types, cx).map_err(|m| m.at(format!("[{}]", quoted(key))))?;
         out.insert(key.clone(), value);
     }
     Ok(Value::Map(out))
 }
 
 /// A `decimal`: a string (or number) with at most `scale` decimals.
-fn convert_decimal(
-    json: &Json,
-    d: &DecimalSchema,
-    expected: &dyn Fn(&str) -> Mismatch,
-) -> Result<Value, Mismatch> {
-    let text = match json {
-        Json::String(s) => s.clone(),
-        Json::Number(n) => n.to_string(),
-        _ => return Err(expected("a decimal string such as \"12.34\"")),
-    };
+fn convert_decimal(json: &Json, d: &DecimalSchema) -> Result<Value, Mismatch> {
+    let text = decimal_text(json)?;
     let bytes = decimal::from_text(&text, d.precision, d.scale).map_err(Mismatch::new)?;
     if let InnerDecimalSchema::Fixed(fixed) = &d.inner {
         if bytes.len() > fixed.size {
@@ -257,42 +216,35 @@ fn convert_decimal(
 }
 
 /// A `big-decimal`: a decimal string (or number).
-fn convert_big_decimal(
-    json: &Json,
-    expected: &dyn Fn(&str) -> Mismatch,
-) -> Result<Value, Mismatch> {
-    let text = match json {
-        Json::String(s) => s.clone(),
-        Json::Number(n) => n.to_string(),
-        _ => return Err(expected("a decimal string such as \"12.34\"")),
-    };
+fn convert_big_decimal(json: &Json) -> Result<Value, Mismatch> {
+    let text = decimal_text(json)?;
     text.parse::<apache_avro::BigDecimal>()
         .map(Value::BigDecimal)
         .map_err(|_| Mismatch::new(format!("`{text}` is not a decimal number")))
 }
 
+/// The text of a decimal written as a string or a number.
+fn decimal_text<'j>(json: &'j Json) -> Result<Cow<'j, str>, Mismatch> {
+    match json {
+        Json::String(s) => Ok(Cow::Borrowed(s)),
+        Json::Number(n) => Ok(Cow::Owned(n.to_string())),
+        _ => Err(expected(json, "a decimal string such as \"12.34\"")),
+    }
+}
+
 /// A `duration`: `{"months": m, "days": d, "millis": ms}`.
-fn convert_duration(json: &Json, expected: &dyn Fn(&str) -> Mismatch) -> Result<Value, Mismatch> {
+fn convert_duration(json: &Json) -> Result<Value, Mismatch> {
     let part = |key: &str| -> Result<u32, Mismatch> {
         json.get(key)
             .and_then(Json::as_u64)
             .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| expected(r#"a duration {"months": m, "days": d, "millis": ms}"#))
+            .ok_or_else(|| expected(json, r#"a duration {"months": m, "days": d, "millis": ms}"#))
     };
     Ok(Value::Duration(Duration::new(
         Months::new(part("months")?),
         Days::new(part("days")?),
         Millis::new(part("millis")?),
     )))
-}
-
-fn int(json: &Json) -> Option<i32> {
-    json.as_i64().and_then(|n| i32::try_from(n).ok())
-}
-
-fn long(json: &Json, expected: &dyn Fn(&str) -> Mismatch, unit: &str) -> Result<i64, Mismatch> {
-    json.as_i64()
-        .ok_or_else(|| expected(&format!("a long ({unit})")))
 }
 
 fn float(json: &Json) -> Option<f64> {
@@ -309,12 +261,9 @@ fn float(json: &Json) -> Option<f64> {
 }
 
 fn bytes(json: &Json, origin: Origin) -> Result<Vec<u8>, Mismatch> {
-    let Some(text) = json.as_str() else {
-        return Err(Mismatch::new(format!(
-            "expected a base64 string (bytes), found {}",
-            describe(json)
-        )));
-    };
+    let text = json
+        .as_str()
+        .ok_or_else(|| expected(json, "a base64 string (bytes)"))?;
     match origin {
         Origin::Payload => BASE64
             .decode(text)
@@ -327,18 +276,13 @@ fn bytes(json: &Json, origin: Origin) -> Result<Vec<u8>, Mismatch> {
     }
 }
 
-fn convert_union(
-    json: &Json,
-    union: &UnionSchema,
-    names: &Names,
-    origin: Origin,
-) -> Result<Value, Mismatch> {
+fn convert_union(json: &Json, union: &UnionSchema, cx: Cx<'_>) -> Result<Value, Mismatch> {
     let variants = union.variants();
     for (index, branch) in variants.iter().enumerate() {
-        if !could_match(json, branch, names) {
+        if !could_match(json, branch, cx.names) {
             continue;
         }
-        if let Ok(value) = convert(json, branch, names, origin) {
+        if let Ok(value) = convert(json, branch, cx) {
             return Ok(Value::Union(index as u32, Box::new(value)));
         }
     }
@@ -347,11 +291,7 @@ fn convert_union(
     let non_null: Vec<_> = variants
         .iter()
         .filter(|branch| !matches!(branch, Schema::Null))
-        .filter_map(|branch| {
-            convert(json, branch, names, origin)
-                .err()
-                .map(|m| (branch, m))
-        })
+        .filter_map(|branch| convert(json, branch, cx).err().map(|m| (branch, m)))
         .collect();
     match non_null.as_slice() {
         // A nullable field: say what the one real branch wanted.
@@ -380,24 +320,13 @@ fn could_match(json: &Json, schema: &Schema, names: &Names) -> bool {
     match json {
         Json::Null => matches!(schema, Schema::Null),
         Json::Bool(_) => matches!(schema, Schema::Boolean),
-        Json::Number(_) => matches!(
-            schema,
-            Schema::Int
-                | Schema::Long
-                | Schema::Float
-                | Schema::Double
-                | Schema::Decimal(_)
-                | Schema::BigDecimal
-                | Schema::Date
-                | Schema::TimeMillis
-                | Schema::TimeMicros
-                | Schema::TimestampMillis
-                | Schema::TimestampMicros
-                | Schema::TimestampNanos
-                | Schema::LocalTimestampMillis
-                | Schema::LocalTimestampMicros
-                | Schema::LocalTimestampNanos
-        ),
+        Json::Number(_) => {
+            Integral::of(schema).is_some()
+                || matches!(
+                    schema,
+                    Schema::Float | Schema::Double | Schema::Decimal(_) | Schema::BigDecimal
+                )
+        }
         Json::String(_) => matches!(
             schema,
             Schema::String
@@ -418,19 +347,10 @@ fn could_match(json: &Json, schema: &Schema, names: &Names) -> bool {
     }
 }
 
-fn convert_record(
-    json: &Json,
-    record: &RecordSchema,
-    names: &Names,
-    origin: Origin,
-) -> Result<Value, Mismatch> {
-    let Some(object) = json.as_object() else {
-        return Err(Mismatch::new(format!(
-            "expected an object (record `{}`), found {}",
-            record.name,
-            describe(json)
-        )));
-    };
+fn convert_record(json: &Json, record: &RecordSchema, cx: Cx<'_>) -> Result<Value, Mismatch> {
+    let object = json
+        .as_object()
+        .ok_or_else(|| expected(json, &format!("an object (record `{}`)", record.name)))?;
     if let Some(unknown) = object.keys().find(|k| !record.lookup.contains_key(*k)) {
         let declared: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
         return Err(Mismatch::new(format!(
@@ -443,11 +363,16 @@ fn convert_record(
     let mut fields = Vec::with_capacity(record.fields.len());
     for field in &record.fields {
         let value = match (object.get(&field.name), &field.default) {
-            (Some(value), _) => convert(value, &field.schema, names, origin),
-            (None, Some(default)) => convert(default, &field.schema, names, Origin::Default),
-            (None, None) if is_nullable(&field.schema) => {
-                convert(&Json::Null, &field.schema, names, origin)
-            }
+            (Some(value), _) => convert(value, &field.schema, cx),
+            (None, Some(default)) => convert(
+                default,
+                &field.schema,
+                Cx {
+                    origin: Origin::Default,
+                    ..cx
+                },
+            ),
+            (None, None) if is_nullable(&field.schema) => convert(&Json::Null, &field.schema, cx),
             (None, None) => Err(Mismatch::new(format!(
                 "missing (record `{}` requires it and the schema gives no default)",
                 record.name
@@ -467,6 +392,11 @@ fn quoted(key: &str) -> String {
     let mut out = String::new();
     write_string(&mut out, key);
     out
+}
+
+/// `expected {what}, found {json described}`.
+fn expected(json: &Json, what: &str) -> Mismatch {
+    Mismatch::new(format!("expected {what}, found {}", describe(json)))
 }
 
 /// A short description of a JSON value for messages (no long contents).

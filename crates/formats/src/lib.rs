@@ -74,6 +74,7 @@ pub mod avro_depth;
 mod config;
 mod decimal;
 mod from_json;
+mod integral;
 mod json;
 pub mod registry;
 #[cfg(test)]

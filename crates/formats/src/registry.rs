@@ -173,6 +173,7 @@ impl RegistryError {
 }
 
 /// A schema the registry holds, parsed.
+#[derive(Debug)]
 pub struct RegistrySchema {
     id: u32,
     schema: Arc<AvroSchema>,
@@ -195,15 +196,6 @@ impl RegistrySchema {
 
     pub(crate) fn schema_arc(&self) -> Arc<AvroSchema> {
         self.schema.clone()
-    }
-}
-
-impl fmt::Debug for RegistrySchema {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegistrySchema")
-            .field("id", &self.id)
-            .field("schema", &self.schema)
-            .finish()
     }
 }
 
@@ -347,14 +339,7 @@ impl SchemaRegistry {
                     .map_err(|e| RegistryError::Protocol(e.to_string()))?;
                 let id = match self.call(Method::POST, path, Some(body)).await? {
                     Ok(body) => parse::<IdAnswer>(&body)?.id,
-                    Err(r) if r.status == StatusCode::NOT_FOUND => {
-                        return Err(RegistryError::NotFound {
-                            subject: subject.to_owned(),
-                            code: r.code,
-                            message: r.message,
-                        });
-                    }
-                    Err(r) => return Err(refused(r)),
+                    Err(r) => return Err(subject_refused(subject, r)),
                 };
                 tracing::debug!(
                     subject,
@@ -377,14 +362,7 @@ impl SchemaRegistry {
         let path = ["subjects", subject, "versions", "latest"];
         let answer = match self.call(Method::GET, &path, None).await? {
             Ok(body) => parse::<VersionAnswer>(&body)?,
-            Err(r) if r.status == StatusCode::NOT_FOUND => {
-                return Err(RegistryError::NotFound {
-                    subject: subject.to_owned(),
-                    code: r.code,
-                    message: r.message,
-                });
-            }
-            Err(r) => return Err(refused(r)),
+            Err(r) => return Err(subject_refused(subject, r)),
         };
         let schema = Arc::new(parsed(
             answer.id,
@@ -483,6 +461,20 @@ fn refused(r: Refusal) -> RegistryError {
         status: r.status.as_u16(),
         code: r.code,
         message: r.message,
+    }
+}
+
+/// A refusal of a request about `subject`: HTTP 404 says the subject, or
+/// the schema under it, is not registered.
+fn subject_refused(subject: &str, r: Refusal) -> RegistryError {
+    if r.status == StatusCode::NOT_FOUND {
+        RegistryError::NotFound {
+            subject: subject.to_owned(),
+            code: r.code,
+            message: r.message,
+        }
+    } else {
+        refused(r)
     }
 }
 

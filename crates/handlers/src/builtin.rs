@@ -246,21 +246,9 @@ impl HandlerFactory for FilterBuiltin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use spate_connector::{Headers, Position};
 
     fn event(payload: &str) -> Event {
-        Event {
-            key: None,
-            payload: Bytes::copy_from_slice(payload.as_bytes()),
-            headers: Headers::new(),
-            timestamp_ms: None,
-            position: Position {
-                stream: Arc::from("t"),
-                partition: 0,
-                offset: 0,
-            },
-        }
+        crate::testing::event("t", 0, 0, payload.as_bytes())
     }
 
     fn ctx() -> Context {

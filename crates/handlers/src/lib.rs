@@ -6,6 +6,8 @@
 pub mod builtin;
 pub mod expr;
 pub mod http;
+#[cfg(test)]
+mod testing;
 pub mod window;
 
 use spate_connector::{Event, Headers, Record};

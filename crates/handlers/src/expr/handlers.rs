@@ -336,19 +336,12 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
     use bytes::Bytes;
-    use spate_connector::{Headers, Position};
 
     fn event(payload: &str) -> Event {
         Event {
             key: Some(Bytes::from_static(b"k")),
-            payload: Bytes::copy_from_slice(payload.as_bytes()),
-            headers: Headers::new(),
             timestamp_ms: Some(7),
-            position: Position {
-                stream: Arc::from("t"),
-                partition: 0,
-                offset: 0,
-            },
+            ..crate::testing::event("t", 0, 0, payload.as_bytes())
         }
     }
 

@@ -184,7 +184,7 @@ mod tests {
     use std::sync::Arc;
 
     use serde_json::{json, Value};
-    use spate_connector::{Headers, Position};
+    use spate_connector::Headers;
 
     use super::*;
 
@@ -195,14 +195,9 @@ mod tests {
         }
         Event {
             key: key.map(Bytes::copy_from_slice),
-            payload: Bytes::copy_from_slice(payload),
             headers: h,
             timestamp_ms: Some(1_700_000_000_123),
-            position: Position {
-                stream: Arc::from("orders"),
-                partition: 3,
-                offset: 42,
-            },
+            ..crate::testing::event("orders", 3, 42, payload)
         }
     }
 

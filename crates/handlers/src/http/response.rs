@@ -225,10 +225,9 @@ pub(super) fn outputs(event: &Event, status: StatusCode, body: Bytes) -> Vec<Out
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use spate_connector::{Headers, Position};
+    use spate_connector::Headers;
 
     use super::*;
 
@@ -237,14 +236,9 @@ mod tests {
         headers.push("tenant", "acme");
         Event {
             key: Some(Bytes::from_static(b"order-7")),
-            payload: Bytes::from_static(b"{}"),
             headers,
             timestamp_ms: Some(99),
-            position: Position {
-                stream: Arc::from("orders"),
-                partition: 0,
-                offset: 1,
-            },
+            ..crate::testing::event("orders", 0, 1, b"{}")
         }
     }
 

@@ -14,9 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use spate_connector::config::ConfigErrors;
-use spate_connector::{
-    ConfigError, ConfigNode, ConfigReader, Event, Headers, Position, StateChange,
-};
+use spate_connector::{ConfigError, ConfigNode, ConfigReader, Event, StateChange};
 
 use super::config::{self, Settings};
 use super::*;
@@ -55,17 +53,7 @@ fn handler(size: &str, slide: &str, lateness: &str, emit: &str) -> WindowHandler
 }
 
 fn event(partition: u32, payload: &str) -> Event {
-    Event {
-        key: None,
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        headers: Headers::new(),
-        timestamp_ms: None,
-        position: Position {
-            stream: Arc::from("readings"),
-            partition,
-            offset: 0,
-        },
-    }
+    crate::testing::event("readings", partition, 0, payload.as_bytes())
 }
 
 fn reading(device: &str, ts: i64, v: impl std::fmt::Display) -> String {
