@@ -91,6 +91,16 @@ pub struct CommitPosition {
     pub next_offset: u64,
 }
 
+impl From<(PartitionId, u64)> for CommitPosition {
+    /// A (partition, next offset) pair, as a map of them iterates.
+    fn from((partition, next_offset): (PartitionId, u64)) -> Self {
+        Self {
+            partition,
+            next_offset,
+        }
+    }
+}
+
 /// A position as an exactly-once session that stores positions itself (a
 /// database sink) keeps it: under a partition name that means the same
 /// thing in every process and after a restart (a Kafka `topic/partition`,

@@ -272,19 +272,27 @@ async fn mutual_tls_round_trips_a_message() {
     sink("nats", &config).await.write(record(8)).await.unwrap();
 }
 
+/// The error text of building a `nats` sink of a mutual-TLS server with
+/// these files of `pki` (setting, file name) and `extra` settings.
+async fn mutual_tls_sink_error(
+    pki: &Pki,
+    files: &[(&str, &str)],
+    extra: &[(&str, &str)],
+) -> String {
+    let server = pki.mutual_tls_server();
+    let paths: Vec<(&str, String)> = files.iter().map(|(k, f)| (*k, pki.path(f))).collect();
+    let mut settings = vec![("url", server.url.as_str()), ("subject", "x")];
+    settings.extend(paths.iter().map(|(k, path)| (*k, path.as_str())));
+    settings.extend_from_slice(extra);
+    sink_build_error("nats", &settings).await
+}
+
 #[tokio::test]
 async fn mutual_tls_without_the_client_certificate_fails_naming_tls() {
-    let pki = Pki::new();
-    let server = pki.mutual_tls_server();
-    let ca = pki.path("ca.pem");
-    let text = sink_build_error(
-        "nats",
-        &[
-            ("url", &server.url),
-            ("subject", "x"),
-            ("tls_ca_file", &ca),
-            ("connect_timeout", "3s"),
-        ],
+    let text = mutual_tls_sink_error(
+        &Pki::new(),
+        &[("tls_ca_file", "ca.pem")],
+        &[("connect_timeout", "3s")],
     )
     .await;
     assert!(text.contains("TLS"), "{text}");
@@ -294,24 +302,12 @@ async fn mutual_tls_without_the_client_certificate_fails_naming_tls() {
 
 #[tokio::test]
 async fn an_untrusted_server_certificate_fails_naming_tls() {
-    let pki = Pki::new();
-    let server = pki.mutual_tls_server();
-    let (other_ca, cert, key) = (
-        pki.path("other-ca.pem"),
-        pki.path("client.pem"),
-        pki.path("client-key.pem"),
-    );
-    let text = sink_build_error(
-        "nats",
-        &[
-            ("url", &server.url),
-            ("subject", "x"),
-            ("tls_ca_file", &other_ca),
-            ("tls_cert_file", &cert),
-            ("tls_key_file", &key),
-        ],
-    )
-    .await;
+    let files = [
+        ("tls_ca_file", "other-ca.pem"),
+        ("tls_cert_file", "client.pem"),
+        ("tls_key_file", "client-key.pem"),
+    ];
+    let text = mutual_tls_sink_error(&Pki::new(), &files, &[]).await;
     assert!(text.contains("TLS handshake failed"), "{text}");
     assert!(text.contains("not signed by a trusted CA"), "{text}");
     assert!(text.contains("`tls_ca_file`"), "{text}");
@@ -337,22 +333,15 @@ async fn requiring_tls_of_a_plain_server_fails_naming_tls() {
 #[tokio::test]
 async fn a_key_file_without_a_key_is_named_without_its_contents() {
     let pki = Pki::new();
-    let server = pki.mutual_tls_server();
     // A certificate where the key should be.
-    let (ca, cert) = (pki.path("ca.pem"), pki.path("client.pem"));
-    let text = sink_build_error(
-        "nats",
-        &[
-            ("url", &server.url),
-            ("subject", "x"),
-            ("tls_ca_file", &ca),
-            ("tls_cert_file", &cert),
-            ("tls_key_file", &cert),
-        ],
-    )
-    .await;
+    let files = [
+        ("tls_ca_file", "ca.pem"),
+        ("tls_cert_file", "client.pem"),
+        ("tls_key_file", "client.pem"),
+    ];
+    let text = mutual_tls_sink_error(&pki, &files, &[]).await;
     assert!(text.contains("`tls_key_file`"), "{text}");
-    assert!(text.contains(&cert), "{text}");
+    assert!(text.contains(&pki.path("client.pem")), "{text}");
     assert!(text.contains("no readable PEM private key"), "{text}");
     assert!(!text.contains("MII"), "{text}");
 }

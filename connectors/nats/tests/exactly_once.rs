@@ -9,7 +9,9 @@ use bytes::Bytes;
 use spate_connector::{
     Headers, Record, Source, TransactionError, TransactionalTarget, RECORD_ID_HEADER,
 };
-use spate_testsupport::nats::{create_stream, open, server, source_builder, unique, Server};
+use spate_testsupport::nats::{
+    create_stream, open, server, source_builder, stream_len, unique, Server,
+};
 
 fn record(id: &str, payload: &str) -> Record {
     let mut headers = Headers::new();
@@ -79,15 +81,9 @@ async fn case(prefix: &str, window: Option<Duration>, extra: &[(&str, &str)]) ->
 
 #[tokio::test]
 async fn republished_records_are_dropped_by_id_and_foreign_outputs_refused() {
-    let Case {
-        _server,
-        client,
-        input,
-        output,
-        target,
-        mut source,
-    } = case("eos", None, &[]).await;
-    let mut session = source.begin_exactly_once().await.expect("session opens");
+    let mut c = case("eos", None, &[]).await;
+    let (input, target) = (c.input.clone(), c.target.clone());
+    let mut session = c.source.begin_exactly_once().await.expect("session opens");
     session
         .accepts(&target)
         .expect("same server, jetstream output");
@@ -118,10 +114,11 @@ async fn republished_records_are_dropped_by_id_and_foreign_outputs_refused() {
         }
         session.commit(&[], &[]).await.expect("publish acks");
     }
-    let js = async_nats::jetstream::new(client.clone());
-    let mut stream = js.get_stream(&output).await.expect("stream");
-    let stored = stream.info().await.expect("info").state.messages;
-    assert_eq!(stored, 5, "republished ids are dropped as duplicates");
+    assert_eq!(
+        stream_len(&c.client, &c.output).await,
+        Some(5),
+        "republished ids are dropped as duplicates"
+    );
 }
 
 #[tokio::test]
@@ -158,15 +155,9 @@ async fn a_duplicate_window_shorter_than_the_redelivery_delay_stops_the_session(
 async fn a_transaction_larger_than_the_publish_ack_window_commits() {
     // async-nats lets 5,000 publishes await their ack at once; a session
     // holding every ack until its commit used to wait on itself past that.
-    let Case {
-        _server,
-        client,
-        input,
-        output,
-        target,
-        mut source,
-    } = case("eosbig", None, &[]).await;
-    let mut session = source.begin_exactly_once().await.expect("session opens");
+    let mut c = case("eosbig", None, &[]).await;
+    let (input, target) = (c.input.clone(), c.target.clone());
+    let mut session = c.source.begin_exactly_once().await.expect("session opens");
     let records = 12_000;
     let written = async {
         for n in 0..records {
@@ -180,7 +171,5 @@ async fn a_transaction_larger_than_the_publish_ack_window_commits() {
     tokio::time::timeout(Duration::from_secs(60), written)
         .await
         .expect("a 12,000-record transaction commits instead of stalling");
-    let js = async_nats::jetstream::new(client.clone());
-    let mut stream = js.get_stream(&output).await.expect("stream");
-    assert_eq!(stream.info().await.expect("info").state.messages, records);
+    assert_eq!(stream_len(&c.client, &c.output).await, Some(records));
 }

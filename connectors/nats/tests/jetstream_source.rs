@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use spate_connector::{CommitPosition, SourceMessage};
+use spate_connector::{CommitPosition, Event, Source, SourceBuilder, SourceMessage};
 use spate_testsupport::nats::*;
 
 struct Names {
@@ -20,33 +20,89 @@ fn names(prefix: &str) -> Names {
     }
 }
 
-fn entries<'a>(
-    server: &'a Server,
-    n: &'a Names,
-    extra: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    let mut e = vec![
+/// What most tests start from: a server, a client, fresh names and a
+/// builder whose source creates the stream from `subjects` (`setup` opens
+/// the first source).
+struct Setup {
+    server: Server,
+    client: async_nats::Client,
+    n: Names,
+    builder: Box<dyn SourceBuilder>,
+}
+
+async fn setup(prefix: &str, extra: &[(&str, &str)]) -> (Setup, Box<dyn Source>) {
+    setup_on(server(), prefix, extra).await
+}
+
+async fn setup_on(
+    server: Server,
+    prefix: &str,
+    extra: &[(&str, &str)],
+) -> (Setup, Box<dyn Source>) {
+    let n = names(prefix);
+    let mut entries = vec![
         ("url", server.url.as_str()),
         ("stream", n.stream.as_str()),
         ("subjects", n.subject.as_str()),
         ("durable", n.durable.as_str()),
     ];
-    e.extend_from_slice(extra);
-    e
+    entries.extend_from_slice(extra);
+    let builder = source_builder("jetstream", &entries);
+    let setup = Setup {
+        client: server.client().await,
+        server,
+        n,
+        builder,
+    };
+    let source = setup.open().await;
+    (setup, source)
+}
+
+/// Commits every offset of partition 0 below `next_offset`.
+async fn commit_below(source: &mut dyn Source, next_offset: u64) {
+    source
+        .commit(&[CommitPosition {
+            partition: 0,
+            next_offset,
+        }])
+        .await
+        .unwrap();
+}
+
+impl Setup {
+    async fn open(&self) -> Box<dyn Source> {
+        open(&*self.builder).await
+    }
+
+    /// Publishes `count` messages and reads exactly them, `max` at a time.
+    async fn publish_and_read(
+        &self,
+        source: &mut dyn Source,
+        count: usize,
+        max: usize,
+    ) -> Vec<Event> {
+        publish_n(&self.client, &self.n.subject, count).await;
+        let events = read_n(source, count, max).await;
+        assert_eq!(events.len(), count);
+        events
+    }
+
+    /// Closes the source and deletes the stream.
+    async fn finish(&self, mut source: Box<dyn Source>) {
+        source.close().await.unwrap();
+        delete_stream(&self.client, &self.n.stream).await;
+    }
+}
+
+fn offsets(events: &[Event]) -> Vec<u64> {
+    events.iter().map(|e| e.position.offset).collect()
 }
 
 #[tokio::test]
 async fn reads_in_sequence_order_with_headers_and_key() {
-    let server = server();
-    let client = server.client().await;
-    let n = names("order");
-    let builder = source_builder("jetstream", &entries(&server, &n, &[]));
+    let (s, mut source) = setup("order", &[]).await;
     // The source creates the stream from `subjects`.
-    let mut source = open(&*builder).await;
-    publish_n(&client, &n.subject, 25).await;
-
-    let events = read_n(&mut *source, 25, 7).await;
-    assert_eq!(events.len(), 25);
+    let events = s.publish_and_read(&mut *source, 25, 7).await;
     for (i, event) in events.iter().enumerate() {
         assert_eq!(
             event.position.offset,
@@ -54,7 +110,7 @@ async fn reads_in_sequence_order_with_headers_and_key() {
             "offset = stream sequence"
         );
         assert_eq!(event.position.partition, 0);
-        assert_eq!(&*event.position.stream, n.stream.as_str());
+        assert_eq!(&*event.position.stream, s.n.stream.as_str());
         assert_eq!(event.payload, format!("msg-{i}").as_bytes());
         assert_eq!(
             event.key.as_deref(),
@@ -63,20 +119,13 @@ async fn reads_in_sequence_order_with_headers_and_key() {
         assert_eq!(event.headers.get_str("n"), Some(i.to_string().as_str()));
         assert_eq!(
             event.headers.get_str("spate-nats-subject"),
-            Some(n.subject.as_str())
+            Some(s.n.subject.as_str())
         );
         assert!(event.timestamp_ms.unwrap() > 1_600_000_000_000);
     }
     assert_eq!(source.lag(0), Some(0));
-    source
-        .commit(&[CommitPosition {
-            partition: 0,
-            next_offset: 26,
-        }])
-        .await
-        .unwrap();
-    source.close().await.unwrap();
-    delete_stream(&client, &n.stream).await;
+    commit_below(&mut *source, 26).await;
+    s.finish(source).await;
 }
 
 #[tokio::test]
@@ -97,18 +146,9 @@ async fn commit_acks_exactly_the_messages_below_the_position() {
 
     let mut source = open(&*builder).await;
     let events = read_n(&mut *source, 10, 100).await;
-    assert_eq!(
-        events.iter().map(|e| e.position.offset).collect::<Vec<_>>(),
-        (1..=10).collect::<Vec<_>>()
-    );
+    assert_eq!(offsets(&events), (1..=10).collect::<Vec<_>>());
     // The engine finished 1..=5: every offset below 6.
-    source
-        .commit(&[CommitPosition {
-            partition: 0,
-            next_offset: 6,
-        }])
-        .await
-        .unwrap();
+    commit_below(&mut *source, 6).await;
     // Wait until the server processed the acks.
     let mut pending = 0;
     for _ in 0..50 {
@@ -126,23 +166,14 @@ async fn commit_acks_exactly_the_messages_below_the_position() {
     // (after ack_wait).
     let mut source = open(&*builder).await;
     let events = read_n(&mut *source, 5, 100).await;
-    assert_eq!(
-        events.iter().map(|e| e.position.offset).collect::<Vec<_>>(),
-        vec![6, 7, 8, 9, 10]
-    );
+    assert_eq!(offsets(&events), vec![6, 7, 8, 9, 10]);
     assert!(
         next_within(&mut *source, 100, Duration::from_millis(1500))
             .await
             .is_none(),
         "nothing else is redelivered"
     );
-    source
-        .commit(&[CommitPosition {
-            partition: 0,
-            next_offset: 11,
-        }])
-        .await
-        .unwrap();
+    commit_below(&mut *source, 11).await;
     source.close().await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(ack_pending(&client, &n.stream, &n.durable).await, 0);
@@ -151,47 +182,24 @@ async fn commit_acks_exactly_the_messages_below_the_position() {
 
 #[tokio::test]
 async fn close_hands_unfinished_messages_back_at_once() {
-    let server = server();
-    let client = server.client().await;
-    let n = names("close");
-    let builder = source_builder(
-        "jetstream",
-        &entries(&server, &n, &[("ack_wait", "30s"), ("fetch_wait", "1s")]),
-    );
-    let mut source = open(&*builder).await;
-    publish_n(&client, &n.subject, 4).await;
-    let events = read_n(&mut *source, 4, 100).await;
-    assert_eq!(events.len(), 4);
-    source
-        .commit(&[CommitPosition {
-            partition: 0,
-            next_offset: 3,
-        }])
-        .await
-        .unwrap();
+    let (s, mut source) = setup("close", &[("ack_wait", "30s"), ("fetch_wait", "1s")]).await;
+    s.publish_and_read(&mut *source, 4, 100).await;
+    commit_below(&mut *source, 3).await;
     source.close().await.unwrap();
     drop(source);
     // No waiting for the 30s ack_wait: 3 and 4 come back after fetch_wait.
     let started = std::time::Instant::now();
-    let mut source = open(&*builder).await;
+    let mut source = s.open().await;
     let events = read_n(&mut *source, 2, 100).await;
-    assert_eq!(
-        events.iter().map(|e| e.position.offset).collect::<Vec<_>>(),
-        vec![3, 4]
-    );
+    assert_eq!(offsets(&events), vec![3, 4]);
     assert!(started.elapsed() < Duration::from_secs(10));
-    source.close().await.unwrap();
-    delete_stream(&client, &n.stream).await;
+    s.finish(source).await;
 }
 
 #[tokio::test]
 async fn batches_respect_max_events() {
-    let server = server();
-    let client = server.client().await;
-    let n = names("batch");
-    let builder = source_builder("jetstream", &entries(&server, &n, &[]));
-    let mut source = open(&*builder).await;
-    publish_n(&client, &n.subject, 20).await;
+    let (s, mut source) = setup("batch", &[]).await;
+    publish_n(&s.client, &s.n.subject, 20).await;
     let mut total = 0;
     while total < 20 {
         match next(&mut *source, 3).await {
@@ -203,19 +211,14 @@ async fn batches_respect_max_events() {
         }
     }
     // Never more than one batch (3) delivered beyond what was handed out.
-    source.close().await.unwrap();
-    delete_stream(&client, &n.stream).await;
+    s.finish(source).await;
 }
 
 #[tokio::test]
 async fn pause_stops_fetching() {
-    let server = server();
-    let client = server.client().await;
-    let n = names("pause");
-    let builder = source_builder("jetstream", &entries(&server, &n, &[]));
-    let mut source = open(&*builder).await;
+    let (s, mut source) = setup("pause", &[]).await;
     source.pause(&[0]).unwrap();
-    publish_n(&client, &n.subject, 5).await;
+    publish_n(&s.client, &s.n.subject, 5).await;
     assert!(
         next_within(&mut *source, 100, Duration::from_millis(1500))
             .await
@@ -223,7 +226,7 @@ async fn pause_stops_fetching() {
         "a paused source returns no events"
     );
     // Nothing was even fetched: the server has delivered nothing.
-    assert_eq!(ack_pending(&client, &n.stream, &n.durable).await, 0);
+    assert_eq!(ack_pending(&s.client, &s.n.stream, &s.n.durable).await, 0);
 
     source.resume(&[0]).unwrap();
     let events = read_n(&mut *source, 5, 100).await;
@@ -231,125 +234,82 @@ async fn pause_stops_fetching() {
 
     // Paused again with events in hand: still nothing more.
     source.pause(&[0]).unwrap();
-    publish_n(&client, &n.subject, 3).await;
+    publish_n(&s.client, &s.n.subject, 3).await;
     assert!(next_within(&mut *source, 100, Duration::from_millis(800))
         .await
         .is_none());
     source.resume(&[0]).unwrap();
     let events = read_n(&mut *source, 3, 100).await;
     assert_eq!(events[0].position.offset, 6);
-    source.close().await.unwrap();
-    delete_stream(&client, &n.stream).await;
+    s.finish(source).await;
 }
 
 #[tokio::test]
 async fn in_progress_acks_keep_long_running_events_from_redelivery() {
-    let server = server();
-    let client = server.client().await;
-    let n = names("progress");
-    let builder = source_builder("jetstream", &entries(&server, &n, &[("ack_wait", "1s")]));
-    let mut source = open(&*builder).await;
-    publish_n(&client, &n.subject, 3).await;
-    let events = read_n(&mut *source, 3, 100).await;
-    assert_eq!(events.len(), 3);
+    let (s, mut source) = setup("progress", &[("ack_wait", "1s")]).await;
+    s.publish_and_read(&mut *source, 3, 100).await;
     // A "slow handler": 3.5 × ack_wait without commit while the engine
     // keeps polling `next`.
     assert!(next_within(&mut *source, 100, Duration::from_millis(3500))
         .await
         .is_none());
-    let context = async_nats::jetstream::new(client.clone());
+    let context = async_nats::jetstream::new(s.client.clone());
     let mut consumer: async_nats::jetstream::consumer::PullConsumer = context
-        .get_consumer_from_stream(&n.durable, &n.stream)
+        .get_consumer_from_stream(&s.n.durable, &s.n.stream)
         .await
         .unwrap();
     let info = consumer.info().await.unwrap();
     assert_eq!(info.num_redelivered, 0, "no redelivery while in progress");
     assert_eq!(info.num_ack_pending, 3);
-    source.close().await.unwrap();
-    delete_stream(&client, &n.stream).await;
+    s.finish(source).await;
 }
 
 #[tokio::test]
 async fn a_redelivery_below_the_handed_out_sequence_restarts_the_partition() {
-    let server = server();
-    let client = server.client().await;
-    let n = names("handover");
-    let builder = source_builder("jetstream", &entries(&server, &n, &[("ack_wait", "1s")]));
+    let (s, mut a) = setup("handover", &[("ack_wait", "1s")]).await;
     // Process A takes 1..=3 and dies without acking.
-    let mut a = open(&*builder).await;
-    publish_n(&client, &n.subject, 3).await;
-    let first = read_n(&mut *a, 3, 3).await;
-    assert_eq!(first.len(), 3);
+    s.publish_and_read(&mut *a, 3, 3).await;
     // Process B on the same durable takes 4..=6.
-    let mut b = open(&*builder).await;
+    let mut b = s.open().await;
     drop(a);
-    publish_n(&client, &n.subject, 3).await;
+    publish_n(&s.client, &s.n.subject, 3).await;
     let second = read_n(&mut *b, 3, 100).await;
-    assert_eq!(
-        second.iter().map(|e| e.position.offset).collect::<Vec<_>>(),
-        vec![4, 5, 6]
-    );
+    assert_eq!(offsets(&second), vec![4, 5, 6]);
     // 1..=3 come back to B after ack_wait; B cannot hand them out in order,
     // so it hands the partition over and back.
     match next(&mut *b, 100).await {
         SourceMessage::Revoked(p) => assert_eq!(p, vec![0]),
         other => panic!("expected Revoked, got {other:?}"),
     }
-    b.commit(&[CommitPosition {
-        partition: 0,
-        next_offset: 7,
-    }])
-    .await
-    .unwrap();
+    commit_below(&mut *b, 7).await;
     b.release(&[0]).await.unwrap();
     match next(&mut *b, 100).await {
         SourceMessage::Assigned(p) => assert_eq!(p, vec![0]),
         other => panic!("expected Assigned, got {other:?}"),
     }
     let again = read_n(&mut *b, 3, 100).await;
-    assert_eq!(
-        again.iter().map(|e| e.position.offset).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
-    b.commit(&[CommitPosition {
-        partition: 0,
-        next_offset: 4,
-    }])
-    .await
-    .unwrap();
+    assert_eq!(offsets(&again), vec![1, 2, 3]);
+    commit_below(&mut *b, 4).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(ack_pending(&client, &n.stream, &n.durable).await, 0);
-    b.close().await.unwrap();
-    delete_stream(&client, &n.stream).await;
+    assert_eq!(ack_pending(&s.client, &s.n.stream, &s.n.durable).await, 0);
+    s.finish(b).await;
 }
 
 #[tokio::test]
 async fn a_server_restart_is_survived() {
-    let mut server = start_own();
-    let client = server.client().await;
-    let n = names("restart");
-    let builder = source_builder("jetstream", &entries(&server, &n, &[]));
-    let mut source = open(&*builder).await;
-    publish_n(&client, &n.subject, 3).await;
-    let events = read_n(&mut *source, 3, 100).await;
-    assert_eq!(events.len(), 3);
-    source
-        .commit(&[CommitPosition {
-            partition: 0,
-            next_offset: 4,
-        }])
-        .await
-        .unwrap();
+    let (mut s, mut source) = setup_on(start_own(), "restart", &[]).await;
+    s.publish_and_read(&mut *source, 3, 100).await;
+    commit_below(&mut *source, 4).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    assert!(server.restart(Duration::from_millis(300)));
+    assert!(s.server.restart(Duration::from_millis(300)));
     // Publish after the restart (the test client reconnects too).
     let mut published = false;
     for _ in 0..100 {
-        let context = async_nats::jetstream::new(client.clone());
+        let context = async_nats::jetstream::new(s.client.clone());
         if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), async {
             context
-                .publish(n.subject.clone(), "after".into())
+                .publish(s.n.subject.clone(), "after".into())
                 .await?
                 .await
         })
@@ -402,6 +362,5 @@ async fn a_server_restart_is_survived() {
     };
     assert_eq!(event.position.offset, 4);
     assert_eq!(event.payload, "after".as_bytes());
-    source.close().await.unwrap();
-    delete_stream(&client, &n.stream).await;
+    s.finish(source).await;
 }

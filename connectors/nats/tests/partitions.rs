@@ -81,13 +81,8 @@ async fn drive(
                         *entry = (entry.0.max(lag), lag);
                     }
                 }
-                let positions: Vec<CommitPosition> = next
-                    .into_iter()
-                    .map(|(partition, next_offset)| CommitPosition {
-                        partition,
-                        next_offset,
-                    })
-                    .collect();
+                let positions: Vec<CommitPosition> =
+                    next.into_iter().map(CommitPosition::from).collect();
                 source.commit(&positions).await.expect("commit");
             }
             Ok(SourceMessage::Assigned(partitions)) => {
@@ -111,6 +106,18 @@ async fn drive(
         }
     }
     source.close().await.expect("close");
+}
+
+/// Builds a source from `builder` and drives it on a task of its own
+/// until `stop`; what it sees and the task.
+async fn spawn_drive(
+    builder: &dyn SourceBuilder,
+    stop: &Arc<tokio::sync::Notify>,
+) -> (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let source = builder.build().await.expect("builds");
+    let task = tokio::spawn(drive(source, seen.clone(), stop.clone()));
+    (seen, task)
 }
 
 async fn publish(client: &async_nats::Client, from: usize, to: usize) {
@@ -180,22 +187,12 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_split_subject_partitions_and_hand_over_in_order() {
-    let Partitioned {
-        server: _server,
-        client,
-        builder,
-        ..
-    } = partitioned("2s", "3s").await;
-    publish(&client, 0, 600).await;
+    let cluster = partitioned("2s", "3s").await;
+    publish(&cluster.client, 0, 600).await;
 
     // The first process takes every partition.
     let stop = Arc::new(tokio::sync::Notify::new());
-    let first = Arc::new(Mutex::new(Seen::default()));
-    let first_task = tokio::spawn(drive(
-        builder.build().await.expect("first builds"),
-        first.clone(),
-        stop.clone(),
-    ));
+    let (first, first_task) = spawn_drive(&*cluster.builder, &stop).await;
     wait_until(
         "the first process to take all partitions and read",
         Duration::from_secs(20),
@@ -208,12 +205,7 @@ async fn two_processes_split_subject_partitions_and_hand_over_in_order() {
 
     // A second process joins: the partitions split two and two, each
     // handed over only after the first released it.
-    let second = Arc::new(Mutex::new(Seen::default()));
-    let second_task = tokio::spawn(drive(
-        builder.build().await.expect("second builds"),
-        second.clone(),
-        stop.clone(),
-    ));
+    let (second, second_task) = spawn_drive(&*cluster.builder, &stop).await;
     wait_until(
         "the partitions to split two and two",
         Duration::from_secs(20),
@@ -223,7 +215,7 @@ async fn two_processes_split_subject_partitions_and_hand_over_in_order() {
         },
     )
     .await;
-    publish(&client, 600, 1200).await;
+    publish(&cluster.client, 600, 1200).await;
     wait_until("every message to be read", Duration::from_secs(20), || {
         first.lock().unwrap().events.len() + second.lock().unwrap().events.len() >= 1200
     })
@@ -304,19 +296,9 @@ async fn two_processes_split_subject_partitions_and_hand_over_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_process_leases_expire_and_the_survivor_takes_its_partitions() {
-    let Partitioned {
-        server: _server,
-        client,
-        builder,
-        ..
-    } = partitioned("2s", "2s").await;
+    let cluster = partitioned("2s", "2s").await;
     let stop = Arc::new(tokio::sync::Notify::new());
-    let survivor = Arc::new(Mutex::new(Seen::default()));
-    let survivor_task = tokio::spawn(drive(
-        builder.build().await.expect("builds"),
-        survivor.clone(),
-        stop.clone(),
-    ));
+    let (survivor, survivor_task) = spawn_drive(&*cluster.builder, &stop).await;
     wait_until(
         "the survivor to take all partitions",
         Duration::from_secs(20),
@@ -325,27 +307,10 @@ async fn a_dead_process_leases_expire_and_the_survivor_takes_its_partitions() {
     .await;
     // The victim joins, takes its half, reads without committing, and dies
     // (dropped: no close, no release, no acks).
-    let mut victim = builder.build().await.expect("victim builds");
-    let mut victim_partitions = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while victim_partitions.len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the victim got {victim_partitions:?}"
-        );
-        if let Some(SourceMessage::Assigned(p)) =
-            spate_testsupport::nats::next_within(&mut *victim, 10, Duration::from_millis(500)).await
-        {
-            victim_partitions.extend(p);
-        }
-    }
-    publish(&client, 0, 400).await;
-    let mut victim_read = 0;
-    while let Some(SourceMessage::Events(events)) =
-        spate_testsupport::nats::next_within(&mut *victim, 100, Duration::from_millis(500)).await
-    {
-        victim_read += events.len();
-    }
+    let mut victim = cluster.builder.build().await.expect("victim builds");
+    take_partitions(&mut *victim, 2, "the victim").await;
+    publish(&cluster.client, 0, 400).await;
+    let victim_read = read_until_quiet(&mut *victim).await;
     assert!(victim_read > 0, "the victim read some of its partitions");
     drop(victim);
 
@@ -432,12 +397,7 @@ async fn successor_reads(
     linger: Duration,
 ) -> Seen {
     let stop = Arc::new(tokio::sync::Notify::new());
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let task = tokio::spawn(drive(
-        builder.build().await.expect("builds"),
-        seen.clone(),
-        stop.clone(),
-    ));
+    let (seen, task) = spawn_drive(builder, &stop).await;
     wait_until(what, Duration::from_secs(20), || {
         seen.lock().unwrap().events.len() >= count
     })
@@ -449,11 +409,11 @@ async fn successor_reads(
     std::mem::take(&mut *seen)
 }
 
-/// Reads `source` until it holds every partition (within 20 s).
-async fn take_every_partition(source: &mut dyn Source, who: &str) {
+/// Reads `source` until it holds `count` partitions (within 20 s).
+async fn take_partitions(source: &mut dyn Source, count: usize, who: &str) {
     let mut held = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while held.len() < PARTITIONS as usize {
+    while held.len() < count {
         assert!(Instant::now() < deadline, "{who} got {held:?}");
         if let Some(SourceMessage::Assigned(p)) =
             spate_testsupport::nats::next_within(source, 10, Duration::from_millis(500)).await
@@ -463,37 +423,38 @@ async fn take_every_partition(source: &mut dyn Source, who: &str) {
     }
 }
 
+/// Reads `source` until it has been quiet for 500 ms; how many events came.
+async fn read_until_quiet(source: &mut dyn Source) -> usize {
+    let mut read = 0;
+    while let Some(SourceMessage::Events(events)) =
+        spate_testsupport::nats::next_within(source, 100, Duration::from_millis(500)).await
+    {
+        read += events.len();
+    }
+    read
+}
+
 /// Issue 19: a partition taken over from a dead holder starts at its ack
 /// floor, so the messages the dead holder had read but not finished come
 /// first, in order, long before `ack_wait` — never after newer messages of
 /// the same device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_over_partition_restarts_at_its_ack_floor_before_newer_messages() {
-    let Partitioned {
-        server: _server,
-        client,
-        builder,
-        ..
-    } = partitioned("1s", "60s").await;
+    let cluster = partitioned("1s", "60s").await;
     // The victim takes every partition, reads without committing, and dies
     // (dropped: no close, no release, no acks).
-    let mut victim = builder.build().await.expect("victim builds");
-    take_every_partition(&mut *victim, "the victim").await;
-    publish(&client, 0, 200).await;
-    let mut victim_read = 0;
-    while let Some(SourceMessage::Events(events)) =
-        spate_testsupport::nats::next_within(&mut *victim, 100, Duration::from_millis(500)).await
-    {
-        victim_read += events.len();
-    }
+    let mut victim = cluster.builder.build().await.expect("victim builds");
+    take_partitions(&mut *victim, PARTITIONS as usize, "the victim").await;
+    publish(&cluster.client, 0, 200).await;
+    let victim_read = read_until_quiet(&mut *victim).await;
     assert_eq!(victim_read, 200, "the victim read everything");
     drop(victim);
     // Newer messages of the same devices arrive before anyone takes over.
-    publish(&client, 200, 400).await;
+    publish(&cluster.client, 200, 400).await;
 
     let started = Instant::now();
     let seen = successor_reads(
-        &*builder,
+        &*cluster.builder,
         "the successor to read every message, well before ack_wait",
         400,
         Duration::ZERO,
@@ -551,19 +512,13 @@ async fn a_durable_lost_mid_reset_restarts_from_the_recorded_ack_floor() {
             *next = (*next).max(event.position.offset + 1);
         }
     }
-    let positions: Vec<CommitPosition> = finished
-        .into_iter()
-        .map(|(partition, next_offset)| CommitPosition {
-            partition,
-            next_offset,
-        })
-        .collect();
+    let positions: Vec<CommitPosition> = finished.into_iter().map(CommitPosition::from).collect();
     first.commit(&positions).await.expect("commit");
     drop(first);
     // The next holder resets every durable (recording the floors), then
     // "dies mid-reset": the durables are gone.
     let mut second = builder.build().await.expect("builds");
-    take_every_partition(&mut *second, "the second holder").await;
+    take_partitions(&mut *second, PARTITIONS as usize, "the second holder").await;
     drop(second);
     let js = async_nats::jetstream::new(client.clone());
     let stream_handle = js.get_stream(&stream).await.expect("stream");

@@ -8,7 +8,7 @@
 use spate_connector::{SessionOwner, Sink, StateEntry, StoredPosition};
 use spate_testsupport::postgres::eos::Fixture;
 use spate_testsupport::postgres::fixtures::{
-    commit_until_ok, dead, output, owner, put, remove, stored_map, Txn,
+    commit_until_ok, dead, output, outputs, owner, put, remove, stored_map, Txn,
 };
 
 fn entries(session_state: Vec<StateEntry>) -> Vec<(String, String, String)> {
@@ -212,20 +212,13 @@ async fn a_connection_terminated_mid_transaction_writes_nothing_and_the_retry_co
     let app = spate_testsupport::names::unique("spate_eos_kill");
     let url = format!("{}?application_name={app}", fx.url());
     let (_out, out_t, mut session) = fx.open(&url, &[]).await;
-    let first = Txn {
-        records: vec![(out_t.clone(), output(0, 0, 1.0))],
-        state: vec![],
-        positions: vec![(0, 1)],
-    };
+    let first = Txn::stateless(outputs(&out_t, &[(0, 0, 1.0)]), vec![(0, 1)]);
     first.land(&mut *session).await;
 
     // The second commit blocks on a lock inside its transaction (after it
     // moved the positions), and its backend is terminated there.
     let second = Txn {
-        records: vec![
-            (out_t.clone(), output(0, 1, 2.0)),
-            (out_t.clone(), output(0, 2, 3.0)),
-        ],
+        records: outputs(&out_t, &[(0, 1, 2.0), (0, 2, 3.0)]),
         state: vec![("telemetry/0".into(), put("d0", "2"))],
         positions: vec![(0, 3)],
     };
@@ -263,11 +256,7 @@ async fn a_connection_terminated_mid_transaction_writes_nothing_and_the_retry_co
 
     // An idle connection terminated between commits is replaced unseen.
     let pid = backend_of(client, &app, false).await;
-    let third = Txn {
-        records: vec![(out_t.clone(), output(0, 3, 4.0))],
-        state: vec![],
-        positions: vec![(0, 4)],
-    };
+    let third = Txn::stateless(outputs(&out_t, &[(0, 3, 4.0)]), vec![(0, 4)]);
     third.write(&mut *session).await;
     if let Some(pid) = pid {
         client
@@ -287,11 +276,7 @@ async fn a_second_session_that_committed_the_partition_fences_the_first() {
     let rec = |p, o| (out_t.clone(), output(p, o, 1.0));
 
     first.load_positions().await.unwrap();
-    let t = Txn {
-        records: vec![rec(0, 0), rec(0, 1), rec(0, 2)],
-        state: vec![],
-        positions: vec![(0, 3)],
-    };
+    let t = Txn::stateless(vec![rec(0, 0), rec(0, 1), rec(0, 2)], vec![(0, 3)]);
     t.land(&mut *first).await;
 
     // Another process takes partition 0 over (and partition 9, which has
@@ -335,11 +320,7 @@ async fn a_second_session_that_committed_the_partition_fences_the_first() {
     // A brand-new partition another session created meanwhile fences too.
     let mut third = out.begin_exactly_once(&owner()).await.unwrap();
     let mut fourth = out.begin_exactly_once(&owner()).await.unwrap();
-    let t = Txn {
-        records: vec![rec(7, 0)],
-        state: vec![],
-        positions: vec![(7, 1)],
-    };
+    let t = Txn::stateless(vec![rec(7, 0)], vec![(7, 1)]);
     t.land(&mut *fourth).await;
     t.write(&mut *third).await;
     let err = t.commit(&mut *third).await.expect_err("fenced");
@@ -355,18 +336,10 @@ async fn a_second_session_that_committed_the_partition_fences_the_first() {
     // A session that reloads the positions after an assignment (the
     // engine does) takes the new baseline and commits.
     let mut fifth = out.begin_exactly_once(&owner()).await.unwrap();
-    let t = Txn {
-        records: vec![rec(0, 5)],
-        state: vec![],
-        positions: vec![(0, 6)],
-    };
+    let t = Txn::stateless(vec![rec(0, 5)], vec![(0, 6)]);
     t.land(&mut *second).await;
     assert_eq!(fifth.load_positions().await.unwrap()[0].next_offset, 6);
-    let t = Txn {
-        records: vec![rec(0, 6)],
-        state: vec![],
-        positions: vec![(0, 7)],
-    };
+    let t = Txn::stateless(vec![rec(0, 6)], vec![(0, 7)]);
     t.write(&mut *fifth).await;
     t.commit(&mut *fifth)
         .await

@@ -4,7 +4,7 @@
 //! it (it did not land; the engine's retry commits it once).
 
 use spate_testsupport::postgres::eos::Fixture;
-use spate_testsupport::postgres::fixtures::{commit_until_ok, dead, output, put, Txn};
+use spate_testsupport::postgres::fixtures::{commit_until_ok, dead, output, outputs, put, Txn};
 use spate_testsupport::postgres::proxy::{Cut, Proxy};
 
 #[tokio::test]
@@ -12,11 +12,7 @@ async fn a_commit_whose_answer_was_lost_after_it_landed_is_ok_and_not_written_ag
     let fx = Fixture::new("doubt_landed").await;
     let proxy = Proxy::start(&fx.server.addr).await;
     let ((_out, out_t, mut session), dl) = fx.open_with_dead_letters(&proxy.url()).await;
-    let first = Txn {
-        records: vec![(out_t.clone(), output(0, 0, 1.0))],
-        state: vec![],
-        positions: vec![(0, 1)],
-    };
+    let first = Txn::stateless(outputs(&out_t, &[(0, 0, 1.0)]), vec![(0, 1)]);
     first.land(&mut *session).await;
 
     proxy.arm(Cut::AfterCommit, None);
@@ -35,11 +31,7 @@ async fn a_commit_whose_answer_was_lost_after_it_landed_is_ok_and_not_written_ag
         .expect("the session finds out the lost COMMIT landed");
     assert_eq!(proxy.fired(), 1, "the COMMIT's answer was cut");
 
-    let third = Txn {
-        records: vec![(out_t.clone(), output(0, 3, 3.0))],
-        state: vec![],
-        positions: vec![(0, 4)],
-    };
+    let third = Txn::stateless(outputs(&out_t, &[(0, 3, 3.0)]), vec![(0, 4)]);
     third.land(&mut *session).await;
 
     fx.assert_rows(&[(0, 0), (0, 1), (0, 3)]).await;
@@ -57,10 +49,7 @@ async fn a_commit_lost_before_the_server_saw_it_did_not_land_and_the_retry_commi
 
     proxy.arm(Cut::BeforeCommit, None);
     let txn = Txn {
-        records: vec![
-            (out_t.clone(), output(1, 0, 1.0)),
-            (out_t.clone(), output(1, 1, 2.0)),
-        ],
+        records: outputs(&out_t, &[(1, 0, 1.0), (1, 1, 2.0)]),
         state: vec![("telemetry/1".into(), put("d1", "1"))],
         positions: vec![(1, 2)],
     };

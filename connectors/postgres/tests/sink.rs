@@ -6,7 +6,10 @@
 
 use spate_connector::{ConnectorFactory, Record, Sink, SinkError};
 use spate_postgres::{PgSink, PgSinkBuilder, PostgresFactory};
-use spate_testsupport::postgres::{config, read_config, server, sink_node, Schema};
+use spate_testsupport::postgres::{config, read_config, server, sink_node};
+
+mod common;
+use common::Db;
 
 fn reading(device: &str, ts: i64, temperature: f64) -> Record {
     Record::from_payload(format!(
@@ -14,30 +17,45 @@ fn reading(device: &str, ts: i64, temperature: f64) -> Record {
     ))
 }
 
-async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
-    client
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .expect("count")
-        .get(0)
+/// The single value `sql` selects.
+async fn scalar<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> T {
+    client.query_one(sql, &[]).await.expect(sql).get(0)
 }
 
-async fn telemetry(client: &tokio_postgres::Client, schema: &Schema, key: bool) -> String {
-    let table = format!("{}.telemetry", schema.name);
+async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
+    scalar(client, &format!("SELECT count(*) FROM {table}")).await
+}
+
+async fn temperature(client: &tokio_postgres::Client, table: &str, device: &str, ts: i64) -> f64 {
+    let sql = format!("SELECT temperature FROM {table} WHERE device_id = '{device}' AND ts = {ts}");
+    scalar(client, &sql).await
+}
+
+/// A fresh schema with a `telemetry` table (keyed by device and time, or
+/// not) in it; the table's name.
+async fn telemetry(prefix: &str, key: bool) -> (Db, String) {
     let pk = if key {
         ", PRIMARY KEY (device_id, ts)"
     } else {
         ""
     };
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {table} (device_id text NOT NULL, ts bigint NOT NULL, \
-             temperature double precision CHECK (temperature < 1000), \
-             written_at timestamptz NOT NULL DEFAULT now(){pk})"
-        ))
-        .await
-        .expect("table created");
-    table
+    let columns = format!(
+        "device_id text NOT NULL, ts bigint NOT NULL, \
+         temperature double precision CHECK (temperature < 1000), \
+         written_at timestamptz NOT NULL DEFAULT now(){pk}"
+    );
+    schema_with(prefix, "telemetry", &columns).await
+}
+
+/// A fresh schema with one table `name` of these columns in it; the
+/// table's name.
+async fn schema_with(prefix: &str, name: &str, columns: &str) -> (Db, String) {
+    let db = Db::on(server(), prefix).await;
+    let table = db.table(name, columns).await;
+    (db, table)
 }
 
 const COLUMNS: &[(&str, &str)] = &[
@@ -46,8 +64,9 @@ const COLUMNS: &[(&str, &str)] = &[
     ("temperature", "/temperature"),
 ];
 
-async fn build(url: &str, table: &str, key: &[&str], extra: &[(&str, &str)]) -> PgSink {
-    let mut entries = vec![("url", url), ("table", table)];
+async fn build(db: &Db, table: &str, key: &[&str], extra: &[(&str, &str)]) -> PgSink {
+    let url = db.server.url();
+    let mut entries = vec![("url", url.as_str()), ("table", table)];
     entries.extend_from_slice(extra);
     PgSinkBuilder::new(config(&sink_node(&entries, COLUMNS, key)))
         .build_pg()
@@ -55,8 +74,8 @@ async fn build(url: &str, table: &str, key: &[&str], extra: &[(&str, &str)]) -> 
         .expect("sink builds")
 }
 
-async fn build_error(url: &str, table: &str, columns: &[(&str, &str)], key: &[&str]) -> String {
-    let node = sink_node(&[("url", url), ("table", table)], columns, key);
+async fn build_error(db: &Db, table: &str, columns: &[(&str, &str)], key: &[&str]) -> String {
+    let node = sink_node(&[("url", &db.server.url()), ("table", table)], columns, key);
     match PgSinkBuilder::new(config(&node)).build_pg().await {
         Ok(_) => panic!("the sink built despite a bad mapping"),
         Err(SinkError::Misconfigured { problems, .. }) => problems
@@ -80,11 +99,8 @@ async fn build_error(url: &str, table: &str, columns: &[(&str, &str)], key: &[&s
 
 #[tokio::test]
 async fn upserts_are_idempotent() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "upsert").await;
-    let table = telemetry(&client, &schema, true).await;
-    let sink = build(&server.url(), &table, &["device_id", "ts"], &[]).await;
+    let (db, table) = telemetry("upsert", true).await;
+    let sink = build(&db, &table, &["device_id", "ts"], &[]).await;
 
     for round in 0..2 {
         let mut pending = Vec::new();
@@ -98,41 +114,21 @@ async fn upserts_are_idempotent() {
             p.await.expect("written");
         }
     }
-    assert_eq!(count(&client, &table).await, 50);
-    let t: f64 = client
-        .query_one(
-            &format!("SELECT temperature FROM {table} WHERE device_id = 'd0' AND ts = 0"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(t, 99.5);
-    let t: f64 = client
-        .query_one(
-            &format!("SELECT temperature FROM {table} WHERE device_id = 'd1' AND ts = 1"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(t, 21.0, "the second round updated the rows");
-    schema.drop_now(&client).await;
+    assert_eq!(count(&db.client, &table).await, 50);
+    assert_eq!(temperature(&db.client, &table, "d0", 0).await, 99.5);
+    assert_eq!(
+        temperature(&db.client, &table, "d1", 1).await,
+        21.0,
+        "the second round updated the rows"
+    );
+    db.schema.drop_now(&db.client).await;
 }
 
 #[tokio::test]
 async fn plain_inserts_are_batched() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "batch").await;
-    let table = telemetry(&client, &schema, false).await;
-    let sink = build(
-        &server.url(),
-        &table,
-        &[],
-        &[("batch_size", "500"), ("batch_wait", "50ms")],
-    )
-    .await;
+    let (db, table) = telemetry("batch", false).await;
+    let batching = [("batch_size", "500"), ("batch_wait", "50ms")];
+    let sink = build(&db, &table, &[], &batching).await;
     let before = sink.committed_transactions().await.unwrap();
     let mut pending = Vec::new();
     for i in 0..1000 {
@@ -142,38 +138,30 @@ async fn plain_inserts_are_batched() {
         p.await.expect("written");
     }
     let transactions = sink.committed_transactions().await.unwrap() - before;
-    assert_eq!(count(&client, &table).await, 1000);
+    assert_eq!(count(&db.client, &table).await, 1000);
     assert!(
         (2..=10).contains(&transactions),
         "1000 rows in {transactions} transactions"
     );
-    let distinct: i64 = client
-        .query_one(&format!("SELECT count(DISTINCT ts) FROM {table}"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let distinct: i64 = scalar(
+        &db.client,
+        &format!("SELECT count(DISTINCT ts) FROM {table}"),
+    )
+    .await;
     assert_eq!(distinct, 1000);
     sink.flush().await.unwrap();
-    schema.drop_now(&client).await;
+    db.schema.drop_now(&db.client).await;
 }
 
 #[tokio::test]
 async fn unknown_columns_are_named_with_their_line_and_column() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "unknown").await;
-    let table = telemetry(&client, &schema, true).await;
-    let message = build_error(
-        &server.url(),
-        &table,
-        &[
-            ("device_id", "/device"),
-            ("ts", "/ts"),
-            ("temprature", "/temperature"),
-        ],
-        &[],
-    )
-    .await;
+    let (db, table) = telemetry("unknown", true).await;
+    let misspelt = [
+        ("device_id", "/device"),
+        ("ts", "/ts"),
+        ("temprature", "/temperature"),
+    ];
+    let message = build_error(&db, &table, &misspelt, &[]).await;
     assert!(
         message.contains("functions[0].outputs[0].columns.temprature (line 13, col 9)"),
         "{message}"
@@ -181,43 +169,28 @@ async fn unknown_columns_are_named_with_their_line_and_column() {
     assert!(message.contains("has no column `temprature`"), "{message}");
     assert!(message.contains("did you mean `temperature`?"), "{message}");
 
-    let message = build_error(
-        &server.url(),
-        &format!("{}.nope", schema.name),
-        COLUMNS,
-        &[],
-    )
-    .await;
+    let message = build_error(&db, &format!("{}.nope", db.schema.name), COLUMNS, &[]).await;
     assert!(message.contains("does not exist"), "{message}");
-    schema.drop_now(&client).await;
+    db.schema.drop_now(&db.client).await;
 }
 
 #[tokio::test]
 async fn wrong_types_and_keys_are_named_with_their_line_and_column() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "types").await;
-    let table = format!("{}.events", schema.name);
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {table} (id text PRIMARY KEY, seen boolean, tags text[], \
-             small integer, body jsonb, required text NOT NULL)"
-        ))
-        .await
-        .unwrap();
-    let message = build_error(
-        &server.url(),
-        &table,
-        &[
-            ("id", "/id"),
-            ("seen", "$timestamp"),
-            ("tags", "/tags"),
-            ("small", "$timestamp"),
-            ("required", "/r"),
-        ],
-        &["seen"],
+    let (db, table) = schema_with(
+        "types",
+        "events",
+        "id text PRIMARY KEY, seen boolean, tags text[], \
+         small integer, body jsonb, required text NOT NULL",
     )
     .await;
+    let columns = [
+        ("id", "/id"),
+        ("seen", "$timestamp"),
+        ("tags", "/tags"),
+        ("small", "$timestamp"),
+        ("required", "/r"),
+    ];
+    let message = build_error(&db, &table, &columns, &["seen"]).await;
     let lines: Vec<&str> = message.lines().collect();
     assert_eq!(lines.len(), 4, "{message}");
     assert!(
@@ -239,21 +212,18 @@ async fn wrong_types_and_keys_are_named_with_their_line_and_column() {
     );
 
     // An unmapped NOT NULL column without default.
-    let message = build_error(&server.url(), &table, &[("id", "/id")], &[]).await;
+    let message = build_error(&db, &table, &[("id", "/id")], &[]).await;
     assert!(
         message.contains("column `required`") && message.contains("(line 11, col 9)"),
         "{message}"
     );
-    schema.drop_now(&client).await;
+    db.schema.drop_now(&db.client).await;
 }
 
 #[tokio::test]
 async fn values_that_do_not_fit_are_rejected_alone() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "reject").await;
-    let table = telemetry(&client, &schema, false).await;
-    let sink = build(&server.url(), &table, &[], &[("batch_wait", "50ms")]).await;
+    let (db, table) = telemetry("reject", false).await;
+    let sink = build(&db, &table, &[], &[("batch_wait", "50ms")]).await;
 
     // Checked before queueing: a string for a double column, a missing
     // NOT NULL value, a payload that is not JSON.
@@ -283,24 +253,16 @@ async fn values_that_do_not_fit_are_rejected_alone() {
         other => panic!("expected Rejected, got {other:?}"),
     }
     ok2.await.expect("third row written");
-    assert_eq!(count(&client, &table).await, 2);
-    schema.drop_now(&client).await;
+    assert_eq!(count(&db.client, &table).await, 2);
+    db.schema.drop_now(&db.client).await;
 }
 
 #[tokio::test]
 async fn check_refuses_values_that_do_not_fit_naming_the_column() {
-    let server = server();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "check").await;
-    let table = format!("{}.readings", schema.name);
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {table} (code varchar(4) NOT NULL, n integer, at timestamptz)"
-        ))
-        .await
-        .unwrap();
+    let columns = "code varchar(4) NOT NULL, n integer, at timestamptz";
+    let (db, table) = schema_with("check", "readings", columns).await;
     let node = sink_node(
-        &[("url", &server.url()), ("table", &table)],
+        &[("url", &db.server.url()), ("table", &table)],
         &[("code", "/code"), ("n", "/n"), ("at", "/at")],
         &[],
     );
@@ -329,13 +291,8 @@ async fn check_refuses_values_that_do_not_fit_naming_the_column() {
     // What fits passes, and `check` writes nothing.
     sink.check(&Record::from_payload(r#"{"code":"abcd","n":7,"at":0}"#))
         .expect("a record that fits passes");
-    let rows: i64 = client
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(rows, 0);
-    schema.drop_now(&client).await;
+    assert_eq!(count(&db.client, &table).await, 0);
+    db.schema.drop_now(&db.client).await;
 }
 
 #[test]

@@ -52,6 +52,18 @@ pub fn output(partition: u32, offset: u64, temperature: f64) -> Record {
     record
 }
 
+/// The output records of events (partition, offset, temperature), for
+/// `target`.
+pub fn outputs(
+    target: &TransactionalTarget,
+    events: &[(u32, u64, f64)],
+) -> Vec<(TransactionalTarget, Record)> {
+    events
+        .iter()
+        .map(|&(p, o, t)| (target.clone(), output(p, o, t)))
+        .collect()
+}
+
 /// The dead letter of event `offset` of partition `partition`.
 pub fn dead(partition: u32, offset: u64, reason: &str) -> Record {
     let mut record = Record::from_payload(format!("poison {partition}/{offset}"));
@@ -117,6 +129,18 @@ pub struct Txn {
 }
 
 impl Txn {
+    /// A transaction of records and positions that changes no state.
+    pub fn stateless(
+        records: Vec<(TransactionalTarget, Record)>,
+        positions: Vec<(u32, u64)>,
+    ) -> Self {
+        Self {
+            records,
+            state: Vec::new(),
+            positions,
+        }
+    }
+
     /// Writes the records and state changes into the session.
     pub async fn write(&self, session: &mut dyn TransactionSession) {
         for (target, record) in &self.records {

@@ -138,13 +138,8 @@ impl Session {
             for e in events {
                 next.insert(e.position.partition, e.position.offset + 1);
             }
-            let positions: Vec<CommitPosition> = next
-                .into_iter()
-                .map(|(partition, next_offset)| CommitPosition {
-                    partition,
-                    next_offset,
-                })
-                .collect();
+            let positions: Vec<CommitPosition> =
+                next.into_iter().map(CommitPosition::from).collect();
             self.commit(&positions).await?;
         }
         Ok(Some(message))

@@ -298,16 +298,7 @@ impl PartitionReader {
     pub(super) async fn nak_all(&mut self, source_name: &str, delay: Option<Duration>) {
         for map in [&mut self.held, &mut self.staged, &mut self.out_of_order] {
             for (sequence, entry) in std::mem::take(map) {
-                if let Err(e) = entry.acker.ack_with(AckKind::Nak(delay)).await {
-                    tracing::debug!(partition = self.id, sequence, "nak failed");
-                    spate_connector::internal_events::AckFailed {
-                        connector: "jetstream",
-                        name: source_name,
-                        error: &e,
-                        context: "nak failed; the server redelivers after ack_wait",
-                    }
-                    .emit();
-                }
+                nak(self.id, sequence, entry, delay, source_name).await;
             }
         }
         self.terminated.clear();
@@ -317,21 +308,33 @@ impl PartitionReader {
     /// held messages go back to the server, the waiting redeliveries first.
     pub(super) async fn restart(&mut self, source_name: &str) {
         for (sequence, entry) in std::mem::take(&mut self.held) {
-            if let Err(e) = entry.acker.ack_with(AckKind::Nak(None)).await {
-                tracing::debug!(sequence, "nak failed");
-                spate_connector::internal_events::AckFailed {
-                    connector: "jetstream",
-                    name: source_name,
-                    error: &e,
-                    context: "nak failed; the server redelivers after ack_wait",
-                }
-                .emit();
-            }
+            nak(self.id, sequence, entry, None, source_name).await;
         }
         self.terminated.clear();
         self.staged.append(&mut self.out_of_order);
         self.last_handed = 0;
         self.phase = Phase::Unassigned;
+    }
+}
+
+/// Hands one message of `partition` back for redelivery after `delay`. A
+/// failed nak is only reported: the server redelivers after `ack_wait`.
+async fn nak(
+    partition: PartitionId,
+    sequence: u64,
+    entry: Pending,
+    delay: Option<Duration>,
+    source_name: &str,
+) {
+    if let Err(e) = entry.acker.ack_with(AckKind::Nak(delay)).await {
+        tracing::debug!(partition, sequence, "nak failed");
+        spate_connector::internal_events::AckFailed {
+            connector: "jetstream",
+            name: source_name,
+            error: &e,
+            context: "nak failed; the server redelivers after ack_wait",
+        }
+        .emit();
     }
 }
 
