@@ -27,6 +27,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
 use spate::format::{confluent_frame, FormatSpec, RegistryConfig, RegistryOptions, SchemaRegistry};
+use spate_testsupport::http::serve;
 
 const SMALL: &str = r#"{"type":"record","name":"Reading","fields":[
   {"name":"device","type":"string"},{"name":"seq","type":"long"},
@@ -101,14 +102,7 @@ fn start_registry(rt: &tokio::runtime::Runtime) -> String {
                     json!({ "id": id }).to_string()
                 }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        url
+        format!("http://{}", serve(router).await)
     })
 }
 

@@ -21,14 +21,11 @@
 //! Run: `cargo bench --bench handlers` (about a minute).
 
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use spate::pipeline;
-use spate::{Context, Event, Handler, Headers, Registry};
-use spate_connector::Position;
+use spate::{Context, Event, Handler, Headers};
+use spate_testsupport::engine::{load_handler, order_event};
 
 const PAYLOAD: &str = r#"{"order":"o-1042","amount":250.5,"customer":{"id":"c-7","country":"DE"},"lines":[{"sku":"a-1","qty":2},{"sku":"b-9","qty":1}]}"#;
 
@@ -36,29 +33,11 @@ fn handler(yaml: &str) -> Arc<dyn Handler> {
     let text = format!(
         "functions:\n  - name: bench\n    input: {{type: generate, count: 1}}\n    handler: {yaml}\n    outputs:\n      - {{type: file, name: big, path: out/big.jsonl}}\n      - {{type: file, name: de, path: out/de.jsonl}}\n      - {{type: file, name: small, path: out/small.jsonl}}\n    dead_letter: {{type: file, path: out/dead.jsonl}}\n"
     );
-    match pipeline::load_str(
-        &text,
-        Path::new("bench.yaml"),
-        &Registry::with_builtins(),
-        &|_: &str| None,
-    ) {
-        Ok(mut spec) => spec.functions.remove(0).handler,
-        Err(error) => panic!("{}", pipeline::render_load_error(&error)),
-    }
+    load_handler(&text, "bench.yaml", &|_: &str| None).unwrap_or_else(|errors| panic!("{errors}"))
 }
 
 fn event(payload: &'static str) -> Event {
-    Event {
-        key: Some(Bytes::from_static(b"c-7")),
-        payload: Bytes::from_static(payload.as_bytes()),
-        headers: Headers::new(),
-        timestamp_ms: Some(1_700_000_000_000),
-        position: Position {
-            stream: Arc::from("orders"),
-            partition: 0,
-            offset: 0,
-        },
-    }
+    order_event("c-7", payload, Headers::new(), 0, 0)
 }
 
 fn handlers(c: &mut Criterion) {

@@ -5,18 +5,17 @@
 //! never a stack overflow; and environment values reach expressions as
 //! bound variables, never as spliced code.
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use spate::engine::run_function;
 use spate::handler::expr::{MAX_DEPTH, MAX_EXPR_BYTES, MAX_INLINE_DEPTH, MAX_NESTING};
-use spate::pipeline::{self, Ordering, PipelineSpec};
-use spate::{Context, Event, Handler, Headers, Registry};
+use spate::pipeline::{Ordering, PipelineSpec};
+use spate::{Context, Event, Handler, Headers};
 use spate_connector::dead_letter as dl;
 use spate_connector::testkit::{MemoryLog, MemorySink};
 use spate_connector::Position;
-use spate_testsupport::engine::{handler_pipeline, options, plan};
+use spate_testsupport::engine::{handler_pipeline, load_pipeline, options, plan};
 use tokio_util::sync::CancellationToken;
 
 const FILE: &str = "pipelines/test.yaml";
@@ -43,8 +42,7 @@ fn event(payload: &'static [u8]) -> Event {
 }
 
 fn load_with(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<PipelineSpec, String> {
-    pipeline::load_str(text, Path::new(FILE), &Registry::with_builtins(), &env)
-        .map_err(|error| pipeline::render_load_error(&error))
+    load_pipeline(text, FILE, &env)
 }
 
 fn handler(handler_yaml: &str) -> Arc<dyn Handler> {

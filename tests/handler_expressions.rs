@@ -4,14 +4,12 @@
 //! directly on events (no engine, no connectors), or checks the rendered
 //! validation errors, whose places point inside the expression.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use spate::pipeline::{self, PipelineSpec};
-use spate::{Context, ErrorKind, Event, Handler, Headers, Output, Registry};
-use spate_connector::Position;
-use spate_testsupport::engine::handler_pipeline;
+use spate::pipeline::PipelineSpec;
+use spate::{Context, ErrorKind, Event, Handler, Headers, Output};
+use spate_testsupport::engine::{handler_pipeline, load_pipeline, order_event};
 
 const FILE: &str = "pipelines/test.yaml";
 
@@ -23,13 +21,7 @@ fn pipeline(handler: &str) -> String {
 }
 
 fn load(text: &str) -> Result<PipelineSpec, String> {
-    pipeline::load_str(
-        text,
-        Path::new(FILE),
-        &Registry::with_builtins(),
-        &|_: &str| None,
-    )
-    .map_err(|error| pipeline::render_load_error(&error))
+    load_pipeline(text, FILE, &|_: &str| None)
 }
 
 fn handler(handler_yaml: &str) -> Arc<dyn Handler> {
@@ -50,17 +42,7 @@ fn errors(handler_yaml: &str) -> String {
 fn event(payload: &str) -> Event {
     let mut headers = Headers::new();
     headers.push("trace", "t-1");
-    Event {
-        key: Some(Bytes::from_static(b"order-1")),
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        headers,
-        timestamp_ms: Some(1_700_000_000_000),
-        position: Position {
-            stream: Arc::from("orders"),
-            partition: 0,
-            offset: 42,
-        },
-    }
+    order_event("order-1", payload.to_owned(), headers, 0, 42)
 }
 
 fn ctx() -> Context {

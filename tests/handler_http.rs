@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,12 +20,12 @@ use axum::Router;
 use serde_json::Value;
 use spate::engine::{run_function, FunctionReport};
 use spate::handler::Handler;
-use spate::pipeline::{self, Ordering};
-use spate::{Context, ErrorKind, Event, HandlerError, Headers, Output, Registry};
+use spate::pipeline::Ordering;
+use spate::{Context, ErrorKind, Event, HandlerError, Headers, Output};
 use spate_connector::dead_letter as dl;
 use spate_connector::testkit::{MemoryLog, MemorySink};
-use spate_connector::Position;
-use spate_testsupport::engine::{options, plan};
+use spate_testsupport::engine::{load_handler, options, order_event, plan};
+use spate_testsupport::http::serve_with_peers;
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "s3cr3t-token-value";
@@ -148,19 +147,7 @@ async fn start() -> (String, Arc<Server>) {
             }),
         )
         .with_state(server.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let address = listener.local_addr().expect("local address");
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("test server");
-    });
-    (format!("http://{address}"), server)
+    (format!("http://{}", serve_with_peers(app).await), server)
 }
 
 /// The test environment: the secrets a deployment would export.
@@ -182,11 +169,7 @@ fn pipeline_text(handler: &str) -> String {
 /// Loads a one-function pipeline whose `handler:` is `handler` and returns
 /// the configured handler, or the rendered errors.
 fn load(handler: &str) -> Result<Arc<dyn Handler>, String> {
-    let text = pipeline_text(handler);
-    match pipeline::load_str(&text, Path::new("t.yaml"), &Registry::with_builtins(), &env) {
-        Ok(spec) => Ok(spec.functions[0].handler.clone()),
-        Err(error) => Err(pipeline::render_load_error(&error)),
-    }
+    load_handler(&pipeline_text(handler), "t.yaml", &env)
 }
 
 fn http(settings: &str) -> Arc<dyn Handler> {
@@ -197,17 +180,7 @@ fn event(key: &str, payload: &str) -> Event {
     let mut headers = Headers::new();
     headers.push("traceparent", "00-4bf92f3577b34da6-00f067aa0ba902b7-01");
     headers.push("blob", &b"\xff\x00"[..]);
-    Event {
-        key: Some(Bytes::copy_from_slice(key.as_bytes())),
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        headers,
-        timestamp_ms: Some(1_700_000_000_000),
-        position: Position {
-            stream: Arc::from("orders"),
-            partition: 2,
-            offset: 17,
-        },
-    }
+    order_event(key, payload.to_owned(), headers, 2, 17)
 }
 
 fn ctx() -> Context {

@@ -6,18 +6,16 @@
 //! `spate test` runs a `tests:` block over the same handler.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
 use spate::handler::Handler;
-use spate::pipeline::{self, Ordering};
-use spate::Registry;
+use spate::pipeline::Ordering;
 use spate_connector::dead_letter;
 use spate_connector::testkit::{MemoryLog, MemorySink};
-use spate_testsupport::engine::{options, plan};
+use spate_testsupport::engine::{load_handler, options, plan};
 use tokio_util::sync::CancellationToken;
 
 /// 2023-11-14T22:13:20Z.
@@ -49,15 +47,7 @@ fn window_handler() -> Arc<dyn Handler> {
     let text = format!(
         "functions:\n  - name: device-minutes\n    input: {{type: generate, count: 1}}\n    ordering: key\n    handler:\n{HANDLER}    outputs: [{{type: stdout}}]\n    dead_letter: {{type: stdout}}\n"
     );
-    match pipeline::load_str(
-        &text,
-        Path::new("window.yaml"),
-        &Registry::with_builtins(),
-        &|_: &str| None,
-    ) {
-        Ok(mut spec) => spec.functions.remove(0).handler,
-        Err(error) => panic!("{}", pipeline::render_load_error(&error)),
-    }
+    load_handler(&text, "window.yaml", &|_: &str| None).unwrap_or_else(|errors| panic!("{errors}"))
 }
 
 fn lcg(seed: &mut u64) -> u64 {

@@ -13,10 +13,10 @@
 //! kill's takeover time (kill → the victim's partitions' next event handled
 //! by another process) and the copies it caused are printed too.
 
+use spate_testsupport::http::serve;
 use spate_testsupport::nats as nats_common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -187,14 +187,7 @@ async fn start_recorder(seed: u64) -> (Shared, String) {
     let app = Router::new()
         .route("/fn", post(handle))
         .with_state(shared.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let address: SocketAddr = listener.local_addr().expect("local address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (shared, format!("http://{address}/fn"))
+    (shared, format!("http://{}/fn", serve(app).await))
 }
 
 /// The seed of the run: `SPATE_ORDER_SEED`, else a fresh one (printed).

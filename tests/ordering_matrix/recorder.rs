@@ -9,7 +9,6 @@
 //! event only after the previous call's response, which the recorder sends
 //! after it logged the end.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use spate_testsupport::http::serve;
 
 /// About one first attempt in this many fails with 503 (decided by the
 /// event, so a replay with the same seed fails the same events).
@@ -70,16 +70,9 @@ impl Recorder {
         let app = Router::new()
             .route("/event", post(call))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("recorder binds");
-        let address: SocketAddr = listener.local_addr().expect("recorder address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
         Self {
             shared,
-            url: format!("http://{address}/event"),
+            url: format!("http://{}/event", serve(app).await),
         }
     }
 

@@ -1,23 +1,31 @@
 //! Helpers of the engine tests (feature `engine`): plans over the in-memory
 //! test kit (exactly-once ones too), runs killed at a random moment, gates
-//! that hold handlers until the test lets them go, and polling waits.
+//! that hold handlers until the test lets them go, polling waits, and
+//! handlers loaded from pipeline text with the events they are called on.
 //!
 //! Guarantees: [`crash_at_random`] returns only once nothing of the killed
 //! run can still happen; [`wait_for`] fails the test after 10 s instead of
 //! hanging it.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rand::Rng;
 use spate::engine::{
-    run_function, EngineOptions, FunctionPlan, NamedSink, ProcessBudget, ScalerTuning,
+    run_function, EngineError, EngineOptions, FunctionPlan, FunctionReport, NamedSink,
+    ProcessBudget, ScalerTuning,
 };
 use spate::handler::Handler;
 use spate::pipeline::{
-    ConcurrencySpec, Delivery, InFlightLimits, Ordering, RetryPolicy, RunPolicy, TransactionPolicy,
+    self, ConcurrencySpec, Delivery, Environment, InFlightLimits, Ordering, PipelineSpec,
+    RetryPolicy, RunPolicy, TransactionPolicy,
 };
+use spate::{Event, Headers, Registry};
 use spate_connector::testkit::{MemoryLog, MemorySink};
+use spate_connector::Position;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// A plan with test-friendly defaults: fast retries, short intervals.
@@ -72,13 +80,54 @@ pub fn exactly_once(mut plan: FunctionPlan) -> FunctionPlan {
     plan
 }
 
-/// An output sink `out` and a dead-letter sink `dlq` attached to `log`, so
-/// that the transactions of its exactly-once session write them.
+/// A one-partition log `stream` holding `count` events whose payloads are
+/// their numbers (`"0"`, `"1"`, …), event `n` keyed by `key(n)`.
+pub fn numbered_log(stream: &str, count: u64, key: impl Fn(u64) -> Option<String>) -> MemoryLog {
+    let log = MemoryLog::new(stream, 1);
+    for n in 0..count {
+        log.append(0, key(n).as_deref(), format!("{n}"));
+    }
+    log
+}
+
+/// An output sink `out` and a dead-letter sink `dlq`.
+pub fn sinks() -> (MemorySink, MemorySink) {
+    (MemorySink::new("out"), MemorySink::new("dlq"))
+}
+
+/// [`sinks`] attached to `log`, so that the transactions of its
+/// exactly-once session write them.
 pub fn attached_sinks(log: &MemoryLog) -> (MemorySink, MemorySink) {
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     log.attach(&out);
     log.attach(&dlq);
     (out, dlq)
+}
+
+/// A function running in the background until [`Running::stop`].
+pub struct Running {
+    /// Stops the run (its drain starts) when cancelled.
+    pub shutdown: CancellationToken,
+    /// The run itself.
+    pub run: JoinHandle<Result<FunctionReport, EngineError>>,
+}
+
+impl Running {
+    /// Starts running `plan` with `options`.
+    pub fn start(plan: FunctionPlan, options: EngineOptions) -> Self {
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(run_function(plan, options, shutdown.clone()));
+        Self { shutdown, run }
+    }
+
+    /// Shuts the run down and waits for it; panics if it failed.
+    pub async fn stop(self) -> FunctionReport {
+        self.shutdown.cancel();
+        self.run
+            .await
+            .expect("the run's task")
+            .expect("the run succeeds")
+    }
 }
 
 /// Runs `plan` and, after a random 5 to 40 ms, kills it like `kill -9`:
@@ -181,4 +230,47 @@ pub fn handler_pipeline(handler: &str, outputs: &[&str]) -> String {
     format!(
         "functions:\n  - name: orders\n    input: {{type: generate, count: 1}}\n    handler:\n{handler}    outputs:\n{outputs}    dead_letter: {{type: file, path: out/dead.jsonl}}\n"
     )
+}
+
+/// Loads pipeline `text`, as the file `file`, with the built-in registry and
+/// `env`; the error is rendered as `spate validate` prints it.
+pub fn load_pipeline(
+    text: &str,
+    file: &str,
+    env: &dyn Environment,
+) -> Result<PipelineSpec, String> {
+    pipeline::load_str(text, Path::new(file), &Registry::with_builtins(), env)
+        .map_err(|error| pipeline::render_load_error(&error))
+}
+
+/// The configured handler of the first function of pipeline `text`; see
+/// [`load_pipeline`].
+pub fn load_handler(
+    text: &str,
+    file: &str,
+    env: &dyn Environment,
+) -> Result<Arc<dyn Handler>, String> {
+    load_pipeline(text, file, env).map(|mut spec| spec.functions.remove(0).handler)
+}
+
+/// An event of stream `orders` at `partition` and `offset`, stamped
+/// 2023-11-14T22:13:20Z, as the handler tests call handlers with.
+pub fn order_event(
+    key: &str,
+    payload: impl Into<Bytes>,
+    headers: Headers,
+    partition: u32,
+    offset: u64,
+) -> Event {
+    Event {
+        key: Some(Bytes::copy_from_slice(key.as_bytes())),
+        payload: payload.into(),
+        headers,
+        timestamp_ms: Some(1_700_000_000_000),
+        position: Position {
+            stream: Arc::from("orders"),
+            partition,
+            offset,
+        },
+    }
 }

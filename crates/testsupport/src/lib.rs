@@ -13,6 +13,8 @@ pub mod builtin;
 pub mod connector;
 #[cfg(feature = "engine")]
 pub mod engine;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod iot;
 pub mod kafka;
 pub mod metrics;
