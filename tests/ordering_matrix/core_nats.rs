@@ -15,21 +15,13 @@ use crate::nats_common::start_own;
 const KEYS: u64 = 64;
 
 fn pipeline(url: &str, recorder: &Recorder) -> String {
-    format!(
-        r#"settings:
-  metrics_address: off
-functions:
-  - name: matrix
-    input: {{type: nats, url: {url}, subject: core.matrix}}
-    {handler}
-    dead_letter: {{type: nats, url: {url}, subject: dead.matrix}}
-    delivery: at_most_once
-    ordering: key
-    concurrency: {{min: 1, max: 32}}
-    commit_interval: 50ms
-    drain_timeout: 10s
-"#,
-        handler = harness::handler_yaml(recorder),
+    harness::pipeline_yaml(
+        recorder,
+        &format!("type: nats\nurl: {url}\nsubject: core.matrix"),
+        &format!(
+            "dead_letter: {{type: nats, url: {url}, subject: dead.matrix}}\n\
+             delivery: at_most_once\nordering: key\ncommit_interval: 50ms"
+        ),
     )
 }
 
@@ -39,8 +31,7 @@ async fn core_nats_keeps_key_order_and_never_copies_through_kills_and_a_server_r
     let client = server.client().await;
     let recorder = Recorder::start(false).await;
     let dir = harness::workdir();
-    let file = dir.path().join("pipeline.yaml");
-    std::fs::write(&file, pipeline(&server.url, &recorder)).expect("pipeline");
+    let file = harness::write_pipeline(dir.path(), &pipeline(&server.url, &recorder));
     let publish: Publish = Arc::new(move |numbers: Vec<u64>| {
         let client = client.clone();
         Box::pin(async move {

@@ -36,6 +36,18 @@ pub enum Action {
     BrokerRestart,
 }
 
+/// Every chaos step: the chaos of rows whose broker is the test's own.
+pub const FULL_CHAOS: &[Action] = &[
+    Action::Kill,
+    Action::Handover,
+    Action::ScaleOut,
+    Action::ScaleIn,
+    Action::BrokerRestart,
+];
+
+/// Every chaos step but the broker restart.
+pub const PROCESS_CHAOS: &[Action] = FULL_CHAOS.split_at(4).0;
+
 /// Restarts a row's broker; the publisher pauses meanwhile.
 pub type Restart = Box<dyn FnMut() + Send>;
 
@@ -94,6 +106,13 @@ pub fn scale() -> Scale {
     }
 }
 
+/// Writes a row's pipeline file `pipeline.yaml` into `dir`; its path.
+pub fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
+    let file = dir.join("pipeline.yaml");
+    std::fs::write(&file, text).expect("pipeline");
+    file
+}
+
 /// A directory for the row's pipeline and process logs; kept (and named)
 /// with `SPATE_MATRIX_KEEP=1`.
 pub fn workdir() -> tempfile::TempDir {
@@ -132,9 +151,26 @@ pub fn payload(n: u64, keys: u64) -> String {
     format!(r#"{{"key":"{key}","seq":{seq},"n":{n}}}"#)
 }
 
+/// A row's pipeline: one function `matrix` reading `input`, calling the
+/// recorder ([`handler_yaml`]) and with the other keys in `rest` (outputs,
+/// dead letters, delivery, ordering, commit or transaction interval). Both
+/// are `key: value` lines, indented here.
+pub fn pipeline_yaml(recorder: &Recorder, input: &str, rest: &str) -> String {
+    let indent = |text: &str, by: &str| -> String {
+        text.lines().map(|line| format!("{by}{line}\n")).collect()
+    };
+    format!(
+        "settings:\n  metrics_address: off\nfunctions:\n  - name: matrix\n    input:\n{input}    \
+         {handler}\n{rest}    concurrency: {{min: 1, max: 32}}\n    drain_timeout: 10s\n",
+        input = indent(input, "      "),
+        handler = handler_yaml(recorder),
+        rest = indent(rest, "    "),
+    )
+}
+
 /// The `handler:` block every row's pipeline uses: the recorder, named by
 /// the process.
-pub fn handler_yaml(recorder: &Recorder) -> String {
+fn handler_yaml(recorder: &Recorder) -> String {
     format!(
         "handler:\n      name: http\n      url: {}\n      timeout: 5s\n      \
          headers: {{x-spate-process: '${{SPATE_PROCESS}}'}}\n    \

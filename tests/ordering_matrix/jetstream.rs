@@ -14,19 +14,12 @@ use async_nats::jetstream;
 use async_nats::HeaderMap;
 
 use super::check::{Order, Promise};
-use super::harness::{self, Action, Publish, Row};
+use super::harness::{self, Publish, Row};
 use super::recorder::Recorder;
 use crate::nats_common::{create_stream, start_own, start_own_with_config, stream_messages};
 
 const KEYS: u64 = 64;
 const PARTITIONS: u32 = 4;
-const CHAOS: &[Action] = &[
-    Action::Kill,
-    Action::Handover,
-    Action::ScaleOut,
-    Action::ScaleIn,
-    Action::BrokerRestart,
-];
 
 /// Where a row's source is.
 enum Layout {
@@ -44,14 +37,13 @@ struct Setup {
 
 fn input_yaml(url: &str, layout: &Layout) -> String {
     let common = format!(
-        "type: jetstream\n      url: {url}\n      stream: IN\n      durable: matrix\n      \
-         ack_wait: 3s\n      fetch_wait: 300ms"
+        "type: jetstream\nurl: {url}\nstream: IN\ndurable: matrix\nack_wait: 3s\nfetch_wait: 300ms"
     );
     match layout {
         Layout::Shared => common,
         Layout::Partitions => format!(
-            "{common}\n      partitions: {PARTITIONS}\n      partition_subject: \"pord.{{partition}}.*\"\n      \
-             key_token: 3\n      lease_ttl: 2s"
+            "{common}\npartitions: {PARTITIONS}\npartition_subject: \"pord.{{partition}}.*\"\n\
+             key_token: 3\nlease_ttl: 2s"
         ),
     }
 }
@@ -60,32 +52,18 @@ fn pipeline(url: &str, recorder: &Recorder, setup: &Setup) -> String {
     let exactly_once = setup.delivery == "exactly_once";
     let (outputs, timing) = if exactly_once {
         (
-            format!("outputs: [{{type: jetstream, url: {url}, subject: out.matrix}}]\n    "),
+            format!("outputs: [{{type: jetstream, url: {url}, subject: out.matrix}}]\n"),
             "transaction_interval: 50ms",
         )
     } else {
         (String::new(), "commit_interval: 50ms")
     };
-    format!(
-        r#"settings:
-  metrics_address: off
-functions:
-  - name: matrix
-    input:
-      {input}
-    {handler}
-    {outputs}dead_letter: {{type: jetstream, url: {url}, subject: dead.matrix}}
-    delivery: {delivery}
-    ordering: {ordering}
-    concurrency: {{min: 1, max: 32}}
-    {timing}
-    drain_timeout: 10s
-"#,
-        input = input_yaml(url, &setup.layout),
-        handler = harness::handler_yaml(recorder),
-        delivery = setup.delivery,
-        ordering = setup.ordering,
-    )
+    let rest = format!(
+        "{outputs}dead_letter: {{type: jetstream, url: {url}, subject: dead.matrix}}\n\
+         delivery: {}\nordering: {}\n{timing}",
+        setup.delivery, setup.ordering,
+    );
+    harness::pipeline_yaml(recorder, &input_yaml(url, &setup.layout), &rest)
 }
 
 fn subject(layout: &Layout, n: u64) -> String {
@@ -156,8 +134,7 @@ async fn row(name: &'static str, setup: Setup, promise: Promise) {
     let exactly_once = setup.delivery == "exactly_once";
     let recorder = Recorder::start(exactly_once).await;
     let dir = harness::workdir();
-    let file = dir.path().join("pipeline.yaml");
-    std::fs::write(&file, pipeline(&server.url, &recorder, &setup)).expect("pipeline");
+    let file = harness::write_pipeline(dir.path(), &pipeline(&server.url, &recorder, &setup));
     let publish = publisher(client.clone(), matches!(setup.layout, Layout::Partitions));
     // Held here too: the server outlives the run (the checks read it).
     let server = Arc::new(Mutex::new(server));
@@ -165,7 +142,7 @@ async fn row(name: &'static str, setup: Setup, promise: Promise) {
     let row = Row {
         name,
         promise,
-        actions: CHAOS,
+        actions: harness::FULL_CHAOS,
     };
     let outcome = harness::run(&row, &recorder, &file, dir.path(), publish, Some(restart)).await;
     if exactly_once {

@@ -7,18 +7,12 @@
 use std::sync::Arc;
 
 use super::check::{Order, Promise};
-use super::harness::{self, Action, Publish, Row};
+use super::harness::{self, Publish, Row};
 use super::recorder::Recorder;
 use crate::kafka_common::{Producer, Tansu};
 
 const PARTITIONS: u64 = 8;
 const KEYS: u64 = 64;
-const CHAOS: &[Action] = &[
-    Action::Kill,
-    Action::Handover,
-    Action::ScaleOut,
-    Action::ScaleIn,
-];
 
 fn pipeline(
     broker: &Tansu,
@@ -27,27 +21,17 @@ fn pipeline(
     ordering: &str,
     delivery: &str,
 ) -> String {
-    format!(
-        r#"settings:
-  metrics_address: off
-functions:
-  - name: matrix
-    input:
-      type: kafka
-      bootstrap_servers: {bootstrap}
-      topics: [{tag}]
-      group_id: {tag}-group
-      session_timeout: 6s
-    {handler}
-    dead_letter: {{type: kafka, bootstrap_servers: {bootstrap}, topic: {tag}-dead}}
-    delivery: {delivery}
-    ordering: {ordering}
-    concurrency: {{min: 1, max: 32}}
-    commit_interval: 50ms
-    drain_timeout: 10s
-"#,
-        bootstrap = broker.bootstrap,
-        handler = harness::handler_yaml(recorder),
+    let bootstrap = &broker.bootstrap;
+    harness::pipeline_yaml(
+        recorder,
+        &format!(
+            "type: kafka\nbootstrap_servers: {bootstrap}\ntopics: [{tag}]\n\
+             group_id: {tag}-group\nsession_timeout: 6s"
+        ),
+        &format!(
+            "dead_letter: {{type: kafka, bootstrap_servers: {bootstrap}, topic: {tag}-dead}}\n\
+             delivery: {delivery}\nordering: {ordering}\ncommit_interval: 50ms"
+        ),
     )
 }
 
@@ -72,12 +56,8 @@ async fn row_with(name: &'static str, ordering: &str, delivery: &str, order: Ord
     });
     let recorder = Recorder::start(false).await;
     let dir = harness::workdir();
-    let file = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &file,
-        pipeline(&broker, &recorder, &tag, ordering, delivery),
-    )
-    .expect("pipeline");
+    let text = pipeline(&broker, &recorder, &tag, ordering, delivery);
+    let file = harness::write_pipeline(dir.path(), &text);
     let producer = Arc::new(Producer::new(&broker.bootstrap));
     let publish: Publish = Arc::new(move |numbers: Vec<u64>| {
         let (producer, topic) = (producer.clone(), tag.clone());
@@ -106,7 +86,7 @@ async fn row_with(name: &'static str, ordering: &str, delivery: &str, order: Ord
             order,
             exclusive: order != Order::None,
         },
-        actions: CHAOS,
+        actions: harness::PROCESS_CHAOS,
     };
     harness::run(&row, &recorder, &file, dir.path(), publish, None).await;
 }

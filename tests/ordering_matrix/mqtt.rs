@@ -18,34 +18,21 @@ const FILTER: &str = "devices/+/telemetry";
 
 fn pipeline(broker: &Broker, recorder: &Recorder, kind: &str, dir: &std::path::Path) -> String {
     let (session, delivery) = if kind == "mqtt" {
-        ("\n      client_id: spate-matrix", "at_least_once")
+        ("\nclient_id: spate-matrix", "at_least_once")
     } else {
         ("", "at_most_once")
     };
-    format!(
-        r#"settings:
-  metrics_address: off
-functions:
-  - name: matrix
-    input:
-      type: {kind}
-      url: {url}
-      topics: {FILTER}{session}
-      key_level: 2
-      partitions: 4
-      partition_level: 2
-    {handler}
-    dead_letter: {{type: file, path: {dead}}}
-    delivery: {delivery}
-    ordering: key
-    concurrency: {{min: 1, max: 32}}
-    commit_interval: 50ms
-    drain_timeout: 10s
-"#,
+    let input = format!(
+        "type: {kind}\nurl: {url}\ntopics: {FILTER}{session}\n\
+         key_level: 2\npartitions: 4\npartition_level: 2",
         url = broker.url,
-        handler = harness::handler_yaml(recorder),
+    );
+    let rest = format!(
+        "dead_letter: {{type: file, path: {dead}}}\n\
+         delivery: {delivery}\nordering: key\ncommit_interval: 50ms",
         dead = dir.join("dead.jsonl").display(),
-    )
+    );
+    harness::pipeline_yaml(recorder, &input, &rest)
 }
 
 fn publisher(port: u16) -> Publish {
@@ -75,8 +62,8 @@ async fn row(name: &'static str, kind: &str, promise: Promise, actions: &'static
     }
     let recorder = Recorder::start(false).await;
     let dir = harness::workdir();
-    let file = dir.path().join("pipeline.yaml");
-    std::fs::write(&file, pipeline(&broker, &recorder, kind, dir.path())).expect("pipeline");
+    let text = pipeline(&broker, &recorder, kind, dir.path());
+    let file = harness::write_pipeline(dir.path(), &text);
     let publish = publisher(broker.port);
     let broker = Arc::new(Mutex::new(broker));
     let restart: Restart = {
