@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -16,7 +17,8 @@ use bytes::Bytes;
 use serde_json::{json, Value as Json};
 use spate::format::{confluent_frame, read_format, FormatRole, FormatSpec, SCHEMA_ID_HEADER};
 use spate_connector::config::ConfigErrors;
-use spate_connector::{ConfigError, ConfigReader};
+use spate_connector::{ConfigError, ConfigReader, DecodeError, Decoded, EncodeError};
+use spate_testsupport::http::serve;
 
 // ------------------------------------------------------------ test registry
 
@@ -48,6 +50,14 @@ fn answer(status: StatusCode, body: Json) -> Response {
 
 fn error(status: StatusCode, code: u32, message: &str) -> Response {
     answer(status, json!({"error_code": code, "message": message}))
+}
+
+/// Every route's gate: checks auth and failure mode before the handler.
+async fn gated(State(state): State<Arc<RegistryState>>, request: Request, next: Next) -> Response {
+    match gate(&state, request.headers()) {
+        Some(stop) => stop,
+        None => next.run(request).await,
+    }
 }
 
 /// Checks auth and failure mode; `Some(response)` ends the request.
@@ -102,6 +112,14 @@ fn posted_schema(
     Ok(schema.to_owned())
 }
 
+fn subject_not_found(subject: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        40401,
+        &format!("Subject '{subject}' not found."),
+    )
+}
+
 fn canonical(schema: &str) -> String {
     apache_avro::Schema::parse_str(schema)
         .map(|s| s.canonical_form())
@@ -115,14 +133,7 @@ fn version_answer(state: &RegistryState, subject: &str, id: u32) -> Json {
     json!({"subject": subject, "id": id, "version": version, "schema": schema})
 }
 
-async fn schema_by_id(
-    State(state): State<Arc<RegistryState>>,
-    Path(id): Path<u32>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(stop) = gate(&state, &headers) {
-        return stop;
-    }
+async fn schema_by_id(State(state): State<Arc<RegistryState>>, Path(id): Path<u32>) -> Response {
     state.fetches.fetch_add(1, Ordering::SeqCst);
     let schemas = state.schemas.lock().unwrap();
     match id.checked_sub(1).and_then(|i| schemas.get(i as usize)) {
@@ -131,20 +142,30 @@ async fn schema_by_id(
     }
 }
 
-async fn register(
+/// A POSTed schema: registered under the subject (`…/versions`) or looked
+/// up there; each counted once past the [`gate`].
+async fn post_schema(
     State(state): State<Arc<RegistryState>>,
     Path(subject): Path<String>,
+    route: MatchedPath,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(stop) = gate(&state, &headers) {
-        return stop;
-    }
-    state.registers.fetch_add(1, Ordering::SeqCst);
-    let schema = match posted_schema(&headers, &body) {
-        Ok(s) => s,
-        Err((status, code, message)) => return error(status, code, message),
+    let registering = route.as_str().ends_with("/versions");
+    let calls = if registering {
+        &state.registers
+    } else {
+        &state.lookups
     };
+    calls.fetch_add(1, Ordering::SeqCst);
+    match posted_schema(&headers, &body) {
+        Err((status, code, message)) => error(status, code, message),
+        Ok(schema) if registering => register(&state, subject, schema),
+        Ok(schema) => lookup(&state, &subject, &schema),
+    }
+}
+
+fn register(state: &RegistryState, subject: String, schema: String) -> Response {
     let id = {
         let mut schemas = state.schemas.lock().unwrap();
         match schemas
@@ -166,47 +187,23 @@ async fn register(
     answer(StatusCode::OK, json!({"id": id}))
 }
 
-async fn lookup(
-    State(state): State<Arc<RegistryState>>,
-    Path(subject): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(stop) = gate(&state, &headers) {
-        return stop;
-    }
-    state.lookups.fetch_add(1, Ordering::SeqCst);
-    let schema = match posted_schema(&headers, &body) {
-        Ok(s) => s,
-        Err((status, code, message)) => return error(status, code, message),
-    };
-    let Some(versions) = state.subjects.lock().unwrap().get(&subject).cloned() else {
-        return error(
-            StatusCode::NOT_FOUND,
-            40401,
-            &format!("Subject '{subject}' not found."),
-        );
+fn lookup(state: &RegistryState, subject: &str, schema: &str) -> Response {
+    let Some(versions) = state.subjects.lock().unwrap().get(subject).cloned() else {
+        return subject_not_found(subject);
     };
     let found = {
         let schemas = state.schemas.lock().unwrap();
         versions
             .into_iter()
-            .find(|id| canonical(&schemas[*id as usize - 1]) == canonical(&schema))
+            .find(|id| canonical(&schemas[*id as usize - 1]) == canonical(schema))
     };
     match found {
-        Some(id) => answer(StatusCode::OK, version_answer(&state, &subject, id)),
+        Some(id) => answer(StatusCode::OK, version_answer(state, subject, id)),
         None => error(StatusCode::NOT_FOUND, 40403, "Schema not found"),
     }
 }
 
-async fn latest(
-    State(state): State<Arc<RegistryState>>,
-    Path(subject): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(stop) = gate(&state, &headers) {
-        return stop;
-    }
+async fn latest(State(state): State<Arc<RegistryState>>, Path(subject): Path<String>) -> Response {
     let last = state
         .subjects
         .lock()
@@ -215,11 +212,7 @@ async fn latest(
         .and_then(|v| v.last().copied());
     match last {
         Some(id) => answer(StatusCode::OK, version_answer(&state, &subject, id)),
-        None => error(
-            StatusCode::NOT_FOUND,
-            40401,
-            &format!("Subject '{subject}' not found."),
-        ),
+        None => subject_not_found(&subject),
     }
 }
 
@@ -230,19 +223,13 @@ async fn start_registry(auth: Option<(&str, &str)>) -> TestRegistry {
     });
     let router = Router::new()
         .route("/schemas/ids/{id}", get(schema_by_id))
-        .route("/subjects/{subject}/versions", post(register))
+        .route("/subjects/{subject}/versions", post(post_schema))
         .route("/subjects/{subject}/versions/latest", get(latest))
-        .route("/subjects/{subject}", post(lookup))
+        .route("/subjects/{subject}", post(post_schema))
+        .route_layer(middleware::from_fn_with_state(state.clone(), gated))
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
     TestRegistry {
-        url: format!("http://{address}"),
+        url: format!("http://{}", serve(router).await),
         state,
     }
 }
@@ -304,6 +291,24 @@ async fn decode_json(spec: &FormatSpec, payload: &Bytes) -> (Json, Option<u32>) 
         serde_json::from_slice(&decoded.payload).expect("JSON"),
         decoded.schema_id,
     )
+}
+
+/// `json` encoded by an output spec read from `yaml`.
+async fn encode(yaml: &str, json: &Bytes) -> Result<Bytes, EncodeError> {
+    spec(yaml, FormatRole::Output).encoder().encode(json).await
+}
+
+/// `payload` decoded by an input spec read from `yaml`.
+async fn decode(yaml: &str, payload: &Bytes) -> Result<Decoded, DecodeError> {
+    spec(yaml, FormatRole::Input)
+        .decoder()
+        .decode(payload)
+        .await
+}
+
+/// [`output_yaml`] with `auto_register: false`: the schema is looked up.
+fn lookup_yaml(url: &str, schema: &str) -> String {
+    output_yaml(url, schema).replace("  subject:", "  auto_register: false\n  subject:")
 }
 
 fn order(id: i64) -> Bytes {
@@ -395,48 +400,28 @@ async fn lookup_and_latest_modes() {
     let id = registry.preload("orders-value", ORDER_V1);
 
     // auto_register: false looks the schema up.
-    let lookup = spec(
-        &output_yaml(&registry.url, ORDER_V1)
-            .replace("  subject:", "  auto_register: false\n  subject:"),
-        FormatRole::Output,
-    );
-    let framed = lookup.encoder().encode(&order(1)).await.expect("encodes");
+    let framed = encode(&lookup_yaml(&registry.url, ORDER_V1), &order(1))
+        .await
+        .expect("encodes");
     assert_eq!(&framed[1..5], &id.to_be_bytes());
     assert_eq!(registry.state.lookups.load(Ordering::SeqCst), 1);
     assert_eq!(registry.state.registers.load(Ordering::SeqCst), 0);
 
     // A schema that is not registered: permanent, with the registry's code.
-    let missing = spec(
-        &output_yaml(&registry.url, ORDER_V2)
-            .replace("  subject:", "  auto_register: false\n  subject:"),
-        FormatRole::Output,
-    );
-    let err = missing
-        .encoder()
-        .encode(&order(1))
+    let err = encode(&lookup_yaml(&registry.url, ORDER_V2), &order(1))
         .await
         .expect_err("not registered");
     assert!(!err.retryable);
     assert!(err.message.contains("40403"), "{err}");
 
     // No schema: the subject's latest version.
-    let latest = spec(
-        &registry_yaml(&registry.url, "  subject: orders-value\n"),
-        FormatRole::Output,
-    );
-    let framed = latest
-        .encoder()
-        .encode(&order(5))
+    let latest = registry_yaml(&registry.url, "  subject: orders-value\n");
+    let framed = encode(&latest, &order(5))
         .await
         .expect("encodes with latest");
     assert_eq!(&framed[1..5], &id.to_be_bytes());
-    let unknown = spec(
-        &registry_yaml(&registry.url, "  subject: nobody-value\n"),
-        FormatRole::Output,
-    );
-    let err = unknown
-        .encoder()
-        .encode(&order(5))
+    let unknown = registry_yaml(&registry.url, "  subject: nobody-value\n");
+    let err = encode(&unknown, &order(5))
         .await
         .expect_err("no such subject");
     assert!(!err.retryable && err.message.contains("40401"), "{err}");
@@ -445,16 +430,15 @@ async fn lookup_and_latest_modes() {
 #[tokio::test]
 async fn registry_schema_evolution_with_a_reader_schema() {
     let registry = start_registry(None).await;
-    let v1 = spec(&output_yaml(&registry.url, ORDER_V1), FormatRole::Output);
-    let old = v1.encoder().encode(&order(1)).await.expect("v1 encodes");
-    let v2 = spec(&output_yaml(&registry.url, ORDER_V2), FormatRole::Output);
-    let new = v2
-        .encoder()
-        .encode(&Bytes::from(
-            json!({"id": 2, "item": "pen", "currency": "USD"}).to_string(),
-        ))
+    let old = encode(&output_yaml(&registry.url, ORDER_V1), &order(1))
         .await
-        .expect("v2 encodes");
+        .expect("v1 encodes");
+    let new = encode(
+        &output_yaml(&registry.url, ORDER_V2),
+        &Bytes::from(json!({"id": 2, "item": "pen", "currency": "USD"}).to_string()),
+    )
+    .await
+    .expect("v2 encodes");
     assert_eq!((old[4], new[4]), (1, 2), "two schema ids");
 
     // A v2 reader sees the added field's default in old events.
@@ -472,13 +456,8 @@ async fn registry_schema_evolution_with_a_reader_schema() {
     // A reader that needs a field the writer lacks, with no default: a
     // permanent error that says so, with the writer's id.
     let strict = ORDER_V2.replace(r#","default":"EUR""#, "");
-    let reader_strict = spec(
-        &registry_yaml(&registry.url, &format!("reader_schema: '{strict}'\n")),
-        FormatRole::Input,
-    );
-    let err = reader_strict
-        .decoder()
-        .decode(&old)
+    let reader_strict = registry_yaml(&registry.url, &format!("reader_schema: '{strict}'\n"));
+    let err = decode(&reader_strict, &old)
         .await
         .expect_err("incompatible");
     assert!(!err.retryable && err.schema_id == Some(1), "{err:?}");
@@ -523,14 +502,9 @@ async fn corrupt_payloads_are_permanent_dead_letters() {
     let err = decoder.decode(&Bytes::new()).await.expect_err("empty");
     assert!(err.message.contains("empty payload"), "{err}");
 
-    let good = spec(
-        &format!("format: avro\nschema: '{ORDER_V1}'\n"),
-        FormatRole::Output,
-    )
-    .encoder()
-    .encode(&order(3))
-    .await
-    .expect("datum");
+    let good = encode(&format!("format: avro\nschema: '{ORDER_V1}'\n"), &order(3))
+        .await
+        .expect("datum");
     let framed = confluent_frame(id, &good);
     assert!(decoder.decode(&framed).await.is_ok());
     let truncated = framed.slice(..framed.len() - 2);
@@ -553,11 +527,12 @@ async fn corrupt_payloads_are_permanent_dead_letters() {
 #[tokio::test]
 async fn unknown_schema_id_is_permanent_and_named() {
     let registry = start_registry(None).await;
-    let decoder = spec(&registry_yaml(&registry.url, ""), FormatRole::Input).decoder();
-    let err = decoder
-        .decode(&confluent_frame(9_999, b"\x02"))
-        .await
-        .expect_err("unknown id");
+    let err = decode(
+        &registry_yaml(&registry.url, ""),
+        &confluent_frame(9_999, b"\x02"),
+    )
+    .await
+    .expect_err("unknown id");
     assert!(!err.retryable);
     assert_eq!(err.schema_id, Some(9_999));
     assert_eq!(
@@ -574,9 +549,7 @@ async fn registry_down_or_failing_is_retryable() {
         .expect("bind");
     let url = format!("http://{}", closed.local_addr().expect("address"));
     drop(closed);
-    let err = spec(&registry_yaml(&url, ""), FormatRole::Input)
-        .decoder()
-        .decode(&confluent_frame(1, b"\x02"))
+    let err = decode(&registry_yaml(&url, ""), &confluent_frame(1, b"\x02"))
         .await
         .expect_err("down");
     assert!(err.retryable, "{err}");
@@ -586,9 +559,7 @@ async fn registry_down_or_failing_is_retryable() {
             .starts_with("schema registry unavailable: cannot connect"),
         "{err}"
     );
-    let err = spec(&output_yaml(&url, ORDER_V1), FormatRole::Output)
-        .encoder()
-        .encode(&order(1))
+    let err = encode(&output_yaml(&url, ORDER_V1), &order(1))
         .await
         .expect_err("down");
     assert!(err.retryable, "{err}");
@@ -596,11 +567,12 @@ async fn registry_down_or_failing_is_retryable() {
     // A base URL that is not the registry: 404 without an error code.
     let registry = start_registry(None).await;
     let wrong_path = format!("{}/not-the-registry", registry.url);
-    let err = spec(&registry_yaml(&wrong_path, ""), FormatRole::Input)
-        .decoder()
-        .decode(&confluent_frame(1, b"\x02"))
-        .await
-        .expect_err("wrong path");
+    let err = decode(
+        &registry_yaml(&wrong_path, ""),
+        &confluent_frame(1, b"\x02"),
+    )
+    .await
+    .expect_err("wrong path");
     assert!(err.retryable && err.message.contains("base URL"), "{err}");
 
     // HTTP 503, then recovery: the failure was not cached.
@@ -632,16 +604,11 @@ async fn basic_auth_is_sent_and_secrets_stay_out_of_debug() {
     assert!(!debug.contains("s3cr3t"), "{debug}");
     assert!(debug.contains("<redacted>"), "{debug}");
 
-    let wrong = spec(
-        &registry_yaml(
-            &registry.url,
-            "  username: key\n  password: wrong-password\n",
-        ),
-        FormatRole::Input,
+    let wrong = registry_yaml(
+        &registry.url,
+        "  username: key\n  password: wrong-password\n",
     );
-    let err = wrong
-        .decoder()
-        .decode(&confluent_frame(1, b"\x02"))
+    let err = decode(&wrong, &confluent_frame(1, b"\x02"))
         .await
         .expect_err("401");
     assert!(err.retryable, "{err}");
@@ -655,12 +622,12 @@ async fn basic_auth_is_sent_and_secrets_stay_out_of_debug() {
 #[tokio::test]
 async fn json_not_matching_the_schema_names_the_field() {
     let registry = start_registry(None).await;
-    let output = spec(&output_yaml(&registry.url, ORDER_V1), FormatRole::Output);
-    let err = output
-        .encoder()
-        .encode(&Bytes::from_static(br#"{"id": 1, "item": 5}"#))
-        .await
-        .expect_err("item is not a string");
+    let err = encode(
+        &output_yaml(&registry.url, ORDER_V1),
+        &Bytes::from_static(br#"{"id": 1, "item": 5}"#),
+    )
+    .await
+    .expect_err("item is not a string");
     assert!(!err.retryable);
     assert_eq!(err.field.as_deref(), Some("item"));
     assert_eq!(
