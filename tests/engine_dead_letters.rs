@@ -18,7 +18,9 @@ use spate::{Event, Record};
 use spate_connector::dead_letter as dl;
 use spate_connector::testkit::{MemoryLog, MemorySink};
 use spate_connector::{Sink, SinkError};
-use spate_testsupport::engine::{attached_sinks, exactly_once, options, plan, wait_for};
+use spate_testsupport::engine::{
+    attached_sinks, exactly_once, options, plan, sinks, wait_for, Running,
+};
 use tokio_util::sync::CancellationToken;
 
 /// The payload of the poison event: larger than the sinks' 1,000 bytes.
@@ -129,13 +131,12 @@ fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
 async fn a_dead_letter_too_large_for_its_sink_is_written_reduced_and_the_partition_moves_on() {
     let metrics = metrics();
     let log = log_with_poison();
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     dlq.set_max_payload(Some(1_000));
     let handler = Arc::new(Echo { fail_poison: true });
-    let shutdown = CancellationToken::new();
     let mut plan = plan(&log, handler, Ordering::Partition, &out, &dlq);
     plan.name = Arc::from("reducing-fn");
-    let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
+    let run = Running::start(plan, options());
     wait_for("the nine good events", || out.len() == 9).await;
     wait_for("the commit past the poison event", || {
         log.committed(0) == Some(10)
@@ -152,8 +153,7 @@ async fn a_dead_letter_too_large_for_its_sink_is_written_reduced_and_the_partiti
     wait_for("an event after it", || out.len() == 10).await;
     wait_for("its commit", || log.committed(0) == Some(11)).await;
     assert_eq!(dlq.len(), 1, "no dead letter written twice");
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
     let expected: Vec<Bytes> = [0, 1, 2, 3, 5, 6, 7, 8, 9, 10]
         .iter()
         .map(|n: &u64| Bytes::from(n.to_string()))
@@ -215,16 +215,14 @@ async fn an_output_too_large_for_its_sink_dead_letters_its_event_as_output_rejec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_failure_of_a_too_large_dead_letter_is_retried_then_written_reduced() {
     let log = log_with_poison();
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     dlq.set_max_payload(Some(1_000));
     dlq.set_failing(true);
     let handler = Arc::new(Echo { fail_poison: true });
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(
+    let run = Running::start(
         plan(&log, handler, Ordering::Partition, &out, &dlq),
         options(),
-        shutdown.clone(),
-    ));
+    );
     wait_for("the dead-letter write to be retried", || {
         dlq.attempts() >= 5
     })
@@ -240,8 +238,7 @@ async fn a_transient_failure_of_a_too_large_dead_letter_is_retried_then_written_
     })
     .await;
     assert_reduced_poison(&dlq);
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 /// A dead-letter sink that rejects every record for good.
@@ -264,7 +261,7 @@ impl Sink for RejectsAll {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_rejected_even_reduced_stops_the_function_naming_the_sink() {
     let log = log_with_poison();
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     let handler = Arc::new(Echo { fail_poison: true });
     let mut plan = plan(&log, handler, Ordering::Partition, &out, &dlq);
     plan.dead_letter = Arc::new(RejectsAll);

@@ -15,7 +15,7 @@ use spate::pipeline::Ordering;
 use spate_connector::testkit::{MemoryDatabase, MemoryLog, MemorySink};
 use spate_connector::{dead_letter, Event, PartitionId, SessionOwner};
 use spate_testsupport::engine::{
-    attached_sinks, crash_at_random, exactly_once, options, plan, wait_for,
+    attached_sinks, crash_at_random, exactly_once, options, plan, sinks, wait_for, Running,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -229,12 +229,7 @@ async fn a_reassigned_partition_restores_its_committed_state() {
         log.append(1, Some(&format!("b{}", n % 2)), "reading");
     }
     let db = MemoryDatabase::new();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(
-        db_plan(&log, &db, Arc::new(Counter::default())),
-        options(),
-        shutdown.clone(),
-    ));
+    let run = Running::start(db_plan(&log, &db, Arc::new(Counter::default())), options());
     wait_for("20 rows committed", || db.rows("counts").len() == 20).await;
     log.revoke(&[0]);
     wait_for("partition 0 released", || log.released() == vec![0]).await;
@@ -243,8 +238,7 @@ async fn a_reassigned_partition_restores_its_committed_state() {
     }
     log.assign(&[0]);
     wait_for("25 rows committed", || db.rows("counts").len() == 25).await;
-    shutdown.cancel();
-    run.await.unwrap().expect("run stops cleanly");
+    run.stop().await;
     assert_eq!(
         counts_by_key(&db).remove("a"),
         Some((1..=15).collect::<Vec<u64>>()),
@@ -285,7 +279,7 @@ async fn under_at_least_once_state_lives_in_memory_only() {
         log.append(0, Some("k"), "reading");
     }
     log.end();
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     let report = run_function(
         plan(
             &log,

@@ -14,8 +14,10 @@ use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::Ordering;
 use spate::Event;
 use spate_connector::dead_letter as dl;
-use spate_connector::testkit::{MemoryLog, MemorySink};
-use spate_testsupport::engine::{options, payload_number, plan, wait_for};
+use spate_connector::testkit::MemoryLog;
+use spate_testsupport::engine::{
+    numbered_log, options, payload_number, plan, sinks, wait_for, Running,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Fails events whose number is in `bad` the way `mode` says; passes others.
@@ -82,7 +84,7 @@ fn header<'a>(record: &'a spate::Record, name: &str) -> &'a str {
 async fn retries_then_dead_letters_with_every_provenance_header() {
     let log = log_with(10);
     let handler = Faulty::new(&[6], "retryable");
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     let report = run_function(
         plan(&log, handler.clone(), Ordering::Key, &out, &dlq),
         options(),
@@ -154,7 +156,7 @@ async fn permanent_errors_panics_and_misroutes_are_not_retried() {
     ] {
         let log = log_with(5);
         let handler = Faulty::new(&[3], mode);
-        let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+        let (out, dlq) = sinks();
         let report = run_function(plan(&log, handler.clone(), Ordering::Partition, &out, &dlq), options(), CancellationToken::new())
             .await
             .unwrap();
@@ -174,7 +176,7 @@ async fn permanent_errors_panics_and_misroutes_are_not_retried() {
 async fn a_timed_out_attempt_is_retried_then_dead_lettered() {
     let log = log_with(3);
     let handler = Faulty::new(&[1], "slow");
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     let mut plan = plan(&log, handler.clone(), Ordering::Key, &out, &dlq);
     plan.policy.retry.timeout = Duration::from_millis(30);
     plan.policy.retry.max_attempts = 2;
@@ -194,7 +196,7 @@ async fn a_timed_out_attempt_is_retried_then_dead_lettered() {
 async fn a_flaky_handler_recovers_within_its_attempts() {
     let log = log_with(4);
     let handler = Faulty::new(&[2], "recovers");
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     let report = run_function(
         plan(&log, handler, Ordering::Key, &out, &dlq),
         options(),
@@ -221,7 +223,7 @@ async fn events_with_a_decode_error_go_straight_to_the_dead_letters() {
     // The test kit cannot set headers on append, so build the event's twin
     // through a handler-free path: a source-side decode error header.
     let handler = Faulty::new(&[], "permanent");
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     let mut plan = plan(&log, handler.clone(), Ordering::Key, &out, &dlq);
     plan.sources = vec![Box::new(DecodeFailing(log.source()))];
     run_function(plan, options(), CancellationToken::new())
@@ -279,19 +281,11 @@ impl spate_connector::Source for DecodeFailing {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_dead_letter_write_holds_the_commit_until_it_succeeds() {
-    let log = MemoryLog::new("telemetry", 1);
-    for n in 0..20 {
-        log.append(0, Some(&format!("device-{n}")), format!("{n}"));
-    }
+    let log = numbered_log("telemetry", 20, |n| Some(format!("device-{n}")));
     let handler = Faulty::new(&[5], "permanent");
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     dlq.set_failing(true);
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(
-        plan(&log, handler, Ordering::Key, &out, &dlq),
-        options(),
-        shutdown.clone(),
-    ));
+    let run = Running::start(plan(&log, handler, Ordering::Key, &out, &dlq), options());
     wait_for("the other 19 events to be handled", || out.len() == 19).await;
     wait_for("the dead-letter write to be retried", || {
         dlq.attempts() >= 3
@@ -311,25 +305,16 @@ async fn a_failing_dead_letter_write_holds_the_commit_until_it_succeeds() {
     dlq.set_failing(false);
     wait_for("the dead letter to land", || dlq.len() == 1).await;
     wait_for("commit past it", || log.committed(0) == Some(20)).await;
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_must_be_acknowledged_before_the_offset_moves() {
-    let log = MemoryLog::new("telemetry", 1);
-    for n in 0..10 {
-        log.append(0, Some(&format!("d{n}")), format!("{n}"));
-    }
+    let log = numbered_log("telemetry", 10, |n| Some(format!("d{n}")));
     let handler = Faulty::new(&[], "permanent");
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     out.set_failing(true);
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(
-        plan(&log, handler, Ordering::None, &out, &dlq),
-        options(),
-        shutdown.clone(),
-    ));
+    let run = Running::start(plan(&log, handler, Ordering::None, &out, &dlq), options());
     wait_for("output writes to be retried", || out.attempts() >= 20).await;
     assert_eq!(
         log.committed(0).unwrap_or(0),
@@ -340,6 +325,5 @@ async fn outputs_must_be_acknowledged_before_the_offset_moves() {
     wait_for("all outputs written", || out.len() == 10).await;
     wait_for("all committed", || log.committed(0) == Some(10)).await;
     assert!(dlq.is_empty(), "a sink outage is not the event's fault");
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }

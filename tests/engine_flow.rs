@@ -11,8 +11,8 @@ use spate::engine::run_function;
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::{Delivery, InFlightLimits, Ordering};
 use spate::Event;
-use spate_connector::testkit::{MemoryLog, MemorySink};
-use spate_testsupport::engine::{options, plan, wait_for, Gate};
+use spate_connector::testkit::MemoryLog;
+use spate_testsupport::engine::{numbered_log, options, plan, sinks, wait_for, Gate, Running};
 use tokio_util::sync::CancellationToken;
 
 /// Counts starts and finishes; events of gated partitions wait at the gate.
@@ -53,24 +53,20 @@ impl Handler for Held {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pauses_at_the_in_flight_bound_and_resumes_when_drained() {
-    let log = MemoryLog::new("telemetry", 1);
-    for n in 0..200 {
-        log.append(0, Some(&format!("d{n}")), format!("{n}"));
-    }
+    let log = numbered_log("telemetry", 200, |n| Some(format!("d{n}")));
     let handler = Held::all();
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     let mut plan = plan(&log, handler.clone(), Ordering::None, &out, &dlq);
     plan.policy.max_in_flight = InFlightLimits {
         events: 10,
         bytes: 1 << 20,
     };
-    let shutdown = CancellationToken::new();
     // A source batch far above the bound: the engine asks only for the room
     // left, so a source that fetches what it is asked for (a JetStream pull)
     // never fetches past the bound.
     let mut options = options();
     options.max_batch = 512;
-    let run = tokio::spawn(run_function(plan, options, shutdown.clone()));
+    let run = Running::start(plan, options);
     wait_for("the partition to be paused", || log.paused().contains(&0)).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let read = 200 - log.unread();
@@ -85,8 +81,7 @@ async fn pauses_at_the_in_flight_bound_and_resumes_when_drained() {
         log_of_pauses.iter().filter(|(_, paused)| *paused).count() > 1,
         "paused only once in 200 events"
     );
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,14 +91,13 @@ async fn the_byte_bound_pauses_too() {
         log.append(0, None, vec![n as u8; 1000]);
     }
     let handler = Held::all();
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     let mut plan = plan(&log, handler.clone(), Ordering::None, &out, &dlq);
     plan.policy.max_in_flight = InFlightLimits {
         events: 1_000,
         bytes: 5_000,
     };
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
+    let run = Running::start(plan, options());
     wait_for("the partition to be paused", || log.paused().contains(&0)).await;
     let read = 50 - log.unread();
     assert!(
@@ -112,8 +106,7 @@ async fn the_byte_bound_pauses_too() {
     );
     handler.gate.open(1_000);
     wait_for("all committed", || log.committed(0) == Some(50)).await;
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,13 +120,11 @@ async fn revoke_drains_commits_then_releases_while_other_partitions_flow() {
         gated_partitions: vec![0],
         ..Held::default()
     });
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(
+    let (out, dlq) = sinks();
+    let run = Running::start(
         plan(&log, handler.clone(), Ordering::Partition, &out, &dlq),
         options(),
-        shutdown.clone(),
-    ));
+    );
     wait_for("partition 1 to be handled", || handler.finished() == 10).await;
     wait_for("partition 0's first event to be running", || {
         handler.started.load(AtomicOrdering::SeqCst) == 11
@@ -181,34 +172,29 @@ async fn revoke_drains_commits_then_releases_while_other_partitions_flow() {
         (0..10).collect::<Vec<u64>>(),
         "no event lost or repeated over the hand-over"
     );
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_intake_drains_running_events_and_commits_them() {
-    let log = MemoryLog::new("telemetry", 1);
-    for n in 0..100 {
-        log.append(0, Some(&format!("d{n}")), format!("{n}"));
-    }
+    let log = numbered_log("telemetry", 100, |n| Some(format!("d{n}")));
     let handler = Held::all();
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     let mut plan = plan(&log, handler.clone(), Ordering::None, &out, &dlq);
     plan.policy.concurrency.max = 4;
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
+    let running = Running::start(plan, options());
     wait_for("four events running", || {
         handler.started.load(AtomicOrdering::SeqCst) == 4
     })
     .await;
-    shutdown.cancel();
+    running.shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
-        !run.is_finished(),
+        !running.run.is_finished(),
         "returned before running events finished"
     );
     handler.gate.open(1_000);
-    run.await.unwrap().unwrap();
+    running.run.await.unwrap().unwrap();
     let finished = handler.finished();
     assert!(
         (4..=8).contains(&finished),
@@ -224,22 +210,18 @@ async fn shutdown_stops_intake_drains_running_events_and_commits_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_gives_up_at_the_drain_deadline_without_committing_unfinished_work() {
-    let log = MemoryLog::new("telemetry", 1);
-    for n in 0..5 {
-        log.append(0, None, format!("{n}"));
-    }
+    let log = numbered_log("telemetry", 5, |_| None);
     let handler = Held::all();
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     let mut plan = plan(&log, handler.clone(), Ordering::Partition, &out, &dlq);
     plan.policy.drain_timeout = Duration::from_millis(100);
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
+    let running = Running::start(plan, options());
     wait_for("an event running", || {
         handler.started.load(AtomicOrdering::SeqCst) == 1
     })
     .await;
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), run)
+    running.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running.run)
         .await
         .expect("returns at the drain deadline")
         .unwrap()
@@ -249,40 +231,30 @@ async fn shutdown_gives_up_at_the_drain_deadline_without_committing_unfinished_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_once_commits_on_receipt() {
-    let log = MemoryLog::new("telemetry", 1);
-    for n in 0..5 {
-        log.append(0, None, format!("{n}"));
-    }
+    let log = numbered_log("telemetry", 5, |_| None);
     let handler = Held::all();
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     let mut plan = plan(&log, handler.clone(), Ordering::None, &out, &dlq);
     plan.policy.delivery = Delivery::AtMostOnce;
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
+    let run = Running::start(plan, options());
     wait_for("commit before handling", || log.committed(0) == Some(5)).await;
     assert_eq!(handler.finished(), 0);
     handler.gate.open(5);
     wait_for("handled", || handler.finished() == 5).await;
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_commit_is_retried_and_loses_nothing() {
-    let log = MemoryLog::new("telemetry", 1);
-    for n in 0..10 {
-        log.append(0, None, format!("{n}"));
-    }
+    let log = numbered_log("telemetry", 10, |_| None);
     log.fail_commits(true);
     let handler = Held::default();
     let handler = Arc::new(handler);
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(
+    let (out, dlq) = sinks();
+    let run = Running::start(
         plan(&log, handler.clone(), Ordering::Key, &out, &dlq),
         options(),
-        shutdown.clone(),
-    ));
+    );
     wait_for("handled", || handler.finished() == 10).await;
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert_eq!(log.committed(0), None);
@@ -291,8 +263,7 @@ async fn a_failing_commit_is_retried_and_loses_nothing() {
         log.committed(0) == Some(10)
     })
     .await;
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +286,7 @@ async fn the_process_wide_bound_pauses_every_function() {
     let shutdown = CancellationToken::new();
     let mut runs = Vec::new();
     for log in [&first, &second] {
-        let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+        let (out, dlq) = sinks();
         // Partition bounds far above the process bound.
         let plan = plan(log, handler.clone(), Ordering::None, &out, &dlq);
         runs.push(tokio::spawn(run_function(
@@ -351,18 +322,13 @@ async fn the_process_wide_bound_pauses_every_function() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_reassigned_mid_drain_is_released_first_and_loses_nothing() {
-    let log = MemoryLog::new("orders", 1);
-    for n in 0..5 {
-        log.append(0, Some("a"), format!("{n}"));
-    }
+    let log = numbered_log("orders", 5, |_| Some("a".to_owned()));
     let handler = Held::all();
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(
+    let (out, dlq) = sinks();
+    let run = Running::start(
         plan(&log, handler.clone(), Ordering::Partition, &out, &dlq),
         options(),
-        shutdown.clone(),
-    ));
+    );
     wait_for("the first event running", || {
         handler.started.load(AtomicOrdering::SeqCst) == 1
     })
@@ -386,6 +352,5 @@ async fn a_partition_reassigned_mid_drain_is_released_first_and_loses_nothing() 
     // not committed when the drain was cut short): at-least-once.
     assert_eq!(offsets.iter().filter(|o| **o != 0).count(), 4);
     assert!((1..=2).contains(&offsets.iter().filter(|o| **o == 0).count()));
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }

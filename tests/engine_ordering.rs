@@ -11,8 +11,10 @@ use spate::engine::run_function;
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::Ordering;
 use spate::Event;
-use spate_connector::testkit::{MemoryLog, MemorySink};
-use spate_testsupport::engine::{options, payload_number, plan, wait_for, Gate};
+use spate_connector::testkit::MemoryLog;
+use spate_testsupport::engine::{
+    numbered_log, options, payload_number, plan, sinks, wait_for, Gate, Running,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Records the order events of each key were handled in, and how many
@@ -74,7 +76,7 @@ async fn per_key_order_holds_while_keys_run_in_parallel() {
     }
     log.end();
     let recorder = Arc::new(Recorder::default());
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     let report = run_function(
         plan(&log, recorder.clone(), Ordering::Key, &out, &dlq),
         options(),
@@ -116,10 +118,7 @@ async fn per_key_order_holds_while_keys_run_in_parallel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_key_holds_back_only_itself() {
-    let log = MemoryLog::new("orders", 1);
-    for seq in 0..5 {
-        log.append(0, Some("slow"), format!("{seq}"));
-    }
+    let log = numbered_log("orders", 5, |_| Some("slow".to_owned()));
     for seq in 0..100 {
         log.append(0, Some(&format!("fast{}", seq % 10)), format!("{seq}"));
     }
@@ -127,13 +126,11 @@ async fn a_slow_key_holds_back_only_itself() {
         gated_key: Some("slow".to_owned()),
         ..Recorder::default()
     });
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(
+    let (out, dlq) = sinks();
+    let run = Running::start(
         plan(&log, recorder.clone(), Ordering::Key, &out, &dlq),
         options(),
-        shutdown.clone(),
-    ));
+    );
     // Every fast event finishes while the slow key's first event is held.
     wait_for("fast keys to finish", || {
         recorder
@@ -166,8 +163,7 @@ async fn a_slow_key_holds_back_only_itself() {
     .await;
     assert_eq!(recorder.seen.lock().unwrap()["slow"], vec![0, 1, 2, 3, 4]);
     wait_for("everything committed", || log.committed(0) == Some(105)).await;
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +210,7 @@ async fn partition_ordering_runs_one_event_per_partition_in_offset_order() {
         }
     }
     let handler = Arc::new(PerPartition::default());
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     run_function(
         plan(&log, handler.clone(), Ordering::Partition, &out, &dlq),
         options(),

@@ -8,15 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use spate::engine::{run_function, NamedSink};
+use spate::engine::NamedSink;
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::Ordering;
 use spate::Event;
 use spate_connector::testkit::{MemoryLog, MemorySink};
 use spate_connector::{PendingWrite, Record, Sink, SinkError};
-use spate_testsupport::engine::{options, plan, wait_for};
+use spate_testsupport::engine::{options, plan, wait_for, Running};
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
 /// Accepts records in order at once; each acknowledgement waits until the
 /// test releases it (or fails it).
@@ -96,8 +95,7 @@ async fn a_partition_moves_on_when_outputs_are_accepted_and_commits_when_acknowl
         sink: sink.clone(),
         encoder: None,
     }];
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
+    let run = Running::start(plan, options());
 
     // Every event of the partition runs, in order, with no ack given yet.
     wait_for("all 20 outputs accepted", || {
@@ -135,8 +133,7 @@ async fn a_partition_moves_on_when_outputs_are_accepted_and_commits_when_acknowl
 
     assert_eq!(sink.release_all(|| Ok(())), 20);
     wait_for("everything committed", || log.committed(0) == Some(20)).await;
-    shutdown.cancel();
-    let report = run.await.unwrap().unwrap();
+    let report = run.stop().await;
     assert_eq!(report.outputs, 20);
     assert_eq!(
         report.handled, 20,

@@ -10,13 +10,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use spate::engine::run_function;
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::Ordering;
 use spate::Event;
-use spate_connector::testkit::{MemoryLog, MemorySink};
-use spate_testsupport::engine::{options, plan, wait_for};
-use tokio_util::sync::CancellationToken;
+use spate_connector::testkit::MemoryLog;
+use spate_testsupport::engine::{options, plan, sinks, wait_for, Running};
 
 #[derive(Default)]
 struct Slow {
@@ -59,11 +57,10 @@ async fn scales_up_under_backlog_and_down_to_zero_when_idle() {
 
     let log = MemoryLog::new("telemetry", 1);
     let handler = Arc::new(Slow::default());
-    let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
+    let (out, dlq) = sinks();
     let mut plan = plan(&log, handler.clone(), Ordering::None, &out, &dlq);
     plan.policy.concurrency.max = 32;
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(run_function(plan, options(), shutdown.clone()));
+    let run = Running::start(plan, options());
 
     // Idle from the start: no task at all.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -99,6 +96,5 @@ async fn scales_up_under_backlog_and_down_to_zero_when_idle() {
     })
     .await;
     wait_for("commit", || log.committed(0) == Some(401)).await;
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
