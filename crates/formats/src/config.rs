@@ -25,33 +25,39 @@ const AVRO_KEYS: &[&str] = &[
     "schema_registry",
 ];
 
-/// `format: raw`: bytes as they are.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RawFactory;
+/// Declares a format factory that reads no keys and always gives one
+/// format.
+macro_rules! keyless_factory {
+    ($(#[$doc:meta])* $factory:ident, $kind:literal, $format:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $factory;
 
-impl FormatFactory for RawFactory {
-    fn kind(&self) -> &'static str {
-        "raw"
-    }
+        impl FormatFactory for $factory {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
 
-    fn configure(&self, _: &mut ConfigReader<'_>, _: FormatRole) -> Option<Arc<dyn Format>> {
-        Some(Arc::new(RawFormat))
-    }
+            fn configure(&self, _: &mut ConfigReader<'_>, _: FormatRole) -> Option<Arc<dyn Format>> {
+                Some(Arc::new($format))
+            }
+        }
+    };
 }
 
-/// `format: json`: one well-formed JSON value per payload.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct JsonFactory;
+keyless_factory!(
+    /// `format: raw`: bytes as they are.
+    RawFactory,
+    "raw",
+    RawFormat
+);
 
-impl FormatFactory for JsonFactory {
-    fn kind(&self) -> &'static str {
-        "json"
-    }
-
-    fn configure(&self, _: &mut ConfigReader<'_>, _: FormatRole) -> Option<Arc<dyn Format>> {
-        Some(Arc::new(JsonFormat))
-    }
-}
+keyless_factory!(
+    /// `format: json`: one well-formed JSON value per payload.
+    JsonFactory,
+    "json",
+    JsonFormat
+);
 
 /// `format: avro`: `schema` / `schema_file`, `reader_schema` /
 /// `reader_schema_file` and `schema_registry` (see the [crate docs](crate)).
