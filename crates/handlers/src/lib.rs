@@ -6,6 +6,7 @@
 pub mod builtin;
 pub mod expr;
 pub mod http;
+mod mapping;
 #[cfg(test)]
 mod testing;
 pub mod window;

@@ -10,9 +10,12 @@
 //!   limits: {time: 1s, memory: 256MiB}
 //! ```
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use spate_connector::{ConfigReader, NodeKind};
+
+use crate::mapping::{mapping, read_entries, EntryProblem};
 
 /// Default time one sandboxed evaluation may take.
 pub const DEFAULT_TIME: Duration = Duration::from_secs(1);
@@ -58,40 +61,56 @@ fn mib(bytes: u64) -> String {
 
 /// Reads `limits:` (optional); `None` when a value is wrong (recorded).
 pub(crate) fn read_limits(config: &mut ConfigReader<'_>) -> Option<Limits> {
-    let mut limits = Limits::default();
     let Some(mut section) = config.section("limits") else {
-        return Some(limits);
+        return Some(Limits::default());
     };
-    let mut valid = true;
-    if let Some(time) = section.duration("time") {
-        if (MIN_TIME..=MAX_TIME).contains(&time) {
-            limits.time = time;
-        } else {
-            valid = false;
-            section.error_at_key(
-                "time",
-                format!("`time` is {time:?}, outside {MIN_TIME:?} to {MAX_TIME:?}"),
-                Some(format!("the default is {DEFAULT_TIME:?}")),
-            );
-        }
-    }
-    if let Some(memory) = section.byte_size("memory") {
-        if (MIN_MEMORY..=MAX_MEMORY).contains(&memory) {
-            limits.memory = memory;
-        } else {
-            valid = false;
-            section.error_at_key(
-                "memory",
+    let time = section.duration("time");
+    let time = within(&mut section, "time", time, MIN_TIME..=MAX_TIME, |time| {
+        (
+            format!("`time` is {time:?}, outside {MIN_TIME:?} to {MAX_TIME:?}"),
+            format!("the default is {DEFAULT_TIME:?}"),
+        )
+    });
+    let memory = section.byte_size("memory");
+    let memory = within(
+        &mut section,
+        "memory",
+        memory,
+        MIN_MEMORY..=MAX_MEMORY,
+        |memory| {
+            (
                 format!(
                     "`memory` is {memory} bytes, outside {} to {}",
                     mib(MIN_MEMORY),
                     mib(MAX_MEMORY)
                 ),
-                Some(format!("the default is {}", mib(DEFAULT_MEMORY))),
-            );
+                format!("the default is {}", mib(DEFAULT_MEMORY)),
+            )
+        },
+    );
+    Some(Limits {
+        time: time.ok()?.unwrap_or(DEFAULT_TIME),
+        memory: memory.ok()?.unwrap_or(DEFAULT_MEMORY),
+    })
+}
+
+/// `value` (of `key`, if given) when it lies in `range`; otherwise `Err`,
+/// with the (message, hint) that `problem` gives recorded at the key.
+fn within<T: PartialOrd>(
+    section: &mut ConfigReader<'_>,
+    key: &str,
+    value: Option<T>,
+    range: RangeInclusive<T>,
+    problem: impl FnOnce(&T) -> (String, String),
+) -> Result<Option<T>, ()> {
+    match value {
+        Some(value) if !range.contains(&value) => {
+            let (message, hint) = problem(&value);
+            section.error_at_key(key, message, Some(hint));
+            Err(())
         }
+        value => Ok(value),
     }
-    valid.then_some(limits)
 }
 
 /// Whether `name` can be a jq variable name.
@@ -107,57 +126,41 @@ fn is_name(name: &str) -> bool {
 /// usual), bound in the expressions as `$name` holding that string.
 /// Returns `(name, value as JSON text)`; `None` when an entry is wrong.
 pub(crate) fn read_vars(config: &mut ConfigReader<'_>) -> Option<Vec<(String, String)>> {
-    let Some(node) = config.node("vars") else {
+    let hint = "write `vars: {dev: '${DEVICE}'}` and use `$dev` in the expression";
+    let Some((span, entries)) = mapping(config, "vars", "a mapping", hint)? else {
         return Some(Vec::new());
     };
-    let path = config.child_path("vars");
-    let NodeKind::Map(entries) = &node.kind else {
-        config.error(
-            node.span,
-            path,
-            format!("`vars` must be a mapping, found {}", node.type_name()),
-            Some("write `vars: {dev: '${DEVICE}'}` and use `$dev` in the expression".to_owned()),
-        );
-        return None;
-    };
-    let mut vars = Vec::with_capacity(entries.len());
     let mut valid = true;
     if entries.len() > MAX_VARS {
         config.error(
-            node.span,
-            path.clone(),
+            span,
+            config.child_path("vars"),
             format!("`vars` has {} entries, more than {MAX_VARS}", entries.len()),
             None,
         );
         valid = false;
     }
-    for (name, span, value) in entries {
-        let at = format!("{path}.{name}");
+    let mut vars = Vec::with_capacity(entries.len());
+    valid &= read_entries(config, "vars", entries, |name, span, value| {
         if !is_name(name) {
-            config.error(
-                *span,
-                at,
+            return Err(EntryProblem::new(
+                span,
                 format!("`{name}` cannot be a jq variable name"),
-                Some("use letters, digits and `_`, not starting with a digit".to_owned()),
-            );
-            valid = false;
-            continue;
+                "use letters, digits and `_`, not starting with a digit",
+            ));
         }
-        match &value.kind {
-            NodeKind::Scalar { text, .. } => vars.push((
-                name.clone(),
-                serde_json::Value::String(text.clone()).to_string(),
-            )),
-            _ => {
-                config.error(
-                    value.span,
-                    at,
-                    format!("`vars.{name}` must be text, found {}", value.type_name()),
-                    Some("a variable holds one string; convert it in the expression, e.g. `$n | tonumber`".to_owned()),
-                );
-                valid = false;
-            }
-        }
-    }
+        let NodeKind::Scalar { text, .. } = &value.kind else {
+            return Err(EntryProblem::new(
+                value.span,
+                format!("`vars.{name}` must be text, found {}", value.type_name()),
+                "a variable holds one string; convert it in the expression, e.g. `$n | tonumber`",
+            ));
+        };
+        vars.push((
+            name.to_owned(),
+            serde_json::Value::String(text.clone()).to_string(),
+        ));
+        Ok(())
+    });
     valid.then_some(vars)
 }

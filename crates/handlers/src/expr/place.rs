@@ -146,40 +146,40 @@ mod tests {
                 text: text.to_owned(),
                 quoted,
             },
-            span: Span { line, column },
+            span: span(line, column),
         }
+    }
+
+    fn span(line: u32, column: u32) -> Span {
+        Span { line, column }
+    }
+
+    /// Asserts that byte `offset` of `text`, a scalar (`quoted` or not)
+    /// whose node starts at `start`, is placed at `expected`.
+    fn assert_placed(
+        text: &str,
+        quoted: bool,
+        start: (u32, u32),
+        offset: usize,
+        expected: (u32, u32),
+    ) {
+        let node = scalar(text, quoted, start.0, start.1);
+        assert_eq!(
+            span_in(&node, offset),
+            span(expected.0, expected.1),
+            "{text:?} at {offset}"
+        );
     }
 
     #[test]
     fn plain_scalars_count_characters_from_their_start() {
-        let node = scalar(".a > > 1", false, 5, 13);
-        assert_eq!(
-            span_in(&node, 5),
-            Span {
-                line: 5,
-                column: 18
-            }
-        );
+        assert_placed(".a > > 1", false, (5, 13), 5, (5, 18));
     }
 
     #[test]
     fn quoted_scalars_skip_the_quote_and_count_doubled_single_quotes() {
-        let node = scalar(".a > > 1", true, 5, 13);
-        assert_eq!(
-            span_in(&node, 5),
-            Span {
-                line: 5,
-                column: 19
-            }
-        );
-        let node = scalar(".a == \"it's\" > >", true, 5, 13);
-        assert_eq!(
-            span_in(&node, 15),
-            Span {
-                line: 5,
-                column: 30
-            }
-        );
+        assert_placed(".a > > 1", true, (5, 13), 5, (5, 19));
+        assert_placed(".a == \"it's\" > >", true, (5, 13), 15, (5, 30));
     }
 
     #[test]
@@ -187,30 +187,16 @@ mod tests {
         // expr: |
         //   {id: .order,
         //    total: (.amount * )}
-        let node = scalar("{id: .order,\n total: (.amount * )}\n", true, 6, 9);
+        let text = "{id: .order,\n total: (.amount * )}\n";
         let at = "{id: .order,\n total: (.amount * ".len();
-        assert_eq!(
-            span_in(&node, at),
-            Span {
-                line: 7,
-                column: 28
-            }
-        );
+        assert_placed(text, true, (6, 9), at, (7, 28));
         // A leading empty line is before the node's line.
-        let node = scalar("\n.a >\n", true, 7, 9);
-        assert_eq!(
-            span_in(&node, 4),
-            Span {
-                line: 7,
-                column: 12
-            }
-        );
+        assert_placed("\n.a >\n", true, (7, 9), 4, (7, 12));
     }
 
     #[test]
     fn offsets_past_the_end_or_inside_a_character_are_clamped() {
-        let node = scalar("é", false, 1, 1);
-        assert_eq!(span_in(&node, 1), Span { line: 1, column: 1 });
-        assert_eq!(span_in(&node, 99), Span { line: 1, column: 2 });
+        assert_placed("é", false, (1, 1), 1, (1, 1));
+        assert_placed("é", false, (1, 1), 99, (1, 2));
     }
 }

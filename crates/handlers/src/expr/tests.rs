@@ -67,34 +67,21 @@ fn compile_errors_point_at_the_offending_text() {
             .map(|e| (e.offset, e.message))
             .collect::<Vec<_>>(),
     };
-    assert_eq!(
-        errors(".a > > 1"),
-        vec![(5, "expected term, found `>`".to_owned())]
-    );
-    assert_eq!(
-        errors(".amount >"),
-        vec![(9, "the expression ends early: expected term".to_owned())]
-    );
-    assert_eq!(
-        errors("{id: .order"),
-        vec![(0, "`{` is never closed".to_owned())]
-    );
-    assert_eq!(
-        errors(".a | selct(. > 1)"),
-        vec![(5, "unknown function `selct/1`".to_owned())]
-    );
-    assert_eq!(
-        errors("$x + 1"),
-        vec![(0, "unknown variable `$x`".to_owned())]
-    );
-    assert_eq!(
-        errors("env"),
-        vec![(0, "unknown function `env/0`".to_owned())]
-    );
-    assert_eq!(
-        errors(".a and and .b"),
-        vec![(7, "unexpected keyword `and`".to_owned())]
-    );
+    for (source, offset, message) in [
+        (".a > > 1", 5, "expected term, found `>`"),
+        (".amount >", 9, "the expression ends early: expected term"),
+        ("{id: .order", 0, "`{` is never closed"),
+        (".a | selct(. > 1)", 5, "unknown function `selct/1`"),
+        ("$x + 1", 0, "unknown variable `$x`"),
+        ("env", 0, "unknown function `env/0`"),
+        (".a and and .b", 7, "unexpected keyword `and`"),
+    ] {
+        assert_eq!(
+            errors(source),
+            vec![(offset, message.to_owned())],
+            "{source}"
+        );
+    }
 }
 
 #[test]

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::Url;
-use spate_connector::{ConfigReader, NodeKind};
+use spate_connector::{ConfigNode, ConfigReader, Span};
+
+use crate::mapping::{mapping, read_entries, EntryProblem};
 
 /// What the request body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,92 +159,65 @@ fn read_timeout(config: &mut ConfigReader<'_>) -> Option<Duration> {
 }
 
 fn read_headers(config: &mut ConfigReader<'_>) -> Option<HeaderMap> {
-    let path = config.child_path("headers");
     let mut headers = HeaderMap::new();
-    let Some(node) = config.node("headers") else {
+    let what = "a mapping of header name to value";
+    let hint = "e.g. `headers: {x-api-key: '${FN_KEY}'}`";
+    let Some((_, entries)) = mapping(config, "headers", what, hint)? else {
         return Some(headers);
     };
-    let NodeKind::Map(entries) = &node.kind else {
-        config.error(
-            node.span,
-            path,
-            format!(
-                "`headers` must be a mapping of header name to value, found {}",
-                node.type_name()
-            ),
-            Some("e.g. `headers: {x-api-key: '${FN_KEY}'}`".to_owned()),
-        );
-        return None;
-    };
-    let mut ok = true;
-    for (name, name_span, value) in entries {
-        let entry_path = format!("{path}.{name}");
-        let header = match HeaderName::from_bytes(name.as_bytes()) {
-            Ok(header) => header,
-            Err(_) => {
-                config.error(
-                    *name_span,
-                    entry_path,
-                    format!("`{name}` is not a valid HTTP header name"),
-                    Some("use letters, digits and `-` (e.g. `x-api-key`)".to_owned()),
-                );
-                ok = false;
-                continue;
-            }
-        };
-        if let Some(hint) = reserved(&header) {
-            config.error(
-                *name_span,
-                entry_path,
-                format!("header `{name}` cannot be set under `headers`"),
-                Some(hint.to_owned()),
-            );
-            ok = false;
-            continue;
-        }
-        if headers.contains_key(&header) {
-            config.error(
-                *name_span,
-                entry_path,
-                format!("header `{name}` is given twice (header names ignore case)"),
-                Some("keep one of them".to_owned()),
-            );
-            ok = false;
-            continue;
-        }
-        let Some(text) = value.as_text() else {
-            config.error(
-                value.span,
-                entry_path,
-                format!(
-                    "the value of header `{name}` must be text, found {}",
-                    value.type_name()
-                ),
-                Some("quote it: `x-api-key: '${FN_KEY}'`".to_owned()),
-            );
-            ok = false;
-            continue;
-        };
-        match HeaderValue::from_str(text) {
-            Ok(mut value) => {
-                value.set_sensitive(true);
-                headers.insert(header, value);
-            }
-            Err(_) => {
-                config.error(
-                    value.span,
-                    entry_path,
-                    format!("the value of header `{name}` is not a valid HTTP header value"),
-                    Some(
-                        "header values are one line of visible characters; check for line breaks or control characters (in the environment variable too)"
-                            .to_owned(),
-                    ),
-                );
-                ok = false;
-            }
-        }
-    }
+    let ok = read_entries(config, "headers", entries, |name, name_span, value| {
+        let (header, value) = header_entry(&headers, name, name_span, value)?;
+        headers.insert(header, value);
+        Ok(())
+    });
     ok.then_some(headers)
+}
+
+/// One entry of `headers:`: a name that is valid, may be set and is not
+/// already in `headers`, and a valid value (marked sensitive).
+fn header_entry(
+    headers: &HeaderMap,
+    name: &str,
+    name_span: Span,
+    value: &ConfigNode,
+) -> Result<(HeaderName, HeaderValue), EntryProblem> {
+    let at_name = |message: String, hint: &str| EntryProblem::new(name_span, message, hint);
+    let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        at_name(
+            format!("`{name}` is not a valid HTTP header name"),
+            "use letters, digits and `-` (e.g. `x-api-key`)",
+        )
+    })?;
+    if let Some(hint) = reserved(&header) {
+        return Err(at_name(
+            format!("header `{name}` cannot be set under `headers`"),
+            hint,
+        ));
+    }
+    if headers.contains_key(&header) {
+        return Err(at_name(
+            format!("header `{name}` is given twice (header names ignore case)"),
+            "keep one of them",
+        ));
+    }
+    let at_value = |message: String, hint: &str| EntryProblem::new(value.span, message, hint);
+    let text = value.as_text().ok_or_else(|| {
+        at_value(
+            format!(
+                "the value of header `{name}` must be text, found {}",
+                value.type_name()
+            ),
+            "quote it: `x-api-key: '${FN_KEY}'`",
+        )
+    })?;
+    let mut value = HeaderValue::from_str(text).map_err(|_| {
+        at_value(
+            format!("the value of header `{name}` is not a valid HTTP header value"),
+            "header values are one line of visible characters; check for line breaks or control characters (in the environment variable too)",
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok((header, value))
 }
 
 /// `Some(None)` when no credential is configured (absent or empty — so

@@ -53,6 +53,11 @@ impl Writer {
     fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
+    /// Writes a tag, for what follows it to be written on the result.
+    fn tag(&mut self, tag: u8) -> &mut Self {
+        self.u8(tag);
+        self
+    }
     fn u32(&mut self, v: usize) {
         // Lengths come from values that were parsed from payloads far
         // smaller than 4 GiB.
@@ -71,14 +76,8 @@ impl Writer {
     }
     fn num(&mut self, n: Num) {
         match n {
-            Num::Int(i) => {
-                self.u8(0);
-                self.i64(i);
-            }
-            Num::Float(f) => {
-                self.u8(1);
-                self.u64(f.to_bits());
-            }
+            Num::Int(i) => self.tag(0).i64(i),
+            Num::Float(f) => self.tag(1).u64(f.to_bits()),
         }
     }
     fn opt(&mut self, n: Option<Num>) {
@@ -93,36 +92,40 @@ impl Writer {
             Value::Bool(b) => self.u8(1 + u8::from(*b)),
             Value::Number(n) => {
                 if let Some(i) = n.as_i64() {
-                    self.u8(3);
-                    self.i64(i);
+                    self.tag(3).i64(i);
                 } else if let Some(u) = n.as_u64() {
-                    self.u8(4);
-                    self.u64(u);
+                    self.tag(4).u64(u);
                 } else {
-                    self.u8(5);
-                    self.u64(n.as_f64().unwrap_or(0.0).to_bits());
+                    self.tag(5).u64(n.as_f64().unwrap_or(0.0).to_bits());
                 }
             }
-            Value::String(s) => {
-                self.u8(6);
-                self.str(s);
-            }
+            Value::String(s) => self.tag(6).str(s),
             Value::Array(items) => {
-                self.u8(7);
-                self.u32(items.len());
+                self.tag(7).u32(items.len());
                 for item in items {
                     self.value(item);
                 }
             }
             Value::Object(map) => {
-                self.u8(8);
-                self.u32(map.len());
+                self.tag(8).u32(map.len());
                 for (k, item) in map {
                     self.str(k);
                     self.value(item);
                 }
             }
         }
+    }
+}
+
+/// The tag an accumulator starts with (`acc` in the grammar above).
+fn acc_tag(acc: &Acc) -> u8 {
+    match acc {
+        Acc::Count => 0,
+        Acc::Sum(_) => 1,
+        Acc::Min(_) => 2,
+        Acc::Max(_) => 3,
+        Acc::Avg(_) => 4,
+        Acc::Last(_) => 5,
     }
 }
 
@@ -137,32 +140,14 @@ pub fn encode(settings: &Settings, state: &KeyState) -> Vec<u8> {
         w.i64(*start);
         w.u64(window.count);
         for acc in &window.accs {
+            w.u8(acc_tag(acc));
             match acc {
-                Acc::Count => w.u8(0),
-                Acc::Sum(n) => {
-                    w.u8(1);
-                    w.num(*n);
-                }
-                Acc::Min(n) => {
-                    w.u8(2);
-                    w.opt(*n);
-                }
-                Acc::Max(n) => {
-                    w.u8(3);
-                    w.opt(*n);
-                }
-                Acc::Avg(n) => {
-                    w.u8(4);
-                    w.num(*n);
-                }
-                Acc::Last(None) => {
-                    w.u8(5);
-                    w.u8(0);
-                }
+                Acc::Count => {}
+                Acc::Sum(n) | Acc::Avg(n) => w.num(*n),
+                Acc::Min(n) | Acc::Max(n) => w.opt(*n),
+                Acc::Last(None) => w.u8(0),
                 Acc::Last(Some((time, value))) => {
-                    w.u8(5);
-                    w.u8(1);
-                    w.i64(*time);
+                    w.tag(1).i64(*time);
                     w.value(value);
                 }
             }
