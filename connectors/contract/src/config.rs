@@ -171,5 +171,32 @@ pub fn quote_list(items: &[&str]) -> String {
     }
 }
 
+/// A mapping node of unquoted scalars, as a pipeline file would give a
+/// connector; key `i` sits on line `i + 2` so errors have distinct places.
+/// For tests (the test kit offers it to connectors).
+#[cfg(any(test, feature = "testkit"))]
+pub fn config_map(entries: &[(&str, &str)]) -> ConfigNode {
+    ConfigNode {
+        kind: NodeKind::Map(
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, (key, value))| {
+                    let line = i as u32 + 2;
+                    let value = ConfigNode {
+                        kind: NodeKind::Scalar {
+                            text: (*value).to_owned(),
+                            quoted: false,
+                        },
+                        span: Span { line, column: 12 },
+                    };
+                    ((*key).to_owned(), Span { line, column: 5 }, value)
+                })
+                .collect(),
+        ),
+        span: Span { line: 1, column: 5 },
+    }
+}
+
 #[cfg(test)]
 mod tests;

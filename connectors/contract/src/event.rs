@@ -98,6 +98,16 @@ impl Event {
     pub fn byte_len(&self) -> usize {
         self.key.as_ref().map_or(0, Bytes::len) + self.payload.len() + self.headers.byte_len()
     }
+
+    /// The wall-clock time now, in milliseconds since the Unix epoch: the
+    /// [`Event::timestamp_ms`] of a message that carries no time of its own
+    /// (its receive time). `None` for a clock before the epoch.
+    pub fn receive_time_ms() -> Option<i64> {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as i64)
+    }
 }
 
 /// One record handed to a sink: an output of a handler or a dead letter.

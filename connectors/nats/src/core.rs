@@ -36,7 +36,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
@@ -157,10 +157,7 @@ impl NatsSource {
             payload: message.payload,
             headers,
             // Core NATS messages carry no time; use the receive time.
-            timestamp_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_millis() as i64),
+            timestamp_ms: Event::receive_time_ms(),
             position: Position {
                 stream: self.stream.clone(),
                 partition: 0,

@@ -51,12 +51,6 @@ struct CoreFixture {
     server: Server,
 }
 
-struct CoreStream {
-    url: String,
-    prefix: String,
-    source: Box<dyn SourceBuilder>,
-}
-
 #[async_trait]
 impl Fixture for CoreFixture {
     async fn stream(&self, label: &str) -> Result<Box<dyn TestStream>, String> {
@@ -66,16 +60,27 @@ impl Fixture for CoreFixture {
             "nats",
             &[("url", self.server.url.as_str()), ("subject", &filter)],
         )?;
-        Ok(Box::new(CoreStream {
+        Ok(Box::new(NatsStream {
             url: self.server.url.clone(),
             prefix,
             source,
+            jetstream: None,
         }))
     }
 }
 
+/// One check's stream: core subjects `{prefix}.{partition}`, or JetStream
+/// subjects `{prefix}.{partition}.test` of a stream of its own (with the
+/// client that publishes into it).
+struct NatsStream {
+    url: String,
+    prefix: String,
+    source: Box<dyn SourceBuilder>,
+    jetstream: Option<async_nats::Client>,
+}
+
 #[async_trait]
-impl TestStream for CoreStream {
+impl TestStream for NatsStream {
     fn partitions(&self) -> u32 {
         PARTITIONS
     }
@@ -84,14 +89,49 @@ impl TestStream for CoreStream {
         self.source.build().await.map_err(|e| e.to_string())
     }
 
-    /// Publishes through the connector's own sink.
+    /// Core: publishes through the connector's own sink. JetStream: waits
+    /// for each publish ack.
     async fn produce(&self, partition: u32, payloads: Vec<Bytes>) -> Result<(), String> {
-        let sink = sink("nats", &self.url, &format!("{}.{partition}", self.prefix)).await?;
-        spate_testsupport::connector::write_payloads(&*sink, payloads).await
+        let Some(client) = &self.jetstream else {
+            let sink = sink("nats", &self.url, &format!("{}.{partition}", self.prefix)).await?;
+            return spate_testsupport::connector::write_payloads(&*sink, payloads).await;
+        };
+        let context = async_nats::jetstream::new(client.clone());
+        let subject = format!("{}.{partition}.test", self.prefix);
+        for payload in payloads {
+            context
+                .publish(subject.clone(), payload)
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     async fn sink(&self) -> Result<Box<dyn Sink>, String> {
-        sink("nats", &self.url, &format!("{}.0", self.prefix)).await
+        match self.jetstream {
+            None => sink("nats", &self.url, &format!("{}.0", self.prefix)).await,
+            Some(_) => sink("jetstream", &self.url, &format!("{}.0.test", self.prefix)).await,
+        }
+    }
+
+    async fn transaction_output(&self) -> Result<Box<dyn TestStream>, String> {
+        match &self.jetstream {
+            None => Err("this stream has no output for transactions".to_owned()),
+            Some(client) => {
+                create_jetstream(&self.url, client, &format!("{}_out", self.prefix)).await
+            }
+        }
+    }
+
+    /// JetStream: a second process on the same durable takes its share of
+    /// the partitions' leases.
+    async fn rebalance(&self) -> Result<Option<Box<dyn Source>>, String> {
+        match self.jetstream {
+            None => Err("this stream's source has no group".to_owned()),
+            Some(_) => Ok(Some(self.source().await?)),
+        }
     }
 }
 
@@ -112,89 +152,41 @@ struct JetStreamFixture {
     client: async_nats::Client,
 }
 
-struct JetStream {
-    url: String,
-    client: async_nats::Client,
-    prefix: String,
-    source: Box<dyn SourceBuilder>,
-}
-
-impl JetStream {
-    async fn create(
-        url: &str,
-        client: &async_nats::Client,
-        label: &str,
-    ) -> Result<Box<dyn TestStream>, String> {
-        let stream = name(label);
-        let prefix = stream.to_lowercase();
-        create_stream(client, &stream, &[format!("{prefix}.>")]).await;
-        let durable = format!("{stream}_durable");
-        let partition_subject = format!("{prefix}.{{partition}}.*");
-        let source = builder(
-            "jetstream",
-            &[
-                ("url", url),
-                ("stream", &stream),
-                ("durable", &durable),
-                ("partitions", "2"),
-                ("partition_subject", &partition_subject),
-                ("lease_ttl", "2s"),
-                ("ack_wait", "3s"),
-                ("fetch_wait", "300ms"),
-            ],
-        )?;
-        Ok(Box::new(JetStream {
-            url: url.to_owned(),
-            client: client.clone(),
-            prefix,
-            source,
-        }))
-    }
+async fn create_jetstream(
+    url: &str,
+    client: &async_nats::Client,
+    label: &str,
+) -> Result<Box<dyn TestStream>, String> {
+    let stream = name(label);
+    let prefix = stream.to_lowercase();
+    create_stream(client, &stream, &[format!("{prefix}.>")]).await;
+    let durable = format!("{stream}_durable");
+    let partition_subject = format!("{prefix}.{{partition}}.*");
+    let source = builder(
+        "jetstream",
+        &[
+            ("url", url),
+            ("stream", &stream),
+            ("durable", &durable),
+            ("partitions", "2"),
+            ("partition_subject", &partition_subject),
+            ("lease_ttl", "2s"),
+            ("ack_wait", "3s"),
+            ("fetch_wait", "300ms"),
+        ],
+    )?;
+    Ok(Box::new(NatsStream {
+        url: url.to_owned(),
+        prefix,
+        source,
+        jetstream: Some(client.clone()),
+    }))
 }
 
 #[async_trait]
 impl Fixture for JetStreamFixture {
     async fn stream(&self, label: &str) -> Result<Box<dyn TestStream>, String> {
-        JetStream::create(&self.server.url, &self.client, label).await
-    }
-}
-
-#[async_trait]
-impl TestStream for JetStream {
-    fn partitions(&self) -> u32 {
-        PARTITIONS
-    }
-
-    async fn source(&self) -> Result<Box<dyn Source>, String> {
-        self.source.build().await.map_err(|e| e.to_string())
-    }
-
-    async fn produce(&self, partition: u32, payloads: Vec<Bytes>) -> Result<(), String> {
-        let context = async_nats::jetstream::new(self.client.clone());
-        let subject = format!("{}.{partition}.test", self.prefix);
-        for payload in payloads {
-            context
-                .publish(subject.clone(), payload)
-                .await
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    async fn sink(&self) -> Result<Box<dyn Sink>, String> {
-        sink("jetstream", &self.url, &format!("{}.0.test", self.prefix)).await
-    }
-
-    async fn transaction_output(&self) -> Result<Box<dyn TestStream>, String> {
-        JetStream::create(&self.url, &self.client, &format!("{}_out", self.prefix)).await
-    }
-
-    /// A second process on the same durable takes its share of the
-    /// partitions' leases.
-    async fn rebalance(&self) -> Result<Option<Box<dyn Source>>, String> {
-        Ok(Some(self.source().await?))
+        create_jetstream(&self.server.url, &self.client, label).await
     }
 }
 

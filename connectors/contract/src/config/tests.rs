@@ -5,40 +5,12 @@ use std::time::Duration;
 
 use super::*;
 
-fn scalar(text: &str, line: u32) -> ConfigNode {
-    ConfigNode {
-        kind: NodeKind::Scalar {
-            text: text.to_owned(),
-            quoted: false,
-        },
-        span: Span { line, column: 10 },
-    }
-}
-
-fn map(entries: Vec<(&str, ConfigNode)>) -> ConfigNode {
-    ConfigNode {
-        kind: NodeKind::Map(
-            entries
-                .into_iter()
-                .map(|(k, v)| {
-                    let span = Span {
-                        line: v.span.line,
-                        column: 3,
-                    };
-                    (k.to_owned(), span, v)
-                })
-                .collect(),
-        ),
-        span: Span { line: 1, column: 1 },
-    }
-}
-
 #[test]
 fn every_problem_is_collected_with_its_place() {
-    let node = map(vec![
-        ("max_attempts", scalar("three", 2)),
-        ("timout", scalar("5s", 3)),
-        ("initial_backoff", scalar("100", 4)),
+    let node = config_map(&[
+        ("max_attempts", "three"),
+        ("timout", "5s"),
+        ("initial_backoff", "100"),
     ]);
     let errors = ConfigErrors::default();
     {
@@ -68,7 +40,7 @@ fn every_problem_is_collected_with_its_place() {
 
 #[test]
 fn one_of_suggests_the_closest_choice() {
-    let node = map(vec![("ordering", scalar("partiton", 2))]);
+    let node = config_map(&[("ordering", "partiton")]);
     let errors = ConfigErrors::default();
     {
         let mut reader = ConfigReader::new(&node, "", &errors);
@@ -100,6 +72,6 @@ fn durations_and_sizes_parse_with_units() {
 
 #[test]
 fn json_conversion_keeps_plain_scalar_types() {
-    let node = map(vec![("a", scalar("12", 2)), ("b", scalar("x\"y", 3))]);
+    let node = config_map(&[("a", "12"), ("b", "x\"y")]);
     assert_eq!(node.to_json_text(), r#"{"a":12,"b":"x\"y"}"#);
 }

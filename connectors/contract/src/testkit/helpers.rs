@@ -54,32 +54,6 @@ pub async fn read_events(
     events
 }
 
-/// A mapping node of unquoted scalars, as a pipeline file would give a
-/// connector; key `i` sits on line `i + 2` so errors have distinct places.
-pub fn config_map(entries: &[(&str, &str)]) -> crate::ConfigNode {
-    use crate::{ConfigNode, NodeKind, Span};
-    ConfigNode {
-        kind: NodeKind::Map(
-            entries
-                .iter()
-                .enumerate()
-                .map(|(i, (key, value))| {
-                    let line = i as u32 + 2;
-                    let value = ConfigNode {
-                        kind: NodeKind::Scalar {
-                            text: (*value).to_owned(),
-                            quoted: false,
-                        },
-                        span: Span { line, column: 12 },
-                    };
-                    ((*key).to_owned(), Span { line, column: 5 }, value)
-                })
-                .collect(),
-        ),
-        span: Span { line: 1, column: 5 },
-    }
-}
-
 /// Reads a source configuration through `factory` the way the pipeline
 /// loader does; returns the builder (if any) and every problem recorded,
 /// unknown keys included.
@@ -90,13 +64,7 @@ pub fn read_source_config(
     Option<Box<dyn crate::SourceBuilder>>,
     Vec<crate::ConfigError>,
 ) {
-    let node = config_map(entries);
-    let errors = crate::config::ConfigErrors::default();
-    let builder = {
-        let mut reader = crate::ConfigReader::new(&node, "inputs[0]", &errors);
-        factory.source(&mut reader)
-    };
-    (builder, errors.into_inner())
+    read_config(entries, "inputs[0]", |reader| factory.source(reader))
 }
 
 /// Reads a sink configuration; see [`read_source_config`].
@@ -104,11 +72,18 @@ pub fn read_sink_config(
     factory: &dyn crate::ConnectorFactory,
     entries: &[(&str, &str)],
 ) -> (Option<Box<dyn crate::SinkBuilder>>, Vec<crate::ConfigError>) {
-    let node = config_map(entries);
+    read_config(entries, "outputs[0]", |reader| factory.sink(reader))
+}
+
+/// Reads the mapping of `entries` at `path` with `read`; what it made and
+/// every problem recorded.
+fn read_config<T>(
+    entries: &[(&str, &str)],
+    path: &str,
+    read: impl FnOnce(&mut crate::ConfigReader<'_>) -> T,
+) -> (T, Vec<crate::ConfigError>) {
+    let node = crate::config::config_map(entries);
     let errors = crate::config::ConfigErrors::default();
-    let builder = {
-        let mut reader = crate::ConfigReader::new(&node, "outputs[0]", &errors);
-        factory.sink(&mut reader)
-    };
-    (builder, errors.into_inner())
+    let made = read(&mut crate::ConfigReader::new(&node, path, &errors));
+    (made, errors.into_inner())
 }

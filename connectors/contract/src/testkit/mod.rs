@@ -18,10 +18,9 @@ mod helpers;
 mod sink;
 mod transaction;
 
+pub use crate::config::config_map;
 pub use database::{MemoryDatabase, MemoryDatabaseSession, MemoryTable};
-pub use helpers::{
-    config_map, next_before, next_within, read_events, read_sink_config, read_source_config,
-};
+pub use helpers::{next_before, next_within, read_events, read_sink_config, read_source_config};
 pub use sink::MemorySink;
 pub use transaction::MemoryTransaction;
 
@@ -57,6 +56,24 @@ struct LogState {
     /// Every `resume_from` call's positions, in order.
     resume_log: Vec<Vec<StoredPosition>>,
     transactions: transaction::TransactionState,
+}
+
+impl LogState {
+    /// Moves the committed positions to `positions`; `what` moving one
+    /// backwards is a bug of the caller's.
+    fn advance(&mut self, what: &str, positions: &[CommitPosition]) {
+        for position in positions {
+            let entry = self.committed.entry(position.partition).or_insert(0);
+            assert!(
+                position.next_offset >= *entry,
+                "{what} moved partition {} backwards: {} -> {}",
+                position.partition,
+                entry,
+                position.next_offset
+            );
+            *entry = position.next_offset;
+        }
+    }
 }
 
 struct Shared {
@@ -332,17 +349,7 @@ impl Source for MemorySource {
                 message: "commit failed (injected)".to_owned(),
             });
         }
-        for position in positions {
-            let entry = state.committed.entry(position.partition).or_insert(0);
-            assert!(
-                position.next_offset >= *entry,
-                "commit moved partition {} backwards: {} -> {}",
-                position.partition,
-                entry,
-                position.next_offset
-            );
-            *entry = position.next_offset;
-        }
+        state.advance("commit", positions);
         state.commit_log.push(positions.to_vec());
         Ok(())
     }

@@ -186,17 +186,7 @@ impl TransactionSession for MemoryTransaction {
                 sink.append_committed(records);
             }
         }
-        for position in positions {
-            let entry = state.committed.entry(position.partition).or_insert(0);
-            assert!(
-                position.next_offset >= *entry,
-                "transaction moved partition {} backwards: {} -> {}",
-                position.partition,
-                entry,
-                position.next_offset
-            );
-            *entry = position.next_offset;
-        }
+        state.advance("transaction", positions);
         if !positions.is_empty() {
             state.commit_log.push(positions.to_vec());
         }

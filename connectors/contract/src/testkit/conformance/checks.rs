@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::session::{
-    among, bounded, expected_count, list, parse, payloads, produce, show, Session, Split,
+    bounded, expected_count, list, parse, payloads, produce, show, Session, Split,
 };
 use super::{exactly_once, group, sink, Check, Harness, TestStream};
 use crate::event::{Event, PartitionId};
@@ -251,8 +251,7 @@ async fn commit_then_reopen(
 /// A new session starts at the committed position: nothing below it again.
 async fn resume_at_commit(h: &Harness, stream: &dyn TestStream, label: &str) -> Result<(), String> {
     let (split, later, missing) = commit_then_reopen(h, stream, label).await?;
-    let committed = payloads(&split.committed);
-    let again = among(&later, &committed);
+    let again = split.committed_among(&later);
     if !again.is_empty() {
         return Err(format!(
             "a new session delivered {} events below the committed positions {:?} again: {}",
@@ -310,8 +309,7 @@ async fn resume_from_stored(
     second.until_assigned().await?;
     let (later, missing) = second.collect(&payloads(&split.rest)).await?;
     second.close().await?;
-    let committed = payloads(&split.committed);
-    let below = among(&later, &committed);
+    let below = split.committed_among(&later);
     if !below.is_empty() {
         return Err(format!(
             "after `resume_from({stored:?})`, {} events below the stored positions came: {}",

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
-use super::session::{among, bounded, exactly, list, payloads, Reader, Session, Split};
+use super::session::{bounded, exactly, list, payloads, Reader, Session, Split};
 use super::{Harness, TestStream, Transactions};
 use crate::event::{Event, Record};
 use crate::transaction::{record_id, TransactionSession, TransactionalTarget, RECORD_ID_HEADER};
@@ -140,8 +140,7 @@ async fn positions_visible(
     let mut next = Session::open(stream, h.wait).await?;
     let (later, missing) = next.collect(&payloads(&split.rest)).await?;
     next.close().await?;
-    let committed = payloads(&split.committed);
-    let again = among(&later, &committed);
+    let again = split.committed_among(&later);
     if !again.is_empty() {
         return Err(format!(
             "the records are visible but the positions {:?} committed with them are not: \

@@ -362,6 +362,12 @@ pub(super) struct Split {
 }
 
 impl Split {
+    /// The payloads of `events` that were committed already, in delivery
+    /// order: what a later session must not deliver again.
+    pub fn committed_among<'a>(&self, events: &'a [Event]) -> Vec<&'a Bytes> {
+        among(events, &payloads(&self.committed))
+    }
+
     /// The first half (at least one) of each partition's events.
     pub fn half(events: &[Event]) -> Self {
         let mut by_partition: BTreeMap<PartitionId, Vec<&Event>> = BTreeMap::new();

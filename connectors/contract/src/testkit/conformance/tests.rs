@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    evaluate, run, Check, Fixture, Harness, MemoryDatabaseFixture, MemoryFixture, Outcome,
+    evaluate, run, Check, Fixture, Harness, MemoryDatabaseFixture, MemoryFixture, Outcome, Report,
     TestStream, MEMORY_SOURCE, MEMORY_TABLE,
 };
 use crate::error::SourceError;
@@ -22,6 +22,26 @@ fn fast(harness: Harness) -> Harness {
         .wait(Duration::from_secs(2))
         .quiet(Duration::from_millis(200))
         .budget(Duration::from_secs(20))
+}
+
+fn assert_passed(report: &Report, check: Check) {
+    assert_eq!(report.outcome(check), Some(&Outcome::Passed), "{check:?}");
+}
+
+fn assert_skipped(report: &Report, check: Check) {
+    assert!(
+        matches!(report.outcome(check), Some(Outcome::Skipped(_))),
+        "{check:?}"
+    );
+}
+
+/// The message of `check`'s failure; panics with `otherwise` and the report
+/// if it did not fail.
+fn failure<'r>(report: &'r Report, check: Check, otherwise: &str) -> &'r str {
+    match report.outcome(check) {
+        Some(Outcome::Failed(message)) => message,
+        _ => panic!("{otherwise}\n{report}"),
+    }
 }
 
 #[tokio::test]
@@ -39,10 +59,7 @@ async fn the_memory_log_keeps_the_contract() {
             "not claimed: sink durable_positions".to_owned()
         ))
     );
-    assert_eq!(
-        report.outcome(Check::SourceReleaseOnRevoke),
-        Some(&Outcome::Passed)
-    );
+    assert_passed(&report, Check::SourceReleaseOnRevoke);
 }
 
 #[tokio::test]
@@ -51,14 +68,8 @@ async fn the_memory_database_keeps_the_contract() {
         Harness::new("memorydb", MemoryDatabaseFixture).sink(MEMORY_TABLE),
     ))
     .await;
-    assert_eq!(
-        report.outcome(Check::SinkSessionAbort),
-        Some(&Outcome::Passed)
-    );
-    assert!(matches!(
-        report.outcome(Check::SourceOrder),
-        Some(Outcome::Skipped(_))
-    ));
+    assert_passed(&report, Check::SinkSessionAbort);
+    assert_skipped(&report, Check::SourceOrder);
 }
 
 /// How a [`Broken`] source breaks the contract.
@@ -156,22 +167,18 @@ async fn a_source_claiming_durable_positions_it_does_not_keep_fails() {
 async fn the_report_names_the_broken_rule_and_passes_the_rest() {
     let report = evaluate(forgetful()).await;
     println!("{report}");
-    let Some(Outcome::Failed(message)) = report.outcome(Check::SourceResumeAtCommit) else {
-        panic!("resume-at-commit should fail:\n{report}");
-    };
+    let message = failure(
+        &report,
+        Check::SourceResumeAtCommit,
+        "resume-at-commit should fail:",
+    );
     assert!(
         message.contains("below the committed positions"),
         "{message}"
     );
-    assert_eq!(report.outcome(Check::SourceOrder), Some(&Outcome::Passed));
-    assert_eq!(
-        report.outcome(Check::SourceRedelivery),
-        Some(&Outcome::Passed)
-    );
-    assert!(matches!(
-        report.outcome(Check::SourceExactlyOnceCommit),
-        Some(Outcome::Skipped(_))
-    ));
+    assert_passed(&report, Check::SourceOrder);
+    assert_passed(&report, Check::SourceRedelivery);
+    assert_skipped(&report, Check::SourceExactlyOnceCommit);
 }
 
 #[tokio::test]
@@ -185,9 +192,7 @@ async fn a_source_that_ignores_pause_fails_the_pause_check() {
     );
     let report = evaluate(harness).await;
     println!("{report}");
-    let Some(Outcome::Failed(message)) = report.outcome(Check::SourcePause) else {
-        panic!("pause should fail:\n{report}");
-    };
+    let message = failure(&report, Check::SourcePause, "pause should fail:");
     assert!(
         message.contains("events of paused partitions came"),
         "{message}"
