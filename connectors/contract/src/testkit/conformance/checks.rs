@@ -238,8 +238,7 @@ async fn commit_then_reopen(
     stream: &dyn TestStream,
     label: &str,
 ) -> Result<(Split, Vec<Event>, BTreeSet<Bytes>), String> {
-    let mut first = Session::open(stream, h.wait).await?;
-    let (_, split) = first.read_produced(h, stream, label).await?;
+    let (mut first, _, split) = Session::open_reading_produced(h, stream, label).await?;
     first.commit(&split.positions).await?;
     first.close().await?;
     let mut second = Session::open(stream, h.wait).await?;
@@ -295,8 +294,7 @@ async fn resume_from_stored(
     stream: &dyn TestStream,
     label: &str,
 ) -> Result<(), String> {
-    let mut first = Session::open(stream, h.wait).await?;
-    let (_, split) = first.read_produced(h, stream, label).await?;
+    let (first, _, split) = Session::open_reading_produced(h, stream, label).await?;
     let stored = first.source.positions_to_store(&split.positions);
     first.close().await?;
     let source = bounded(h.wait, "opening a source session", stream.source()).await??;

@@ -50,8 +50,7 @@ pub(super) async fn release_on_revoke(
     stream: &dyn TestStream,
     label: &str,
 ) -> Result<(), String> {
-    let mut old = Session::open(stream, h.wait).await?;
-    let (events, split) = old.read_produced(h, stream, label).await?;
+    let (mut old, events, split) = Session::open_reading_produced(h, stream, label).await?;
     old.commit(&split.positions).await?;
     let joined = bounded(h.wait, "a rebalance", stream.rebalance()).await??;
     let mut new = joined.map(|source| Session::over(source, h.wait));

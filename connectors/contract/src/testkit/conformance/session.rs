@@ -106,6 +106,18 @@ impl Session {
         Ok(session)
     }
 
+    /// Opens a session of `stream` and reads what [`produce`] writes into
+    /// it, split as [`Session::read_produced`] does.
+    pub async fn open_reading_produced(
+        h: &Harness,
+        stream: &dyn TestStream,
+        label: &str,
+    ) -> Result<(Self, Vec<Event>, Split), String> {
+        let mut session = Self::open(stream, h.wait).await?;
+        let (events, split) = session.read_produced(h, stream, label).await?;
+        Ok((session, events, split))
+    }
+
     /// Watches an open source.
     pub fn over(source: Box<dyn Source>, wait: Duration) -> Self {
         Self {
