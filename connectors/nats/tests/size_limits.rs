@@ -23,6 +23,34 @@ fn assert_rejected_naming(result: Result<(), SinkError>, setting: &str) {
     }
 }
 
+/// A `jetstream` sink into a fresh stream `BASE` (whose `max_msg_size` is
+/// `max_message_size`, 0: none) rejects a message of `too_big` bytes naming
+/// `setting`, and stores a small one.
+async fn jetstream_rejects(
+    server: &Server,
+    base: &str,
+    max_message_size: i32,
+    too_big: usize,
+    setting: &str,
+) {
+    let client = server.client().await;
+    let stream = base.to_uppercase();
+    let subject = format!("{base}.js");
+    async_nats::jetstream::new(client.clone())
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![subject.clone()],
+            max_message_size,
+            ..Default::default()
+        })
+        .await
+        .expect("stream created");
+    let js = sink("jetstream", &[("url", &server.url), ("subject", &subject)]).await;
+    assert_rejected_naming(js.write(big(too_big)).await, setting);
+    js.write(big(10)).await.expect("a small message is stored");
+    delete_stream(&client, &stream).await;
+}
+
 #[tokio::test]
 async fn a_message_over_the_servers_max_payload_is_rejected_naming_it() {
     let server = server();
@@ -39,33 +67,11 @@ async fn a_message_over_the_servers_max_payload_is_rejected_naming_it() {
         .await
         .expect("a small message is written");
 
-    let stream = base.to_uppercase();
-    let subject = format!("{base}.js");
-    create_stream(&client, &stream, std::slice::from_ref(&subject)).await;
-    let js = sink("jetstream", &[("url", &server.url), ("subject", &subject)]).await;
-    assert_rejected_naming(js.write(big(max + 1)).await, "`max_payload`");
-    js.write(big(10)).await.expect("a small message is stored");
-    delete_stream(&client, &stream).await;
+    jetstream_rejects(&server, &base, 0, max + 1, "`max_payload`").await;
 }
 
 #[tokio::test]
 async fn a_message_over_the_streams_max_msg_size_is_rejected_naming_it() {
     let server = server();
-    let client = server.client().await;
-    let base = unique("limited");
-    let stream = base.to_uppercase();
-    let subject = format!("{base}.out");
-    async_nats::jetstream::new(client.clone())
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: stream.clone(),
-            subjects: vec![subject.clone()],
-            max_message_size: 1_000,
-            ..Default::default()
-        })
-        .await
-        .expect("stream created");
-    let js = sink("jetstream", &[("url", &server.url), ("subject", &subject)]).await;
-    assert_rejected_naming(js.write(big(2_000)).await, "`max_msg_size`");
-    js.write(big(10)).await.expect("a small message is stored");
-    delete_stream(&client, &stream).await;
+    jetstream_rejects(&server, &unique("limited"), 1_000, 2_000, "`max_msg_size`").await;
 }

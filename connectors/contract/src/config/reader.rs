@@ -171,6 +171,17 @@ impl<'a> ConfigReader<'a> {
         }
     }
 
+    /// An optional string that, when written, is not blank; records
+    /// "`key` is empty" (with `hint`) for a blank one.
+    pub fn non_empty_string(&mut self, key: &'static str, hint: Option<String>) -> Option<String> {
+        let value = self.string(key)?;
+        if value.trim().is_empty() {
+            self.error_at_key(key, format!("`{key}` is empty"), hint);
+            return None;
+        }
+        Some(value)
+    }
+
     /// A required string; records an error when absent.
     pub fn required_string(&mut self, key: &'static str, hint: Option<String>) -> Option<String> {
         let value = self.string(key);

@@ -136,15 +136,7 @@ impl TlsSettings {
 
 /// Reads a path key and records an error when the file is not there.
 fn existing_file(config: &mut ConfigReader<'_>, key: &'static str) -> Option<PathBuf> {
-    let text = config.string(key)?;
-    if text.trim().is_empty() {
-        config.error_at_key(
-            key,
-            format!("`{key}` is empty"),
-            Some("write the path of a PEM file".to_owned()),
-        );
-        return None;
-    }
+    let text = config.non_empty_string(key, Some("write the path of a PEM file".to_owned()))?;
     let path = PathBuf::from(text);
     let problem = match std::fs::metadata(&path) {
         Ok(meta) if meta.is_file() => return Some(path),
