@@ -13,7 +13,10 @@ use spate_postgres::{PgSink, PgSinkBuilder};
 use spate_testsupport::postgres::eos::Fixture;
 use spate_testsupport::postgres::fixtures::{commit_until_ok, output, put, Txn};
 use spate_testsupport::postgres::proxy::{Cut, Proxy};
-use spate_testsupport::postgres::{config, sink_node, start_own, Control, Schema};
+use spate_testsupport::postgres::{config, sink_node, start_own, Control};
+
+mod common;
+use common::Db;
 
 /// Starts the server again after `delay`, on a blocking thread.
 fn restart_after(ctl: Arc<Control>, delay: Duration) -> tokio::task::JoinHandle<()> {
@@ -27,17 +30,15 @@ fn restart_after(ctl: Arc<Control>, delay: Duration) -> tokio::task::JoinHandle<
 
 #[tokio::test]
 async fn a_server_restart_loses_nothing() {
-    let server = start_own();
-    let client = server.client().await;
-    let schema = Schema::create(&client, "restart").await;
-    let table = format!("{}.telemetry", schema.name);
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {table} (device_id text NOT NULL, ts bigint NOT NULL, \
-             temperature double precision, PRIMARY KEY (device_id, ts))"
-        ))
-        .await
-        .unwrap();
+    let db = Db::on(start_own(), "restart").await;
+    let table = db
+        .table(
+            "telemetry",
+            "device_id text NOT NULL, ts bigint NOT NULL, \
+             temperature double precision, PRIMARY KEY (device_id, ts)",
+        )
+        .await;
+    let Db { server, client, .. } = db;
     drop(client);
     let node = sink_node(
         &[
