@@ -31,7 +31,7 @@
 //! stops the function without committing anything more.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use spate_connector::{
@@ -44,6 +44,7 @@ use super::{Committer, Scheduler};
 use crate::work::{Destination, PartKey};
 use crate::{backoff, EngineError};
 
+mod pacing;
 mod session;
 
 pub(super) use session::Committed;
@@ -220,8 +221,7 @@ impl Transactions {
     /// True when the open transaction should commit now: its interval
     /// passed (and no back-off holds it) or it holds `max_events` events.
     pub(super) fn due(&self) -> bool {
-        self.can_commit_now()
-            && (self.last_commit.elapsed() >= self.interval || self.open_events >= self.max_events)
+        self.can_commit_now() && self.pacing.is_due(self.open_events)
     }
 
     /// Commits the open transaction with every partition's watermark and
@@ -253,7 +253,7 @@ impl Transactions {
         if self.dead || self.committing.is_some() {
             return Start::Failed;
         }
-        self.last_commit = Instant::now();
+        self.pacing.started();
         let mut positions = Vec::new();
         for (key, part) in parts.partitions.iter() {
             if let Some(next_offset) = part
@@ -391,8 +391,7 @@ impl Transactions {
             }
         }
         self.open_events = 0;
-        self.failures = 0;
-        self.retry_at = None;
+        self.pacing.committed();
         parts.budget.sub(0, released_bytes);
         metrics.out.increment(outputs);
         metrics.dead_lettered.increment(dead_letters);
@@ -456,13 +455,7 @@ impl Transactions {
         });
         self.open_events = self.open.iter().filter(|w| w.first_of_event).count();
         self.needs_replay = !self.open.is_empty();
-        self.failures += 1;
-        let delay = backoff::delay(
-            Duration::from_millis(50),
-            Duration::from_secs(5),
-            self.failures,
-        );
-        self.retry_at = Some(Instant::now() + delay);
+        self.pacing.failed();
     }
 
     /// The last commit at shutdown: tries a few times before giving up

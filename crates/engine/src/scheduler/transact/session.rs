@@ -24,6 +24,7 @@ use spate_connector::{
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
+use super::pacing::Pacing;
 use crate::work::{Destination, PartKey};
 use crate::{EngineError, NamedSink, SessionHost};
 
@@ -101,11 +102,9 @@ pub(crate) struct Transactions {
     pub(super) open_events: usize,
     /// The open transaction was aborted: write `open` again first.
     pub(super) needs_replay: bool,
-    pub(super) interval: Duration,
-    pub(super) max_events: usize,
-    pub(super) failures: u32,
-    pub(super) retry_at: Option<Instant>,
-    pub(super) last_commit: Instant,
+    /// When the open transaction commits, and the back-off after a
+    /// failed one.
+    pub(super) pacing: Pacing,
     /// The session can never commit again.
     pub(super) dead: bool,
     /// Why the session died, until the scheduler takes it to stop the
@@ -194,11 +193,7 @@ impl Transactions {
             open: Vec::new(),
             open_events: 0,
             needs_replay: false,
-            interval,
-            max_events: max_events.max(1),
-            failures: 0,
-            retry_at: None,
-            last_commit: Instant::now(),
+            pacing: Pacing::new(interval, max_events),
             dead: false,
             fatal: None,
         })
@@ -207,9 +202,7 @@ impl Transactions {
     /// False while the session is dead, backing off after a failure, or
     /// committing.
     pub(crate) fn can_commit_now(&self) -> bool {
-        !self.dead
-            && self.committing.is_none()
-            && self.retry_at.is_none_or(|at| Instant::now() >= at)
+        !self.dead && self.committing.is_none() && self.pacing.may_commit()
     }
 
     /// The session, unless it is committing in the background.
