@@ -2,7 +2,7 @@
 //! a hint. No broker is needed: reading settings does no I/O.
 
 use spate_connector::testkit::{read_sink_config, read_source_config};
-use spate_connector::ConfigError;
+use spate_connector::{ConfigError, ConfigNode};
 use spate_testsupport::kafka::*;
 
 fn summary(errors: &[ConfigError]) -> Vec<(String, String)> {
@@ -10,6 +10,17 @@ fn summary(errors: &[ConfigError]) -> Vec<(String, String)> {
         .iter()
         .map(|e| (e.path.clone(), e.message.clone()))
         .collect()
+}
+
+/// A source node reading `orders` as group `fn` (lines 2 and 3), then
+/// `more` (from line 4).
+fn orders_source(more: Vec<(&str, ConfigNode)>) -> ConfigNode {
+    let mut entries = vec![
+        ("topics", scalar("orders", 2)),
+        ("group_id", scalar("fn", 3)),
+    ];
+    entries.extend(more);
+    map(entries)
 }
 
 fn source_errors(entries: &[(&str, &str)]) -> Vec<ConfigError> {
@@ -97,22 +108,18 @@ fn an_unknown_assignment_gets_a_suggestion() {
 
 #[test]
 fn properties_spate_manages_are_refused_with_the_key_to_use() {
-    let node = map(vec![
-        ("topics", scalar("orders", 2)),
-        ("group_id", scalar("fn", 3)),
-        (
-            "properties",
-            properties(
-                &[
-                    ("fetch.wait.max.ms", "50"),
-                    ("enable.auto.commit", "true"),
-                    ("group.id", "other"),
-                    ("isolation.level", "read_uncommitted"),
-                ],
-                5,
-            ),
+    let node = orders_source(vec![(
+        "properties",
+        properties(
+            &[
+                ("fetch.wait.max.ms", "50"),
+                ("enable.auto.commit", "true"),
+                ("group.id", "other"),
+                ("isolation.level", "read_uncommitted"),
+            ],
+            5,
         ),
-    ]);
+    )]);
     let (builder, errors) = read_source_node(&node);
     assert!(builder.is_none());
     assert_eq!(
@@ -205,17 +212,13 @@ fn sink_settings_are_checked() {
 
 #[test]
 fn half_configured_sasl_names_what_is_missing_and_never_the_password() {
-    let node = map(vec![
-        ("topics", scalar("orders", 2)),
-        ("group_id", scalar("fn", 3)),
-        (
-            "security",
-            properties(
-                &[("sasl_username", "alice"), ("sasl_password", "s3cret-pw")],
-                5,
-            ),
+    let node = orders_source(vec![(
+        "security",
+        properties(
+            &[("sasl_username", "alice"), ("sasl_password", "s3cret-pw")],
+            5,
         ),
-    ]);
+    )]);
     let (builder, errors) = read_source_node(&node);
     assert!(builder.is_none());
     assert_eq!(
@@ -229,9 +232,7 @@ fn half_configured_sasl_names_what_is_missing_and_never_the_password() {
 
     // The same key in both places is a conflict; an unknown key inside
     // `security` is reported there.
-    let node = map(vec![
-        ("topics", scalar("orders", 2)),
-        ("group_id", scalar("fn", 3)),
+    let node = orders_source(vec![
         ("tls_ca_file", scalar("/etc/ca.pem", 4)),
         (
             "security",

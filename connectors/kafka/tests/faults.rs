@@ -6,24 +6,14 @@
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::FutureRecord;
-use spate_connector::{CommitPosition, Record, SourceMessage};
+use spate_connector::{Record, SourceMessage};
 use spate_testsupport::kafka::*;
+use spate_testsupport::positions;
 
+/// Produces `msg-{i}` for each `i` in `from..to`, to partition `i % 2`.
 async fn produce_to(bootstrap: &str, topic: &str, from: usize, to: usize) {
-    let producer = producer(bootstrap);
-    for i in from..to {
-        let payload = format!("msg-{i}");
-        producer
-            .send(
-                FutureRecord::<(), _>::to(topic)
-                    .payload(&payload)
-                    .partition((i % 2) as i32),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap_or_else(|(e, _)| panic!("produce {i}: {e}"));
-    }
+    let records = (from..to).map(|i| ((i % 2) as i32, format!("msg-{i}")));
+    produce_payloads(&producer(bootstrap), topic, records).await;
 }
 
 #[tokio::test]
@@ -35,29 +25,12 @@ async fn a_broker_outage_loses_and_repeats_nothing() {
     cluster.create_topic(&topic, 2, 1).expect("topic");
     produce_to(&bootstrap, &topic, 0, 30).await;
 
-    let entries = [
-        ("bootstrap_servers", bootstrap.as_str()),
-        ("topics", topic.as_str()),
-        ("group_id", group.as_str()),
-        // Longer than the outage, so the group keeps the member.
-        ("session_timeout", "30s"),
-        ("commit_timeout", "1s"),
-    ];
-    let builder = source_builder(&entries);
+    let builder = source_builder(&mock_source_entries(&bootstrap, &topic, &group));
     let mut source = open(&*builder, 2).await;
     let mut events = read_n(&mut *source, 30, 100).await;
     let first = by_partition(&events);
     source
-        .commit(&[
-            CommitPosition {
-                partition: 0,
-                next_offset: first[&0][10],
-            },
-            CommitPosition {
-                partition: 1,
-                next_offset: first[&1][10],
-            },
-        ])
+        .commit(&positions::at(&[(0, first[&0][10]), (1, first[&1][10])]))
         .await
         .expect("commit while up");
 
@@ -84,10 +57,7 @@ async fn a_broker_outage_loses_and_repeats_nothing() {
     // retryably after `commit_timeout` instead of blocking the engine.
     let started = tokio::time::Instant::now();
     let error = source
-        .commit(&[CommitPosition {
-            partition: 0,
-            next_offset: first[&0][12],
-        }])
+        .commit(&positions::at(&[(0, first[&0][12])]))
         .await
         .expect_err("no commit while the broker is down");
     assert!(error.is_retryable(), "{error}");
@@ -132,16 +102,10 @@ async fn a_broker_outage_loses_and_repeats_nothing() {
             || before == vec![Some(all[&0][12] as i64), Some(all[&1][10] as i64)],
         "{before:?}"
     );
-    let ends = [
-        CommitPosition {
-            partition: 0,
-            next_offset: all[&0].last().unwrap() + 1,
-        },
-        CommitPosition {
-            partition: 1,
-            next_offset: all[&1].last().unwrap() + 1,
-        },
-    ];
+    let ends = positions::at(&[
+        (0, all[&0].last().unwrap() + 1),
+        (1, all[&1].last().unwrap() + 1),
+    ]);
     // The engine retries a failed commit; the one that timed out during
     // the outage may still be finishing first.
     let mut attempts = 0;

@@ -3,14 +3,12 @@
 //! records its latency, a commit during an outage and the sink's lost
 //! connection are counted, and so is the sink's reconnect.
 
-use std::time::Duration;
-
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::FutureRecord;
 use spate_connector::internal_events::names;
-use spate_connector::{CommitPosition, Record};
+use spate_connector::Record;
 use spate_testsupport::kafka::*;
 use spate_testsupport::metrics::Totals;
+use spate_testsupport::positions;
 
 const KAFKA: &[(&str, &str)] = &[("connector", "kafka")];
 
@@ -22,34 +20,17 @@ async fn commits_outages_and_reconnects_are_counted() {
     let bootstrap = cluster.bootstrap_servers();
     let topic = unique("events");
     cluster.create_topic(&topic, 1, 1).expect("topic");
+    // Kept to the end: with no producer connected, the commit left pending
+    // by the outage was seen never to resolve, and the runtime's shutdown
+    // waits for it.
     let producer = producer(&bootstrap);
-    for i in 0..5 {
-        let payload = format!("msg-{i}");
-        let record = FutureRecord::<(), _>::to(&topic)
-            .payload(&payload)
-            .partition(0);
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .expect("produce");
-    }
+    let records = (0..5).map(|i| (0, format!("msg-{i}")));
+    produce_payloads(&producer, &topic, records).await;
     let group = unique("group");
-    let entries = [
-        ("bootstrap_servers", bootstrap.as_str()),
-        ("topics", topic.as_str()),
-        ("group_id", group.as_str()),
-        ("session_timeout", "30s"),
-        ("commit_timeout", "1s"),
-    ];
-    let builder = source_builder(&entries);
+    let builder = source_builder(&mock_source_entries(&bootstrap, &topic, &group));
     let mut source = open(&*builder, 1).await;
     let events = read_n(&mut *source, 5, 100).await;
-    let position = |next_offset| {
-        [CommitPosition {
-            partition: 0,
-            next_offset,
-        }]
-    };
+    let position = |next_offset| positions::at(&[(0, next_offset)]);
     source
         .commit(&position(events[2].position.offset + 1))
         .await

@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use spate_connector::{CommitPosition, StoredPosition};
+use spate_connector::StoredPosition;
 use spate_testsupport::kafka::*;
+use spate_testsupport::positions;
 
 fn stored(topic: &str, partition: i32, next_offset: u64) -> StoredPosition {
     StoredPosition {
@@ -35,9 +36,8 @@ async fn offsets_after(
 #[tokio::test]
 async fn each_partition_resumes_at_its_stored_offset_wherever_the_group_is() {
     let broker = tansu();
-    let topic = unique("resume");
+    let topic = broker.topic("resume", 3).await;
     let group = unique("resume-fn");
-    create_topic(&broker.bootstrap, &topic, 3).await;
     // 10 messages per partition, offsets 0..10 each.
     produce_n(&broker.bootstrap, &topic, 3, 30, "msg").await;
 
@@ -48,16 +48,7 @@ async fn each_partition_resumes_at_its_stored_offset_wherever_the_group_is() {
     assert_eq!(source.partition_name(1), format!("{topic}/1"));
     read_n(&mut *source, 30, 100).await;
     source
-        .commit(&[
-            CommitPosition {
-                partition: 0,
-                next_offset: 3,
-            },
-            CommitPosition {
-                partition: 1,
-                next_offset: 8,
-            },
-        ])
+        .commit(&positions::at(&[(0, 3), (1, 8)]))
         .await
         .expect("commit");
     source.close().await.expect("close");
@@ -86,8 +77,7 @@ async fn each_partition_resumes_at_its_stored_offset_wherever_the_group_is() {
 #[tokio::test]
 async fn a_new_group_starting_at_the_end_still_resumes_from_the_database() {
     let broker = tansu();
-    let topic = unique("resume-latest");
-    create_topic(&broker.bootstrap, &topic, 1).await;
+    let topic = broker.topic("resume-latest", 1).await;
     produce_n(&broker.bootstrap, &topic, 1, 12, "msg").await;
     let group = unique("fresh-group");
     let builder = source_builder(&source_entries(

@@ -5,10 +5,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use spate_connector::{
-    CommitPosition, Record, SinkError, SourceError, SourceMessage, TransactionError,
-    TransactionalTarget,
+    Record, SinkError, SourceError, SourceMessage, TransactionError, TransactionalTarget,
 };
 use spate_testsupport::kafka::*;
+use spate_testsupport::positions;
+
+/// Everything in `topic`, aborted or not, once `expect` records arrived
+/// and nothing more came for 300 ms.
+fn written(broker: &Broker, topic: &str, expect: usize) -> Vec<ReadBack> {
+    read_topic(
+        &broker.bootstrap,
+        topic,
+        false,
+        expect,
+        Duration::from_millis(300),
+    )
+}
 
 fn record(i: usize) -> Record {
     spate_testsupport::connector::numbered_record(i, Some(1_700_000_000_000 + i as i64))
@@ -17,10 +29,8 @@ fn record(i: usize) -> Record {
 #[tokio::test]
 async fn sink_writes_keys_headers_and_timestamps_and_resolves_on_delivery() {
     let broker = tansu();
-    let topic = unique("out");
-    let other = unique("elsewhere");
-    create_topic(&broker.bootstrap, &topic, 1).await;
-    create_topic(&broker.bootstrap, &other, 1).await;
+    let topic = broker.topic("out", 1).await;
+    let other = broker.topic("elsewhere", 1).await;
     let sink = sink(&[("bootstrap_servers", &broker.bootstrap), ("topic", &topic)]).await;
     assert_eq!(
         sink.transactional_target(),
@@ -41,13 +51,7 @@ async fn sink_writes_keys_headers_and_timestamps_and_resolves_on_delivery() {
             "record {i} readable once its write resolved"
         );
     }
-    let stored = read_topic(
-        &broker.bootstrap,
-        &topic,
-        false,
-        5,
-        Duration::from_millis(300),
-    );
+    let stored = written(&broker, &topic, 5);
     assert_eq!(stored.len(), 5);
     for (i, r) in stored.iter().enumerate() {
         assert_eq!(r.key.as_deref(), Some(format!("dev-{i}").as_bytes()));
@@ -69,30 +73,14 @@ async fn sink_writes_keys_headers_and_timestamps_and_resolves_on_delivery() {
         .headers
         .push(spate_kafka::TOPIC_HEADER, Bytes::from(other.clone()));
     sink.write(routed).await.expect("routed write");
-    let elsewhere = read_topic(
-        &broker.bootstrap,
-        &other,
-        false,
-        1,
-        Duration::from_millis(300),
-    );
+    let elsewhere = written(&broker, &other, 1);
     assert_eq!(elsewhere.len(), 1);
     assert_eq!(elsewhere[0].payload, b"payload-9".to_vec());
     assert!(elsewhere[0]
         .headers
         .iter()
         .all(|(name, _)| name != spate_kafka::TOPIC_HEADER));
-    assert_eq!(
-        read_topic(
-            &broker.bootstrap,
-            &topic,
-            false,
-            5,
-            Duration::from_millis(300)
-        )
-        .len(),
-        5
-    );
+    assert_eq!(written(&broker, &topic, 5).len(), 5);
 
     // Too large for the producer (librdkafka's message.max.bytes, 1 MB):
     // rejected, so the engine dead-letters it instead of retrying forever,
@@ -118,11 +106,9 @@ fn eos_entries<'a>(broker: &'a Broker, topic: &'a str, group: &'a str) -> Vec<(&
 #[tokio::test]
 async fn transactions_commit_records_with_offsets_and_a_newer_session_fences_the_older() {
     let broker = tansu();
-    let input = unique("in");
-    let output = unique("out");
+    let input = broker.topic("in", 2).await;
+    let output = broker.topic("out", 1).await;
     let group = unique("fn");
-    create_topic(&broker.bootstrap, &input, 2).await;
-    create_topic(&broker.bootstrap, &output, 1).await;
     produce_n(&broker.bootstrap, &input, 2, 20, "in").await;
     let target = TransactionalTarget {
         kind: "kafka",
@@ -183,16 +169,7 @@ async fn transactions_commit_records_with_offsets_and_a_newer_session_fences_the
     for i in 0..3 {
         session.write(&target, record(i)).await.expect("write");
     }
-    let first = [
-        CommitPosition {
-            partition: 0,
-            next_offset: offsets[&0][4],
-        },
-        CommitPosition {
-            partition: 1,
-            next_offset: offsets[&1][4],
-        },
-    ];
+    let first = positions::at(&[(0, offsets[&0][4]), (1, offsets[&1][4])]);
     session.commit(&first, &[]).await.expect("commit");
     let expected = vec![Some(offsets[&0][4] as i64), Some(offsets[&1][4] as i64)];
     assert_eq!(committed(&broker.bootstrap, &group, &input, 2), expected);
@@ -225,10 +202,7 @@ async fn transactions_commit_records_with_offsets_and_a_newer_session_fences_the
         .write(&target, record(3))
         .await
         .expect("write again");
-    let second = [CommitPosition {
-        partition: 0,
-        next_offset: offsets[&0][6],
-    }];
+    let second = positions::at(&[(0, offsets[&0][6])]);
     session
         .commit(&second, &[])
         .await
@@ -241,22 +215,13 @@ async fn transactions_commit_records_with_offsets_and_a_newer_session_fences_the
     // when a partition is added to it, so the offsets are not checked
     // here. On Kafka the offsets are committed.)
     session
-        .commit(
-            &[CommitPosition {
-                partition: 1,
-                next_offset: offsets[&1][5],
-            }],
-            &[],
-        )
+        .commit(&positions::at(&[(1, offsets[&1][5])]), &[])
         .await
         .expect("offsets-only commit");
     // Nothing written and no positions: nothing to do.
     session.commit(&[], &[]).await.expect("empty commit");
     session.write(&target, record(4)).await.expect("write");
-    let with_record = [CommitPosition {
-        partition: 1,
-        next_offset: offsets[&1][6],
-    }];
+    let with_record = positions::at(&[(1, offsets[&1][6])]);
     session.commit(&with_record, &[]).await.expect("commit");
     let expected = vec![Some(offsets[&0][6] as i64), Some(offsets[&1][6] as i64)];
     assert_eq!(committed(&broker.bootstrap, &group, &input, 2), expected);
@@ -268,13 +233,7 @@ async fn transactions_commit_records_with_offsets_and_a_newer_session_fences_the
     let fenced = async {
         session.write(&target, record(5)).await?;
         session
-            .commit(
-                &[CommitPosition {
-                    partition: 1,
-                    next_offset: offsets[&1][8],
-                }],
-                &[],
-            )
+            .commit(&positions::at(&[(1, offsets[&1][8])]), &[])
             .await
     };
     match fenced.await {
@@ -287,10 +246,7 @@ async fn transactions_commit_records_with_offsets_and_a_newer_session_fences_the
     assert_eq!(committed(&broker.bootstrap, &group, &input, 2), expected);
     // The newer one works.
     newer.write(&target, record(6)).await.expect("write");
-    let third = [CommitPosition {
-        partition: 1,
-        next_offset: offsets[&1][9],
-    }];
+    let third = positions::at(&[(1, offsets[&1][9])]);
     newer.commit(&third, &[]).await.expect("newer commit");
     assert_eq!(
         committed(&broker.bootstrap, &group, &input, 2),

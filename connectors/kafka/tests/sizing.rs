@@ -30,8 +30,7 @@ fn settings(node: &spate_connector::ConfigNode) -> SinkSettings {
 #[tokio::test]
 async fn a_record_over_the_producers_limit_is_rejected_naming_the_producer_setting() {
     let broker = tansu();
-    let topic = unique("limited");
-    create_topic(&broker.bootstrap, &topic, 1).await;
+    let topic = broker.topic("limited", 1).await;
     let node = map(vec![
         ("bootstrap_servers", scalar(&broker.bootstrap, 2)),
         ("topic", scalar(&topic, 3)),
@@ -131,8 +130,7 @@ async fn a_topic_the_broker_describes_without_a_limit_keeps_librdkafkas_default(
     // Tansu 0.6.0 answers DescribeConfigs with no entries for a topic
     // created without configs.
     let broker = tansu();
-    let topic = unique("plain");
-    create_topic(&broker.bootstrap, &topic, 1).await;
+    let topic = broker.topic("plain", 1).await;
     let sink = KafkaSink::open(Arc::new(settings(&node_for(&broker.bootstrap, &topic))))
         .await
         .expect("sink opens");

@@ -10,9 +10,8 @@ use spate_testsupport::kafka::*;
 #[tokio::test]
 async fn reads_every_partition_in_order_and_a_new_member_resumes_after_the_commit() {
     let broker = tansu();
-    let topic = unique("orders");
+    let topic = broker.topic("orders", 4).await;
     let group = unique("fn");
-    create_topic(&broker.bootstrap, &topic, 4).await;
     let produced = produce_n(&broker.bootstrap, &topic, 4, 40, "msg").await;
 
     // Statistics (and so lag) every 200 ms instead of every 5 s.
@@ -111,24 +110,12 @@ async fn reads_every_partition_in_order_and_a_new_member_resumes_after_the_commi
 #[tokio::test]
 async fn pause_holds_back_fetched_events_and_resume_delivers_the_rest_in_order() {
     let broker = tansu();
-    let topic = unique("paused");
+    let topic = broker.topic("paused", 2).await;
     let group = unique("fn");
-    create_topic(&broker.bootstrap, &topic, 2).await;
     // 150 on partition 0, 30 on partition 1 (i % 2 == 1 for the first 60).
     produce_n(&broker.bootstrap, &topic, 1, 150, "p0").await;
-    let producer = producer(&broker.bootstrap);
-    for i in 0..30 {
-        let payload = format!("p1-{i}");
-        producer
-            .send(
-                rdkafka::producer::FutureRecord::<(), _>::to(&topic)
-                    .payload(&payload)
-                    .partition(1),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("produce");
-    }
+    let records = (0..30).map(|i| (1, format!("p1-{i}")));
+    produce_payloads(&producer(&broker.bootstrap), &topic, records).await;
 
     let builder = source_builder(&source_entries(&broker, &topic, &group, &[]));
     let mut source = open(&*builder, 2).await;
@@ -187,9 +174,8 @@ async fn pause_holds_back_fetched_events_and_resume_delivers_the_rest_in_order()
 #[tokio::test]
 async fn revocation_waits_for_release_and_the_next_member_continues_after_the_commit() {
     let broker = tansu();
-    let topic = unique("shared");
+    let topic = broker.topic("shared", 4).await;
     let group = unique("fn");
-    create_topic(&broker.bootstrap, &topic, 4).await;
     produce_n(&broker.bootstrap, &topic, 4, 80, "msg").await;
     let builder = source_builder(&source_entries(&broker, &topic, &group, &[]));
 

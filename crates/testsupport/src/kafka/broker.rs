@@ -33,6 +33,14 @@ impl Broker {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Creates a topic of `partitions` partitions under a fresh name from
+    /// `prefix` ([`crate::names::unique`]) and returns the name.
+    pub async fn topic(&self, prefix: &str, partitions: i32) -> String {
+        let topic = crate::names::unique(prefix);
+        create_topic(&self.bootstrap, &topic, partitions).await;
+        topic
+    }
 }
 
 fn tansu_binary() -> &'static str {

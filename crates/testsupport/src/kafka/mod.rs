@@ -76,6 +76,24 @@ pub async fn produce_n(
     out
 }
 
+/// Produces each `(partition, payload)` through `producer` in order,
+/// without key or headers; waits for each delivery.
+pub async fn produce_payloads(
+    producer: &FutureProducer,
+    topic: &str,
+    records: impl IntoIterator<Item = (i32, String)>,
+) {
+    for (partition, payload) in records {
+        let record = FutureRecord::<(), _>::to(topic)
+            .payload(&payload)
+            .partition(partition);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce {payload}: {e}"));
+    }
+}
+
 /// The crate's factory.
 pub fn factory() -> Arc<dyn ConnectorFactory> {
     crate::connector::find(spate_kafka::connectors(), "kafka")
@@ -159,6 +177,23 @@ pub fn source_entries<'a>(
     ];
     entries.extend_from_slice(extra);
     entries
+}
+
+/// Source settings for `topic` and `group` on librdkafka's mock cluster at
+/// `bootstrap`: a session longer than the outages the tests inject (so the
+/// group keeps the member), and commits that give up after 1 s.
+pub fn mock_source_entries<'a>(
+    bootstrap: &'a str,
+    topic: &'a str,
+    group: &'a str,
+) -> [(&'a str, &'a str); 5] {
+    [
+        ("bootstrap_servers", bootstrap),
+        ("topics", topic),
+        ("group_id", group),
+        ("session_timeout", "30s"),
+        ("commit_timeout", "1s"),
+    ]
 }
 
 /// A source builder from settings that must be valid.
