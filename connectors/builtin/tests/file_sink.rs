@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use spate_connector::{Headers, Record, SinkError};
 use spate_testsupport::builtin::{
-    assert_mentioned, messages, open, read_sink, read_to_end, sink, source_builder,
+    assert_mentioned, assert_suggests, messages, open, read_sink, read_to_end, sink, source_builder,
 };
 
 fn path_str(path: &Path) -> &str {
@@ -189,11 +189,7 @@ fn configuration_problems_are_reported() {
         "{messages:?}"
     );
     assert_mentioned(&messages, "`fsync` must be `true` or `false`");
-    let unknown = errors
-        .iter()
-        .find(|e| e.message.contains("unknown key `apend`"))
-        .expect("unknown key");
-    assert_eq!(unknown.hint.as_deref(), Some("did you mean `append`?"));
+    assert_suggests(&errors, "apend", "append");
 }
 
 #[test]

@@ -3,19 +3,29 @@
 
 use std::future::Future as _;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use spate_connector::dead_letter::DECODE_ERROR;
-use spate_connector::{CommitPosition, Event, Source, SourceError, SourceMessage};
+use spate_connector::{Event, Source, SourceError, SourceMessage};
 use spate_testsupport::builtin::{
-    messages, open, read_n, read_source, read_to_end, source_builder,
+    assert_suggests, messages, open, read_n, read_source, read_to_end, source_builder,
 };
+use spate_testsupport::positions;
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temp path")
+}
+
+/// A temporary directory (removed when dropped) holding `name` with
+/// `text`, and the file's path.
+fn input_file(name: &str, text: impl AsRef<[u8]>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write");
+    (dir, path)
 }
 
 fn offsets(events: &[Event]) -> Vec<u64> {
@@ -33,10 +43,8 @@ fn append(path: &Path, text: &str) {
 
 #[tokio::test]
 async fn envelope_lines_become_events_with_line_offsets() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("in.jsonl");
-    std::fs::write(
-        &path,
+    let (_dir, path) = input_file(
+        "in.jsonl",
         concat!(
             r#"{"key":"device-1","payload":{"t":21.5},"headers":{"trace":"abc"},"timestamp_ms":1700000000000}"#,
             "\n",
@@ -44,8 +52,7 @@ async fn envelope_lines_become_events_with_line_offsets() {
             "\r\n\n",
             r#"{"payload_base64":"AP8="}"#,
         ),
-    )
-    .expect("write");
+    );
     let (mut source, partitions) =
         open(&*source_builder("file", &[("path", path_str(&path))])).await;
     assert_eq!(partitions, vec![0]);
@@ -73,9 +80,7 @@ async fn envelope_lines_become_events_with_line_offsets() {
 
 #[tokio::test]
 async fn raw_lines_are_payloads_as_is() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("in.txt");
-    std::fs::write(&path, "first\r\n{\"not\":\"an envelope\"}\n\nlast\n").expect("write");
+    let (_dir, path) = input_file("in.txt", "first\r\n{\"not\":\"an envelope\"}\n\nlast\n");
     let (mut source, _) = open(&*source_builder(
         "file",
         &[("path", path_str(&path)), ("layout", "raw")],
@@ -93,13 +98,10 @@ async fn raw_lines_are_payloads_as_is() {
 
 #[tokio::test]
 async fn a_malformed_line_is_flagged_and_the_rest_flows() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("in.jsonl");
-    std::fs::write(
-        &path,
+    let (_dir, path) = input_file(
+        "in.jsonl",
         "{\"payload\":1}\n{broken json\n{\"device\":\"d1\",\"t\":2}\n{\"payload\":4}\n",
-    )
-    .expect("write");
+    );
     let (mut source, _) = open(&*source_builder("file", &[("path", path_str(&path))])).await;
     let events = read_to_end(&mut *source, 10).await;
     assert_eq!(offsets(&events), vec![0, 1, 2, 3], "nothing dropped");
@@ -128,9 +130,7 @@ async fn a_malformed_line_is_flagged_and_the_rest_flows() {
 
 #[tokio::test]
 async fn an_over_long_line_is_flagged_truncated() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("in.txt");
-    std::fs::write(&path, format!("short\n{}\nafter\n", "y".repeat(5000))).expect("write");
+    let (_dir, path) = input_file("in.txt", format!("short\n{}\nafter\n", "y".repeat(5000)));
     let config = [
         ("path", path_str(&path)),
         ("layout", "raw"),
@@ -167,10 +167,7 @@ async fn a_commit_file_resumes_after_the_last_committed_line() {
     let events = read_n(&mut *source, 6, 6).await;
     assert_eq!(offsets(&events), vec![0, 1, 2, 3, 4, 5]);
     source
-        .commit(&[CommitPosition {
-            partition: 0,
-            next_offset: 4,
-        }])
+        .commit(&positions::at(&[(0, 4)]))
         .await
         .expect("commit");
     drop(source);
@@ -232,9 +229,7 @@ async fn a_commit_file_of_another_file_or_a_shorter_file_is_refused() {
 
 #[tokio::test]
 async fn follow_mode_sees_appended_lines_and_waits_for_whole_lines() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("in.txt");
-    std::fs::write(&path, "one\n").expect("write");
+    let (_dir, path) = input_file("in.txt", "one\n");
     let config = [
         ("path", path_str(&path)),
         ("layout", "raw"),
@@ -254,9 +249,7 @@ async fn follow_mode_sees_appended_lines_and_waits_for_whole_lines() {
 
 #[tokio::test]
 async fn pause_stops_the_file_and_resume_continues_it() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("in.txt");
-    std::fs::write(&path, "a\nb\nc\n").expect("write");
+    let (_dir, path) = input_file("in.txt", "a\nb\nc\n");
     let (mut source, _) = open(&*source_builder(
         "file",
         &[("path", path_str(&path)), ("layout", "raw")],
@@ -351,9 +344,7 @@ async fn cancelled_reads_lose_and_repeat_no_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_reads_of_a_growing_file_lose_and_repeat_no_line() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("in.txt");
-    std::fs::write(&path, "").expect("create");
+    let (_dir, path) = input_file("in.txt", "");
     let writer_path = path.clone();
     let writer = tokio::task::spawn_blocking(move || {
         for chunk in 0..50 {
@@ -423,11 +414,7 @@ fn configuration_problems_are_reported_with_hints() {
         Some("use one of `envelope` or `raw`")
     );
     assert_eq!(format.span.line, 2);
-    let unknown = errors
-        .iter()
-        .find(|e| e.message.contains("unknown key `folow`"))
-        .expect("unknown key");
-    assert_eq!(unknown.hint.as_deref(), Some("did you mean `follow`?"));
+    assert_suggests(&errors, "folow", "follow");
     assert!(messages
         .iter()
         .any(|m| m.contains("`poll_interval` must be longer than zero")));

@@ -4,10 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use spate_connector::{CommitPosition, Event, Source, SourceMessage};
+use spate_connector::{Event, Source, SourceMessage};
 use spate_testsupport::builtin::{
-    assert_mentioned, messages, next, open, read_n, read_source, read_to_end, source_builder,
+    assert_mentioned, assert_suggests, messages, next, open, read_n, read_source, read_to_end,
+    source_builder,
 };
+use spate_testsupport::positions;
 
 /// A `generate` source of `entries`, opened.
 async fn generate(entries: &[(&str, &str)]) -> Box<dyn Source> {
@@ -105,16 +107,7 @@ async fn a_rebuilt_source_resumes_at_the_committed_positions_with_the_same_event
     let (mut source, _) = open(&*builder).await;
     let original = read_n(&mut *source, 200, 50).await;
     source
-        .commit(&[
-            CommitPosition {
-                partition: 0,
-                next_offset: 30,
-            },
-            CommitPosition {
-                partition: 1,
-                next_offset: 55,
-            },
-        ])
+        .commit(&positions::at(&[(0, 30), (1, 55)]))
         .await
         .expect("commit");
     drop(source);
@@ -150,16 +143,7 @@ async fn a_state_file_carries_positions_across_builders() {
     let mut source = generate(&config).await;
     let original = read_n(&mut *source, 40, 40).await;
     source
-        .commit(&[
-            CommitPosition {
-                partition: 0,
-                next_offset: 12,
-            },
-            CommitPosition {
-                partition: 1,
-                next_offset: 9,
-            },
-        ])
+        .commit(&positions::at(&[(0, 12), (1, 9)]))
         .await
         .expect("commit");
     drop(source);
@@ -263,11 +247,7 @@ fn configuration_problems_are_all_reported() {
     assert_mentioned(&messages, "must not exceed `devices`");
     assert_mentioned(&messages, "`rate` must not be negative");
     assert_mentioned(&messages, "`count` must be a whole number");
-    let unknown = errors
-        .iter()
-        .find(|e| e.message.contains("unknown key `devics`"))
-        .expect("unknown key");
-    assert_eq!(unknown.hint.as_deref(), Some("did you mean `devices`?"));
+    let unknown = assert_suggests(&errors, "devics", "devices");
     assert_eq!(unknown.span.line, 5);
     assert_eq!(unknown.path, "inputs[0].devics");
 }

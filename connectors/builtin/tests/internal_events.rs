@@ -3,9 +3,10 @@
 //! and a commit to the `commit_file` records its latency.
 
 use spate_connector::internal_events::names;
-use spate_connector::{CommitPosition, Record};
+use spate_connector::Record;
 use spate_testsupport::builtin::{open, read_to_end, sink, source_builder};
 use spate_testsupport::metrics::Totals;
+use spate_testsupport::positions;
 
 const FILE: &[(&str, &str)] = &[("connector", "file")];
 
@@ -35,10 +36,7 @@ async fn a_failed_write_and_a_commit_are_reported() {
     let events = read_to_end(&mut *source, 10).await;
     assert_eq!(events.len(), 2);
     source
-        .commit(&[CommitPosition {
-            partition: 0,
-            next_offset: 2,
-        }])
+        .commit(&positions::at(&[(0, 2)]))
         .await
         .expect("commit");
     assert_eq!(totals.get(names::COMMIT_DURATION, FILE), Some(1));

@@ -110,6 +110,22 @@ pub fn assert_mentioned(messages: &[String], part: &str) {
     );
 }
 
+/// The problem about the unknown key `key`, whose hint must be `did you
+/// mean `suggestion`?`.
+pub fn assert_suggests<'e>(
+    errors: &'e [ConfigError],
+    key: &str,
+    suggestion: &str,
+) -> &'e ConfigError {
+    let unknown = errors
+        .iter()
+        .find(|e| e.message.contains(&format!("unknown key `{key}`")))
+        .expect("unknown key");
+    let hint = format!("did you mean `{suggestion}`?");
+    assert_eq!(unknown.hint.as_deref(), Some(hint.as_str()));
+    unknown
+}
+
 /// Defines, in a per-connector module, `factory(kind)`, `read_source`,
 /// `read_sink`, `source_builder` and `sink` over a crate's list of
 /// factories (`spate_nats::connectors`…).
@@ -156,7 +172,7 @@ macro_rules! config_helpers {
             $crate::connector::valid_sink(&*factory(kind), entries).await
         }
 
-        pub use $crate::connector::{assert_mentioned, messages};
+        pub use $crate::connector::{assert_mentioned, assert_suggests, messages};
     };
 }
 

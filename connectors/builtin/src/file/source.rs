@@ -302,6 +302,13 @@ impl FileSource {
             },
         }
     }
+
+    /// Pauses or resumes the file if `partitions` names its partition 0.
+    fn set_paused(&mut self, partitions: &[PartitionId], paused: bool) {
+        if partitions.contains(&0) {
+            self.paused = paused;
+        }
+    }
 }
 
 /// Appends `bytes` to the line being read, up to `max` bytes in all.
@@ -479,16 +486,12 @@ impl Source for FileSource {
     }
 
     fn pause(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
-        if partitions.contains(&0) {
-            self.paused = true;
-        }
+        self.set_paused(partitions, true);
         Ok(())
     }
 
     fn resume(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
-        if partitions.contains(&0) {
-            self.paused = false;
-        }
+        self.set_paused(partitions, false);
         Ok(())
     }
 

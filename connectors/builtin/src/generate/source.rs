@@ -138,6 +138,15 @@ impl GenerateSource {
             message,
         }
     }
+
+    /// Pauses or resumes each partition of `partitions` this source has.
+    fn set_paused(&mut self, partitions: &[PartitionId], paused: bool) {
+        for p in partitions {
+            if let Some(cursor) = self.cursors.get_mut(*p as usize) {
+                cursor.paused = paused;
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -190,20 +199,12 @@ impl Source for GenerateSource {
     }
 
     fn pause(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
-        for p in partitions {
-            if let Some(cursor) = self.cursors.get_mut(*p as usize) {
-                cursor.paused = true;
-            }
-        }
+        self.set_paused(partitions, true);
         Ok(())
     }
 
     fn resume(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
-        for p in partitions {
-            if let Some(cursor) = self.cursors.get_mut(*p as usize) {
-                cursor.paused = false;
-            }
-        }
+        self.set_paused(partitions, false);
         Ok(())
     }
 
