@@ -226,21 +226,47 @@ fn encode_here(schema: &AvroSchema, json: &[u8], out: &mut Vec<u8>) -> Result<()
         .map_err(|e| EncodeError::permanent(format!("output does not match the Avro schema: {e}")))
 }
 
-/// `format: avro` with an inline schema, decoding.
+/// Where a decoder finds the writer schema of a payload.
 #[derive(Debug)]
-pub(crate) struct InlineDecoder {
-    pub(crate) writer: Arc<AvroSchema>,
+pub(crate) enum WriterSchema {
+    /// One inline schema: every payload is a bare datum of it.
+    Inline(Arc<AvroSchema>),
+    /// The registry, by the schema id in each payload's Confluent header.
+    Registry(Arc<SchemaRegistry>),
+}
+
+/// `format: avro`, decoding.
+#[derive(Debug)]
+pub(crate) struct AvroDecoder {
+    pub(crate) writer: WriterSchema,
     pub(crate) reader: Option<Arc<AvroSchema>>,
 }
 
 #[async_trait]
-impl PayloadDecoder for InlineDecoder {
+impl PayloadDecoder for AvroDecoder {
     async fn decode(&self, payload: &Bytes) -> Result<Decoded, DecodeError> {
-        let json = decode_datum(&self.writer, self.reader.as_deref(), payload)
-            .map_err(|m| DecodeError::permanent(m, None))?;
+        let reader = self.reader.as_deref();
+        let (json, schema_id) = match &self.writer {
+            WriterSchema::Inline(writer) => {
+                let json = decode_datum(writer, reader, payload)
+                    .map_err(|m| DecodeError::permanent(m, None))?;
+                (json, None)
+            }
+            WriterSchema::Registry(registry) => {
+                let (id, datum) = split_frame(payload)?;
+                let writer = registry
+                    .schema_by_id(id)
+                    .await
+                    .map_err(|e| decode_registry_error(e, id))?;
+                let json = decode_datum(writer.schema(), reader, datum).map_err(|m| {
+                    DecodeError::permanent(format!("schema id {id}: {m}"), Some(id))
+                })?;
+                (json, Some(id))
+            }
+        };
         Ok(Decoded {
             payload: Bytes::from(json),
-            schema_id: None,
+            schema_id,
         })
     }
 }
@@ -301,31 +327,6 @@ fn encode_registry_error(error: RegistryError) -> EncodeError {
         retryable: error.is_retryable(),
         message: error.to_string(),
         field: None,
-    }
-}
-
-/// `format: avro` with `schema_registry`, decoding.
-#[derive(Debug)]
-pub(crate) struct RegistryDecoder {
-    pub(crate) registry: Arc<SchemaRegistry>,
-    pub(crate) reader: Option<Arc<AvroSchema>>,
-}
-
-#[async_trait]
-impl PayloadDecoder for RegistryDecoder {
-    async fn decode(&self, payload: &Bytes) -> Result<Decoded, DecodeError> {
-        let (id, datum) = split_frame(payload)?;
-        let writer = self
-            .registry
-            .schema_by_id(id)
-            .await
-            .map_err(|e| decode_registry_error(e, id))?;
-        let json = decode_datum(writer.schema(), self.reader.as_deref(), datum)
-            .map_err(|m| DecodeError::permanent(format!("schema id {id}: {m}"), Some(id)))?;
-        Ok(Decoded {
-            payload: Bytes::from(json),
-            schema_id: Some(id),
-        })
     }
 }
 

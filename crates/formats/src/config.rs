@@ -15,7 +15,7 @@ use spate_connector::{ConfigNode, ConfigReader, NodeKind};
 
 use super::avro::{check_compatible, AvroSchema};
 use super::registry::{parse_url, RegistryConfig, SchemaRegistry};
-use super::{AvroFormat, JsonFormat, RegistryFormat};
+use super::{AvroFormat, JsonFormat};
 
 const AVRO_KEYS: &[&str] = &[
     "schema",
@@ -139,14 +139,13 @@ fn read_avro(config: &mut ConfigReader<'_>, role: FormatRole) -> Option<Arc<dyn 
                     return None;
                 }
             };
-            Some(Arc::new(RegistryFormat {
-                registry: Arc::new(registry),
+            Some(Arc::new(AvroFormat::registry(
+                Arc::new(registry),
                 subject,
-                schema: schema.map(Arc::new),
-                reader: reader_schema.map(Arc::new),
+                schema,
+                reader_schema,
                 auto_register,
-                encoder: std::sync::OnceLock::new(),
-            }))
+            )))
         }
         None if registry_written => None,
         None => {
@@ -164,14 +163,11 @@ fn read_avro(config: &mut ConfigReader<'_>, role: FormatRole) -> Option<Arc<dyn 
                         );
                         return None;
                     }
-                    Some(Arc::new(reader))
+                    Some(reader)
                 }
                 _ => None,
             };
-            Some(Arc::new(AvroFormat {
-                writer: Arc::new(writer),
-                reader,
-            }))
+            Some(Arc::new(AvroFormat::inline(writer, reader)))
         }
     }
 }

@@ -95,7 +95,7 @@ use spate_connector::format::RawFormat;
 pub use spate_connector::format::{Format, FormatFactory, FormatRole};
 use spate_connector::ConfigReader;
 
-use avro::{AvroSchema, InlineDecoder, InlineEncoder, RegistryDecoder, RegistryEncoder};
+use avro::{AvroDecoder, AvroSchema, InlineEncoder, RegistryEncoder, WriterSchema};
 
 /// Every format this crate provides, in the order error messages list
 /// them: `raw`, `json`, `avro`.
@@ -152,10 +152,57 @@ impl Format for JsonFormat {
     }
 }
 
-/// `format: avro` with an inline writer (and maybe reader) schema.
+/// `format: avro`: the writer schema inline or from a registry, and
+/// maybe a reader schema. Its clones share the registry client and its
+/// caches.
 pub(crate) struct AvroFormat {
-    writer: Arc<AvroSchema>,
+    writer: AvroWriter,
     reader: Option<Arc<AvroSchema>>,
+}
+
+/// Where an Avro format's writer schema comes from.
+enum AvroWriter {
+    /// Written inline; payloads are bare datums.
+    Inline(Arc<AvroSchema>),
+    /// A schema registry; payloads are in the Confluent wire format.
+    Registry {
+        registry: Arc<SchemaRegistry>,
+        subject: Option<String>,
+        schema: Option<Arc<AvroSchema>>,
+        auto_register: bool,
+        /// One encoder per spec, so its (subject → id) lookup happens once.
+        encoder: std::sync::OnceLock<Arc<RegistryEncoder>>,
+    },
+}
+
+impl AvroFormat {
+    /// With an inline writer schema.
+    pub(crate) fn inline(writer: AvroSchema, reader: Option<AvroSchema>) -> Self {
+        Self {
+            writer: AvroWriter::Inline(Arc::new(writer)),
+            reader: reader.map(Arc::new),
+        }
+    }
+
+    /// Through `registry`; see [`RegistryOptions`] for the rest.
+    pub(crate) fn registry(
+        registry: Arc<SchemaRegistry>,
+        subject: Option<String>,
+        schema: Option<AvroSchema>,
+        reader: Option<AvroSchema>,
+        auto_register: bool,
+    ) -> Self {
+        Self {
+            writer: AvroWriter::Registry {
+                registry,
+                subject,
+                schema: schema.map(Arc::new),
+                auto_register,
+                encoder: std::sync::OnceLock::new(),
+            },
+            reader: reader.map(Arc::new),
+        }
+    }
 }
 
 impl Format for AvroFormat {
@@ -164,76 +211,66 @@ impl Format for AvroFormat {
     }
 
     fn decoder(&self) -> Arc<dyn PayloadDecoder> {
-        Arc::new(InlineDecoder {
-            writer: self.writer.clone(),
+        let writer = match &self.writer {
+            AvroWriter::Inline(schema) => WriterSchema::Inline(schema.clone()),
+            AvroWriter::Registry { registry, .. } => WriterSchema::Registry(registry.clone()),
+        };
+        Arc::new(AvroDecoder {
+            writer,
             reader: self.reader.clone(),
         })
     }
 
+    /// With a registry, every call on one format (and its clones) returns
+    /// the same encoder, so the subject is registered or looked up once.
     fn encoder(&self) -> Arc<dyn PayloadEncoder> {
-        Arc::new(InlineEncoder {
-            schema: self.writer.clone(),
-        })
+        match &self.writer {
+            AvroWriter::Inline(schema) => Arc::new(InlineEncoder {
+                schema: schema.clone(),
+            }),
+            AvroWriter::Registry {
+                registry,
+                subject,
+                schema,
+                auto_register,
+                encoder,
+            } => encoder
+                .get_or_init(|| {
+                    Arc::new(RegistryEncoder::new(
+                        registry.clone(),
+                        subject.clone(),
+                        schema.clone(),
+                        *auto_register,
+                    ))
+                })
+                .clone(),
+        }
     }
 }
 
 impl fmt::Debug for AvroFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FormatSpec::Avro")
-            .field("schema", &self.writer)
-            .field("reader_schema", &self.reader)
-            .finish()
-    }
-}
-
-/// The registry flavour of Avro, shared by a spec's clones.
-pub(crate) struct RegistryFormat {
-    registry: Arc<SchemaRegistry>,
-    subject: Option<String>,
-    schema: Option<Arc<AvroSchema>>,
-    reader: Option<Arc<AvroSchema>>,
-    auto_register: bool,
-    /// One encoder per spec, so its (subject → id) lookup happens once.
-    encoder: std::sync::OnceLock<Arc<RegistryEncoder>>,
-}
-
-impl Format for RegistryFormat {
-    fn name(&self) -> &'static str {
-        "avro"
-    }
-
-    fn decoder(&self) -> Arc<dyn PayloadDecoder> {
-        Arc::new(RegistryDecoder {
-            registry: self.registry.clone(),
-            reader: self.reader.clone(),
-        })
-    }
-
-    /// Every call on one format (and its clones) returns the same
-    /// encoder, so the subject is registered or looked up once.
-    fn encoder(&self) -> Arc<dyn PayloadEncoder> {
-        self.encoder
-            .get_or_init(|| {
-                Arc::new(RegistryEncoder::new(
-                    self.registry.clone(),
-                    self.subject.clone(),
-                    self.schema.clone(),
-                    self.auto_register,
-                ))
-            })
-            .clone()
-    }
-}
-
-impl fmt::Debug for RegistryFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FormatSpec::AvroRegistry")
-            .field("registry", &self.registry)
-            .field("subject", &self.subject)
-            .field("schema", &self.schema)
-            .field("reader_schema", &self.reader)
-            .field("auto_register", &self.auto_register)
-            .finish()
+        match &self.writer {
+            AvroWriter::Inline(schema) => f
+                .debug_struct("FormatSpec::Avro")
+                .field("schema", schema)
+                .field("reader_schema", &self.reader)
+                .finish(),
+            AvroWriter::Registry {
+                registry,
+                subject,
+                schema,
+                auto_register,
+                ..
+            } => f
+                .debug_struct("FormatSpec::AvroRegistry")
+                .field("registry", registry)
+                .field("subject", subject)
+                .field("schema", schema)
+                .field("reader_schema", &self.reader)
+                .field("auto_register", auto_register)
+                .finish(),
+        }
     }
 }
 
@@ -277,16 +314,16 @@ impl FormatSpec {
     /// Avro datums without framing, written with `schema`; decoded into
     /// `reader_schema` when given.
     pub fn avro(schema: &str, reader_schema: Option<&str>) -> Result<Self, SchemaError> {
-        let writer = Arc::new(AvroSchema::parse(schema)?);
+        let writer = AvroSchema::parse(schema)?;
         let reader = match reader_schema {
             Some(text) => {
                 let reader = AvroSchema::parse(text)?;
                 avro::check_compatible(&writer, &reader)?;
-                Some(Arc::new(reader))
+                Some(reader)
             }
             None => None,
         };
-        Ok(Self(Arc::new(AvroFormat { writer, reader })))
+        Ok(Self(Arc::new(AvroFormat::inline(writer, reader))))
     }
 
     /// Avro in the Confluent wire format through `registry`.
@@ -294,17 +331,16 @@ impl FormatSpec {
         registry: Arc<SchemaRegistry>,
         options: RegistryOptions,
     ) -> Result<Self, SchemaError> {
-        let parse = |text: Option<&String>| -> Result<Option<Arc<AvroSchema>>, SchemaError> {
-            text.map(|t| AvroSchema::parse(t).map(Arc::new)).transpose()
+        let parse = |text: Option<&String>| -> Result<Option<AvroSchema>, SchemaError> {
+            text.map(|t| AvroSchema::parse(t)).transpose()
         };
-        Ok(Self(Arc::new(RegistryFormat {
+        Ok(Self(Arc::new(AvroFormat::registry(
             registry,
-            subject: options.subject,
-            schema: parse(options.schema.as_ref())?,
-            reader: parse(options.reader_schema.as_ref())?,
-            auto_register: options.auto_register,
-            encoder: std::sync::OnceLock::new(),
-        })))
+            options.subject,
+            parse(options.schema.as_ref())?,
+            parse(options.reader_schema.as_ref())?,
+            options.auto_register,
+        ))))
     }
 
     /// `raw`, `json` or `avro`.
