@@ -15,13 +15,12 @@
 //! event that succeeds.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering as AtomicOrdering;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use spate_connector::{dead_letter, Record, SinkError};
-use tracing::warn;
 
+use super::events::{DeadLetterCause, DeadLetterReduced, DeadLetterWriteFailed, EventDeadLettered};
 use super::work::{Outcome, Stage, Verdict, WorkItem};
 use super::worker::{retry_write, FunctionShared};
 
@@ -71,26 +70,28 @@ pub(super) async fn write_dead_letter(
     match shared.dead_letter.write(record.clone()).await {
         Ok(()) => {
             item.write_failures = 0;
-            shared.metrics.dead_lettered.increment(1);
-            shared
-                .tally
-                .dead_lettered
-                .fetch_add(1, AtomicOrdering::Relaxed);
-            if let Some(failure) = &item.failure {
-                warn!(
-                    function = %shared.name,
-                    stream = %item.event.position.stream,
-                    partition = item.event.position.partition,
-                    offset = item.event.position.offset,
-                    reason = failure.reason,
-                    error = %failure.message,
-                    "event dead-lettered"
-                );
+            let position = &item.event.position;
+            EventDeadLettered {
+                metrics: &shared.metrics,
+                tally: &shared.tally,
+                function: &shared.name,
+                stream: &position.stream,
+                partition: position.partition,
+                offset: position.offset,
+                cause: item.failure.as_ref().map(|failure| DeadLetterCause {
+                    reason: failure.reason,
+                    error: &failure.message,
+                }),
             }
+            .emit();
             Some(Verdict::Finished(Outcome::DeadLettered))
         }
         Err(error) if error.is_retryable() => {
-            warn!(function = %shared.name, %error, "dead-letter write failed; the offset stays uncommitted until it succeeds");
+            DeadLetterWriteFailed {
+                function: &shared.name,
+                error: &error,
+            }
+            .emit();
             Some(retry_write(shared, item, Stage::DeadLetter(record)))
         }
         Err(error) => rejected_dead_letter(shared, item, record, &error),
@@ -119,18 +120,16 @@ pub(super) fn rejected_dead_letter(
             position.offset,
         )));
     }
-    warn!(
-        function = %shared.name,
-        stream = %position.stream,
-        partition = position.partition,
-        offset = position.offset,
-        payload_bytes = record.payload.len(),
-        %error,
-        "the dead-letter sink rejected the dead letter for good; writing it without its payload (headers `{}`, `{}`)",
-        spate_connector::dead_letter::PAYLOAD_SIZE,
-        spate_connector::dead_letter::PAYLOAD_SHA256,
-    );
-    shared.metrics.dead_letters_reduced.increment(1);
+    DeadLetterReduced {
+        metrics: &shared.metrics,
+        function: &shared.name,
+        stream: &position.stream,
+        partition: position.partition,
+        offset: position.offset,
+        payload_bytes: record.payload.len(),
+        error,
+    }
+    .emit();
     item.write_failures = 0;
     item.stage = Stage::DeadLetter(reduce(record, &error.to_string()));
     None

@@ -38,6 +38,7 @@
 pub mod backoff;
 pub mod budget;
 pub mod dead_letter;
+pub mod events;
 mod lanes;
 pub mod metrics;
 pub mod policy;

@@ -2,8 +2,9 @@
 //!
 //! Every metric spate exports is named here, once. Labels stay
 //! low-cardinality: `function`, plus `stream` and `partition` for the
-//! per-partition gauges. Handles are registered once per function so the
-//! per-event path only bumps atomics.
+//! per-partition gauges. Handles are registered once per function (the
+//! per-partition ones once per partition) so the per-event path only bumps
+//! atomics; they are updated only by the events of [`crate::events`].
 
 use std::sync::Arc;
 
@@ -110,24 +111,40 @@ impl FunctionMetrics {
         }
     }
 
-    /// Sets the per-partition gauges.
-    pub fn partition(
-        &self,
-        stream: &str,
-        partition: u32,
-        uncommitted: usize,
-        lag: Option<u64>,
-        age_secs: f64,
-    ) {
+    /// Registers the per-partition gauges of `partition` of `stream`
+    /// (once per partition: the handles are kept with the partition).
+    pub fn partition_gauges(&self, stream: &str, partition: u32) -> PartitionGauges {
         let labels = [
             ("function", self.function.to_string()),
             ("stream", stream.to_owned()),
             ("partition", partition.to_string()),
         ];
-        gauge!(PARTITION_UNCOMMITTED, &labels).set(uncommitted as f64);
-        gauge!(PARTITION_LAG_SECONDS, &labels).set(age_secs);
-        if let Some(lag) = lag {
-            gauge!(PARTITION_LAG_EVENTS, &labels).set(lag as f64);
+        PartitionGauges {
+            uncommitted: gauge!(PARTITION_UNCOMMITTED, &labels),
+            lag_seconds: gauge!(PARTITION_LAG_SECONDS, &labels),
+            lag_events: None,
+            labels,
         }
+    }
+}
+
+/// The handles of one partition's gauges.
+pub struct PartitionGauges {
+    /// See [`PARTITION_UNCOMMITTED`].
+    pub uncommitted: Gauge,
+    /// See [`PARTITION_LAG_SECONDS`].
+    pub lag_seconds: Gauge,
+    /// See [`PARTITION_LAG_EVENTS`]; registered once the source first
+    /// knows its lag, so a source that never does exports none.
+    lag_events: Option<Gauge>,
+    labels: [(&'static str, String); 3],
+}
+
+impl PartitionGauges {
+    /// See [`PARTITION_LAG_EVENTS`].
+    pub fn lag_events(&mut self) -> &Gauge {
+        let labels = &self.labels;
+        self.lag_events
+            .get_or_insert_with(|| gauge!(PARTITION_LAG_EVENTS, labels))
     }
 }

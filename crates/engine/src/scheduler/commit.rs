@@ -15,13 +15,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use spate_connector::{CommitPosition, PartitionId};
-use tracing::warn;
 
 use super::intake::SourceSlot;
 use super::partition::PartitionState;
 use super::transact::{Committed, Transactions};
 use super::Scheduler;
 use crate::budget::ProcessBudget;
+use crate::events::{CommitFailed, CommitSucceeded};
 use crate::policy::Delivery;
 use crate::work::PartKey;
 use crate::worker::FunctionShared;
@@ -187,10 +187,11 @@ impl Plain {
             let metrics = &parts.shared.metrics;
             match result {
                 Ok(()) => {
-                    metrics.commits.increment(1);
-                    metrics
-                        .commit_seconds
-                        .record(started.elapsed().as_secs_f64());
+                    CommitSucceeded {
+                        metrics,
+                        elapsed: started.elapsed(),
+                    }
+                    .emit();
                     for position in positions {
                         let key = PartKey {
                             input,
@@ -202,8 +203,13 @@ impl Plain {
                     }
                 }
                 Err(error) => {
-                    metrics.commit_failures.increment(1);
-                    warn!(function = %parts.shared.name, source = source.name(), %error, "commit failed; will try again");
+                    CommitFailed {
+                        metrics,
+                        function: &parts.shared.name,
+                        source: source.name(),
+                        error: &error,
+                    }
+                    .emit();
                 }
             }
         }

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use super::partition::PartitionState;
 use super::Scheduler;
+use crate::events::{ConcurrencyScaledUp, DeadLetterUnwritable, EventFinished, EventsAbandoned};
 use crate::scaler::{self, Load};
 use crate::work::{Completion, Outcome, PartKey, Verdict, WorkItem};
 use crate::worker;
 use crate::EngineError;
-use tracing::{error, info};
 
 impl Scheduler {
     /// Hands runnable items to tasks and scales the pool.
@@ -63,9 +63,14 @@ impl Scheduler {
             .pool
             .alive
             .fetch_add(count, AtomicOrdering::AcqRel);
-        self.shared.metrics.concurrency.increment(count as f64);
-        self.shared.metrics.scaled_up.increment(1);
-        info!(function = %self.shared.name, from = before, to = before + count, reason, "handler concurrency up");
+        ConcurrencyScaledUp {
+            metrics: &self.shared.metrics,
+            function: &self.shared.name,
+            from: before,
+            added: count,
+            reason,
+        }
+        .emit();
         for _ in 0..count {
             tokio::spawn(worker::run_task(
                 self.shared.clone(),
@@ -110,7 +115,11 @@ impl Scheduler {
             }
             Verdict::Unwritable(message) => {
                 part.running = part.running.saturating_sub(1);
-                error!(function = %self.shared.name, %message, "a dead letter cannot be written; stopping the function");
+                DeadLetterUnwritable {
+                    function: &self.shared.name,
+                    message: &message,
+                }
+                .emit();
                 self.abandon(&item);
                 if self.fatal.is_none() {
                     self.fatal = Some(EngineError::DeadLetterRejected {
@@ -146,7 +155,10 @@ impl Scheduler {
                     self.options.budget.sub(1, 0);
                     part.stage(item.event.position.offset, completion.staged, item.bytes);
                 }
-                self.shared.metrics.in_flight.decrement(1.0);
+                EventFinished {
+                    metrics: &self.shared.metrics,
+                }
+                .emit();
                 if !draining {
                     if let Some(lane) = &item.lane {
                         self.lanes.release(lane);
@@ -180,7 +192,11 @@ impl Scheduler {
             part.unfinished -= 1;
             part.bytes -= item.bytes;
             self.options.budget.sub(1, item.bytes);
-            self.shared.metrics.in_flight.decrement(1.0);
+            EventsAbandoned {
+                metrics: &self.shared.metrics,
+                count: 1,
+            }
+            .emit();
         }
     }
 
@@ -189,10 +205,11 @@ impl Scheduler {
     /// must not count again when the partition's events are read again).
     pub(super) fn forget(&self, key: PartKey, part: &PartitionState) {
         self.options.budget.sub(part.unfinished, part.bytes);
-        self.shared
-            .metrics
-            .in_flight
-            .decrement(part.unfinished as f64);
+        EventsAbandoned {
+            metrics: &self.shared.metrics,
+            count: part.unfinished,
+        }
+        .emit();
         if let Some(state) = self.shared.handler.state() {
             state.forget(key.input, key.partition);
         }

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use spate_connector::PartitionId;
-use tracing::{info, warn};
 
 use super::partition::DrainReason;
 use super::{now_ms, Scheduler};
+use crate::events::{DrainDeadlinePassed, PartitionLagMeasured, PartitionsReleased};
 use crate::work::PartKey;
 
 impl Scheduler {
@@ -67,12 +67,12 @@ impl Scheduler {
                 continue;
             };
             if part.running > 0 {
-                warn!(
-                    function = %self.shared.name,
-                    partition = key.partition,
-                    running = part.running,
-                    "drain deadline passed with events still running; they stay uncommitted and will be redelivered"
-                );
+                DrainDeadlinePassed {
+                    function: &self.shared.name,
+                    partition: key.partition,
+                    running: part.running,
+                }
+                .emit();
             }
             self.forget(key, &part);
             if matches!(part.draining, Some((_, DrainReason::Revoked))) {
@@ -81,29 +81,36 @@ impl Scheduler {
         }
         for (input, parts) in released {
             let source = &mut self.sources[input].source;
-            if let Err(error) = source.release(&parts).await {
-                warn!(function = %self.shared.name, %error, "releasing revoked partitions failed");
-            } else {
-                info!(function = %self.shared.name, partitions = ?parts, "revoked partitions drained, committed and released");
+            let result = source.release(&parts).await;
+            PartitionsReleased {
+                function: &self.shared.name,
+                partitions: &parts,
+                error: result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
             }
+            .emit();
         }
     }
 
-    pub(super) fn export_partition_metrics(&self) {
+    /// Takes each partition's lag (see [`PartitionLagMeasured`]).
+    pub(super) fn export_partition_metrics(&mut self) {
         let now = now_ms();
-        for (key, part) in &self.partitions {
-            let slot = &self.sources[key.input];
-            let age = part
+        for (key, part) in &mut self.partitions {
+            let age_secs = part
                 .watermark
                 .oldest_unfinished_timestamp_ms()
                 .map_or(0.0, |t| (now - t).max(0) as f64 / 1e3);
-            self.shared.metrics.partition(
-                &self.shared.source_names[key.input],
-                key.partition,
-                part.watermark.span(),
-                slot.source.lag(key.partition),
-                age,
-            );
+            let uncommitted = part.watermark.span();
+            let gauges = part.gauges.get_or_insert_with(|| {
+                let stream = &self.shared.source_names[key.input];
+                self.shared.metrics.partition_gauges(stream, key.partition)
+            });
+            PartitionLagMeasured {
+                gauges,
+                uncommitted,
+                lag: self.sources[key.input].source.lag(key.partition),
+                age_secs,
+            }
+            .emit();
         }
     }
 }

@@ -7,11 +7,16 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use spate_connector::{Event, PartitionId, Source, SourceError, SourceMessage};
-use tracing::{debug, error, info, info_span, warn};
+use tracing::info_span;
 
 use super::partition::{DrainReason, PartitionState};
 use super::Scheduler;
 use crate::backoff;
+use crate::events::{
+    EventLeftForNextOwner, EventRead, PartitionsAssigned, PartitionsPaused, PartitionsResumed,
+    PartitionsRevoked, PausedPartitions, SourceEnded, SourceFailed, SourceReadFailed,
+    SourceRecovered,
+};
 use crate::policy::Ordering;
 use crate::work::{LaneKey, PartKey, Stage, WorkItem};
 use crate::EngineError;
@@ -61,7 +66,11 @@ impl Scheduler {
             Ok(SourceMessage::Revoked(parts)) => self.on_revoked(index, &parts).await,
             Ok(SourceMessage::End) => {
                 let slot = &mut self.sources[index];
-                debug!(function = %self.shared.name, source = slot.source.name(), "source ended");
+                SourceEnded {
+                    function: &self.shared.name,
+                    source: slot.source.name(),
+                }
+                .emit();
                 slot.open = false;
                 self.mark_ready(index, true);
             }
@@ -82,16 +91,24 @@ impl Scheduler {
                     slot.failures,
                 );
                 slot.retry_at = Some(tokio::time::Instant::now() + delay);
-                // Once per outage; the retries are quiet until it recovers.
-                if slot.failures == 1 {
-                    warn!(function = %self.shared.name, source = slot.source.name(), %error, "source read failed; retrying with backoff");
-                } else {
-                    debug!(function = %self.shared.name, source = slot.source.name(), %error, retry_in = ?delay, failures = slot.failures, "source read failed again");
+                // Warns once per outage; the retries are quiet until it recovers.
+                SourceReadFailed {
+                    function: &self.shared.name,
+                    source: slot.source.name(),
+                    error: &error,
+                    retry_in: delay,
+                    failures: slot.failures,
                 }
+                .emit();
             }
             error => {
                 let slot = &self.sources[index];
-                error!(function = %self.shared.name, source = slot.source.name(), %error, "source failed; stopping the function");
+                SourceFailed {
+                    function: &self.shared.name,
+                    source: slot.source.name(),
+                    error: &error,
+                }
+                .emit();
                 self.fatal = Some(EngineError::Source {
                     function: self.shared.name.to_string(),
                     source: error,
@@ -106,7 +123,12 @@ impl Scheduler {
         let slot = &mut self.sources[index];
         let recovered = slot.failures > 0;
         if recovered {
-            info!(function = %self.shared.name, source = slot.source.name(), failures = slot.failures, "source reads again");
+            SourceRecovered {
+                function: &self.shared.name,
+                source: slot.source.name(),
+                failures: slot.failures,
+            }
+            .emit();
         }
         slot.failures = 0;
         slot.retry_at = None;
@@ -135,7 +157,12 @@ impl Scheduler {
         parts: Vec<PartitionId>,
     ) -> Result<(), EngineError> {
         let slot = &mut self.sources[index];
-        info!(function = %self.shared.name, source = slot.source.name(), partitions = ?parts, "partitions assigned");
+        PartitionsAssigned {
+            function: &self.shared.name,
+            source: slot.source.name(),
+            partitions: &parts,
+        }
+        .emit();
         slot.failures = 0;
         self.mark_ready(index, true);
         // A partition given back while still draining: end that drain
@@ -178,7 +205,12 @@ impl Scheduler {
     /// Partitions revoked: drained, committed and released.
     async fn on_revoked(&mut self, index: usize, parts: &[PartitionId]) {
         let slot = &self.sources[index];
-        info!(function = %self.shared.name, source = slot.source.name(), partitions = ?parts, "partitions revoked; draining");
+        PartitionsRevoked {
+            function: &self.shared.name,
+            source: slot.source.name(),
+            partitions: parts,
+        }
+        .emit();
         let keys: Vec<PartKey> = parts
             .iter()
             .map(|&partition| PartKey {
@@ -219,7 +251,11 @@ impl Scheduler {
             return Ok(());
         };
         if part.draining.is_some() {
-            debug!(function = %self.shared.name, partition = key.partition, "event of a draining partition left for its next owner");
+            EventLeftForNextOwner {
+                function: &self.shared.name,
+                partition: key.partition,
+            }
+            .emit();
             return Ok(());
         }
         part.watermark
@@ -234,9 +270,11 @@ impl Scheduler {
         part.unfinished += 1;
         part.bytes += bytes;
         self.options.budget.add(bytes);
-        self.events_in += 1;
-        self.shared.metrics.events_in.increment(1);
-        self.shared.metrics.in_flight.increment(1.0);
+        EventRead {
+            metrics: &self.shared.metrics,
+            read: &mut self.events_in,
+        }
+        .emit();
         let lane = match self.ordering {
             Ordering::Partition => Some(LaneKey::Partition(key)),
             Ordering::Key => Some(LaneKey::Key(key, event.key.clone())),
@@ -303,20 +341,32 @@ impl Scheduler {
         }
         for (input, (pause, resume)) in changes {
             let source = &mut self.sources[input].source;
+            let function = &self.shared.name;
             if !pause.is_empty() {
-                debug!(function = %self.shared.name, partitions = ?pause, "pausing partitions at the in-flight bound");
-                if let Err(error) = source.pause(&pause) {
-                    warn!(function = %self.shared.name, %error, "pause failed");
+                let result = source.pause(&pause);
+                let error = result.as_ref().err().map(|e| e as &dyn std::fmt::Display);
+                PartitionsPaused {
+                    function,
+                    partitions: &pause,
+                    error,
                 }
+                .emit();
             }
             if !resume.is_empty() {
-                debug!(function = %self.shared.name, partitions = ?resume, "resuming drained partitions");
-                if let Err(error) = source.resume(&resume) {
-                    warn!(function = %self.shared.name, %error, "resume failed");
+                let result = source.resume(&resume);
+                let error = result.as_ref().err().map(|e| e as &dyn std::fmt::Display);
+                PartitionsResumed {
+                    function,
+                    partitions: &resume,
+                    error,
                 }
+                .emit();
             }
         }
-        let paused = self.partitions.values().filter(|p| p.paused).count();
-        self.shared.metrics.paused.set(paused as f64);
+        PausedPartitions {
+            metrics: &self.shared.metrics,
+            paused: self.partitions.values().filter(|p| p.paused).count(),
+        }
+        .emit();
     }
 }

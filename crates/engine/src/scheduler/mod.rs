@@ -13,7 +13,6 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
-use tracing::{info, warn};
 
 mod commit;
 mod dispatch;
@@ -32,6 +31,10 @@ use super::scaler::LatencyMean;
 use super::work::{Completion, PartKey, WorkItem};
 use super::worker::{FunctionShared, Pool, Tally, Writer};
 use super::{EngineError, EngineOptions, FunctionPlan, FunctionReport, SessionHost};
+use crate::events::{
+    DeadLetterFlushFailed, FunctionStarted, FunctionStopped, FunctionStopping, OutputFlushFailed,
+    SourceCloseFailed,
+};
 use crate::metrics::FunctionMetrics;
 use crate::policy::{InFlightLimits, Ordering, TransactionPolicy};
 
@@ -185,7 +188,10 @@ impl Scheduler {
             .tick_every(self.commit_interval, self.transaction.interval);
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        info!(function = %self.shared.name, "function started");
+        FunctionStarted {
+            function: &self.shared.name,
+        }
+        .emit();
         loop {
             self.dispatch();
             if self.is_done() {
@@ -209,7 +215,7 @@ impl Scheduler {
                     self.unpark(expired.into_inner());
                 }
                 _ = shutdown.cancelled(), if !self.stopping => {
-                    info!(function = %self.shared.name, "stopping intake, draining in-flight events");
+                    FunctionStopping { function: &self.shared.name }.emit();
                     self.begin_stop();
                     self.finish_drains().await;
                 }
@@ -311,19 +317,40 @@ impl Scheduler {
 
     async fn close(&mut self) {
         self.work_tx.close();
+        let function = &self.shared.name;
         for slot in &mut self.sources {
             if let Err(error) = slot.source.close().await {
-                warn!(function = %self.shared.name, source = slot.source.name(), %error, "closing source failed");
+                let source = slot.source.name();
+                SourceCloseFailed {
+                    function,
+                    source,
+                    error: &error,
+                }
+                .emit();
             }
         }
         for output in &self.shared.outputs {
             if let Err(error) = output.sink.flush().await {
-                warn!(function = %self.shared.name, output = %output.name, %error, "flushing output failed");
+                let output = &output.name;
+                OutputFlushFailed {
+                    function,
+                    output,
+                    error: &error,
+                }
+                .emit();
             }
         }
         if let Err(error) = self.shared.dead_letter.flush().await {
-            warn!(function = %self.shared.name, %error, "flushing dead-letter sink failed");
+            DeadLetterFlushFailed {
+                function,
+                error: &error,
+            }
+            .emit();
         }
-        info!(function = %self.shared.name, events = self.events_in, "function stopped");
+        FunctionStopped {
+            function,
+            events: self.events_in,
+        }
+        .emit();
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use spate_connector::Record;
 
+use crate::metrics::PartitionGauges;
 use crate::policy::InFlightLimits;
 use crate::watermark::Watermark;
 use crate::work::Destination;
@@ -34,6 +35,8 @@ pub(super) struct PartitionState {
     /// `exactly_once`: records of finished events by offset, waiting for
     /// the watermark to pass them, with the bytes each event held.
     pub(super) staged: BTreeMap<u64, (Vec<(Destination, Record)>, u64)>,
+    /// Its lag gauges, registered when first taken.
+    pub(super) gauges: Option<PartitionGauges>,
 }
 
 impl PartitionState {
@@ -48,6 +51,7 @@ impl PartitionState {
             committed: None,
             draining: None,
             staged: BTreeMap::new(),
+            gauges: None,
         }
     }
 
