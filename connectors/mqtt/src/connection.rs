@@ -67,6 +67,20 @@ impl fmt::Debug for ConnectSettings {
     }
 }
 
+/// A client id for a connection configured without one:
+/// `{prefix}-{pid}-{nanoseconds}`, the process id and the clock telling
+/// connections apart.
+pub(crate) fn generated_client_id(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
+}
+
 /// Splits `scheme://host:port` into (tls, host, port), or says what is wrong.
 pub fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
     let url = url.trim();

@@ -265,16 +265,10 @@ impl SinkBuilder for MqttSinkBuilder {
 }
 
 async fn connect(s: &SinkSettings) -> Result<(AsyncClient, EventLoop), String> {
-    let client_id = s.client_id.clone().unwrap_or_else(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        format!(
-            "spate-sink-{}-{}",
-            std::process::id(),
-            nanos % 1_000_000_000_000
-        )
-    });
+    let client_id = s
+        .client_id
+        .clone()
+        .unwrap_or_else(|| crate::connection::generated_client_id("spate-sink"));
     let options = s.connect.options(&client_id, true).await?;
     Ok(s.connect.client(options))
 }

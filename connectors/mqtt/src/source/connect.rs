@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Packet, Publish, SubscribeFilter};
@@ -29,10 +29,7 @@ impl MqttSourceBuilder {
 }
 
 fn random_client_id() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("spate-{}-{}", std::process::id(), nanos % 1_000_000_000_000)
+    crate::connection::generated_client_id("spate")
 }
 
 /// What the event-loop task hands the source.

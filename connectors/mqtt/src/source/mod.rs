@@ -136,7 +136,7 @@ mod settings;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -292,10 +292,7 @@ impl MqttSource {
             key,
             payload: publish.payload,
             headers,
-            timestamp_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_millis() as i64),
+            timestamp_ms: Event::receive_time_ms(),
             position: Position {
                 stream: self.stream.clone(),
                 partition,
