@@ -18,7 +18,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::config::{FromClientConfigAndContext, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
@@ -141,6 +141,18 @@ pub async fn off_runtime(
         .and_then(|r| r)
 }
 
+/// A Kafka `what` (`producer`, `consumer`) built from `config` with a
+/// fresh [`ProbeContext`].
+fn probe_client<T: FromClientConfigAndContext<ProbeContext>>(
+    config: &ClientConfig,
+    servers: &str,
+    what: &str,
+) -> Result<T, Failure> {
+    config
+        .create_with_context(ProbeContext::default())
+        .map_err(|e| Failure::fatal(format!("cannot create a Kafka {what} for `{servers}`: {e}")))
+}
+
 /// Probes with a short-lived producer built from `config` (none of its
 /// records are ever sent); `topics` must exist. Blocking.
 pub fn probe_producer(
@@ -149,13 +161,7 @@ pub fn probe_producer(
     timeout: Duration,
     topics: &[&str],
 ) -> Result<(), Failure> {
-    let producer: BaseProducer<ProbeContext> = config
-        .create_with_context(ProbeContext::default())
-        .map_err(|e| {
-            Failure::fatal(format!(
-                "cannot create a Kafka producer for `{servers}`: {e}"
-            ))
-        })?;
+    let producer: BaseProducer<ProbeContext> = probe_client(config, servers, "producer")?;
     let metadata = metadata(
         servers,
         timeout,
@@ -176,13 +182,7 @@ pub fn probe_consumer(
     timeout: Duration,
     topics: &[&str],
 ) -> Result<(), Failure> {
-    let consumer: BaseConsumer<ProbeContext> = config
-        .create_with_context(ProbeContext::default())
-        .map_err(|e| {
-            Failure::fatal(format!(
-                "cannot create a Kafka consumer for `{servers}`: {e}"
-            ))
-        })?;
+    let consumer: BaseConsumer<ProbeContext> = probe_client(config, servers, "consumer")?;
     let metadata = metadata(
         servers,
         timeout,
