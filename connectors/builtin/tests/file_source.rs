@@ -28,6 +28,11 @@ fn input_file(name: &str, text: impl AsRef<[u8]>) -> (tempfile::TempDir, PathBuf
     (dir, path)
 }
 
+/// Builds a `file` source from `config` and consumes its assignment.
+async fn open_file(config: &[(&str, &str)]) -> Box<dyn Source> {
+    open(&*source_builder("file", config)).await.0
+}
+
 fn offsets(events: &[Event]) -> Vec<u64> {
     events.iter().map(|e| e.position.offset).collect()
 }
@@ -81,11 +86,7 @@ async fn envelope_lines_become_events_with_line_offsets() {
 #[tokio::test]
 async fn raw_lines_are_payloads_as_is() {
     let (_dir, path) = input_file("in.txt", "first\r\n{\"not\":\"an envelope\"}\n\nlast\n");
-    let (mut source, _) = open(&*source_builder(
-        "file",
-        &[("path", path_str(&path)), ("layout", "raw")],
-    ))
-    .await;
+    let mut source = open_file(&[("path", path_str(&path)), ("layout", "raw")]).await;
     let events = read_to_end(&mut *source, 2).await;
     let payloads: Vec<&[u8]> = events.iter().map(|e| &e.payload[..]).collect();
     assert_eq!(
@@ -102,7 +103,7 @@ async fn a_malformed_line_is_flagged_and_the_rest_flows() {
         "in.jsonl",
         "{\"payload\":1}\n{broken json\n{\"device\":\"d1\",\"t\":2}\n{\"payload\":4}\n",
     );
-    let (mut source, _) = open(&*source_builder("file", &[("path", path_str(&path))])).await;
+    let mut source = open_file(&[("path", path_str(&path))]).await;
     let events = read_to_end(&mut *source, 10).await;
     assert_eq!(offsets(&events), vec![0, 1, 2, 3], "nothing dropped");
     assert!(events[0].headers.get(DECODE_ERROR).is_none());
@@ -136,7 +137,7 @@ async fn an_over_long_line_is_flagged_truncated() {
         ("layout", "raw"),
         ("max_line_bytes", "1KiB"),
     ];
-    let (mut source, _) = open(&*source_builder("file", &config)).await;
+    let mut source = open_file(&config).await;
     let events = read_to_end(&mut *source, 10).await;
     assert_eq!(offsets(&events), vec![0, 1, 2]);
     assert_eq!(events[1].payload.len(), 1024);
@@ -163,7 +164,7 @@ async fn a_commit_file_resumes_after_the_last_committed_line() {
         ("commit_file", path_str(&commit)),
     ];
 
-    let (mut source, _) = open(&*source_builder("file", &config)).await;
+    let mut source = open_file(&config).await;
     let events = read_n(&mut *source, 6, 6).await;
     assert_eq!(offsets(&events), vec![0, 1, 2, 3, 4, 5]);
     source
@@ -177,7 +178,7 @@ async fn a_commit_file_resumes_after_the_last_committed_line() {
     assert_eq!(stored["byte_offset"], 28, "4 lines of 7 bytes");
 
     // A fresh builder (a process restart) seeks to the committed line.
-    let (mut restarted, _) = open(&*source_builder("file", &config)).await;
+    let mut restarted = open_file(&config).await;
     let events = read_to_end(&mut *restarted, 100).await;
     assert_eq!(offsets(&events), (4..10).collect::<Vec<_>>());
     assert_eq!(events[0].payload, Bytes::from_static(b"line-4"));
@@ -188,7 +189,7 @@ async fn a_commit_file_resumes_after_the_last_committed_line() {
         format!("{{\"path\":{:?},\"next_offset\":7}}", path_str(&path)),
     )
     .expect("write");
-    let (mut counted, _) = open(&*source_builder("file", &config)).await;
+    let mut counted = open_file(&config).await;
     let events = read_to_end(&mut *counted, 100).await;
     assert_eq!(offsets(&events), vec![7, 8, 9]);
     assert_eq!(events[0].payload, Bytes::from_static(b"line-7"));
@@ -236,7 +237,7 @@ async fn follow_mode_sees_appended_lines_and_waits_for_whole_lines() {
         ("follow", "true"),
         ("poll_interval", "10ms"),
     ];
-    let (mut source, _) = open(&*source_builder("file", &config)).await;
+    let mut source = open_file(&config).await;
     assert_eq!(offsets(&read_n(&mut *source, 1, 10).await), vec![0]);
     append(&path, "tw");
     let waiting = tokio::time::timeout(Duration::from_millis(100), source.next(10)).await;
@@ -250,11 +251,7 @@ async fn follow_mode_sees_appended_lines_and_waits_for_whole_lines() {
 #[tokio::test]
 async fn pause_stops_the_file_and_resume_continues_it() {
     let (_dir, path) = input_file("in.txt", "a\nb\nc\n");
-    let (mut source, _) = open(&*source_builder(
-        "file",
-        &[("path", path_str(&path)), ("layout", "raw")],
-    ))
-    .await;
+    let mut source = open_file(&[("path", path_str(&path)), ("layout", "raw")]).await;
     assert_eq!(offsets(&read_n(&mut *source, 1, 1).await), vec![0]);
     source.pause(&[0]).expect("pause");
     assert!(
@@ -329,7 +326,7 @@ async fn cancelled_reads_lose_and_repeat_no_line() {
         .map(|i| format!("{{\"payload\":{{\"n\":{i}}}}}\n"))
         .collect();
     std::fs::write(&path, text).expect("write");
-    let (mut source, _) = open(&*source_builder("file", &[("path", path_str(&path))])).await;
+    let mut source = open_file(&[("path", path_str(&path))]).await;
     let (events, cancelled) =
         read_with_cancellations(&mut *source, usize::MAX, 97, Cancel::AfterOnePoll).await;
     assert!(cancelled > 0, "the test should actually cancel reads");
@@ -364,7 +361,7 @@ async fn cancelled_reads_of_a_growing_file_lose_and_repeat_no_line() {
         ("follow", "true"),
         ("poll_interval", "5ms"),
     ];
-    let (mut source, _) = open(&*source_builder("file", &config)).await;
+    let mut source = open_file(&config).await;
     let (events, cancelled) = read_with_cancellations(&mut *source, 1000, 7, Cancel::Timeout).await;
     writer.await.expect("writer");
     assert!(cancelled > 0, "the test should actually cancel reads");

@@ -138,15 +138,6 @@ impl GenerateSource {
             message,
         }
     }
-
-    /// Pauses or resumes each partition of `partitions` this source has.
-    fn set_paused(&mut self, partitions: &[PartitionId], paused: bool) {
-        for p in partitions {
-            if let Some(cursor) = self.cursors.get_mut(*p as usize) {
-                cursor.paused = paused;
-            }
-        }
-    }
 }
 
 #[async_trait]
@@ -199,12 +190,20 @@ impl Source for GenerateSource {
     }
 
     fn pause(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
-        self.set_paused(partitions, true);
+        for p in partitions {
+            if let Some(cursor) = self.cursors.get_mut(*p as usize) {
+                cursor.paused = true;
+            }
+        }
         Ok(())
     }
 
     fn resume(&mut self, partitions: &[PartitionId]) -> Result<(), SourceError> {
-        self.set_paused(partitions, false);
+        for p in partitions {
+            if let Some(cursor) = self.cursors.get_mut(*p as usize) {
+                cursor.paused = false;
+            }
+        }
         Ok(())
     }
 
