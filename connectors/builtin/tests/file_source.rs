@@ -150,14 +150,9 @@ async fn an_over_long_line_is_flagged_truncated() {
 
 #[tokio::test]
 async fn a_commit_file_resumes_after_the_last_committed_line() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("in.txt");
+    let lines: String = (0..10).map(|i| format!("line-{i}\n")).collect();
+    let (dir, path) = input_file("in.txt", lines);
     let commit = dir.path().join("offsets/in.commit");
-    std::fs::write(
-        &path,
-        (0..10).map(|i| format!("line-{i}\n")).collect::<String>(),
-    )
-    .expect("write");
     let config = [
         ("path", path_str(&path)),
         ("layout", "raw"),
@@ -197,10 +192,8 @@ async fn a_commit_file_resumes_after_the_last_committed_line() {
 
 #[tokio::test]
 async fn a_commit_file_of_another_file_or_a_shorter_file_is_refused() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("in.txt");
+    let (dir, path) = input_file("in.txt", "a\nb\n");
     let commit = dir.path().join("in.commit");
-    std::fs::write(&path, "a\nb\n").expect("write");
     let config = [
         ("path", path_str(&path)),
         ("commit_file", path_str(&commit)),

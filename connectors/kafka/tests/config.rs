@@ -208,6 +208,23 @@ fn sink_settings_are_checked() {
             "unknown key `acks` in `outputs[0]`".to_owned()
         )]
     );
+    for (delivery_timeout, linger, problem) in [
+        ("500ms", "5ms", "`delivery_timeout` must be at least 1s"),
+        (
+            "2s",
+            "2s",
+            "`delivery_timeout` must be longer than `linger`",
+        ),
+    ] {
+        let entries = [
+            ("topic", "out"),
+            ("delivery_timeout", delivery_timeout),
+            ("linger", linger),
+        ];
+        let (_, errors) = read_sink_config(&*factory(), &entries);
+        let expected = ("outputs[0].delivery_timeout".to_owned(), problem.to_owned());
+        assert_eq!(summary(&errors), vec![expected]);
+    }
 }
 
 #[test]

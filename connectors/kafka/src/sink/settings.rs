@@ -45,16 +45,10 @@ impl SinkSettings {
             }
         }
         let linger = config.duration("linger").unwrap_or(DEFAULT_LINGER);
-        let delivery_timeout = config
-            .duration("delivery_timeout")
-            .unwrap_or(DEFAULT_DELIVERY_TIMEOUT);
-        if delivery_timeout < Duration::from_secs(1) {
-            config.error_at_key(
-                "delivery_timeout",
-                "`delivery_timeout` must be at least 1s",
-                None,
-            );
-        } else if delivery_timeout <= linger {
+        let delivery_timeout =
+            crate::duration_at_least(config, "delivery_timeout", Duration::from_secs(1))
+                .unwrap_or(DEFAULT_DELIVERY_TIMEOUT);
+        if delivery_timeout >= Duration::from_secs(1) && delivery_timeout <= linger {
             config.error_at_key(
                 "delivery_timeout",
                 "`delivery_timeout` must be longer than `linger`",
