@@ -23,6 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kafka_common::{header, text, FilterPipeline, Tansu};
+use spate_testsupport::orders::assert_none_lost;
 
 const PARTITIONS: i32 = 4;
 /// Orders loaded at the start (the kill tests load more batches of the same
@@ -270,16 +271,12 @@ fn setup(prefix: &str, orders: usize) -> (Tansu, Names, tempfile::TempDir) {
 }
 
 fn assert_complete(names: &Names, outputs: &BTreeMap<usize, u32>, dead: &BTreeSet<usize>) {
-    for order in 0..names.orders.get() {
-        if is_poison(order) {
-            assert!(
-                dead.contains(&order),
-                "poison order {order} has no dead letter"
-            );
-        } else {
-            assert!(outputs.contains_key(&order), "order {order} was lost");
-        }
-    }
+    assert_none_lost(
+        0..names.orders.get(),
+        is_poison,
+        |order| outputs.contains_key(&order),
+        |order| dead.contains(&order),
+    );
 }
 
 /// Asserts that the group committed every input offset; `what` says so in

@@ -9,7 +9,8 @@
 //! outputs are dropped by the output stream's duplicate window.
 
 use spate_testsupport::nats as nats_common;
-use spate_testsupport::nats::{assert_each_order_once, order_of, JetStreamPipeline};
+use spate_testsupport::nats::{order_of, JetStreamPipeline};
+use spate_testsupport::orders::{assert_each_order_once, assert_none_lost};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -175,12 +176,19 @@ fn counts(records: &[(usize, Option<String>)]) -> BTreeMap<usize, usize> {
     counts
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exactly_once_holds_each_output_once_across_twenty_kills() {
+/// Runs the pipeline under `delivery` through twenty kills; the server
+/// (running on, for the reads), its client and the setup.
+async fn killed_twenty_times(delivery: &str) -> (nats_common::Server, async_nats::Client, Setup) {
     let server = server();
     let client = server.client().await;
-    let setup = setup(&client, &server.url, "exactly_once").await;
+    let setup = setup(&client, &server.url, delivery).await;
     run_with_kills(&setup, &client, 20).await;
+    (server, client, setup)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_holds_each_output_once_across_twenty_kills() {
+    let (_server, client, setup) = killed_twenty_times("exactly_once").await;
     // Let any late redelivery show up before reading everything.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let outputs = read_stream(&client, &setup.output_stream).await;
@@ -198,20 +206,13 @@ async fn exactly_once_holds_each_output_once_across_twenty_kills() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_least_once_loses_nothing_across_twenty_kills() {
-    let server = server();
-    let client = server.client().await;
-    let setup = setup(&client, &server.url, "at_least_once").await;
-    run_with_kills(&setup, &client, 20).await;
+    let (_server, client, setup) = killed_twenty_times("at_least_once").await;
     let outputs = counts(&read_stream(&client, &setup.output_stream).await);
     let dead = counts(&read_stream(&client, &setup.dead_stream).await);
-    for order in 0..ORDERS {
-        if is_poison(order) {
-            assert!(
-                dead.contains_key(&order),
-                "poison order {order} has no dead letter"
-            );
-        } else {
-            assert!(outputs.contains_key(&order), "order {order} was lost");
-        }
-    }
+    assert_none_lost(
+        0..ORDERS,
+        is_poison,
+        |order| outputs.contains_key(&order),
+        |order| dead.contains_key(&order),
+    );
 }

@@ -18,7 +18,8 @@
 //! binary can be made slow. Every other test runs the `spate` binary.
 
 use spate_testsupport::nats as nats_common;
-use spate_testsupport::nats::{assert_each_order_once, order_of, JetStreamPipeline};
+use spate_testsupport::nats::{order_of, JetStreamPipeline};
+use spate_testsupport::orders::assert_each_order_once;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -62,6 +63,13 @@ impl Names {
             durable: format!("orders-{tag}"),
             tag,
         }
+    }
+
+    /// New names for `prefix`, their streams created ([`Names::create`]).
+    async fn created(prefix: &str, client: &async_nats::Client) -> Self {
+        let names = Self::new(prefix);
+        names.create(client).await;
+        names
     }
 
     fn input_subject(&self) -> String {
@@ -357,8 +365,7 @@ fn restart_poison(order: usize) -> bool {
 async fn through_a_restart(delivery: &str) -> (Vec<Stored>, Vec<Stored>) {
     let mut server = start_own();
     let client = server.client().await;
-    let names = Names::new(&format!("restart_{delivery}"));
-    names.create(&client).await;
+    let names = Names::created(&format!("restart_{delivery}"), &client).await;
     let subject = names.input_subject();
     publish_orders(&client, &subject, 0..BEFORE_RESTART, restart_poison).await;
 
@@ -430,8 +437,7 @@ const SHARED_ORDERS: usize = 4000;
 async fn two_processes_on_one_durable_share_the_load_without_duplicates() {
     let server = server();
     let client = server.client().await;
-    let names = Names::new("shared");
-    names.create(&client).await;
+    let names = Names::created("shared", &client).await;
     let dir = tempfile::tempdir().expect("temp dir");
     // Each process publishes to its own subject; one stream captures both.
     let pipeline = Pipeline {
@@ -537,8 +543,7 @@ async fn slow(event: Event, _ctx: &Context) -> Result<Vec<Output>, HandlerError>
 async fn a_slow_handler_keeps_its_messages_with_progress_acks_and_fetching_stops_at_the_bound() {
     let server = server();
     let client = server.client().await;
-    let names = Names::new("slow");
-    names.create(&client).await;
+    let names = Names::created("slow", &client).await;
     publish_orders(&client, &names.input_subject(), 0..SLOW_ORDERS, never).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let extra = format!("    max_in_flight: {{events: {BOUND}, bytes: 16MiB}}\n");
@@ -649,8 +654,7 @@ struct Terminated {
 async fn poison_run(delivery: &str) {
     let server = server();
     let client = server.client().await;
-    let names = Names::new(&format!("poison_{delivery}"));
-    names.create(&client).await;
+    let names = Names::created(&format!("poison_{delivery}"), &client).await;
     let sequences = publish_orders(
         &client,
         &names.input_subject(),

@@ -126,6 +126,10 @@ pub fn assert_suggests<'e>(
     unknown
 }
 
+/// What reading a configuration gives: the builder (if any) and every
+/// problem recorded, unknown keys included.
+pub type Read<B> = (Option<Box<B>>, Vec<ConfigError>);
+
 /// Defines, in a per-connector module, `factory(kind)`, `read_source`,
 /// `read_sink`, `source_builder` and `sink` over a crate's list of
 /// factories (`spate_nats::connectors`…).
@@ -136,15 +140,11 @@ macro_rules! config_helpers {
             $crate::connector::find($connectors(), kind)
         }
 
-        /// Reads a source configuration; returns the builder (if any) and
-        /// every problem recorded, unknown keys included.
+        /// Reads a source configuration; see [`Read`]($crate::connector::Read).
         pub fn read_source(
             kind: &str,
             entries: &[(&str, &str)],
-        ) -> (
-            Option<Box<dyn spate_connector::SourceBuilder>>,
-            Vec<spate_connector::ConfigError>,
-        ) {
+        ) -> $crate::connector::Read<dyn spate_connector::SourceBuilder> {
             spate_connector::testkit::read_source_config(&*factory(kind), entries)
         }
 
@@ -152,10 +152,7 @@ macro_rules! config_helpers {
         pub fn read_sink(
             kind: &str,
             entries: &[(&str, &str)],
-        ) -> (
-            Option<Box<dyn spate_connector::SinkBuilder>>,
-            Vec<spate_connector::ConfigError>,
-        ) {
+        ) -> $crate::connector::Read<dyn spate_connector::SinkBuilder> {
             spate_connector::testkit::read_sink_config(&*factory(kind), entries)
         }
 

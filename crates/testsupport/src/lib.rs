@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod names;
 pub mod nats;
+pub mod orders;
 pub mod positions;
 pub mod postgres;
 pub mod process;

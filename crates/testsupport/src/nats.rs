@@ -295,27 +295,3 @@ pub fn order_of(payload: &[u8]) -> usize {
         }
     }
 }
-
-/// Asserts that each order of `orders` reached where it belongs exactly
-/// once: a poison one (per `is_poison`) one dead letter and no output, any
-/// other one output and no dead letter. The counts are per order number.
-pub fn assert_each_order_once(
-    orders: std::ops::Range<usize>,
-    is_poison: impl Fn(usize) -> bool,
-    outputs: &std::collections::BTreeMap<usize, usize>,
-    dead: &std::collections::BTreeMap<usize, usize>,
-) {
-    for order in orders {
-        let (expected_out, expected_dead) = if is_poison(order) { (0, 1) } else { (1, 0) };
-        assert_eq!(
-            outputs.get(&order).copied().unwrap_or(0),
-            expected_out,
-            "outputs of order {order}"
-        );
-        assert_eq!(
-            dead.get(&order).copied().unwrap_or(0),
-            expected_dead,
-            "dead letters of order {order}"
-        );
-    }
-}

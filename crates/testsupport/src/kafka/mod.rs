@@ -20,13 +20,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connector::Read;
 use bytes::Bytes;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use spate_connector::config::ConfigErrors;
 use spate_connector::{
-    ConfigError, ConfigNode, ConfigReader, ConnectorFactory, Event, NodeKind, SinkBuilder, Source,
+    ConfigNode, ConfigReader, ConnectorFactory, Event, NodeKind, SinkBuilder, Source,
     SourceBuilder, SourceMessage, Span,
 };
 
@@ -112,19 +113,18 @@ pub fn scalar(text: &str, line: u32) -> ConfigNode {
 
 /// A mapping node; values on consecutive lines from 2.
 pub fn map(entries: Vec<(&str, ConfigNode)>) -> ConfigNode {
+    let entries = entries
+        .into_iter()
+        .map(|(key, value)| {
+            let key_span = Span {
+                column: 5,
+                ..value.span
+            };
+            (key.to_owned(), key_span, value)
+        })
+        .collect();
     ConfigNode {
-        kind: NodeKind::Map(
-            entries
-                .into_iter()
-                .map(|(k, v)| {
-                    let span = Span {
-                        line: v.span.line,
-                        column: 5,
-                    };
-                    (k.to_owned(), span, v)
-                })
-                .collect(),
-        ),
+        kind: NodeKind::Map(entries),
         span: Span { line: 1, column: 5 },
     }
 }
@@ -138,26 +138,26 @@ pub fn properties(entries: &[(&str, &str)], first_line: u32) -> ConfigNode {
         .collect())
 }
 
-/// Reads a source configuration node as the loader would.
-pub fn read_source_node(node: &ConfigNode) -> (Option<Box<dyn SourceBuilder>>, Vec<ConfigError>) {
+/// Reads configuration `node` at `path` with `read` as the loader would:
+/// what it built, if anything, and every problem recorded.
+fn read_node<B: ?Sized>(
+    node: &ConfigNode,
+    path: &str,
+    read: impl FnOnce(&dyn ConnectorFactory, &mut ConfigReader<'_>) -> Option<Box<B>>,
+) -> Read<B> {
     let errors = ConfigErrors::default();
-    let factory = factory();
-    let builder = {
-        let mut reader = ConfigReader::new(node, "inputs[0]", &errors);
-        factory.source(&mut reader)
-    };
+    let builder = read(&*factory(), &mut ConfigReader::new(node, path, &errors));
     (builder, errors.into_inner())
 }
 
+/// Reads a source configuration node as the loader would.
+pub fn read_source_node(node: &ConfigNode) -> Read<dyn SourceBuilder> {
+    read_node(node, "inputs[0]", |factory, reader| factory.source(reader))
+}
+
 /// Reads a sink configuration node as the loader would.
-pub fn read_sink_node(node: &ConfigNode) -> (Option<Box<dyn SinkBuilder>>, Vec<ConfigError>) {
-    let errors = ConfigErrors::default();
-    let factory = factory();
-    let builder = {
-        let mut reader = ConfigReader::new(node, "outputs[0]", &errors);
-        factory.sink(&mut reader)
-    };
-    (builder, errors.into_inner())
+pub fn read_sink_node(node: &ConfigNode) -> Read<dyn SinkBuilder> {
+    read_node(node, "outputs[0]", |factory, reader| factory.sink(reader))
 }
 
 /// Source settings for `topic` and `group` at `broker`, plus `extra`.

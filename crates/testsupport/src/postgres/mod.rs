@@ -282,36 +282,38 @@ fn scalar(text: &str, line: u32, column: u32) -> ConfigNode {
     }
 }
 
+/// Map entries `key: value` on consecutive lines from `first_line`, keys at
+/// `key_column` and values at `value_column`.
+fn entries_at(
+    pairs: &[(&str, &str)],
+    first_line: u32,
+    key_column: u32,
+    value_column: u32,
+) -> Vec<(String, Span, ConfigNode)> {
+    (first_line..)
+        .zip(pairs)
+        .map(|(line, (key, value))| {
+            let key_span = Span {
+                line,
+                column: key_column,
+            };
+            (
+                (*key).to_owned(),
+                key_span,
+                scalar(value, line, value_column),
+            )
+        })
+        .collect()
+}
+
 /// A sink configuration as a pipeline file would give it: top-level entries
 /// on lines 2, 3, …; `columns:` on line 10 with its entries on lines 11, 12, …
 /// at column 9 (values at column 22); `key:` on line 30 with its items at
 /// column 12, 24, …
 pub fn sink_node(entries: &[(&str, &str)], columns: &[(&str, &str)], key: &[&str]) -> ConfigNode {
-    let mut map: Vec<(String, Span, ConfigNode)> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| {
-            let line = i as u32 + 2;
-            (
-                (*k).to_owned(),
-                Span { line, column: 7 },
-                scalar(v, line, 12),
-            )
-        })
-        .collect();
+    let mut map = entries_at(entries, 2, 7, 12);
     if !columns.is_empty() {
-        let items = columns
-            .iter()
-            .enumerate()
-            .map(|(i, (c, v))| {
-                let line = i as u32 + 11;
-                (
-                    (*c).to_owned(),
-                    Span { line, column: 9 },
-                    scalar(v, line, 22),
-                )
-            })
-            .collect();
+        let items = entries_at(columns, 11, 9, 22);
         map.push((
             "columns".to_owned(),
             Span {
