@@ -35,17 +35,35 @@ pub const CONNECT_RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between attempts to connect.
 pub const CONNECT_RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Runs `attempt` until it succeeds, fails for good (`retryable` false) or
-/// `shutdown` is cancelled (`Ok(None)`). `what` names the connector in the
-/// log (`function `f`: input `kafka``).
+/// An error building a connector: whether another attempt may succeed.
+pub trait BuildError: Display {
+    /// True when the target may come back (refused, unreachable, timed out);
+    /// false for a setting that cannot work.
+    fn retryable(&self) -> bool;
+}
+
+impl BuildError for spate_connector::SourceError {
+    fn retryable(&self) -> bool {
+        self.is_retryable()
+    }
+}
+
+impl BuildError for spate_connector::SinkError {
+    fn retryable(&self) -> bool {
+        self.is_retryable()
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good (an error that is not
+/// [`BuildError::retryable`]) or `shutdown` is cancelled (`Ok(None)`).
+/// `what` names the connector in the log (`function `f`: input `kafka``).
 pub async fn until_connected<T, E, F, Fut>(
     what: &str,
     shutdown: &CancellationToken,
-    retryable: impl Fn(&E) -> bool,
     mut attempt: F,
 ) -> Result<Option<T>, E>
 where
-    E: Display,
+    E: BuildError,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -62,7 +80,7 @@ where
                 }
                 return Ok(Some(connected));
             }
-            Err(error) if retryable(&error) => error,
+            Err(error) if error.retryable() => error,
             Err(error) => return Err(error),
         };
         failures = failures.saturating_add(1);
@@ -105,18 +123,13 @@ pub(super) async fn build_plan(
     let mut sources = Vec::new();
     for input in &function.inputs {
         let what = format!("function `{name}`: input `{}`", input.kind);
-        let built = until_connected(
-            &what,
-            shutdown,
-            |e: &spate_connector::SourceError| e.is_retryable(),
-            || input.builder.build(),
-        )
-        .await
-        .map_err(|source| RunError::BuildSource {
-            function: name.clone(),
-            kind: input.kind.clone(),
-            source,
-        })?;
+        let built = until_connected(&what, shutdown, || input.builder.build())
+            .await
+            .map_err(|source| RunError::BuildSource {
+                function: name.clone(),
+                kind: input.kind.clone(),
+                source,
+            })?;
         let Some(source) = built else {
             return Ok(None);
         };
@@ -131,19 +144,14 @@ pub(super) async fn build_plan(
     let mut dead_letter = None;
     for (role, spec) in sinks {
         let what = format!("function `{name}`: {role} `{}`", spec.name);
-        let built = until_connected(
-            &what,
-            shutdown,
-            |e: &spate_connector::SinkError| e.is_retryable(),
-            || spec.builder.build(),
-        )
-        .await
-        .map_err(|source| RunError::BuildSink {
-            function: name.clone(),
-            role,
-            name: spec.name.clone(),
-            source,
-        })?;
+        let built = until_connected(&what, shutdown, || spec.builder.build())
+            .await
+            .map_err(|source| RunError::BuildSink {
+                function: name.clone(),
+                role,
+                name: spec.name.clone(),
+                source,
+            })?;
         let Some(sink) = built else {
             return Ok(None);
         };
