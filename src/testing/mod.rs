@@ -119,43 +119,41 @@ pub fn show_payload(payload: &Bytes) -> String {
     }
 }
 
-/// One output as a line: `→ <output> key=<key>: <payload>`.
-fn output_line(
-    out: &mut String,
-    indent: &str,
-    to: Option<&str>,
-    key: Option<&Bytes>,
-    payload: &Bytes,
-) {
-    let key = key
-        .map(|k| format!(" key={}", String::from_utf8_lossy(k)))
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "{indent}→ {}{key}: {}",
-        to.unwrap_or("every output"),
-        show_payload(payload)
-    );
+/// One output: where it goes (`None`: every output), its key and payload.
+type OutputLine<'a> = (Option<&'a str>, Option<&'a Bytes>, &'a Bytes);
+
+/// One line per output, `→ <output> key=<key>: <payload>`, or
+/// `no output (dropped)` when there is none.
+fn output_lines<'a>(out: &mut String, indent: &str, outputs: impl Iterator<Item = OutputLine<'a>>) {
+    let mut dropped = true;
+    for (to, key, payload) in outputs {
+        dropped = false;
+        let key = key
+            .map(|k| format!(" key={}", String::from_utf8_lossy(k)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{indent}→ {}{key}: {}",
+            to.unwrap_or("every output"),
+            show_payload(payload)
+        );
+    }
+    if dropped {
+        let _ = writeln!(out, "{indent}no output (dropped)");
+    }
 }
 
 /// Renders an outcome, one line per output, indented by `indent`.
 pub fn render_outcome(outcome: &Outcome, indent: &str) -> String {
     let mut out = String::new();
     match outcome {
-        Outcome::Outputs(outputs) if outputs.is_empty() => {
-            let _ = writeln!(out, "{indent}no output (dropped)");
-        }
-        Outcome::Outputs(outputs) => {
-            for (to, record) in outputs {
-                output_line(
-                    &mut out,
-                    indent,
-                    to.as_deref(),
-                    record.key.as_ref(),
-                    &record.payload,
-                );
-            }
-        }
+        Outcome::Outputs(outputs) => output_lines(
+            &mut out,
+            indent,
+            outputs
+                .iter()
+                .map(|(to, record)| (to.as_deref(), record.key.as_ref(), &record.payload)),
+        ),
         Outcome::DeadLetter {
             reason,
             message,
@@ -270,20 +268,13 @@ pub fn compare(expected: &Expectation, actual: &Outcome) -> Result<(), String> {
 pub fn render_expectation(expected: &Expectation, indent: &str) -> String {
     let mut out = String::new();
     match expected {
-        Expectation::Outputs(outputs) if outputs.is_empty() => {
-            let _ = writeln!(out, "{indent}no output (dropped)");
-        }
-        Expectation::Outputs(outputs) => {
-            for output in outputs {
-                output_line(
-                    &mut out,
-                    indent,
-                    output.to.as_deref(),
-                    output.key.as_ref(),
-                    &output.payload,
-                );
-            }
-        }
+        Expectation::Outputs(outputs) => output_lines(
+            &mut out,
+            indent,
+            outputs
+                .iter()
+                .map(|output| (output.to.as_deref(), output.key.as_ref(), &output.payload)),
+        ),
         Expectation::DeadLetter {
             reason,
             error_contains,
