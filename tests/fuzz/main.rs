@@ -25,34 +25,25 @@ fn on_big_stack(f: impl FnOnce() + Send + 'static) {
     }
 }
 
-#[test]
-fn fuzzed_pipeline_files_never_crash_and_every_error_is_located() {
-    fuzz(targets::loader());
+/// One test per target: `name => target` fuzzes `targets::target()`.
+macro_rules! fuzz_tests {
+    ($($name:ident => $target:ident,)+) => {
+        $(
+            #[test]
+            fn $name() {
+                fuzz(targets::$target());
+            }
+        )+
+    };
 }
 
-#[test]
-fn fuzzed_envelope_lines_never_crash_and_round_trip() {
-    fuzz(targets::envelope());
-}
-
-#[test]
-fn fuzzed_avro_payloads_never_crash_and_are_never_retried() {
-    fuzz(targets::avro());
-}
-
-#[test]
-fn fuzzed_registry_frames_never_crash_and_bad_ones_are_never_retried() {
-    fuzz(targets::registry());
-}
-
-#[test]
-fn fuzzed_expressions_never_crash_the_compiler() {
-    fuzz(targets::expr());
-}
-
-#[test]
-fn fuzzed_expressions_and_payloads_never_crash_or_hang_an_evaluation() {
-    fuzz(targets::expr_eval());
+fuzz_tests! {
+    fuzzed_pipeline_files_never_crash_and_every_error_is_located => loader,
+    fuzzed_envelope_lines_never_crash_and_round_trip => envelope,
+    fuzzed_avro_payloads_never_crash_and_are_never_retried => avro,
+    fuzzed_registry_frames_never_crash_and_bad_ones_are_never_retried => registry,
+    fuzzed_expressions_never_crash_the_compiler => expr,
+    fuzzed_expressions_and_payloads_never_crash_or_hang_an_evaluation => expr_eval,
 }
 
 #[test]
