@@ -225,6 +225,18 @@ mod tests {
         }
     }
 
+    /// The error parsing `text` gives; the test fails if it parses.
+    fn refused(text: &str) -> ConfigError {
+        parse(text, &no_env)
+            .err()
+            .unwrap_or_else(|| panic!("accepted"))
+    }
+
+    /// Asserts that `error` says `part`.
+    fn assert_says(error: &ConfigError, part: &str) {
+        assert!(error.message.contains(part), "{}", error.message);
+    }
+
     fn at(line: u32, column: u32) -> Span {
         Span { line, column }
     }
@@ -333,14 +345,8 @@ mod tests {
             let prev = format!("*a{}", i - 1);
             text.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
         }
-        let error = parse(&text, &no_env)
-            .err()
-            .unwrap_or_else(|| panic!("accepted"));
-        assert!(
-            error.message.contains("add more than 100000 values"),
-            "{}",
-            error.message
-        );
+        let error = refused(&text);
+        assert_says(&error, "add more than 100000 values");
     }
 
     #[test]
@@ -351,19 +357,13 @@ mod tests {
         for _ in 0..copies {
             text.push_str("  - *big\n");
         }
-        let error = parse(&text, &no_env)
-            .err()
-            .unwrap_or_else(|| panic!("accepted"));
+        let error = refused(&text);
         assert_eq!(
             error.span,
             at(u32::try_from(copies).unwrap_or(0) + 2, 5),
             "{error:?}"
         );
-        assert!(
-            error.message.contains("more than 4 MiB"),
-            "{}",
-            error.message
-        );
+        assert_says(&error, "more than 4 MiB");
         let under = text.replace("  - *big\n", "");
         let under = format!("{under}  - *big\n");
         assert!(parse(&under, &no_env).is_ok(), "one copy is fine");
@@ -397,29 +397,17 @@ mod tests {
         // Block nesting (flow nesting meets the parser's own limit first).
         let deep = |n: usize| format!("a:\n{}x\n", "- ".repeat(n));
         assert!(parse(&deep(MAX_DEPTH - 1), &no_env).is_ok());
-        let error = parse(&deep(100_000), &no_env)
-            .err()
-            .unwrap_or_else(|| panic!("accepted"));
+        let error = refused(&deep(100_000));
         assert_eq!(error.span.line, 2);
-        assert!(
-            error.message.contains("nested more than 128 deep"),
-            "{}",
-            error.message
-        );
+        assert_says(&error, "nested more than 128 deep");
     }
 
     #[test]
     fn a_file_longer_than_the_bound_is_refused_before_parsing() {
         let text = format!("a: \"{}\"\n", "x".repeat(MAX_FILE_BYTES));
-        let error = parse(&text, &no_env)
-            .err()
-            .unwrap_or_else(|| panic!("accepted"));
+        let error = refused(&text);
         assert_eq!(error.span, at(1, 1));
-        assert!(
-            error.message.contains("more than the 16 MiB"),
-            "{}",
-            error.message
-        );
+        assert_says(&error, "more than the 16 MiB");
     }
 
     #[test]
@@ -447,22 +435,16 @@ mod tests {
 
     #[test]
     fn syntax_errors_point_at_their_place_with_a_hint() {
-        let error = parse("a:\n  b: 1\n c: 2\n", &no_env)
-            .err()
-            .unwrap_or_else(|| panic!("accepted"));
+        let error = refused("a:\n  b: 1\n c: 2\n");
         assert_eq!(error.span, at(3, 2));
         assert_eq!(
             error.message,
             "invalid YAML: while parsing a block mapping, did not find expected key"
         );
         assert!(error.hint.is_some_and(|h| h.contains("indentation")));
-        let error = parse("a:\n\tb: 1\n", &no_env)
-            .err()
-            .unwrap_or_else(|| panic!("accepted"));
+        let error = refused("a:\n\tb: 1\n");
         assert!(error.hint.is_some_and(|h| h.contains("tabs")));
-        let error = parse("a: 1\n---\nb: 2\n", &no_env)
-            .err()
-            .unwrap_or_else(|| panic!("accepted"));
+        let error = refused("a: 1\n---\nb: 2\n");
         assert_eq!(error.span, at(2, 1));
     }
 
