@@ -80,10 +80,7 @@ fn notes(rows: &[Row]) -> String {
         ratio(rows, (js, spate, "exactly-once"), (js, spate, "at-least-once")),
         ratio(rows, ("2 core NATS", spate, "at-most-once"), ("2 core NATS", "raw async-nats", "at-most-once")),
     );
-    for row in rows
-        .iter()
-        .filter(|r| r.scenario.starts_with("3 ") && r.measured())
-    {
+    for row in measured(rows, "3 ") {
         let bound = row.bound.unwrap_or(f64::NAN);
         let mean_us = report::find(rows, &row.scenario, &row.contender, &row.guarantee)
             .map(|r| r.median_of(|run| handler_mean_us(&run.note)))
@@ -105,12 +102,9 @@ fn notes(rows: &[Row]) -> String {
             row.rate() / (tasks * 1e6 / mean_us),
         );
     }
-    for row in rows
-        .iter()
-        .filter(|r| r.scenario.starts_with("4 ") && r.measured())
-    {
+    for row in measured(rows, "4 ") {
         let max = row.runs.iter().map(|r| r.rss_mib).fold(0.0, f64::max);
-        let at = |name: &str| row.median_of(|r| r.extra(name).unwrap_or(f64::NAN));
+        let at = |name: &str| row.median_extra(name);
         let _ = writeln!(
             out,
             "- backpressure: largest RSS seen in any run {max:.0} MiB (peak, whole run incl. the drain); during the slow phase RSS was {:.0} MiB at 10 s and {:.0} MiB at its end (medians), max {:.0} MiB; backlog at the end of the slow phase {} events; nothing lost in {} of {} runs",
@@ -122,23 +116,25 @@ fn notes(rows: &[Row]) -> String {
             row.runs.len() + row.failures.len(),
         );
     }
-    for row in rows
-        .iter()
-        .filter(|r| r.scenario.starts_with("5 ") && r.measured())
-    {
-        let at = |name: &str| row.median_of(|r| r.extra(name).unwrap_or(f64::NAN));
+    for row in measured(rows, "5 ") {
         let _ = writeln!(
             out,
             "- scaling step: concurrency went {:.0} → {:.0} and settled {:.1} s after the step; lag stopped growing {:.1} s after the step (peak {} events) — medians of {} runs",
-            at("concurrency_before_step"),
-            at("concurrency_final"),
-            at("concurrency_settle_s"),
-            at("lag_stops_growing_s"),
-            report::thousands(at("lag_peak_events")),
+            row.median_extra("concurrency_before_step"),
+            row.median_extra("concurrency_final"),
+            row.median_extra("concurrency_settle_s"),
+            row.median_extra("lag_stops_growing_s"),
+            report::thousands(row.median_extra("lag_peak_events")),
             row.runs.len(),
         );
     }
     out
+}
+
+/// The rows of scenario `number` (`"3 "`, …) that have a figure.
+fn measured<'a>(rows: &'a [Row], number: &'a str) -> impl Iterator<Item = &'a Row> {
+    rows.iter()
+        .filter(move |r| r.scenario.starts_with(number) && r.measured())
 }
 
 fn handler_mean_us(note: &str) -> f64 {

@@ -102,26 +102,24 @@ fn timeline(area: &Area, title: &str, row: Option<&Row>, names: (&str, &str)) ->
         .map(|r| r.series.clone())
         .unwrap_or_default();
     let end = series.iter().map(|p| p[0]).fold(1.0, f64::max);
-    let top_a = series
-        .iter()
-        .map(|p| p[1])
-        .filter(|v| v.is_finite())
-        .fold(1.0, f64::max)
-        * 1.2;
-    let top_b = series
-        .iter()
-        .map(|p| p[2])
-        .filter(|v| v.is_finite())
-        .fold(1.0, f64::max)
-        * 1.2;
+    // (seconds, value) of one column, where it has a value.
+    let line = |column: usize| -> Vec<(f64, f64)> {
+        series
+            .iter()
+            .filter(|p| p[column].is_finite())
+            .map(|p| (p[0], p[column]))
+            .collect()
+    };
+    let (a, b) = (line(1), line(2));
+    let top = |points: &[(f64, f64)]| points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.2;
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(60)
         .right_y_label_area_size(70)
-        .build_cartesian_2d(0.0..end, 0.0..top_a)?
-        .set_secondary_coord(0.0..end, 0.0..top_b);
+        .build_cartesian_2d(0.0..end, 0.0..top(&a))?
+        .set_secondary_coord(0.0..end, 0.0..top(&b));
     chart
         .configure_mesh()
         .x_desc("seconds")
@@ -133,23 +131,11 @@ fn timeline(area: &Area, title: &str, row: Option<&Row>, names: (&str, &str)) ->
         .label_style(("sans-serif", 12).into_font().color(&RED))
         .draw()?;
     chart
-        .draw_series(LineSeries::new(
-            series
-                .iter()
-                .filter(|p| p[1].is_finite())
-                .map(|p| (p[0], p[1])),
-            colour("spate").stroke_width(2),
-        ))?
+        .draw_series(LineSeries::new(a, colour("spate").stroke_width(2)))?
         .label(names.0)
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour("spate")));
     chart
-        .draw_secondary_series(LineSeries::new(
-            series
-                .iter()
-                .filter(|p| p[2].is_finite())
-                .map(|p| (p[0], p[2])),
-            RED.stroke_width(1),
-        ))?
+        .draw_secondary_series(LineSeries::new(b, RED.stroke_width(1)))?
         .label(names.1)
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
     chart

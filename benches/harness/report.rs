@@ -85,6 +85,11 @@ impl Row {
         median(&self.runs.iter().map(figure).collect::<Vec<_>>())
     }
 
+    /// Median of one of the runs' extra figures (NaN where a run lacks it).
+    pub fn median_extra(&self, name: &str) -> f64 {
+        self.median_of(|r| r.extra(name).unwrap_or(f64::NAN))
+    }
+
     /// Median events per second.
     pub fn rate(&self) -> f64 {
         self.median_of(|r| r.rate)
