@@ -12,9 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use spate_connector::{dead_letter, Record, Sink};
-use tracing::{debug, info};
 
 use super::work::{Completion, Failure, Outcome, Stage, Verdict, WorkItem};
+use crate::events::{
+    AttemptFailed, ConcurrencyScaledDown, EventHandled, HandlerRan, HandlerTaskEnded,
+    RetryScheduled,
+};
 use crate::metrics::FunctionMetrics;
 use crate::policy::RetryPolicy;
 use crate::stage::{self, Failed, Next};
@@ -133,12 +136,13 @@ pub async fn run_task(
             Ok(Err(_closed)) => break,
             Err(_idle) => {
                 if try_retire(&shared) {
-                    info!(
-                        function = %shared.name,
-                        tasks = shared.pool.alive.load(AtomicOrdering::Relaxed),
-                        reason = %format!("idle for {:?}", shared.idle_retire_after),
-                        "handler concurrency down"
-                    );
+                    ConcurrencyScaledDown {
+                        metrics: &shared.metrics,
+                        function: &shared.name,
+                        tasks: shared.pool.alive.load(AtomicOrdering::Relaxed),
+                        idle_for: shared.idle_retire_after,
+                    }
+                    .emit();
                     return;
                 }
                 continue;
@@ -152,23 +156,22 @@ pub async fn run_task(
         }
     }
     shared.pool.alive.fetch_sub(1, AtomicOrdering::Relaxed);
-    shared.metrics.concurrency.decrement(1.0);
+    HandlerTaskEnded {
+        metrics: &shared.metrics,
+    }
+    .emit();
 }
 
-/// Retires this task if more than `min` remain.
+/// Retires this task if more than `min` remain (the caller emits
+/// [`ConcurrencyScaledDown`]).
 fn try_retire(shared: &FunctionShared) -> bool {
-    let retired = shared
+    shared
         .pool
         .alive
         .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |alive| {
             (alive > shared.min_tasks).then(|| alive - 1)
         })
-        .is_ok();
-    if retired {
-        shared.metrics.concurrency.decrement(1.0);
-        shared.metrics.scaled_down.increment(1);
-    }
-    retired
+        .is_ok()
 }
 
 /// Runs an item's stages until it finishes or must wait for a retry.
@@ -205,8 +208,11 @@ pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion 
 /// Counts a retry, when `verdict` is one.
 fn count_retry(shared: &FunctionShared, verdict: &Verdict) {
     if let Verdict::RetryAfter(_) = verdict {
-        shared.metrics.retries.increment(1);
-        shared.tally.retries.fetch_add(1, AtomicOrdering::Relaxed);
+        RetryScheduled {
+            metrics: &shared.metrics,
+            tally: &shared.tally,
+        }
+        .emit();
     }
 }
 
@@ -237,10 +243,11 @@ async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> Option<Verdict>
     }
     let started = Instant::now();
     let result = stage::call_handler(&*shared.handler, event, &ctx, shared.retry.timeout).await;
-    shared
-        .metrics
-        .handler_seconds
-        .record(started.elapsed().as_secs_f64());
+    HandlerRan {
+        metrics: &shared.metrics,
+        elapsed: started.elapsed(),
+    }
+    .emit();
     match result {
         Ok(outputs) => {
             item.state_changes = ctx.take_state_changes();
@@ -287,8 +294,11 @@ async fn route(
 }
 
 fn finished_handled(shared: &FunctionShared, outputs: usize) -> Verdict {
-    shared.metrics.handled.increment(1);
-    shared.tally.handled.fetch_add(1, AtomicOrdering::Relaxed);
+    EventHandled {
+        metrics: &shared.metrics,
+        tally: &shared.tally,
+    }
+    .emit();
     Verdict::Finished(Outcome::Handled { outputs })
 }
 
@@ -299,7 +309,6 @@ pub(crate) fn fail(
     item: &mut WorkItem,
     failed: Failed,
 ) -> Option<Verdict> {
-    shared.metrics.failed.increment(1);
     let next = stage::next(&failed, item.attempts, &shared.retry);
     let now = now_ms();
     let failure = item.failure.get_or_insert(Failure {
@@ -311,9 +320,16 @@ pub(crate) fn fail(
     failure.reason = failed.reason;
     failure.message = failed.message;
     failure.last_ms = now;
+    AttemptFailed {
+        metrics: &shared.metrics,
+        function: &shared.name,
+        attempt: item.attempts,
+        error: &failure.message,
+        retrying: matches!(next, Next::Retry(_)),
+    }
+    .emit();
     match next {
         Next::Retry(delay) => {
-            debug!(function = %shared.name, attempt = item.attempts, error = %failure.message, "attempt failed; retrying");
             item.stage = Stage::Handle;
             Some(Verdict::RetryAfter(delay))
         }

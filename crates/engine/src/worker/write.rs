@@ -10,16 +10,15 @@
 //!   handler's state changes, in the item's completion; the scheduler writes
 //!   them into a transaction once the watermark passes the event.
 
-use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use spate_connector::{transaction, PendingWrite, Record, SinkError, RECORD_ID_HEADER};
-use tracing::warn;
 
 use super::{count_retry, fail, finished_handled, process, FunctionShared};
 use crate::backoff;
 use crate::dead_letter::{rejected_dead_letter, write_dead_letter};
+use crate::events::{DeadLetterDeferred, OutputWriteFailed, OutputsAcknowledged};
 use crate::policy::Delivery;
 use crate::stage::{self, Failed};
 use crate::work::{Accepted, Completion, Destination, Outcome, Stage, Verdict, WorkItem};
@@ -160,7 +159,11 @@ fn stage_dead_letter(
     match shared.dead_letter.check(&record) {
         Ok(()) => {}
         Err(error) if error.is_retryable() => {
-            warn!(function = %shared.name, %error, "the dead-letter sink cannot take this dead letter now; the offset stays uncommitted until it does");
+            DeadLetterDeferred {
+                function: &shared.name,
+                error: &error,
+            }
+            .emit();
             return Some(retry_write(shared, item, Stage::DeadLetter(record)));
         }
         Err(error) => return rejected_dead_letter(shared, item, record, &error),
@@ -247,16 +250,28 @@ fn settle(
     let total = results.len();
     let mut failed = Vec::new();
     let mut rejected = None;
+    let mut acknowledged = 0;
     for (index, record, result) in results {
         match result {
-            Ok(()) => shared.metrics.out.increment(1),
+            Ok(()) => acknowledged += 1,
             Err(error) if error.is_retryable() => {
-                warn!(function = %shared.name, output = %shared.outputs[index].name, %error, "output write failed; will retry");
+                OutputWriteFailed {
+                    function: &shared.name,
+                    output: &shared.outputs[index].name,
+                    error: &error,
+                }
+                .emit();
                 failed.push((index, record));
             }
             Err(error) => rejected = Some(error.to_string()),
         }
     }
+    OutputsAcknowledged {
+        metrics: &shared.metrics,
+        tally: &shared.tally,
+        count: acknowledged,
+    }
+    .emit();
     if let Some(message) = rejected {
         return fail(
             shared,
@@ -264,10 +279,6 @@ fn settle(
             Failed::new(stage::OUTPUT_REJECTED, message, false),
         );
     }
-    shared
-        .tally
-        .outputs
-        .fetch_add((total - failed.len()) as u64, AtomicOrdering::Relaxed);
     if failed.is_empty() {
         item.write_failures = 0;
         return Some(finished_handled(shared, total));

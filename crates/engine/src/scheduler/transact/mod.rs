@@ -37,10 +37,13 @@ use bytes::Bytes;
 use spate_connector::{
     dead_letter, CommitPosition, PartitionId, SessionOwner, StoredPosition, TransactionError,
 };
-use tracing::{debug, error, warn};
 
 use super::commit::Parts;
 use super::{Committer, Scheduler};
+use crate::events::{
+    DeadLetterCause, EventDeadLettered, FinalTransactionNotCommitted, HandlerStateRestored,
+    PositionsNotStored, StoredPositionsReadFailed, TransactionCommitted, TransactionFailed,
+};
 use crate::work::{Destination, PartKey};
 use crate::{backoff, EngineError};
 
@@ -160,7 +163,12 @@ impl Transactions {
                 Err(error) if error.is_abortable() && attempt < 10 => {
                     let delay =
                         backoff::delay(Duration::from_millis(200), Duration::from_secs(5), attempt);
-                    warn!(function = %function, %error, retry_in = ?delay, "reading stored positions for assigned partitions failed");
+                    StoredPositionsReadFailed {
+                        function: &function,
+                        error: &error,
+                        retry_in: delay,
+                    }
+                    .emit();
                     tokio::time::sleep(delay).await;
                 }
                 Err(error) => {
@@ -187,7 +195,12 @@ impl Transactions {
             }
             for (partition, name) in assigned.iter().zip(&names) {
                 let entries = by_partition.remove(name).unwrap_or_default();
-                debug!(function = %function, partition = %name, keys = entries.len(), "handler state restored");
+                HandlerStateRestored {
+                    function: &function,
+                    partition: name,
+                    keys: entries.len(),
+                }
+                .emit();
                 state.restore(input, *partition, entries);
             }
         }
@@ -335,8 +348,13 @@ impl Transactions {
                         true
                     }
                     Err(error) => {
-                        warn!(function = %parts.shared.name, source = source.name(), %error, "records committed but the source could not store its positions; trying again with the next transaction");
-                        parts.shared.metrics.commit_failures.increment(1);
+                        PositionsNotStored {
+                            metrics: &parts.shared.metrics,
+                            function: &parts.shared.name,
+                            source: source.name(),
+                            error: &error,
+                        }
+                        .emit();
                         self.on_committed(parts, &[], started.elapsed());
                         false
                     }
@@ -357,26 +375,28 @@ impl Transactions {
         took: Duration,
     ) {
         let shared = parts.shared;
-        let metrics = &shared.metrics;
-        metrics.commits.increment(1);
-        metrics.commit_seconds.record(took.as_secs_f64());
-        let (mut outputs, mut dead_letters, mut released_bytes) = (0u64, 0u64, 0u64);
+        let (metrics, tally) = (&shared.metrics, &shared.tally);
+        let (mut outputs, mut released_bytes) = (0u64, 0u64);
         for written in self.open.drain(..) {
             match written.destination {
                 Destination::State { .. } => {}
                 Destination::Output(_) => outputs += 1,
                 Destination::DeadLetter => {
-                    dead_letters += 1;
-                    let headers = &written.record.headers;
-                    warn!(
-                        function = %shared.name,
-                        stream = headers.get_str(dead_letter::STREAM).unwrap_or(""),
-                        partition = headers.get_str(dead_letter::PARTITION).unwrap_or(""),
-                        offset = headers.get_str(dead_letter::OFFSET).unwrap_or(""),
-                        reason = headers.get_str(dead_letter::REASON).unwrap_or(""),
-                        error = headers.get_str(dead_letter::ERROR).unwrap_or(""),
-                        "event dead-lettered"
-                    );
+                    // The dead letter's own headers say which event it is.
+                    let header = |name| written.record.headers.get_str(name).unwrap_or("");
+                    EventDeadLettered {
+                        metrics,
+                        tally,
+                        function: &shared.name,
+                        stream: header(dead_letter::STREAM),
+                        partition: written.part.partition,
+                        offset: header(dead_letter::OFFSET).parse().unwrap_or_default(),
+                        cause: Some(DeadLetterCause {
+                            reason: header(dead_letter::REASON),
+                            error: header(dead_letter::ERROR),
+                        }),
+                    }
+                    .emit();
                 }
             }
             if written.bytes > 0 {
@@ -393,15 +413,13 @@ impl Transactions {
         self.open_events = 0;
         self.pacing.committed();
         parts.budget.sub(0, released_bytes);
-        metrics.out.increment(outputs);
-        metrics.dead_lettered.increment(dead_letters);
-        let tally = &shared.tally;
-        tally
-            .outputs
-            .fetch_add(outputs, std::sync::atomic::Ordering::Relaxed);
-        tally
-            .dead_lettered
-            .fetch_add(dead_letters, std::sync::atomic::Ordering::Relaxed);
+        TransactionCommitted {
+            metrics,
+            tally,
+            elapsed: took,
+            outputs,
+        }
+        .emit();
         for (key, next_offset) in positions {
             if let Some(part) = parts.partitions.get_mut(key) {
                 part.committed = Some(*next_offset);
@@ -414,12 +432,19 @@ impl Transactions {
     /// `Scheduler::stop_if_fatal`).
     fn on_error(&mut self, parts: &Parts<'_>, error: TransactionError, during: &str) {
         let shared = parts.shared;
-        shared.metrics.commit_failures.increment(1);
-        if error.is_abortable() {
-            warn!(function = %shared.name, session = %self.name, %error, during, "transaction failed; aborting it and writing its records again");
+        let fatal = !error.is_abortable();
+        TransactionFailed {
+            metrics: &shared.metrics,
+            function: &shared.name,
+            session: &self.name,
+            error: &error,
+            during,
+            fatal,
+        }
+        .emit();
+        if !fatal {
             return;
         }
-        error!(function = %shared.name, session = %self.name, %error, during, "exactly-once session lost; stopping the function without committing");
         self.dead = true;
         if self.fatal.is_none() {
             self.fatal = Some(EngineError::Transaction {
@@ -475,7 +500,10 @@ impl Transactions {
             ))
             .await;
         }
-        warn!(function = %parts.shared.name, "the last transaction did not commit; its events will be handled again after a restart");
+        FinalTransactionNotCommitted {
+            function: &parts.shared.name,
+        }
+        .emit();
     }
 }
 

@@ -22,9 +22,9 @@ use spate_connector::{
     TransactionError, TransactionSession, TransactionalTarget,
 };
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
 
 use super::pacing::Pacing;
+use crate::events::{CommitTaskFailed, SessionOpened, TransactionReplayed};
 use crate::work::{Destination, PartKey};
 use crate::{EngineError, NamedSink, SessionHost};
 
@@ -77,7 +77,11 @@ impl Committing {
         match (&mut self.task.0).await {
             Ok(committed) => Some(committed),
             Err(join) => {
-                tracing::error!(session = name, error = %join, "the commit task failed");
+                CommitTaskFailed {
+                    session: name,
+                    error: &join,
+                }
+                .emit();
                 None
             }
         }
@@ -170,19 +174,20 @@ impl Transactions {
             })?;
         }
         let resumes = host == SessionHost::Sink;
+        let mut resumed_from = None;
         if resumes {
             let positions = session
                 .load_positions()
                 .await
                 .map_err(|e| format!("reading the stored positions failed: {e}"))?;
-            info!(
-                session = session.name(),
-                positions = positions.len(),
-                "resuming from the positions stored with the records"
-            );
             source.resume_from(&positions).map_err(|e| e.to_string())?;
+            resumed_from = Some(positions.len());
         }
-        info!(session = session.name(), "exactly-once session open");
+        SessionOpened {
+            session: session.name(),
+            resumed_from,
+        }
+        .emit();
         Ok(Self {
             name: session.name().to_owned(),
             session: Some(session),
@@ -294,11 +299,11 @@ impl Transactions {
 
     /// Writes everything in `open` again into a fresh transaction.
     pub(super) async fn replay(&mut self) -> Result<(), TransactionError> {
-        debug!(
-            session = %self.name,
-            records = self.open.len(),
-            "writing the aborted transaction's records again"
-        );
+        TransactionReplayed {
+            session: &self.name,
+            records: self.open.len(),
+        }
+        .emit();
         let open = std::mem::take(&mut self.open);
         let mut result = Ok(());
         for written in &open {
