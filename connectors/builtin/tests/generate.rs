@@ -101,16 +101,25 @@ async fn count_ends_the_stream() {
     assert!(matches!(next(&mut *empty, 3).await, SourceMessage::End));
 }
 
+/// Reads `n` events from `source` (batches of at most `max`), commits the
+/// `(partition, next_offset)` pairs and drops the source, as a process
+/// that stops; returns what was read.
+async fn read_commit_and_stop(
+    mut source: Box<dyn Source>,
+    n: usize,
+    max: usize,
+    commit: &[(u32, u64)],
+) -> Vec<Event> {
+    let events = read_n(&mut *source, n, max).await;
+    source.commit(&positions::at(commit)).await.expect("commit");
+    events
+}
+
 #[tokio::test]
 async fn a_rebuilt_source_resumes_at_the_committed_positions_with_the_same_events() {
     let builder = source_builder("generate", &[("partitions", "2"), ("devices", "6")]);
-    let (mut source, _) = open(&*builder).await;
-    let original = read_n(&mut *source, 200, 50).await;
-    source
-        .commit(&positions::at(&[(0, 30), (1, 55)]))
-        .await
-        .expect("commit");
-    drop(source);
+    let (source, _) = open(&*builder).await;
+    let original = read_commit_and_stop(source, 200, 50, &[(0, 30), (1, 55)]).await;
 
     let (mut again, _) = open(&*builder).await;
     let replayed = read_n(&mut *again, 60, 60).await;
@@ -140,13 +149,8 @@ async fn a_state_file_carries_positions_across_builders() {
     let state = dir.path().join("state/generate.json");
     let state = state.to_str().expect("UTF-8 path");
     let config = [("partitions", "2"), ("devices", "4"), ("state_file", state)];
-    let mut source = generate(&config).await;
-    let original = read_n(&mut *source, 40, 40).await;
-    source
-        .commit(&positions::at(&[(0, 12), (1, 9)]))
-        .await
-        .expect("commit");
-    drop(source);
+    let source = generate(&config).await;
+    let original = read_commit_and_stop(source, 40, 40, &[(0, 12), (1, 9)]).await;
 
     // A new builder, as after a process restart.
     let mut restarted = generate(&config).await;
