@@ -51,14 +51,18 @@ pub fn find(connectors: Vec<Arc<dyn ConnectorFactory>>, kind: &str) -> Arc<dyn C
         .unwrap_or_else(|| panic!("no connector `{kind}`"))
 }
 
+/// The builder of a configuration that must be valid: no problem read.
+fn valid<B: ?Sized>((builder, errors): Read<B>) -> Box<B> {
+    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
+    builder.expect("a builder for a valid configuration")
+}
+
 /// A source builder from a configuration that must be valid.
 pub fn valid_source(
     factory: &dyn ConnectorFactory,
     entries: &[(&str, &str)],
 ) -> Box<dyn SourceBuilder> {
-    let (builder, errors) = read_source_config(factory, entries);
-    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
-    builder.expect("a builder for a valid configuration")
+    valid(read_source_config(factory, entries))
 }
 
 /// A sink builder from a configuration that must be valid.
@@ -66,9 +70,7 @@ pub fn valid_sink_builder(
     factory: &dyn ConnectorFactory,
     entries: &[(&str, &str)],
 ) -> Box<dyn SinkBuilder> {
-    let (builder, errors) = read_sink_config(factory, entries);
-    assert!(errors.is_empty(), "unexpected config errors: {errors:?}");
-    builder.expect("a builder")
+    valid(read_sink_config(factory, entries))
 }
 
 /// A built sink from a configuration that must be valid.

@@ -91,6 +91,18 @@ impl Control {
             .unwrap_or_else(|e| panic!("{} runs: {e}", program.display()))
     }
 
+    /// [`Control::run`], failing the test (with the tool's output) unless
+    /// the tool succeeds.
+    fn run_ok(&self, tool: &str, args: &[&str]) {
+        let out = self.run(tool, args);
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn dir(&self) -> &Path {
         &self.dir
     }
@@ -103,7 +115,7 @@ impl Control {
             self.port
         );
         let log = format!("{dir}/server.log");
-        let out = self.run(
+        self.run_ok(
             "pg_ctl",
             &[
                 "-D",
@@ -115,12 +127,6 @@ impl Control {
                 "-w",
                 "start",
             ],
-        );
-        assert!(
-            out.status.success(),
-            "pg_ctl start failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
         );
         let addr = format!("127.0.0.1:{}", self.port);
         assert!(
@@ -183,7 +189,7 @@ pub fn start_own() -> Server {
         _data: data,
     };
     let datadir = format!("{}/data", own.ctl.dir().display());
-    let out = own.ctl.run(
+    own.ctl.run_ok(
         "initdb",
         &[
             "-D",
@@ -195,12 +201,6 @@ pub fn start_own() -> Server {
             "UTF8",
             "--no-sync",
         ],
-    );
-    assert!(
-        out.status.success(),
-        "initdb failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
     own.ctl.start();
     Server {
