@@ -27,7 +27,12 @@ fn text(output: &Output) -> String {
 /// Asserts that the command failed (exit code 1) saying `part`.
 fn assert_fails_saying(output: &Output, part: &str) {
     assert_eq!(output.status.code(), Some(1), "{}", text(output));
-    assert!(text(output).contains(part), "{}", text(output));
+    assert_says(&text(output), part);
+}
+
+/// Asserts that the printed `out` contains `part`; the failure shows it.
+fn assert_says(out: &str, part: &str) {
+    assert!(out.contains(part), "{out}");
 }
 
 const FUNCTION: &str = r#"functions:
@@ -51,7 +56,7 @@ fn the_example_pipelines_tests_pass() {
     let output = spate(&["test", "pipelines/demo.yaml"], root);
     assert!(output.status.success(), "{}", text(&output));
     let out = text(&output);
-    assert!(out.contains("ok   pipelines/demo.yaml:"), "{out}");
+    assert_says(&out, "ok   pipelines/demo.yaml:");
     assert!(!out.contains("FAIL"), "{out}");
 }
 
@@ -63,21 +68,12 @@ fn a_wrong_expectation_fails_with_a_diff_naming_the_line() {
     let output = spate(&["test", "p.yaml"], dir.path());
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let out = text(&output);
-    assert!(out.contains("FAIL p.yaml:10"), "{out}");
-    assert!(out.contains("output 1: payload differs"), "{out}");
-    assert!(
-        out.contains(r#"→ every output: {"temperature":21}"#),
-        "{out}"
-    );
-    assert!(
-        out.contains(r#"→ every output: {"temperature":20}"#),
-        "{out}"
-    );
-    assert!(out.contains("ok   p.yaml:12"), "{out}");
-    assert!(
-        out.contains("1 event(s) did not come out as expected"),
-        "{out}"
-    );
+    assert_says(&out, "FAIL p.yaml:10");
+    assert_says(&out, "output 1: payload differs");
+    assert_says(&out, r#"→ every output: {"temperature":21}"#);
+    assert_says(&out, r#"→ every output: {"temperature":20}"#);
+    assert_says(&out, "ok   p.yaml:12");
+    assert_says(&out, "1 event(s) did not come out as expected");
 }
 
 #[test]
@@ -93,47 +89,24 @@ fn input_and_expect_files_check_dead_letters_and_drops() {
         "{\"outputs\": [{\"payload\": {\"temperature\": 5}}]}\n{\"dead_letter\": {\"reason\": \"handler-error\", \"error_contains\": \"not JSON\"}}\n{\"outputs\": []}\n",
     )
     .unwrap();
-    let output = spate(
-        &[
-            "test",
-            "p.yaml",
-            "--input",
-            "in.jsonl",
-            "--expect",
-            "expect.jsonl",
-        ],
-        dir.path(),
-    );
+    let expecting = |expect: &str| {
+        let args = ["test", "p.yaml", "--input", "in.jsonl", "--expect", expect];
+        spate(&args, dir.path())
+    };
+    let output = expecting("expect.jsonl");
     assert!(output.status.success(), "{}", text(&output));
-    assert!(
-        text(&output).contains("ok   in.jsonl:3"),
-        "{}",
-        text(&output)
-    );
+    assert_says(&text(&output), "ok   in.jsonl:3");
 
     // Without --expect it only prints.
     let output = spate(&["test", "p.yaml", "--input", "in.jsonl"], dir.path());
     assert!(output.status.success());
     let out = text(&output);
-    assert!(out.contains("in.jsonl:4\n  no output (dropped)"), "{out}");
-    assert!(
-        out.contains("✗ dead letter (handler-error, 1 attempt)"),
-        "{out}"
-    );
+    assert_says(&out, "in.jsonl:4\n  no output (dropped)");
+    assert_says(&out, "✗ dead letter (handler-error, 1 attempt)");
 
     // One expectation per input line.
     std::fs::write(dir.path().join("short.jsonl"), "{\"outputs\": []}\n").unwrap();
-    let output = spate(
-        &[
-            "test",
-            "p.yaml",
-            "--input",
-            "in.jsonl",
-            "--expect",
-            "short.jsonl",
-        ],
-        dir.path(),
-    );
+    let output = expecting("short.jsonl");
     assert_fails_saying(&output, "1 expectations for 3 input events");
 
     // A line that is not JSON is named.
