@@ -18,7 +18,7 @@ use spate::Event;
 use spate_connector::testkit::{MemoryLog, MemorySink};
 use spate_connector::{Record, Sink, SinkError, RECORD_ID_HEADER};
 use spate_testsupport::engine::{
-    attached_sinks, crash_at_random, exactly_once, options, plan, wait_for,
+    attached_sinks, crash_at_random, exactly_once, options, plan, run_to_end, wait_for,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -124,9 +124,7 @@ async fn crashes_at_twenty_points_lose_nothing_and_duplicate_nothing() {
     log.end();
     let handler = Arc::new(Tagging::default());
     let plan = exactly_once(plan(&log, handler, Ordering::Key, &out, &dlq));
-    let report = run_function(plan, options(), CancellationToken::new())
-        .await
-        .expect("final run succeeds");
+    let report = run_to_end(plan).await;
     assert!(report.events_in <= u64::from(partitions) * per_partition);
     let counts = tag_counts(&out);
     for p in 0..partitions {
@@ -181,9 +179,7 @@ async fn outputs_of_one_partition_commit_in_offset_order() {
     let (out, dlq) = attached_sinks(&log);
     let handler = Arc::new(Tagging::default());
     let plan = exactly_once(plan(&log, handler, Ordering::None, &out, &dlq));
-    run_function(plan, options(), CancellationToken::new())
-        .await
-        .expect("run succeeds");
+    run_to_end(plan).await;
     let offsets: Vec<u64> = out
         .records()
         .iter()
@@ -214,9 +210,7 @@ async fn failed_transactions_are_aborted_and_written_again_without_rerunning_han
     let (out, dlq) = attached_sinks(&log);
     let handler = Arc::new(Tagging::default());
     let plan = exactly_once(plan(&log, handler.clone(), Ordering::Partition, &out, &dlq));
-    let report = run_function(plan, options(), CancellationToken::new())
-        .await
-        .expect("run succeeds despite failed transactions");
+    let report = run_to_end(plan).await;
     let (_commits, aborts) = log.transaction_counts();
     assert_eq!(aborts, 4, "each failed commit is aborted once");
     assert_eq!(

@@ -15,7 +15,8 @@ use spate::pipeline::Ordering;
 use spate_connector::testkit::{MemoryDatabase, MemoryLog, MemorySink};
 use spate_connector::{dead_letter, Event, PartitionId, SessionOwner};
 use spate_testsupport::engine::{
-    attached_sinks, crash_at_random, exactly_once, options, plan, sinks, wait_for, Running,
+    attached_sinks, crash_at_random, exactly_once, options, plan, run_to_end, sinks, wait_for,
+    Running,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -158,9 +159,7 @@ async fn rows_positions_and_state_stay_exact_across_twenty_crashes() {
     }
     log.end();
     let plan = db_plan(&log, &db, Arc::new(Counter::default()));
-    run_function(plan, options(), CancellationToken::new())
-        .await
-        .expect("the last run ends with its input");
+    run_to_end(plan).await;
     let expected = expected_counts(partitions, per_partition);
     let rows = counts_by_key(&db);
     for (key, total) in &expected {

@@ -9,16 +9,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use spate::engine::run_function;
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::Ordering;
 use spate::Event;
 use spate_connector::dead_letter as dl;
 use spate_connector::testkit::MemoryLog;
 use spate_testsupport::engine::{
-    numbered_log, options, payload_number, plan, sinks, wait_for, Running,
+    numbered_log, options, payload_number, plan, run_to_end, sinks, wait_for, Running,
 };
-use tokio_util::sync::CancellationToken;
 
 /// Fails events whose number is in `bad` the way `mode` says; passes others.
 struct Faulty {
@@ -85,13 +83,7 @@ async fn retries_then_dead_letters_with_every_provenance_header() {
     let log = log_with(10);
     let handler = Faulty::new(&[6], "retryable");
     let (out, dlq) = sinks();
-    let report = run_function(
-        plan(&log, handler.clone(), Ordering::Key, &out, &dlq),
-        options(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let report = run_to_end(plan(&log, handler.clone(), Ordering::Key, &out, &dlq)).await;
     assert_eq!(
         handler.calls.load(AtomicOrdering::SeqCst),
         3,
@@ -157,9 +149,7 @@ async fn permanent_errors_panics_and_misroutes_are_not_retried() {
         let log = log_with(5);
         let handler = Faulty::new(&[3], mode);
         let (out, dlq) = sinks();
-        let report = run_function(plan(&log, handler.clone(), Ordering::Partition, &out, &dlq), options(), CancellationToken::new())
-            .await
-            .unwrap();
+        let report = run_to_end(plan(&log, handler.clone(), Ordering::Partition, &out, &dlq)).await;
         assert_eq!(handler.calls.load(AtomicOrdering::SeqCst), 1, "{mode}: one attempt only");
         assert_eq!(report.retries, 0, "{mode}");
         let letters = dlq.records();
@@ -180,9 +170,7 @@ async fn a_timed_out_attempt_is_retried_then_dead_lettered() {
     let mut plan = plan(&log, handler.clone(), Ordering::Key, &out, &dlq);
     plan.policy.retry.timeout = Duration::from_millis(30);
     plan.policy.retry.max_attempts = 2;
-    run_function(plan, options(), CancellationToken::new())
-        .await
-        .unwrap();
+    run_to_end(plan).await;
     assert_eq!(handler.calls.load(AtomicOrdering::SeqCst), 2);
     let letters = dlq.records();
     assert_eq!(header(&letters[0], dl::REASON), "timeout");
@@ -197,13 +185,7 @@ async fn a_flaky_handler_recovers_within_its_attempts() {
     let log = log_with(4);
     let handler = Faulty::new(&[2], "recovers");
     let (out, dlq) = sinks();
-    let report = run_function(
-        plan(&log, handler, Ordering::Key, &out, &dlq),
-        options(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let report = run_to_end(plan(&log, handler, Ordering::Key, &out, &dlq)).await;
     assert_eq!(
         (report.handled, report.dead_lettered, report.retries),
         (4, 0, 2)
@@ -226,9 +208,7 @@ async fn events_with_a_decode_error_go_straight_to_the_dead_letters() {
     let (out, dlq) = sinks();
     let mut plan = plan(&log, handler.clone(), Ordering::Key, &out, &dlq);
     plan.sources = vec![Box::new(DecodeFailing(log.source()))];
-    run_function(plan, options(), CancellationToken::new())
-        .await
-        .unwrap();
+    run_to_end(plan).await;
     assert_eq!(
         handler.calls.load(AtomicOrdering::SeqCst),
         0,

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use spate::engine::run_function;
 use spate::format::registry::RegistryConfig;
 use spate::format::{confluent_frame, FormatSpec, RegistryOptions, SchemaRegistry};
 use spate::handler::{Context, Handler, HandlerError, Output};
@@ -19,8 +18,7 @@ use spate::pipeline::Ordering;
 use spate::Event;
 use spate_connector::dead_letter as dl;
 use spate_connector::testkit::{MemoryLog, MemorySink};
-use spate_testsupport::engine::{options, plan};
-use tokio_util::sync::CancellationToken;
+use spate_testsupport::engine::{plan, run_to_end};
 
 const ORDER: &str = r#"{"type": "record", "name": "Order", "fields": [
     {"name": "id", "type": "long"},
@@ -106,9 +104,7 @@ async fn avro_in_json_to_the_handler_avro_out_and_bad_payloads_dead_lettered() {
     let mut plan = plan(&log, handler.clone(), Ordering::Key, &out, &dlq);
     plan.decoders = vec![Some(FormatSpec::avro(ORDER, None).unwrap().decoder())];
     plan.outputs[0].encoder = Some(FormatSpec::avro(SCORED, None).unwrap().encoder());
-    let report = run_function(plan, options(), CancellationToken::new())
-        .await
-        .unwrap();
+    let report = run_to_end(plan).await;
 
     // 18 scored orders, each Avro of the output schema.
     let mut outputs = Vec::new();
@@ -184,9 +180,7 @@ async fn a_registry_that_cannot_be_reached_is_retried_not_taken_for_a_bad_payloa
     let (out, dlq) = (MemorySink::new("out"), MemorySink::new("dlq"));
     let mut plan = plan(&log, handler.clone(), Ordering::Key, &out, &dlq);
     plan.decoders = vec![Some(format.decoder())];
-    let report = run_function(plan, options(), CancellationToken::new())
-        .await
-        .unwrap();
+    let report = run_to_end(plan).await;
     // Retried to max_attempts (3 in the test plan), then dead-lettered as
     // a decode error that was retryable: no schema id was ever read, so
     // the dead letter does not claim the payload is corrupt.

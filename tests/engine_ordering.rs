@@ -7,15 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use spate::engine::run_function;
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::Ordering;
 use spate::Event;
 use spate_connector::testkit::MemoryLog;
 use spate_testsupport::engine::{
-    numbered_log, options, payload_number, plan, sinks, wait_for, Gate, Running,
+    numbered_log, options, payload_number, plan, run_to_end, sinks, wait_for, Gate, Running,
 };
-use tokio_util::sync::CancellationToken;
 
 /// Records the order events of each key were handled in, and how many
 /// events of one key / of any key ran at the same time.
@@ -77,13 +75,7 @@ async fn per_key_order_holds_while_keys_run_in_parallel() {
     log.end();
     let recorder = Arc::new(Recorder::default());
     let (out, dlq) = sinks();
-    let report = run_function(
-        plan(&log, recorder.clone(), Ordering::Key, &out, &dlq),
-        options(),
-        CancellationToken::new(),
-    )
-    .await
-    .expect("function runs");
+    let report = run_to_end(plan(&log, recorder.clone(), Ordering::Key, &out, &dlq)).await;
 
     let seen = recorder.seen.lock().unwrap();
     assert_eq!(seen.len(), keys);
@@ -211,13 +203,7 @@ async fn partition_ordering_runs_one_event_per_partition_in_offset_order() {
     }
     let handler = Arc::new(PerPartition::default());
     let (out, dlq) = sinks();
-    run_function(
-        plan(&log, handler.clone(), Ordering::Partition, &out, &dlq),
-        options(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    run_to_end(plan(&log, handler.clone(), Ordering::Partition, &out, &dlq)).await;
     assert_eq!(handler.overlap.load(AtomicOrdering::SeqCst), 0);
     let order = handler.order.lock().unwrap();
     for p in 0..3 {

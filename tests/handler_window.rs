@@ -15,8 +15,7 @@ use spate::handler::Handler;
 use spate::pipeline::Ordering;
 use spate_connector::dead_letter;
 use spate_connector::testkit::{MemoryLog, MemorySink};
-use spate_testsupport::engine::{load_handler, options, plan};
-use tokio_util::sync::CancellationToken;
+use spate_testsupport::engine::{load_handler, plan, run_to_end};
 
 /// 2023-11-14T22:13:20Z.
 const T0: i64 = 1_700_000_000_000;
@@ -352,9 +351,7 @@ async fn run_function(
     dlq: &MemorySink,
 ) -> spate::engine::FunctionReport {
     let plan = plan(log, window_handler(), Ordering::Key, out, dlq);
-    spate::engine::run_function(plan, options(), CancellationToken::new())
-        .await
-        .expect("the run succeeds")
+    run_to_end(plan).await
 }
 
 #[test]

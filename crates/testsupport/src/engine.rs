@@ -104,6 +104,14 @@ pub fn attached_sinks(log: &MemoryLog) -> (MemorySink, MemorySink) {
     (out, dlq)
 }
 
+/// Runs `plan` with [`options`] until its input ends; panics if the run
+/// fails.
+pub async fn run_to_end(plan: FunctionPlan) -> FunctionReport {
+    run_function(plan, options(), CancellationToken::new())
+        .await
+        .expect("the run succeeds")
+}
+
 /// A function running in the background until [`Running::stop`].
 pub struct Running {
     /// Stops the run (its drain starts) when cancelled.
