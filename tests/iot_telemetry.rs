@@ -34,14 +34,94 @@ fn env(broker: &iot_common::Broker, pg_url: &str, client_id: &str) -> Vec<(Strin
     ]
 }
 
-fn start(dir: &tempfile::TempDir, env: &[(String, String)]) -> SpateProcess {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    SpateProcess::start(
-        env!("CARGO_BIN_EXE_spate"),
-        &pipeline(),
-        dir.path().join("spate.log"),
-        &env,
-    )
+/// One test's world, set up in its turn: the broker, the database (with a
+/// client) and a schema of the test's own, and the pipeline's environment,
+/// whose client id has a persistent MQTT session on the telemetry.
+struct Rig {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    broker: iot_common::Broker,
+    server: pg::Server,
+    schema: pg::Schema,
+    env: Vec<(String, String)>,
+    /// Where spate logs (`spate.log`).
+    dir: tempfile::TempDir,
+}
+
+impl Rig {
+    /// Waits for the test's turn, then sets up on the database `server`
+    /// gives, naming the schema and the client id after `name`.
+    async fn new(server: fn() -> pg::Server, name: &str) -> (Rig, tokio_postgres::Client) {
+        let turn = ONE_AT_A_TIME.lock().await;
+        let broker = iot_common::broker();
+        let server = server();
+        let client = server.client().await;
+        let schema = iot_common::prepare(&client, name).await;
+        let client_id = pg::unique(&name.replace('_', "-"));
+        broker
+            .create_session(&client_id, "devices/+/telemetry")
+            .await;
+        let env = env(&broker, &iot_common::pg_url(&server, &schema), &client_id);
+        let rig = Rig {
+            _turn: turn,
+            broker,
+            server,
+            schema,
+            env,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        (rig, client)
+    }
+
+    /// Starts the pipeline.
+    fn start(&self) -> SpateProcess {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        SpateProcess::start(
+            env!("CARGO_BIN_EXE_spate"),
+            &pipeline(),
+            self.dir.path().join("spate.log"),
+            &env,
+        )
+    }
+
+    /// Publishes `readings` in the background, `per_second` of them a
+    /// second.
+    fn publishing(
+        &self,
+        readings: &[iot_common::Reading],
+        per_second: u32,
+    ) -> tokio::task::JoinHandle<()> {
+        let (port, readings) = (self.broker.port, readings.to_vec());
+        tokio::spawn(async move { iot_common::publish(port, &readings, per_second).await })
+    }
+}
+
+/// How many of `readings` are counted, and how many dead-lettered.
+fn fates(readings: &[iot_common::Reading]) -> (i64, i64) {
+    let counted = readings.iter().filter(|r| r.fate == Fate::Counted).count() as i64;
+    (counted, readings.len() as i64 - counted)
+}
+
+/// Waits until all of `readings` are stored in `schema`, stops `spate`
+/// (which must still run), and checks that the tables hold exactly them;
+/// `what` names the run in the failure.
+async fn assert_all_stored(
+    mut spate: SpateProcess,
+    client: &tokio_postgres::Client,
+    schema: &str,
+    readings: &[iot_common::Reading],
+    what: &str,
+) {
+    let (counted, dead) = fates(readings);
+    let waited = iot_common::wait_until_stored(client, schema, counted, dead, PATIENCE).await;
+    spate.assert_running();
+    spate.stop();
+    assert_eq!(waited.counted(), counted, "{what}");
+    let stored = iot_common::stored(client, schema).await;
+    iot_common::assert_exact(&stored, readings);
 }
 
 /// The heavy tests share two cores with PostgreSQL and Mosquitto: one at
@@ -52,39 +132,21 @@ const PATIENCE: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_readings_of_a_hundred_devices_aggregate_exactly() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let broker = iot_common::broker();
-    let server = pg::server();
-    let client = server.client().await;
-    let schema = iot_common::prepare(&client, "iot_exact").await;
-    let client_id = pg::unique("iot-exact");
-    broker
-        .create_session(&client_id, "devices/+/telemetry")
-        .await;
+    let (rig, client) = Rig::new(pg::server, "iot_exact").await;
     let readings = iot_common::readings(100, 100, 10, 20, true);
-    let counted = readings.iter().filter(|r| r.fate == Fate::Counted).count() as i64;
+    let (counted, _) = fates(&readings);
     assert_eq!(counted, 10_000);
-    let dead = readings.len() as i64 - counted;
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut spate = start(
-        &dir,
-        &env(&broker, &iot_common::pg_url(&server, &schema), &client_id),
-    );
-    iot_common::publish(broker.port, &readings, 0).await;
-    let waited =
-        iot_common::wait_until_stored(&client, &schema.name, counted, dead, PATIENCE).await;
-    spate.assert_running();
-    spate.stop();
-    assert_eq!(waited.counted(), counted, "every reading arrived in time");
-    let stored = iot_common::stored(&client, &schema.name).await;
-    iot_common::assert_exact(&stored, &readings);
+    let spate = rig.start();
+    iot_common::publish(rig.broker.port, &readings, 0).await;
+    let arrived = "every reading arrived in time";
+    assert_all_stored(spate, &client, &rig.schema.name, &readings, arrived).await;
     // Every reason is there, each with the reading as it came.
     let reasons: Vec<(String, String)> = client
         .query(
             &format!(
                 "SELECT reason, convert_from(payload, 'UTF8') FROM {}.telemetry_dead_letters ORDER BY id",
-                schema.name
+                rig.schema.name
             ),
             &[],
         )
@@ -102,97 +164,58 @@ async fn ten_thousand_readings_of_a_hundred_devices_aggregate_exactly() {
     assert!(reasons
         .iter()
         .any(|(reason, payload)| reason == "decode-error" && payload.starts_with("<reading")));
-    schema.drop_now(&client).await;
+    rig.schema.drop_now(&client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_a_dozen_random_points_nothing_is_lost_or_counted_twice() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let broker = iot_common::broker();
-    let server = pg::server();
-    let client = server.client().await;
-    let schema = iot_common::prepare(&client, "iot_kill").await;
-    let client_id = pg::unique("iot-kill");
-    broker
-        .create_session(&client_id, "devices/+/telemetry")
-        .await;
+    let (rig, client) = Rig::new(pg::server, "iot_kill").await;
     // No payload without a sequence here: such a reading cannot be told
     // from its redelivery, so its dead letter may repeat after a crash (the
     // documented limit).
     let readings = iot_common::readings(100, 100, 10, 20, false);
-    let counted = readings.iter().filter(|r| r.fate == Fate::Counted).count() as i64;
-    let dead = readings.len() as i64 - counted;
-    let url = iot_common::pg_url(&server, &schema);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let env = env(&broker, &url, &client_id);
+    let (counted, _) = fates(&readings);
 
     // Readings arrive over ~10 s while spate is killed and restarted.
-    let publishing = {
-        let readings = readings.clone();
-        let port = broker.port;
-        tokio::spawn(async move { iot_common::publish(port, &readings, 1_000).await })
-    };
+    let publishing = rig.publishing(&readings, 1_000);
     let mut rng = rand::rng();
     let mut kills = 0;
-    let mut spate = start(&dir, &env);
+    let mut spate = rig.start();
     while kills < 12 {
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1_500))).await;
         spate.kill(); // SIGKILL, wherever it is
         kills += 1;
-        let now = iot_common::stored(&client, &schema.name).await;
+        let now = iot_common::stored(&client, &rig.schema.name).await;
         // Whatever is committed is consistent: never more than was sent,
         // and the offsets table never runs ahead of what is stored.
         assert!(
             now.counted() <= counted,
             "after kill {kills}: counted twice"
         );
-        spate = start(&dir, &env);
+        spate = rig.start();
     }
     publishing.await.expect("publisher");
-    let stored =
-        iot_common::wait_until_stored(&client, &schema.name, counted, dead, PATIENCE).await;
-    spate.assert_running();
-    spate.stop();
-    assert_eq!(stored.counted(), counted, "after {kills} kills");
-    let stored = iot_common::stored(&client, &schema.name).await;
-    iot_common::assert_exact(&stored, &readings);
-    schema.drop_now(&client).await;
+    let what = format!("after {kills} kills");
+    assert_all_stored(spate, &client, &rig.schema.name, &readings, &what).await;
+    rig.schema.drop_now(&client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_mid_stream_loses_nothing() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let broker = iot_common::broker();
-    // Restarted by this test, so always a cluster of its own.
-    let server = pg::start_own();
-    let client = server.client().await;
-    let schema = iot_common::prepare(&client, "iot_pg_restart").await;
-    let client_id = pg::unique("iot-pg");
-    broker
-        .create_session(&client_id, "devices/+/telemetry")
-        .await;
+    let (rig, client) = Rig::new(pg::start_own, "iot_pg_restart").await;
     let readings = iot_common::readings(50, 60, 10, 20, false);
-    let counted = readings.iter().filter(|r| r.fate == Fate::Counted).count() as i64;
-    let dead = readings.len() as i64 - counted;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut spate = start(
-        &dir,
-        &env(&broker, &iot_common::pg_url(&server, &schema), &client_id),
-    );
-    let publishing = {
-        let readings = readings.clone();
-        let port = broker.port;
-        tokio::spawn(async move { iot_common::publish(port, &readings, 600).await })
-    };
+    let (counted, _) = fates(&readings);
+    let spate = rig.start();
+    let publishing = rig.publishing(&readings, 600);
     // Let some commit, then take the database away for two seconds.
     let partial =
-        iot_common::wait_until_stored(&client, &schema.name, counted / 4, 0, PATIENCE).await;
+        iot_common::wait_until_stored(&client, &rig.schema.name, counted / 4, 0, PATIENCE).await;
     assert!(
         partial.counted() < counted,
         "the restart must come mid-stream"
     );
     drop(client);
-    let control = server.control();
+    let control = rig.server.control();
     tokio::task::spawn_blocking(move || {
         control.stop();
         std::thread::sleep(Duration::from_secs(2));
@@ -201,15 +224,16 @@ async fn a_postgres_restart_mid_stream_loses_nothing() {
     .await
     .expect("restart");
     publishing.await.expect("publisher");
-    let client = server.client().await;
-    let stored =
-        iot_common::wait_until_stored(&client, &schema.name, counted, dead, PATIENCE).await;
-    spate.assert_running();
-    spate.stop();
-    assert_eq!(stored.counted(), counted);
-    let stored = iot_common::stored(&client, &schema.name).await;
-    iot_common::assert_exact(&stored, &readings);
-    let log = std::fs::read_to_string(dir.path().join("spate.log")).unwrap_or_default();
+    let client = rig.server.client().await;
+    assert_all_stored(
+        spate,
+        &client,
+        &rig.schema.name,
+        &readings,
+        "after the restart",
+    )
+    .await;
+    let log = std::fs::read_to_string(rig.dir.path().join("spate.log")).unwrap_or_default();
     assert!(
         log.contains("transaction failed") || log.contains("cannot connect"),
         "spate noticed the outage"
