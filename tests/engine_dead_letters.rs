@@ -60,6 +60,15 @@ fn log_with_poison() -> MemoryLog {
     log
 }
 
+/// [`log_with_poison`], ended, with [`attached_sinks`] (for runs to its
+/// end, either delivery).
+fn ended_poison_log() -> (MemoryLog, MemorySink, MemorySink) {
+    let log = log_with_poison();
+    log.end();
+    let (out, dlq) = attached_sinks(&log);
+    (log, out, dlq)
+}
+
 fn header<'a>(record: &'a Record, name: &str) -> &'a str {
     record
         .headers
@@ -163,9 +172,7 @@ async fn a_dead_letter_too_large_for_its_sink_is_written_reduced_and_the_partiti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_too_large_is_staged_reduced_under_exactly_once() {
-    let log = log_with_poison();
-    log.end();
-    let (out, dlq) = attached_sinks(&log);
+    let (log, out, dlq) = ended_poison_log();
     dlq.set_max_payload(Some(1_000));
     let handler = Arc::new(Echo { fail_poison: true });
     let report = finish(run_function(
@@ -184,9 +191,7 @@ async fn a_dead_letter_too_large_is_staged_reduced_under_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_output_too_large_for_its_sink_dead_letters_its_event_as_output_rejected() {
     for exactly in [false, true] {
-        let log = log_with_poison();
-        log.end();
-        let (out, dlq) = attached_sinks(&log);
+        let (log, out, dlq) = ended_poison_log();
         out.set_max_payload(Some(1_000));
         let handler = Arc::new(Echo { fail_poison: false });
         let plan = plan(&log, handler, Ordering::Partition, &out, &dlq);
@@ -286,9 +291,7 @@ async fn an_output_rejected_by_one_sink_is_never_half_committed_under_exactly_on
     // gets none of the poison event's; under at_least_once the first one's
     // acknowledged write stands (a replay of the dead letter repeats it).
     for exactly in [true, false] {
-        let log = log_with_poison();
-        log.end();
-        let (out, dlq) = attached_sinks(&log);
+        let (log, out, dlq) = ended_poison_log();
         let limited = MemorySink::new("limited");
         log.attach(&limited);
         limited.set_max_payload(Some(1_000));

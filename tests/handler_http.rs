@@ -407,15 +407,28 @@ async fn a_flaky_endpoint_is_retried_by_the_engine_until_it_answers() {
     assert_eq!(attempts, ["1", "2", "3"]);
 }
 
+/// Runs one event against `path` of the test server, which must
+/// dead-letter it after `calls` calls, with no output; the server's base URL
+/// and the dead letters.
+async fn dead_lettered(path: &str, calls: u64) -> (String, Vec<spate::Record>) {
+    let (base, server) = start().await;
+    let handler = http(&format!("url: '{base}{path}'"));
+    let (report, out, dlq) = run(handler, 1, Ordering::Key).await;
+    let retries = calls - 1;
+    assert_eq!(
+        (report.retries, report.dead_lettered),
+        (retries, 1),
+        "{report:?}"
+    );
+    assert!(out.is_empty());
+    assert_eq!(server.seen(path).len() as u64, calls, "calls to {path}");
+    (base, dlq.records())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_request_is_dead_lettered_at_once_with_the_status_and_body() {
-    let (base, server) = start().await;
-    let handler = http(&format!("url: '{base}/bad'"));
-    let (report, out, dlq) = run(handler, 1, Ordering::Key).await;
-    assert_eq!((report.retries, report.dead_lettered), (0, 1), "{report:?}");
-    assert!(out.is_empty());
-    assert_eq!(server.seen("/bad").len(), 1, "a 4xx is not retried");
-    let letters = dlq.records();
+    // A 4xx is not retried.
+    let (base, letters) = dead_lettered("/bad", 1).await;
     assert_eq!(letters[0].payload, Bytes::from_static(br#"{"order": 0}"#));
     assert_eq!(
         letters[0].headers.get_str(dl::ERROR),
@@ -426,13 +439,8 @@ async fn a_bad_request_is_dead_lettered_at_once_with_the_status_and_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_requests_is_retried_then_dead_lettered() {
-    let (base, server) = start().await;
-    let handler = http(&format!("url: '{base}/busy'"));
-    let (report, out, dlq) = run(handler, 1, Ordering::Key).await;
-    assert_eq!((report.retries, report.dead_lettered), (2, 1), "{report:?}");
-    assert!(out.is_empty());
-    assert_eq!(server.seen("/busy").len(), 3, "max_attempts is 3");
-    let letters = dlq.records();
+    // Three calls: max_attempts is 3.
+    let (base, letters) = dead_lettered("/busy", 3).await;
     assert_eq!(
         letters[0].headers.get_str(dl::ERROR),
         Some(

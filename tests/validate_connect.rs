@@ -135,22 +135,24 @@ fn running_brokers_pass_and_a_missing_topic_or_stream_does_not() {
     let dir = tempfile::tempdir().unwrap();
     // Without the stream and the table: what is missing is named.
     let postgres = format!("postgres://postgres@127.0.0.1:{}/postgres", free_port());
-    let missing = dir.path().join("missing.yaml");
-    let absent = Names {
-        topic: format!("{}-absent", names.topic),
-        ..unique_names()
-    };
-    std::fs::write(
-        &missing,
-        pipeline(
+    // The pipeline file `file` naming `names` on these brokers.
+    let write = |file: &str, names: &Names| {
+        let path = dir.path().join(file);
+        let text = pipeline(
             &tansu.bootstrap,
             &nats.url,
             &mosquitto.url,
             &postgres,
-            &absent,
-        ),
-    )
-    .unwrap();
+            names,
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let absent = Names {
+        topic: format!("{}-absent", names.topic),
+        ..unique_names()
+    };
+    let missing = write("missing.yaml", &absent);
     let (output, _) = validate_connect(&missing);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -174,18 +176,7 @@ fn running_brokers_pass_and_a_missing_topic_or_stream_does_not() {
         nats_common::create_stream(&client, &names.stream, &[format!("{}.js", names.subject)])
             .await;
     });
-    let present = dir.path().join("present.yaml");
-    std::fs::write(
-        &present,
-        pipeline(
-            &tansu.bootstrap,
-            &nats.url,
-            &mosquitto.url,
-            &postgres,
-            &names,
-        ),
-    )
-    .unwrap();
+    let present = write("present.yaml", &names);
     let (output, _) = validate_connect(&present);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let problems: Vec<&str> = stderr
