@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use spate::engine::run_function;
+use spate::engine::FunctionPlan;
 use spate::handler::{Context, Handler, HandlerError, Output};
 use spate::pipeline::{Delivery, InFlightLimits, Ordering};
 use spate::Event;
@@ -36,6 +37,15 @@ impl Held {
     }
 }
 
+/// A [`Held::all`] handler for `log` and the test plan running it with
+/// `ordering` into fresh sinks.
+fn held_plan(log: &MemoryLog, ordering: Ordering) -> (Arc<Held>, FunctionPlan) {
+    let handler = Held::all();
+    let (out, dlq) = sinks();
+    let plan = plan(log, handler.clone(), ordering, &out, &dlq);
+    (handler, plan)
+}
+
 #[async_trait]
 impl Handler for Held {
     async fn handle(&self, event: Event, _ctx: &Context) -> Result<Vec<Output>, HandlerError> {
@@ -54,9 +64,7 @@ impl Handler for Held {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pauses_at_the_in_flight_bound_and_resumes_when_drained() {
     let log = numbered_log("telemetry", 200, |n| Some(format!("d{n}")));
-    let handler = Held::all();
-    let (out, dlq) = sinks();
-    let mut plan = plan(&log, handler.clone(), Ordering::None, &out, &dlq);
+    let (handler, mut plan) = held_plan(&log, Ordering::None);
     plan.policy.max_in_flight = InFlightLimits {
         events: 10,
         bytes: 1 << 20,
@@ -90,9 +98,7 @@ async fn the_byte_bound_pauses_too() {
     for n in 0..50 {
         log.append(0, None, vec![n as u8; 1000]);
     }
-    let handler = Held::all();
-    let (out, dlq) = sinks();
-    let mut plan = plan(&log, handler.clone(), Ordering::None, &out, &dlq);
+    let (handler, mut plan) = held_plan(&log, Ordering::None);
     plan.policy.max_in_flight = InFlightLimits {
         events: 1_000,
         bytes: 5_000,
@@ -178,9 +184,7 @@ async fn revoke_drains_commits_then_releases_while_other_partitions_flow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_intake_drains_running_events_and_commits_them() {
     let log = numbered_log("telemetry", 100, |n| Some(format!("d{n}")));
-    let handler = Held::all();
-    let (out, dlq) = sinks();
-    let mut plan = plan(&log, handler.clone(), Ordering::None, &out, &dlq);
+    let (handler, mut plan) = held_plan(&log, Ordering::None);
     plan.policy.concurrency.max = 4;
     let running = Running::start(plan, options());
     wait_for("four events running", || {
@@ -211,9 +215,7 @@ async fn shutdown_stops_intake_drains_running_events_and_commits_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_gives_up_at_the_drain_deadline_without_committing_unfinished_work() {
     let log = numbered_log("telemetry", 5, |_| None);
-    let handler = Held::all();
-    let (out, dlq) = sinks();
-    let mut plan = plan(&log, handler.clone(), Ordering::Partition, &out, &dlq);
+    let (handler, mut plan) = held_plan(&log, Ordering::Partition);
     plan.policy.drain_timeout = Duration::from_millis(100);
     let running = Running::start(plan, options());
     wait_for("an event running", || {
@@ -232,9 +234,7 @@ async fn shutdown_gives_up_at_the_drain_deadline_without_committing_unfinished_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_once_commits_on_receipt() {
     let log = numbered_log("telemetry", 5, |_| None);
-    let handler = Held::all();
-    let (out, dlq) = sinks();
-    let mut plan = plan(&log, handler.clone(), Ordering::None, &out, &dlq);
+    let (handler, mut plan) = held_plan(&log, Ordering::None);
     plan.policy.delivery = Delivery::AtMostOnce;
     let run = Running::start(plan, options());
     wait_for("commit before handling", || log.committed(0) == Some(5)).await;
@@ -323,12 +323,8 @@ async fn the_process_wide_bound_pauses_every_function() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_reassigned_mid_drain_is_released_first_and_loses_nothing() {
     let log = numbered_log("orders", 5, |_| Some("a".to_owned()));
-    let handler = Held::all();
-    let (out, dlq) = sinks();
-    let run = Running::start(
-        plan(&log, handler.clone(), Ordering::Partition, &out, &dlq),
-        options(),
-    );
+    let (handler, plan) = held_plan(&log, Ordering::Partition);
+    let run = Running::start(plan, options());
     wait_for("the first event running", || {
         handler.started.load(AtomicOrdering::SeqCst) == 1
     })
