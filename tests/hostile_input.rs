@@ -209,6 +209,24 @@ fn watch_rss(pid: u32, stop: Arc<AtomicBool>, peak: Arc<AtomicU64>) -> std::thre
     })
 }
 
+/// Asserts that each of `events` was counted once in `counts` (by id);
+/// the failure names the event (`what`) and shows `log`.
+fn assert_each_once<'a>(
+    counts: &BTreeMap<usize, u32>,
+    events: impl Iterator<Item = &'a Produced>,
+    what: impl Fn(&Produced) -> String,
+    log: &str,
+) {
+    for event in events {
+        assert_eq!(
+            counts.get(&event.id),
+            Some(&1),
+            "{} once\n{log}",
+            what(event)
+        );
+    }
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes)
@@ -258,19 +276,13 @@ fn poison_events_of_every_kind_cost_only_their_dead_letters() {
         let id = value["id"].as_u64().expect("an id") as usize;
         *seen.entry(id).or_default() += 1;
     }
-    for event in produced.iter().filter(|e| e.poison.is_none()) {
-        assert_eq!(
-            seen.get(&event.id),
-            Some(&1),
-            "good event {} out once\n{}",
-            event.id,
-            spate.log_tail()
-        );
-    }
+    let good_events = produced.iter().filter(|e| e.poison.is_none());
+    let out = |event: &Produced| format!("good event {} out", event.id);
+    assert_each_once(&seen, good_events, out, &spate.log_tail());
     assert_eq!(seen.len(), good, "no output for a poison event");
 
     // Every poison event is a dead letter with its reason.
-    let mut dead_ids = BTreeMap::new();
+    let mut dead_ids: BTreeMap<usize, u32> = BTreeMap::new();
     for message in &dead {
         let partition: i32 = header(message, "spate-dlq-partition")
             .and_then(|p| p.parse().ok())
@@ -312,16 +324,14 @@ fn poison_events_of_every_kind_cost_only_their_dead_letters() {
         }
         *dead_ids.entry(id).or_insert(0) += 1;
     }
-    for event in produced.iter().filter(|e| e.poison.is_some()) {
-        assert_eq!(
-            dead_ids.get(&event.id),
-            Some(&1),
-            "poison event {} ({:?}) dead-lettered once\n{}",
-            event.id,
-            event.poison,
-            spate.log_tail()
-        );
-    }
+    let poison_events = produced.iter().filter(|e| e.poison.is_some());
+    let dead_lettered = |event: &Produced| {
+        format!(
+            "poison event {} ({:?}) dead-lettered",
+            event.id, event.poison
+        )
+    };
+    assert_each_once(&dead_ids, poison_events, dead_lettered, &spate.log_tail());
 
     // SIGTERM while endless evaluations are in flight: out within the drain.
     let more = events(produced.len(), 10)
