@@ -72,9 +72,6 @@ pub(super) async fn write_dead_letter(
             item.write_failures = 0;
             let position = &item.event.position;
             EventDeadLettered {
-                metrics: &shared.metrics,
-                tally: &shared.tally,
-                function: &shared.name,
                 stream: &position.stream,
                 partition: position.partition,
                 offset: position.offset,
@@ -83,15 +80,11 @@ pub(super) async fn write_dead_letter(
                     error: &failure.message,
                 }),
             }
-            .emit();
+            .emit(&shared.scope);
             Some(Verdict::Finished(Outcome::DeadLettered))
         }
         Err(error) if error.is_retryable() => {
-            DeadLetterWriteFailed {
-                function: &shared.name,
-                error: &error,
-            }
-            .emit();
+            DeadLetterWriteFailed(&error).emit(&shared.scope);
             Some(retry_write(shared, item, Stage::DeadLetter(record)))
         }
         Err(error) => rejected_dead_letter(shared, item, record, &error),
@@ -121,15 +114,13 @@ pub(super) fn rejected_dead_letter(
         )));
     }
     DeadLetterReduced {
-        metrics: &shared.metrics,
-        function: &shared.name,
         stream: &position.stream,
         partition: position.partition,
         offset: position.offset,
         payload_bytes: record.payload.len(),
         error,
     }
-    .emit();
+    .emit(&shared.scope);
     item.write_failures = 0;
     item.stage = Stage::DeadLetter(reduce(record, &error.to_string()));
     None

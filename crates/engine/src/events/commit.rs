@@ -6,28 +6,25 @@ use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
 
-use super::OutputsAcknowledged;
-use crate::metrics::FunctionMetrics;
-use crate::worker::Tally;
+use super::{ConnectorScope, OutputsAcknowledged, Scope};
 
 /// A commit landed: positions committed to a source, or a transaction.
 ///
 /// Counts [`COMMITS`](crate::metrics::COMMITS) and records its latency in
 /// [`COMMIT_SECONDS`](crate::metrics::COMMIT_SECONDS). No log line (the
 /// connector's own commit event logs it at debug).
-pub struct CommitSucceeded<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
+pub struct CommitSucceeded {
     /// From the start of the commit to its acknowledgement.
     pub elapsed: Duration,
 }
 
-impl CommitSucceeded<'_> {
+impl CommitSucceeded {
     /// Counts the event.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.commits.increment(1);
-        self.metrics
+    pub fn emit(self, scope: &Scope) {
+        scope.metrics.commits.increment(1);
+        scope
+            .metrics
             .commit_seconds
             .record(self.elapsed.as_secs_f64());
     }
@@ -39,24 +36,26 @@ impl CommitSucceeded<'_> {
 /// Counts [`COMMIT_FAILURES`](crate::metrics::COMMIT_FAILURES) and logs a
 /// warning `"commit failed; will try again"` with `function`, `source` and
 /// `error`.
-pub struct CommitFailed<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
-    /// The function.
-    pub function: &'a str,
-    /// The source's name.
-    pub source: &'a str,
+pub struct CommitFailed<'a>(
     /// What failed.
-    pub error: &'a dyn Display,
-}
+    pub &'a dyn Display,
+);
 
 impl CommitFailed<'_> {
     /// Counts and logs the event.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.commit_failures.increment(1);
-        warn!(function = %self.function, source = self.source, error = %self.error, "commit failed; will try again");
+    pub fn emit(self, source: ConnectorScope<'_>) {
+        commit_failed(source, self.0, "commit failed; will try again");
     }
+}
+
+/// Counts a failed commit and warns `message` with `function`, `source` and
+/// `error`: [`CommitFailed`] and [`PositionsNotStored`] differ only in
+/// their message.
+#[inline]
+fn commit_failed(source: ConnectorScope<'_>, error: &dyn Display, message: &str) {
+    source.function.metrics.commit_failures.increment(1);
+    warn!(function = %source.function.name, source = source.name, %error, "{message}");
 }
 
 /// An exactly-once transaction committed, with `outputs` output records
@@ -65,32 +64,25 @@ impl CommitFailed<'_> {
 ///
 /// A [`CommitSucceeded`] (commits and latency) and an
 /// [`OutputsAcknowledged`] of `outputs`. No log line.
-pub struct TransactionCommitted<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
-    /// The function's tally.
-    pub tally: &'a Tally,
+pub struct TransactionCommitted {
     /// From the start of the commit to its acknowledgement.
     pub elapsed: Duration,
     /// Output records it committed.
     pub outputs: u64,
 }
 
-impl TransactionCommitted<'_> {
+impl TransactionCommitted {
     /// Counts the event.
     #[inline]
-    pub fn emit(self) {
+    pub fn emit(self, scope: &Scope) {
         CommitSucceeded {
-            metrics: self.metrics,
             elapsed: self.elapsed,
         }
-        .emit();
+        .emit(scope);
         OutputsAcknowledged {
-            metrics: self.metrics,
-            tally: self.tally,
             count: self.outputs,
         }
-        .emit();
+        .emit(scope);
     }
 }
 
@@ -101,23 +93,17 @@ impl TransactionCommitted<'_> {
 /// warning `"records committed but the source could not store its
 /// positions; trying again with the next transaction"` with `function`,
 /// `source` and `error`.
-pub struct PositionsNotStored<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
-    /// The function.
-    pub function: &'a str,
-    /// The source's name.
-    pub source: &'a str,
+pub struct PositionsNotStored<'a>(
     /// What failed.
-    pub error: &'a dyn Display,
-}
+    pub &'a dyn Display,
+);
 
 impl PositionsNotStored<'_> {
     /// Counts and logs the event.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.commit_failures.increment(1);
-        warn!(function = %self.function, source = self.source, error = %self.error, "records committed but the source could not store its positions; trying again with the next transaction");
+    pub fn emit(self, source: ConnectorScope<'_>) {
+        let message = "records committed but the source could not store its positions; trying again with the next transaction";
+        commit_failed(source, self.0, message);
     }
 }
 
@@ -131,12 +117,6 @@ impl PositionsNotStored<'_> {
 /// error `"exactly-once session lost; stopping the function without
 /// committing"`.
 pub struct TransactionFailed<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
-    /// The function.
-    pub function: &'a str,
-    /// The session's name.
-    pub session: &'a str,
     /// What failed.
     pub error: &'a dyn Display,
     /// `"write"`, `"commit"` or `"abort"`.
@@ -148,10 +128,14 @@ pub struct TransactionFailed<'a> {
 impl TransactionFailed<'_> {
     /// Counts and logs the event.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.commit_failures.increment(1);
-        let (function, session, error, during) =
-            (self.function, self.session, self.error, self.during);
+    pub fn emit(self, session: ConnectorScope<'_>) {
+        session.function.metrics.commit_failures.increment(1);
+        let (function, session, error, during) = (
+            &session.function.name,
+            session.name,
+            self.error,
+            self.during,
+        );
         if self.fatal {
             error!(function = %function, session = %session, %error, during, "exactly-once session lost; stopping the function without committing");
         } else {
@@ -165,16 +149,13 @@ impl TransactionFailed<'_> {
 ///
 /// Logs a warning `"the last transaction did not commit; its events will be
 /// handled again after a restart"` with `function`.
-pub struct FinalTransactionNotCommitted<'a> {
-    /// The function.
-    pub function: &'a str,
-}
+pub struct FinalTransactionNotCommitted;
 
-impl FinalTransactionNotCommitted<'_> {
+impl FinalTransactionNotCommitted {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        warn!(function = %self.function, "the last transaction did not commit; its events will be handled again after a restart");
+    pub fn emit(self, scope: &Scope) {
+        warn!(function = %scope.name, "the last transaction did not commit; its events will be handled again after a restart");
     }
 }
 
@@ -184,8 +165,6 @@ impl FinalTransactionNotCommitted<'_> {
 /// Logs a warning `"reading stored positions for assigned partitions
 /// failed"` with `function`, `error` and `retry_in`.
 pub struct StoredPositionsReadFailed<'a> {
-    /// The function.
-    pub function: &'a str,
     /// What failed.
     pub error: &'a dyn Display,
     /// The backoff before the next read.
@@ -195,8 +174,8 @@ pub struct StoredPositionsReadFailed<'a> {
 impl StoredPositionsReadFailed<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        warn!(function = %self.function, error = %self.error, retry_in = ?self.retry_in, "reading stored positions for assigned partitions failed");
+    pub fn emit(self, scope: &Scope) {
+        warn!(function = %scope.name, error = %self.error, retry_in = ?self.retry_in, "reading stored positions for assigned partitions failed");
     }
 }
 
@@ -206,8 +185,6 @@ impl StoredPositionsReadFailed<'_> {
 /// Logs `"handler state restored"` at debug with `function`, `partition`
 /// (its stable name) and `keys`.
 pub struct HandlerStateRestored<'a> {
-    /// The function.
-    pub function: &'a str,
     /// The partition's stable name.
     pub partition: &'a str,
     /// Keys restored.
@@ -217,8 +194,8 @@ pub struct HandlerStateRestored<'a> {
 impl HandlerStateRestored<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        debug!(function = %self.function, partition = %self.partition, keys = self.keys, "handler state restored");
+    pub fn emit(self, scope: &Scope) {
+        debug!(function = %scope.name, partition = %self.partition, keys = self.keys, "handler state restored");
     }
 }
 

@@ -2,13 +2,11 @@
 //! failing or deferred, reduced to their headers, or unwritable.
 
 use std::fmt::Display;
-use std::sync::atomic::Ordering as AtomicOrdering;
 
 use spate_connector::{dead_letter, PartitionId};
 use tracing::{error, warn};
 
-use crate::metrics::FunctionMetrics;
-use crate::worker::Tally;
+use super::scope::{count, Scope};
 
 /// Why an event was dead-lettered, as its dead letter's headers say.
 #[derive(Clone, Copy)]
@@ -27,12 +25,6 @@ pub struct DeadLetterCause<'a> {
 /// `"event dead-lettered"` with `function`, `stream`, `partition`,
 /// `offset`, `reason` and `error`.
 pub struct EventDeadLettered<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
-    /// The function's tally.
-    pub tally: &'a Tally,
-    /// The function.
-    pub function: &'a str,
     /// The event's stream.
     pub stream: &'a str,
     /// The event's partition.
@@ -46,14 +38,11 @@ pub struct EventDeadLettered<'a> {
 impl EventDeadLettered<'_> {
     /// Counts and logs the event.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.dead_lettered.increment(1);
-        self.tally
-            .dead_lettered
-            .fetch_add(1, AtomicOrdering::Relaxed);
+    pub fn emit(self, scope: &Scope) {
+        count(&scope.metrics.dead_lettered, &scope.tally.dead_lettered, 1);
         if let Some(cause) = self.cause {
             warn!(
-                function = %self.function,
+                function = %scope.name,
                 stream = %self.stream,
                 partition = self.partition,
                 offset = self.offset,
@@ -71,18 +60,16 @@ impl EventDeadLettered<'_> {
 /// Logs a warning `"dead-letter write failed; the offset stays uncommitted
 /// until it succeeds"` with `function` and `error`. (The retry counts as
 /// [`RetryScheduled`](super::RetryScheduled).)
-pub struct DeadLetterWriteFailed<'a> {
-    /// The function.
-    pub function: &'a str,
+pub struct DeadLetterWriteFailed<'a>(
     /// What failed.
-    pub error: &'a dyn Display,
-}
+    pub &'a dyn Display,
+);
 
 impl DeadLetterWriteFailed<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        warn!(function = %self.function, error = %self.error, "dead-letter write failed; the offset stays uncommitted until it succeeds");
+    pub fn emit(self, scope: &Scope) {
+        warn!(function = %scope.name, error = %self.0, "dead-letter write failed; the offset stays uncommitted until it succeeds");
     }
 }
 
@@ -93,18 +80,16 @@ impl DeadLetterWriteFailed<'_> {
 /// Logs a warning `"the dead-letter sink cannot take this dead letter now;
 /// the offset stays uncommitted until it does"` with `function` and
 /// `error`.
-pub struct DeadLetterDeferred<'a> {
-    /// The function.
-    pub function: &'a str,
+pub struct DeadLetterDeferred<'a>(
     /// Why the sink refused it.
-    pub error: &'a dyn Display,
-}
+    pub &'a dyn Display,
+);
 
 impl DeadLetterDeferred<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        warn!(function = %self.function, error = %self.error, "the dead-letter sink cannot take this dead letter now; the offset stays uncommitted until it does");
+    pub fn emit(self, scope: &Scope) {
+        warn!(function = %scope.name, error = %self.0, "the dead-letter sink cannot take this dead letter now; the offset stays uncommitted until it does");
     }
 }
 
@@ -116,10 +101,6 @@ impl DeadLetterDeferred<'_> {
 /// good; writing it without its payload (headers …)"` with `function`,
 /// `stream`, `partition`, `offset`, `payload_bytes` and `error`.
 pub struct DeadLetterReduced<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
-    /// The function.
-    pub function: &'a str,
     /// The event's stream.
     pub stream: &'a str,
     /// The event's partition.
@@ -135,9 +116,9 @@ pub struct DeadLetterReduced<'a> {
 impl DeadLetterReduced<'_> {
     /// Counts and logs the event.
     #[inline]
-    pub fn emit(self) {
+    pub fn emit(self, scope: &Scope) {
         warn!(
-            function = %self.function,
+            function = %scope.name,
             stream = %self.stream,
             partition = self.partition,
             offset = self.offset,
@@ -147,7 +128,7 @@ impl DeadLetterReduced<'_> {
             dead_letter::PAYLOAD_SIZE,
             dead_letter::PAYLOAD_SHA256,
         );
-        self.metrics.dead_letters_reduced.increment(1);
+        scope.metrics.dead_letters_reduced.increment(1);
     }
 }
 
@@ -158,8 +139,6 @@ impl DeadLetterReduced<'_> {
 /// function"` with `function` and `message` (which names the dead-letter
 /// sink and the setting to change).
 pub struct DeadLetterUnwritable<'a> {
-    /// The function.
-    pub function: &'a str,
     /// What was refused, by which sink, and why.
     pub message: &'a str,
 }
@@ -167,7 +146,7 @@ pub struct DeadLetterUnwritable<'a> {
 impl DeadLetterUnwritable<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        error!(function = %self.function, message = %self.message, "a dead letter cannot be written; stopping the function");
+    pub fn emit(self, scope: &Scope) {
+        error!(function = %scope.name, message = %self.message, "a dead letter cannot be written; stopping the function");
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use spate_connector::PartitionId;
 use tracing::{debug, error, info, warn};
 
-use crate::metrics::FunctionMetrics;
+use super::{ConnectorScope, Scope};
 
 /// An event was read and admitted: it is in flight until it finishes.
 ///
@@ -16,8 +16,6 @@ use crate::metrics::FunctionMetrics;
 /// [`IN_FLIGHT`](crate::metrics::IN_FLIGHT) by one and the scheduler's
 /// count of events read (the report's `events_in`). No log line.
 pub struct EventRead<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
     /// The scheduler's count of events read.
     pub read: &'a mut u64,
 }
@@ -25,10 +23,10 @@ pub struct EventRead<'a> {
 impl EventRead<'_> {
     /// Counts the event.
     #[inline]
-    pub fn emit(self) {
+    pub fn emit(self, scope: &Scope) {
         *self.read += 1;
-        self.metrics.events_in.increment(1);
-        self.metrics.in_flight.increment(1.0);
+        scope.metrics.events_in.increment(1);
+        scope.metrics.in_flight.increment(1.0);
     }
 }
 
@@ -37,36 +35,29 @@ impl EventRead<'_> {
 ///
 /// Logs `"event of a draining partition left for its next owner"` at debug
 /// with `function` and `partition`.
-pub struct EventLeftForNextOwner<'a> {
-    /// The function.
-    pub function: &'a str,
+pub struct EventLeftForNextOwner {
     /// The partition being drained.
     pub partition: PartitionId,
 }
 
-impl EventLeftForNextOwner<'_> {
+impl EventLeftForNextOwner {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        debug!(function = %self.function, partition = self.partition, "event of a draining partition left for its next owner");
+    pub fn emit(self, scope: &Scope) {
+        debug!(function = %scope.name, partition = self.partition, "event of a draining partition left for its next owner");
     }
 }
 
 /// A source said it has nothing more (a finite source reached its end).
 ///
 /// Logs `"source ended"` at debug with `function` and `source`.
-pub struct SourceEnded<'a> {
-    /// The function.
-    pub function: &'a str,
-    /// The source's name.
-    pub source: &'a str,
-}
+pub struct SourceEnded;
 
-impl SourceEnded<'_> {
+impl SourceEnded {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        debug!(function = %self.function, source = self.source, "source ended");
+    pub fn emit(self, source: ConnectorScope<'_>) {
+        debug!(function = %source.function.name, source = source.name, "source ended");
     }
 }
 
@@ -77,10 +68,6 @@ impl SourceEnded<'_> {
 /// and `error`; the ones after it at debug, `"source read failed again"`,
 /// adding `retry_in` and `failures`.
 pub struct SourceReadFailed<'a> {
-    /// The function.
-    pub function: &'a str,
-    /// The source's name.
-    pub source: &'a str,
     /// What failed.
     pub error: &'a dyn Display,
     /// The backoff before the next read.
@@ -92,8 +79,9 @@ pub struct SourceReadFailed<'a> {
 impl SourceReadFailed<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        let (function, source, error) = (self.function, self.source, self.error);
+    pub fn emit(self, source: ConnectorScope<'_>) {
+        let (function, error) = (&source.function.name, self.error);
+        let source = source.name;
         if self.failures == 1 {
             warn!(function = %function, source, %error, "source read failed; retrying with backoff");
         } else {
@@ -106,20 +94,16 @@ impl SourceReadFailed<'_> {
 ///
 /// Logs `"source reads again"` at info with `function`, `source` and
 /// `failures` (the failed reads of the outage).
-pub struct SourceRecovered<'a> {
-    /// The function.
-    pub function: &'a str,
-    /// The source's name.
-    pub source: &'a str,
+pub struct SourceRecovered {
     /// Failed reads in a row before this one.
     pub failures: u32,
 }
 
-impl SourceRecovered<'_> {
+impl SourceRecovered {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        info!(function = %self.function, source = self.source, failures = self.failures, "source reads again");
+    pub fn emit(self, source: ConnectorScope<'_>) {
+        info!(function = %source.function.name, source = source.name, failures = self.failures, "source reads again");
     }
 }
 
@@ -127,20 +111,16 @@ impl SourceRecovered<'_> {
 ///
 /// Logs an error `"source failed; stopping the function"` with `function`,
 /// `source` and `error`.
-pub struct SourceFailed<'a> {
-    /// The function.
-    pub function: &'a str,
-    /// The source's name.
-    pub source: &'a str,
+pub struct SourceFailed<'a>(
     /// What failed.
-    pub error: &'a dyn Display,
-}
+    pub &'a dyn Display,
+);
 
 impl SourceFailed<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        error!(function = %self.function, source = self.source, error = %self.error, "source failed; stopping the function");
+    pub fn emit(self, source: ConnectorScope<'_>) {
+        error!(function = %source.function.name, source = source.name, error = %self.0, "source failed; stopping the function");
     }
 }
 
@@ -149,10 +129,6 @@ impl SourceFailed<'_> {
 /// Logs `"partitions assigned"` at info with `function`, `source` and
 /// `partitions`.
 pub struct PartitionsAssigned<'a> {
-    /// The function.
-    pub function: &'a str,
-    /// The source's name.
-    pub source: &'a str,
     /// The partitions.
     pub partitions: &'a [PartitionId],
 }
@@ -160,8 +136,8 @@ pub struct PartitionsAssigned<'a> {
 impl PartitionsAssigned<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        info!(function = %self.function, source = self.source, partitions = ?self.partitions, "partitions assigned");
+    pub fn emit(self, source: ConnectorScope<'_>) {
+        info!(function = %source.function.name, source = source.name, partitions = ?self.partitions, "partitions assigned");
     }
 }
 
@@ -170,10 +146,6 @@ impl PartitionsAssigned<'_> {
 /// Logs `"partitions revoked; draining"` at info with `function`, `source`
 /// and `partitions`.
 pub struct PartitionsRevoked<'a> {
-    /// The function.
-    pub function: &'a str,
-    /// The source's name.
-    pub source: &'a str,
     /// The partitions.
     pub partitions: &'a [PartitionId],
 }
@@ -181,8 +153,8 @@ pub struct PartitionsRevoked<'a> {
 impl PartitionsRevoked<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        info!(function = %self.function, source = self.source, partitions = ?self.partitions, "partitions revoked; draining");
+    pub fn emit(self, source: ConnectorScope<'_>) {
+        info!(function = %source.function.name, source = source.name, partitions = ?self.partitions, "partitions revoked; draining");
     }
 }
 
@@ -194,8 +166,6 @@ impl PartitionsRevoked<'_> {
 /// with `function` and `error`. The count of paused partitions is
 /// [`PausedPartitions`].
 pub struct PartitionsPaused<'a> {
-    /// The function.
-    pub function: &'a str,
     /// The partitions.
     pub partitions: &'a [PartitionId],
     /// Why the source could not pause them, if it could not.
@@ -205,10 +175,10 @@ pub struct PartitionsPaused<'a> {
 impl PartitionsPaused<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        debug!(function = %self.function, partitions = ?self.partitions, "pausing partitions at the in-flight bound");
+    pub fn emit(self, scope: &Scope) {
+        debug!(function = %scope.name, partitions = ?self.partitions, "pausing partitions at the in-flight bound");
         if let Some(error) = self.error {
-            warn!(function = %self.function, %error, "pause failed");
+            warn!(function = %scope.name, %error, "pause failed");
         }
     }
 }
@@ -220,8 +190,6 @@ impl PartitionsPaused<'_> {
 /// `partitions`; a failure as a warning `"resume failed"` with `function`
 /// and `error`.
 pub struct PartitionsResumed<'a> {
-    /// The function.
-    pub function: &'a str,
     /// The partitions.
     pub partitions: &'a [PartitionId],
     /// Why the source could not resume them, if it could not.
@@ -231,10 +199,10 @@ pub struct PartitionsResumed<'a> {
 impl PartitionsResumed<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        debug!(function = %self.function, partitions = ?self.partitions, "resuming drained partitions");
+    pub fn emit(self, scope: &Scope) {
+        debug!(function = %scope.name, partitions = ?self.partitions, "resuming drained partitions");
         if let Some(error) = self.error {
-            warn!(function = %self.function, %error, "resume failed");
+            warn!(function = %scope.name, %error, "resume failed");
         }
     }
 }
@@ -244,17 +212,15 @@ impl PartitionsResumed<'_> {
 ///
 /// Sets [`PAUSED_PARTITIONS`](crate::metrics::PAUSED_PARTITIONS). No log
 /// line (see [`PartitionsPaused`], [`PartitionsResumed`]).
-pub struct PausedPartitions<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
+pub struct PausedPartitions {
     /// Partitions paused.
     pub paused: usize,
 }
 
-impl PausedPartitions<'_> {
+impl PausedPartitions {
     /// Sets the gauge.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.paused.set(self.paused as f64);
+    pub fn emit(self, scope: &Scope) {
+        scope.metrics.paused.set(self.paused as f64);
     }
 }

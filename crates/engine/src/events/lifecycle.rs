@@ -6,21 +6,19 @@ use std::fmt::Display;
 use spate_connector::PartitionId;
 use tracing::{info, warn};
 
+use super::{ConnectorScope, Scope};
 use crate::metrics::PartitionGauges;
 
 /// A function started running.
 ///
 /// Logs `"function started"` at info with `function`.
-pub struct FunctionStarted<'a> {
-    /// The function.
-    pub function: &'a str,
-}
+pub struct FunctionStarted;
 
-impl FunctionStarted<'_> {
+impl FunctionStarted {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        info!(function = %self.function, "function started");
+    pub fn emit(self, scope: &Scope) {
+        info!(function = %scope.name, "function started");
     }
 }
 
@@ -28,34 +26,29 @@ impl FunctionStarted<'_> {
 ///
 /// Logs `"stopping intake, draining in-flight events"` at info with
 /// `function`.
-pub struct FunctionStopping<'a> {
-    /// The function.
-    pub function: &'a str,
-}
+pub struct FunctionStopping;
 
-impl FunctionStopping<'_> {
+impl FunctionStopping {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        info!(function = %self.function, "stopping intake, draining in-flight events");
+    pub fn emit(self, scope: &Scope) {
+        info!(function = %scope.name, "stopping intake, draining in-flight events");
     }
 }
 
 /// A function stopped: drained, committed and closed.
 ///
 /// Logs `"function stopped"` at info with `function` and `events` (read).
-pub struct FunctionStopped<'a> {
-    /// The function.
-    pub function: &'a str,
+pub struct FunctionStopped {
     /// Events it read.
     pub events: u64,
 }
 
-impl FunctionStopped<'_> {
+impl FunctionStopped {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        info!(function = %self.function, events = self.events, "function stopped");
+    pub fn emit(self, scope: &Scope) {
+        info!(function = %scope.name, events = self.events, "function stopped");
     }
 }
 
@@ -63,20 +56,16 @@ impl FunctionStopped<'_> {
 ///
 /// Logs a warning `"closing source failed"` with `function`, `source` and
 /// `error`.
-pub struct SourceCloseFailed<'a> {
-    /// The function.
-    pub function: &'a str,
-    /// The source's name.
-    pub source: &'a str,
+pub struct SourceCloseFailed<'a>(
     /// What failed.
-    pub error: &'a dyn Display,
-}
+    pub &'a dyn Display,
+);
 
 impl SourceCloseFailed<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        warn!(function = %self.function, source = self.source, error = %self.error, "closing source failed");
+    pub fn emit(self, source: ConnectorScope<'_>) {
+        warn!(function = %source.function.name, source = source.name, error = %self.0, "closing source failed");
     }
 }
 
@@ -84,20 +73,16 @@ impl SourceCloseFailed<'_> {
 ///
 /// Logs a warning `"flushing output failed"` with `function`, `output` and
 /// `error`.
-pub struct OutputFlushFailed<'a> {
-    /// The function.
-    pub function: &'a str,
-    /// The output's name.
-    pub output: &'a str,
+pub struct OutputFlushFailed<'a>(
     /// What failed.
-    pub error: &'a dyn Display,
-}
+    pub &'a dyn Display,
+);
 
 impl OutputFlushFailed<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        warn!(function = %self.function, output = %self.output, error = %self.error, "flushing output failed");
+    pub fn emit(self, output: ConnectorScope<'_>) {
+        warn!(function = %output.function.name, output = %output.name, error = %self.0, "flushing output failed");
     }
 }
 
@@ -105,18 +90,16 @@ impl OutputFlushFailed<'_> {
 ///
 /// Logs a warning `"flushing dead-letter sink failed"` with `function` and
 /// `error`.
-pub struct DeadLetterFlushFailed<'a> {
-    /// The function.
-    pub function: &'a str,
+pub struct DeadLetterFlushFailed<'a>(
     /// What failed.
-    pub error: &'a dyn Display,
-}
+    pub &'a dyn Display,
+);
 
 impl DeadLetterFlushFailed<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        warn!(function = %self.function, error = %self.error, "flushing dead-letter sink failed");
+    pub fn emit(self, scope: &Scope) {
+        warn!(function = %scope.name, error = %self.0, "flushing dead-letter sink failed");
     }
 }
 
@@ -126,21 +109,19 @@ impl DeadLetterFlushFailed<'_> {
 /// Logs a warning `"drain deadline passed with events still running; they
 /// stay uncommitted and will be redelivered"` with `function`, `partition`
 /// and `running`.
-pub struct DrainDeadlinePassed<'a> {
-    /// The function.
-    pub function: &'a str,
+pub struct DrainDeadlinePassed {
     /// The partition.
     pub partition: PartitionId,
     /// Events still running.
     pub running: usize,
 }
 
-impl DrainDeadlinePassed<'_> {
+impl DrainDeadlinePassed {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
+    pub fn emit(self, scope: &Scope) {
         warn!(
-            function = %self.function,
+            function = %scope.name,
             partition = self.partition,
             running = self.running,
             "drain deadline passed with events still running; they stay uncommitted and will be redelivered"
@@ -155,8 +136,6 @@ impl DrainDeadlinePassed<'_> {
 /// with `function` and `partitions`; a failure as a warning `"releasing
 /// revoked partitions failed"` with `function` and `error`.
 pub struct PartitionsReleased<'a> {
-    /// The function.
-    pub function: &'a str,
     /// The partitions.
     pub partitions: &'a [PartitionId],
     /// Why the source could not release them, if it could not.
@@ -166,13 +145,13 @@ pub struct PartitionsReleased<'a> {
 impl PartitionsReleased<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
+    pub fn emit(self, scope: &Scope) {
         match self.error {
             Some(error) => {
-                warn!(function = %self.function, %error, "releasing revoked partitions failed")
+                warn!(function = %scope.name, %error, "releasing revoked partitions failed")
             }
             None => {
-                info!(function = %self.function, partitions = ?self.partitions, "revoked partitions drained, committed and released")
+                info!(function = %scope.name, partitions = ?self.partitions, "revoked partitions drained, committed and released")
             }
         }
     }

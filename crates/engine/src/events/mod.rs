@@ -9,14 +9,18 @@
 //!
 //! Engine code never writes a metric, a tally or a log line for a happening
 //! by hand: it builds the event where the happening is seen and calls its
-//! `emit`. So a metric and its log line cannot drift apart, the tally always
-//! agrees with `/metrics`, and this module is the one list of what the
-//! engine reports. Metric names live in [`crate::metrics`], with their
+//! `emit` with the [`Scope`] it happened in (the function: its name, metric
+//! handles and tally, built once per function) or a [`ConnectorScope`]
+//! (one of the function's sources or outputs, or its exactly-once
+//! session). The event itself holds only its own data. So a metric and
+//! its log line cannot drift apart, the tally always agrees with
+//! `/metrics`, and this module is the one list of what the engine reports. Metric names live in [`crate::metrics`], with their
 //! handles, registered once per function.
 //!
 //! # Cost
 //!
-//! Events are plain structs of references and numbers: building one
+//! Events are plain structs of references and numbers, and a scope is
+//! built once (a connector's is two references): building an event
 //! allocates nothing, and `emit` is `#[inline]`. A metric update bumps a
 //! pre-registered handle (an atomic), never a lookup by name; a log line's
 //! fields are formatted only when its level is enabled (the tracing macros
@@ -31,6 +35,7 @@ mod commit;
 mod dead_letters;
 mod intake;
 mod lifecycle;
+mod scope;
 mod work;
 
 #[cfg(test)]
@@ -40,4 +45,5 @@ pub use commit::*;
 pub use dead_letters::*;
 pub use intake::*;
 pub use lifecycle::*;
+pub use scope::{ConnectorScope, Scope};
 pub use work::*;

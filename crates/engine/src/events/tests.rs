@@ -9,34 +9,38 @@ use std::time::Duration;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
 use super::*;
-use crate::metrics::{self as names, FunctionMetrics};
+use crate::metrics as names;
 use crate::worker::Tally;
 
 /// A metric: its name and labels.
 type Key = (String, Vec<(String, String)>);
 
-/// Registers a function's handles under a recorder of its own, runs `emit`
-/// with them, and returns every metric that moved (zeros left out).
-fn moved(emit: impl FnOnce(&FunctionMetrics)) -> BTreeMap<Key, DebugValue> {
-    registered(emit)
+/// Builds the scope of a function `f` (its handles registered under a
+/// recorder of its own), runs `emit` with it, and returns every metric that
+/// moved (zeros left out) and the function's tally.
+fn moved(emit: impl FnOnce(&Scope)) -> (BTreeMap<Key, DebugValue>, Tally) {
+    let (registered, tally) = registered(emit);
+    let moved = registered
         .into_iter()
         .filter(|(_, value)| match value {
             DebugValue::Counter(n) => *n != 0,
             DebugValue::Gauge(v) => v.0 != 0.0,
             DebugValue::Histogram(v) => !v.is_empty(),
         })
-        .collect()
+        .collect();
+    (moved, tally)
 }
 
 /// Like [`moved`], with every metric registered, zeros too.
-fn registered(emit: impl FnOnce(&FunctionMetrics)) -> BTreeMap<Key, DebugValue> {
+fn registered(emit: impl FnOnce(&Scope)) -> (BTreeMap<Key, DebugValue>, Tally) {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let metrics = FunctionMetrics::new(&Arc::from("f"));
-        emit(&metrics);
+    let scope = metrics::with_local_recorder(&recorder, || {
+        let scope = Scope::new(Arc::from("f"));
+        emit(&scope);
+        scope
     });
-    snapshotter
+    let metrics = snapshotter
         .snapshot()
         .into_vec()
         .into_iter()
@@ -45,7 +49,8 @@ fn registered(emit: impl FnOnce(&FunctionMetrics)) -> BTreeMap<Key, DebugValue> 
             let labels = labels.map(|l| (l.key().to_owned(), l.value().to_owned()));
             ((key.key().name().to_owned(), labels.collect()), value)
         })
-        .collect()
+        .collect();
+    (metrics, scope.tally)
 }
 
 fn key(name: &str, labels: &[(&str, &str)]) -> Key {
@@ -64,13 +69,13 @@ fn gauge(v: f64) -> DebugValue {
 #[test]
 fn an_event_read_then_finished_counts_in_and_leaves_nothing_in_flight() {
     let mut read = 0;
-    let got = moved(|metrics| {
+    let (got, _) = moved(|scope| {
         for _ in 0..3 {
             let read = &mut read;
-            EventRead { metrics, read }.emit();
+            EventRead { read }.emit(scope);
         }
-        EventFinished { metrics }.emit();
-        EventsAbandoned { metrics, count: 1 }.emit();
+        EventFinished.emit(scope);
+        EventsAbandoned { count: 1 }.emit(scope);
     });
     let want = BTreeMap::from([
         (of_f(names::EVENTS_IN), DebugValue::Counter(3)),
@@ -82,31 +87,21 @@ fn an_event_read_then_finished_counts_in_and_leaves_nothing_in_flight() {
 
 #[test]
 fn handling_retrying_and_acknowledging_count_metrics_and_tally_alike() {
-    let tally = Tally::default();
-    let got = moved(|metrics| {
-        let tally = &tally;
+    let (got, tally) = moved(|scope| {
         let error = "boom";
         AttemptFailed {
-            metrics,
-            function: "f",
             attempt: 1,
             error,
             retrying: true,
         }
-        .emit();
-        RetryScheduled { metrics, tally }.emit();
+        .emit(scope);
+        RetryScheduled.emit(scope);
         HandlerRan {
-            metrics,
             elapsed: Duration::from_millis(2),
         }
-        .emit();
-        OutputsAcknowledged {
-            metrics,
-            tally,
-            count: 2,
-        }
-        .emit();
-        EventHandled { metrics, tally }.emit();
+        .emit(scope);
+        OutputsAcknowledged { count: 2 }.emit(scope);
+        EventHandled.emit(scope);
     });
     let want = BTreeMap::from([
         (of_f(names::EVENTS_FAILED), DebugValue::Counter(1)),
@@ -128,23 +123,17 @@ fn handling_retrying_and_acknowledging_count_metrics_and_tally_alike() {
 
 #[test]
 fn dead_letters_count_written_and_reduced_ones() {
-    let tally = Tally::default();
-    let got = moved(|metrics| {
+    let (got, tally) = moved(|scope| {
         let error = "too large";
         DeadLetterReduced {
-            metrics,
-            function: "f",
             stream: "orders",
             partition: 0,
             offset: 7,
             payload_bytes: 3,
             error: &error,
         }
-        .emit();
+        .emit(scope);
         EventDeadLettered {
-            metrics,
-            tally: &tally,
-            function: "f",
             stream: "orders",
             partition: 0,
             offset: 7,
@@ -153,7 +142,7 @@ fn dead_letters_count_written_and_reduced_ones() {
                 error: "boom",
             }),
         }
-        .emit();
+        .emit(scope);
     });
     let want = BTreeMap::from([
         (of_f(names::DEAD_LETTERS_REDUCED), DebugValue::Counter(1)),
@@ -165,23 +154,19 @@ fn dead_letters_count_written_and_reduced_ones() {
 
 #[test]
 fn scaling_counts_each_direction_and_tracks_the_tasks_alive() {
-    let got = moved(|metrics| {
+    let (got, _) = moved(|scope| {
         ConcurrencyScaledUp {
-            metrics,
-            function: "f",
             from: 0,
             added: 4,
             reason: "backlog",
         }
-        .emit();
+        .emit(scope);
         ConcurrencyScaledDown {
-            metrics,
-            function: "f",
             tasks: 3,
             idle_for: Duration::from_secs(30),
         }
-        .emit();
-        HandlerTaskEnded { metrics }.emit();
+        .emit(scope);
+        HandlerTaskEnded.emit(scope);
     });
     let scale = |direction| {
         let labels = [("function", "f"), ("direction", direction)];
@@ -197,38 +182,25 @@ fn scaling_counts_each_direction_and_tracks_the_tasks_alive() {
 
 #[test]
 fn commits_count_successes_with_latency_and_failures() {
-    let tally = Tally::default();
-    let got = moved(|metrics| {
+    let (got, tally) = moved(|scope| {
         let error = "broker away";
         CommitSucceeded {
-            metrics,
             elapsed: Duration::from_millis(250),
         }
-        .emit();
-        CommitFailed {
-            metrics,
-            function: "f",
-            source: "in",
-            error: &error,
-        }
-        .emit();
+        .emit(scope);
+        CommitFailed(&error).emit(scope.connector("in"));
         TransactionCommitted {
-            metrics,
-            tally: &tally,
             elapsed: Duration::from_millis(500),
             outputs: 5,
         }
-        .emit();
+        .emit(scope);
         TransactionFailed {
-            metrics,
-            function: "f",
-            session: "s",
             error: &error,
             during: "commit",
             fatal: false,
         }
-        .emit();
-        PausedPartitions { metrics, paused: 2 }.emit();
+        .emit(scope.connector("s"));
+        PausedPartitions { paused: 2 }.emit(scope);
     });
     let want = BTreeMap::from([
         (of_f(names::COMMITS), DebugValue::Counter(2)),
@@ -246,8 +218,8 @@ fn commits_count_successes_with_latency_and_failures() {
 
 #[test]
 fn partition_lag_sets_its_gauges_and_the_event_lag_only_when_known() {
-    let got = registered(|metrics| {
-        let mut gauges = metrics.partition_gauges("in", 3);
+    let (got, _) = registered(|scope| {
+        let mut gauges = scope.metrics.partition_gauges("in", 3);
         PartitionLagMeasured {
             gauges: &mut gauges,
             uncommitted: 4,
@@ -264,8 +236,8 @@ fn partition_lag_sets_its_gauges_and_the_event_lag_only_when_known() {
     let per_partition = got.into_iter().filter(|((_, l), _)| l.len() == 3);
     assert_eq!(per_partition.collect::<BTreeMap<_, _>>(), want);
 
-    let got = moved(|metrics| {
-        let mut gauges = metrics.partition_gauges("in", 3);
+    let (got, _) = moved(|scope| {
+        let mut gauges = scope.metrics.partition_gauges("in", 3);
         for lag in [Some(9), None] {
             let gauges = &mut gauges;
             PartitionLagMeasured {

@@ -2,13 +2,11 @@
 //! failures, retries, outputs acknowledged, and events leaving flight.
 
 use std::fmt::Display;
-use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use crate::metrics::FunctionMetrics;
-use crate::worker::Tally;
+use super::scope::{count, ConnectorScope, Scope};
 
 /// Handler tasks were started: at start (`concurrency.min`) or by the
 /// scaler.
@@ -18,10 +16,6 @@ use crate::worker::Tally;
 /// logs `"handler concurrency up"` at info with `function`, `from`, `to`
 /// and `reason`.
 pub struct ConcurrencyScaledUp<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
-    /// The function.
-    pub function: &'a str,
     /// Tasks alive before.
     pub from: usize,
     /// Tasks started.
@@ -33,11 +27,11 @@ pub struct ConcurrencyScaledUp<'a> {
 impl ConcurrencyScaledUp<'_> {
     /// Counts and logs the event.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.concurrency.increment(self.added as f64);
-        self.metrics.scaled_up.increment(1);
+    pub fn emit(self, scope: &Scope) {
+        scope.metrics.concurrency.increment(self.added as f64);
+        scope.metrics.scaled_up.increment(1);
         let (from, to) = (self.from, self.from + self.added);
-        info!(function = %self.function, from, to, reason = self.reason, "handler concurrency up");
+        info!(function = %scope.name, from, to, reason = self.reason, "handler concurrency up");
     }
 }
 
@@ -48,25 +42,21 @@ impl ConcurrencyScaledUp<'_> {
 /// [`SCALE_CHANGES`](crate::metrics::SCALE_CHANGES)`{direction="down"}`
 /// and logs `"handler concurrency down"` at info with `function`, `tasks`
 /// (alive after it) and `reason`.
-pub struct ConcurrencyScaledDown<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
-    /// The function.
-    pub function: &'a str,
+pub struct ConcurrencyScaledDown {
     /// Tasks alive after it retired.
     pub tasks: usize,
     /// How long it idled.
     pub idle_for: Duration,
 }
 
-impl ConcurrencyScaledDown<'_> {
+impl ConcurrencyScaledDown {
     /// Counts and logs the event.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.concurrency.decrement(1.0);
-        self.metrics.scaled_down.increment(1);
+    pub fn emit(self, scope: &Scope) {
+        scope.metrics.concurrency.decrement(1.0);
+        scope.metrics.scaled_down.increment(1);
         info!(
-            function = %self.function,
+            function = %scope.name,
             tasks = self.tasks,
             reason = %format!("idle for {:?}", self.idle_for),
             "handler concurrency down"
@@ -78,16 +68,13 @@ impl ConcurrencyScaledDown<'_> {
 /// change: see [`ConcurrencyScaledDown`]).
 ///
 /// Lowers [`CONCURRENCY`](crate::metrics::CONCURRENCY) by one. No log line.
-pub struct HandlerTaskEnded<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
-}
+pub struct HandlerTaskEnded;
 
-impl HandlerTaskEnded<'_> {
+impl HandlerTaskEnded {
     /// Counts the event.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.concurrency.decrement(1.0);
+    pub fn emit(self, scope: &Scope) {
+        scope.metrics.concurrency.decrement(1.0);
     }
 }
 
@@ -95,18 +82,17 @@ impl HandlerTaskEnded<'_> {
 ///
 /// Records `elapsed` in [`HANDLER_SECONDS`](crate::metrics::HANDLER_SECONDS).
 /// No log line.
-pub struct HandlerRan<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
+pub struct HandlerRan {
     /// How long the attempt took.
     pub elapsed: Duration,
 }
 
-impl HandlerRan<'_> {
+impl HandlerRan {
     /// Records the latency.
     #[inline]
-    pub fn emit(self) {
-        self.metrics
+    pub fn emit(self, scope: &Scope) {
+        scope
+            .metrics
             .handler_seconds
             .record(self.elapsed.as_secs_f64());
     }
@@ -120,10 +106,6 @@ impl HandlerRan<'_> {
 /// retried, logs `"attempt failed; retrying"` at debug with `function`,
 /// `attempt` and `error`.
 pub struct AttemptFailed<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
-    /// The function.
-    pub function: &'a str,
     /// The attempt that failed (1 for the first).
     pub attempt: u32,
     /// What failed.
@@ -135,10 +117,10 @@ pub struct AttemptFailed<'a> {
 impl AttemptFailed<'_> {
     /// Counts and logs the event.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.failed.increment(1);
+    pub fn emit(self, scope: &Scope) {
+        scope.metrics.failed.increment(1);
         if self.retrying {
-            debug!(function = %self.function, attempt = self.attempt, error = %self.error, "attempt failed; retrying");
+            debug!(function = %scope.name, attempt = self.attempt, error = %self.error, "attempt failed; retrying");
         }
     }
 }
@@ -148,19 +130,13 @@ impl AttemptFailed<'_> {
 ///
 /// Counts [`RETRIES`](crate::metrics::RETRIES) and the tally's `retries`.
 /// No log line (the failure that caused it logs).
-pub struct RetryScheduled<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
-    /// The function's tally.
-    pub tally: &'a Tally,
-}
+pub struct RetryScheduled;
 
-impl RetryScheduled<'_> {
+impl RetryScheduled {
     /// Counts the event.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.retries.increment(1);
-        self.tally.retries.fetch_add(1, AtomicOrdering::Relaxed);
+    pub fn emit(self, scope: &Scope) {
+        count(&scope.metrics.retries, &scope.tally.retries, 1);
     }
 }
 
@@ -169,19 +145,13 @@ impl RetryScheduled<'_> {
 ///
 /// Counts [`EVENTS_HANDLED`](crate::metrics::EVENTS_HANDLED) and the
 /// tally's `handled`. No log line.
-pub struct EventHandled<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
-    /// The function's tally.
-    pub tally: &'a Tally,
-}
+pub struct EventHandled;
 
-impl EventHandled<'_> {
+impl EventHandled {
     /// Counts the event.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.handled.increment(1);
-        self.tally.handled.fetch_add(1, AtomicOrdering::Relaxed);
+    pub fn emit(self, scope: &Scope) {
+        count(&scope.metrics.handled, &scope.tally.handled, 1);
     }
 }
 
@@ -189,20 +159,16 @@ impl EventHandled<'_> {
 ///
 /// Logs a warning `"output write failed; will retry"` with `function`,
 /// `output` and `error`. (The retry counts as [`RetryScheduled`].)
-pub struct OutputWriteFailed<'a> {
-    /// The function.
-    pub function: &'a str,
-    /// The output's name.
-    pub output: &'a str,
+pub struct OutputWriteFailed<'a>(
     /// What failed.
-    pub error: &'a dyn Display,
-}
+    pub &'a dyn Display,
+);
 
 impl OutputWriteFailed<'_> {
     /// Logs the event.
     #[inline]
-    pub fn emit(self) {
-        warn!(function = %self.function, output = %self.output, error = %self.error, "output write failed; will retry");
+    pub fn emit(self, output: ConnectorScope<'_>) {
+        warn!(function = %output.function.name, output = %output.name, error = %self.0, "output write failed; will retry");
     }
 }
 
@@ -211,23 +177,16 @@ impl OutputWriteFailed<'_> {
 ///
 /// Counts `count` in [`EVENTS_OUT`](crate::metrics::EVENTS_OUT) and the
 /// tally's `outputs`. No log line.
-pub struct OutputsAcknowledged<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
-    /// The function's tally.
-    pub tally: &'a Tally,
+pub struct OutputsAcknowledged {
     /// Records acknowledged.
     pub count: u64,
 }
 
-impl OutputsAcknowledged<'_> {
+impl OutputsAcknowledged {
     /// Counts the event.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.out.increment(self.count);
-        self.tally
-            .outputs
-            .fetch_add(self.count, AtomicOrdering::Relaxed);
+    pub fn emit(self, scope: &Scope) {
+        count(&scope.metrics.out, &scope.tally.outputs, self.count);
     }
 }
 
@@ -235,16 +194,13 @@ impl OutputsAcknowledged<'_> {
 ///
 /// Lowers [`IN_FLIGHT`](crate::metrics::IN_FLIGHT) by one. No log line
 /// (its outcome was counted when it happened).
-pub struct EventFinished<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
-}
+pub struct EventFinished;
 
-impl EventFinished<'_> {
+impl EventFinished {
     /// Counts the event.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.in_flight.decrement(1.0);
+    pub fn emit(self, scope: &Scope) {
+        scope.metrics.in_flight.decrement(1.0);
     }
 }
 
@@ -254,17 +210,15 @@ impl EventFinished<'_> {
 /// Lowers [`IN_FLIGHT`](crate::metrics::IN_FLIGHT) by `count`. No log line
 /// (a drain that left events running warns, see
 /// [`DrainDeadlinePassed`](super::DrainDeadlinePassed)).
-pub struct EventsAbandoned<'a> {
-    /// The function's metric handles.
-    pub metrics: &'a FunctionMetrics,
+pub struct EventsAbandoned {
     /// Events let go.
     pub count: usize,
 }
 
-impl EventsAbandoned<'_> {
+impl EventsAbandoned {
     /// Counts the event.
     #[inline]
-    pub fn emit(self) {
-        self.metrics.in_flight.decrement(self.count as f64);
+    pub fn emit(self, scope: &Scope) {
+        scope.metrics.in_flight.decrement(self.count as f64);
     }
 }

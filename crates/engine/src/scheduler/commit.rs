@@ -184,14 +184,13 @@ impl Plain {
             let source = &mut parts.sources[input].source;
             let result = source.commit(&positions).await;
             self.failing = result.is_err();
-            let metrics = &parts.shared.metrics;
+            let scope = &parts.shared.scope;
             match result {
                 Ok(()) => {
                     CommitSucceeded {
-                        metrics,
                         elapsed: started.elapsed(),
                     }
-                    .emit();
+                    .emit(scope);
                     for position in positions {
                         let key = PartKey {
                             input,
@@ -203,13 +202,7 @@ impl Plain {
                     }
                 }
                 Err(error) => {
-                    CommitFailed {
-                        metrics,
-                        function: &parts.shared.name,
-                        source: source.name(),
-                        error: &error,
-                    }
-                    .emit();
+                    CommitFailed(&error).emit(scope.connector(source.name()));
                 }
             }
         }

@@ -64,13 +64,11 @@ impl Scheduler {
             .alive
             .fetch_add(count, AtomicOrdering::AcqRel);
         ConcurrencyScaledUp {
-            metrics: &self.shared.metrics,
-            function: &self.shared.name,
             from: before,
             added: count,
             reason,
         }
-        .emit();
+        .emit(&self.shared.scope);
         for _ in 0..count {
             tokio::spawn(worker::run_task(
                 self.shared.clone(),
@@ -115,15 +113,11 @@ impl Scheduler {
             }
             Verdict::Unwritable(message) => {
                 part.running = part.running.saturating_sub(1);
-                DeadLetterUnwritable {
-                    function: &self.shared.name,
-                    message: &message,
-                }
-                .emit();
+                DeadLetterUnwritable { message: &message }.emit(&self.shared.scope);
                 self.abandon(&item);
                 if self.fatal.is_none() {
                     self.fatal = Some(EngineError::DeadLetterRejected {
-                        function: self.shared.name.to_string(),
+                        function: self.shared.scope.name.to_string(),
                         message,
                     });
                 }
@@ -155,10 +149,7 @@ impl Scheduler {
                     self.options.budget.sub(1, 0);
                     part.stage(item.event.position.offset, completion.staged, item.bytes);
                 }
-                EventFinished {
-                    metrics: &self.shared.metrics,
-                }
-                .emit();
+                EventFinished.emit(&self.shared.scope);
                 if !draining {
                     if let Some(lane) = &item.lane {
                         self.lanes.release(lane);
@@ -192,11 +183,7 @@ impl Scheduler {
             part.unfinished -= 1;
             part.bytes -= item.bytes;
             self.options.budget.sub(1, item.bytes);
-            EventsAbandoned {
-                metrics: &self.shared.metrics,
-                count: 1,
-            }
-            .emit();
+            EventsAbandoned { count: 1 }.emit(&self.shared.scope);
         }
     }
 
@@ -206,10 +193,9 @@ impl Scheduler {
     pub(super) fn forget(&self, key: PartKey, part: &PartitionState) {
         self.options.budget.sub(part.unfinished, part.bytes);
         EventsAbandoned {
-            metrics: &self.shared.metrics,
             count: part.unfinished,
         }
-        .emit();
+        .emit(&self.shared.scope);
         if let Some(state) = self.shared.handler.state() {
             state.forget(key.input, key.partition);
         }

@@ -68,11 +68,10 @@ impl Scheduler {
             };
             if part.running > 0 {
                 DrainDeadlinePassed {
-                    function: &self.shared.name,
                     partition: key.partition,
                     running: part.running,
                 }
-                .emit();
+                .emit(&self.shared.scope);
             }
             self.forget(key, &part);
             if matches!(part.draining, Some((_, DrainReason::Revoked))) {
@@ -83,11 +82,10 @@ impl Scheduler {
             let source = &mut self.sources[input].source;
             let result = source.release(&parts).await;
             PartitionsReleased {
-                function: &self.shared.name,
                 partitions: &parts,
                 error: result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
             }
-            .emit();
+            .emit(&self.shared.scope);
         }
     }
 
@@ -102,7 +100,10 @@ impl Scheduler {
             let uncommitted = part.watermark.span();
             let gauges = part.gauges.get_or_insert_with(|| {
                 let stream = &self.shared.source_names[key.input];
-                self.shared.metrics.partition_gauges(stream, key.partition)
+                self.shared
+                    .scope
+                    .metrics
+                    .partition_gauges(stream, key.partition)
             });
             PartitionLagMeasured {
                 gauges,

@@ -66,11 +66,7 @@ impl Scheduler {
             Ok(SourceMessage::Revoked(parts)) => self.on_revoked(index, &parts).await,
             Ok(SourceMessage::End) => {
                 let slot = &mut self.sources[index];
-                SourceEnded {
-                    function: &self.shared.name,
-                    source: slot.source.name(),
-                }
-                .emit();
+                SourceEnded.emit(self.shared.scope.connector(slot.source.name()));
                 slot.open = false;
                 self.mark_ready(index, true);
             }
@@ -93,24 +89,17 @@ impl Scheduler {
                 slot.retry_at = Some(tokio::time::Instant::now() + delay);
                 // Warns once per outage; the retries are quiet until it recovers.
                 SourceReadFailed {
-                    function: &self.shared.name,
-                    source: slot.source.name(),
                     error: &error,
                     retry_in: delay,
                     failures: slot.failures,
                 }
-                .emit();
+                .emit(self.shared.scope.connector(slot.source.name()));
             }
             error => {
                 let slot = &self.sources[index];
-                SourceFailed {
-                    function: &self.shared.name,
-                    source: slot.source.name(),
-                    error: &error,
-                }
-                .emit();
+                SourceFailed(&error).emit(self.shared.scope.connector(slot.source.name()));
                 self.fatal = Some(EngineError::Source {
-                    function: self.shared.name.to_string(),
+                    function: self.shared.scope.name.to_string(),
                     source: error,
                 });
                 self.begin_stop();
@@ -124,11 +113,9 @@ impl Scheduler {
         let recovered = slot.failures > 0;
         if recovered {
             SourceRecovered {
-                function: &self.shared.name,
-                source: slot.source.name(),
                 failures: slot.failures,
             }
-            .emit();
+            .emit(self.shared.scope.connector(slot.source.name()));
         }
         slot.failures = 0;
         slot.retry_at = None;
@@ -136,7 +123,7 @@ impl Scheduler {
             self.mark_ready(index, true);
         }
         self.last_activity = tokio::time::Instant::now();
-        let span = info_span!("batch", function = %self.shared.name, events = events.len());
+        let span = info_span!("batch", function = %self.shared.scope.name, events = events.len());
         let _entered = span.enter();
         for event in events {
             self.admit(index, event)?;
@@ -157,12 +144,8 @@ impl Scheduler {
         parts: Vec<PartitionId>,
     ) -> Result<(), EngineError> {
         let slot = &mut self.sources[index];
-        PartitionsAssigned {
-            function: &self.shared.name,
-            source: slot.source.name(),
-            partitions: &parts,
-        }
-        .emit();
+        PartitionsAssigned { partitions: &parts }
+            .emit(self.shared.scope.connector(slot.source.name()));
         slot.failures = 0;
         self.mark_ready(index, true);
         // A partition given back while still draining: end that drain
@@ -205,12 +188,8 @@ impl Scheduler {
     /// Partitions revoked: drained, committed and released.
     async fn on_revoked(&mut self, index: usize, parts: &[PartitionId]) {
         let slot = &self.sources[index];
-        PartitionsRevoked {
-            function: &self.shared.name,
-            source: slot.source.name(),
-            partitions: parts,
-        }
-        .emit();
+        PartitionsRevoked { partitions: parts }
+            .emit(self.shared.scope.connector(slot.source.name()));
         let keys: Vec<PartKey> = parts
             .iter()
             .map(|&partition| PartKey {
@@ -230,7 +209,7 @@ impl Scheduler {
     pub(super) fn readiness_key(&self, input: usize) -> crate::readiness::SourceKey {
         crate::readiness::SourceKey {
             pipeline: self.pipeline.clone(),
-            function: self.shared.name.clone(),
+            function: self.shared.scope.name.clone(),
             input,
         }
     }
@@ -252,16 +231,15 @@ impl Scheduler {
         };
         if part.draining.is_some() {
             EventLeftForNextOwner {
-                function: &self.shared.name,
                 partition: key.partition,
             }
-            .emit();
+            .emit(&self.shared.scope);
             return Ok(());
         }
         part.watermark
             .receive(event.position.offset, event.timestamp_ms)
             .map_err(|error| EngineError::Contract {
-                function: self.shared.name.to_string(),
+                function: self.shared.scope.name.to_string(),
                 source_name: self.shared.source_names[input].clone(),
                 partition: key.partition,
                 error,
@@ -271,10 +249,9 @@ impl Scheduler {
         part.bytes += bytes;
         self.options.budget.add(bytes);
         EventRead {
-            metrics: &self.shared.metrics,
             read: &mut self.events_in,
         }
-        .emit();
+        .emit(&self.shared.scope);
         let lane = match self.ordering {
             Ordering::Partition => Some(LaneKey::Partition(key)),
             Ordering::Key => Some(LaneKey::Key(key, event.key.clone())),
@@ -341,32 +318,29 @@ impl Scheduler {
         }
         for (input, (pause, resume)) in changes {
             let source = &mut self.sources[input].source;
-            let function = &self.shared.name;
+            let scope = &self.shared.scope;
             if !pause.is_empty() {
                 let result = source.pause(&pause);
                 let error = result.as_ref().err().map(|e| e as &dyn std::fmt::Display);
                 PartitionsPaused {
-                    function,
                     partitions: &pause,
                     error,
                 }
-                .emit();
+                .emit(scope);
             }
             if !resume.is_empty() {
                 let result = source.resume(&resume);
                 let error = result.as_ref().err().map(|e| e as &dyn std::fmt::Display);
                 PartitionsResumed {
-                    function,
                     partitions: &resume,
                     error,
                 }
-                .emit();
+                .emit(scope);
             }
         }
         PausedPartitions {
-            metrics: &self.shared.metrics,
             paused: self.partitions.values().filter(|p| p.paused).count(),
         }
-        .emit();
+        .emit(&self.shared.scope);
     }
 }

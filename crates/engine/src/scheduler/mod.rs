@@ -29,13 +29,12 @@ use partition::PartitionState;
 use super::lanes::Lanes;
 use super::scaler::LatencyMean;
 use super::work::{Completion, PartKey, WorkItem};
-use super::worker::{FunctionShared, Pool, Tally, Writer};
+use super::worker::{FunctionShared, Pool, Writer};
 use super::{EngineError, EngineOptions, FunctionPlan, FunctionReport, SessionHost};
 use crate::events::{
     DeadLetterFlushFailed, FunctionStarted, FunctionStopped, FunctionStopping, OutputFlushFailed,
-    SourceCloseFailed,
+    Scope, SourceCloseFailed,
 };
-use crate::metrics::FunctionMetrics;
 use crate::policy::{InFlightLimits, Ordering, TransactionPolicy};
 
 /// The scheduler of one function.
@@ -112,9 +111,8 @@ impl Scheduler {
                 message: "the handler keeps state per key, and `ordering: none` would run one key's events at the same time and out of order: use `ordering: key` (keys in parallel) or `partition`".to_owned(),
             });
         }
-        let metrics = FunctionMetrics::new(&plan.name);
         let shared = Arc::new(FunctionShared {
-            name: plan.name.clone(),
+            scope: Scope::new(plan.name.clone()),
             handler: plan.handler,
             output_names: plan.outputs.iter().map(|o| o.name.clone()).collect(),
             decoders: plan.decoders,
@@ -125,9 +123,7 @@ impl Scheduler {
             writer: Writer::of(policy.delivery),
             min_tasks: policy.concurrency.min.min(policy.concurrency.max),
             idle_retire_after: options.scaler.idle_retire_after,
-            metrics,
             pool: Pool::default(),
-            tally: Tally::default(),
         });
         // The hand-off channel holds at most one item per task; everything
         // else waits in lanes, bounded by the in-flight limits.
@@ -188,10 +184,7 @@ impl Scheduler {
             .tick_every(self.commit_interval, self.transaction.interval);
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        FunctionStarted {
-            function: &self.shared.name,
-        }
-        .emit();
+        FunctionStarted.emit(&self.shared.scope);
         loop {
             self.dispatch();
             if self.is_done() {
@@ -215,7 +208,7 @@ impl Scheduler {
                     self.unpark(expired.into_inner());
                 }
                 _ = shutdown.cancelled(), if !self.stopping => {
-                    FunctionStopping { function: &self.shared.name }.emit();
+                    FunctionStopping.emit(&self.shared.scope);
                     self.begin_stop();
                     self.finish_drains().await;
                 }
@@ -240,9 +233,9 @@ impl Scheduler {
         if let Some(error) = self.fatal.take() {
             return Err(error);
         }
-        let tally = &self.shared.tally;
+        let tally = &self.shared.scope.tally;
         Ok(FunctionReport {
-            function: self.shared.name.to_string(),
+            function: self.shared.scope.name.to_string(),
             events_in: self.events_in,
             handled: tally.handled.load(AtomicOrdering::Relaxed),
             outputs: tally.outputs.load(AtomicOrdering::Relaxed),
@@ -317,40 +310,23 @@ impl Scheduler {
 
     async fn close(&mut self) {
         self.work_tx.close();
-        let function = &self.shared.name;
+        let scope = &self.shared.scope;
         for slot in &mut self.sources {
             if let Err(error) = slot.source.close().await {
-                let source = slot.source.name();
-                SourceCloseFailed {
-                    function,
-                    source,
-                    error: &error,
-                }
-                .emit();
+                SourceCloseFailed(&error).emit(scope.connector(slot.source.name()));
             }
         }
         for output in &self.shared.outputs {
             if let Err(error) = output.sink.flush().await {
-                let output = &output.name;
-                OutputFlushFailed {
-                    function,
-                    output,
-                    error: &error,
-                }
-                .emit();
+                OutputFlushFailed(&error).emit(scope.connector(&output.name));
             }
         }
         if let Err(error) = self.shared.dead_letter.flush().await {
-            DeadLetterFlushFailed {
-                function,
-                error: &error,
-            }
-            .emit();
+            DeadLetterFlushFailed(&error).emit(scope);
         }
         FunctionStopped {
-            function,
             events: self.events_in,
         }
-        .emit();
+        .emit(scope);
     }
 }

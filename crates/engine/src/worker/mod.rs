@@ -16,9 +16,8 @@ use spate_connector::{dead_letter, Record, Sink};
 use super::work::{Completion, Failure, Outcome, Stage, Verdict, WorkItem};
 use crate::events::{
     AttemptFailed, ConcurrencyScaledDown, EventHandled, HandlerRan, HandlerTaskEnded,
-    RetryScheduled,
+    RetryScheduled, Scope,
 };
-use crate::metrics::FunctionMetrics;
 use crate::policy::RetryPolicy;
 use crate::stage::{self, Failed, Next};
 use spate_connector::{Context, Handler, Output};
@@ -77,8 +76,8 @@ pub struct Pool {
 
 /// What every handler task of one function shares.
 pub struct FunctionShared {
-    /// The function's name.
-    pub name: Arc<str>,
+    /// The function's name, metric handles and tally, for its events.
+    pub scope: Scope,
     /// The handler.
     pub handler: Arc<dyn Handler>,
     /// Declared outputs.
@@ -101,12 +100,8 @@ pub struct FunctionShared {
     pub min_tasks: usize,
     /// Idle time after which a task retires.
     pub idle_retire_after: Duration,
-    /// Metric handles.
-    pub metrics: FunctionMetrics,
     /// Pool bookkeeping.
     pub pool: Pool,
-    /// End-of-run counters.
-    pub tally: Tally,
 }
 
 fn now_ms() -> i64 {
@@ -137,12 +132,10 @@ pub async fn run_task(
             Err(_idle) => {
                 if try_retire(&shared) {
                     ConcurrencyScaledDown {
-                        metrics: &shared.metrics,
-                        function: &shared.name,
                         tasks: shared.pool.alive.load(AtomicOrdering::Relaxed),
                         idle_for: shared.idle_retire_after,
                     }
-                    .emit();
+                    .emit(&shared.scope);
                     return;
                 }
                 continue;
@@ -156,10 +149,7 @@ pub async fn run_task(
         }
     }
     shared.pool.alive.fetch_sub(1, AtomicOrdering::Relaxed);
-    HandlerTaskEnded {
-        metrics: &shared.metrics,
-    }
-    .emit();
+    HandlerTaskEnded.emit(&shared.scope);
 }
 
 /// Retires this task if more than `min` remain (the caller emits
@@ -208,11 +198,7 @@ pub async fn process(shared: &FunctionShared, mut item: WorkItem) -> Completion 
 /// Counts a retry, when `verdict` is one.
 fn count_retry(shared: &FunctionShared, verdict: &Verdict) {
     if let Verdict::RetryAfter(_) = verdict {
-        RetryScheduled {
-            metrics: &shared.metrics,
-            tally: &shared.tally,
-        }
-        .emit();
+        RetryScheduled.emit(&shared.scope);
     }
 }
 
@@ -223,7 +209,7 @@ async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> Option<Verdict>
         return fail(shared, item, failed);
     }
     item.attempts += 1;
-    let ctx = Context::new(shared.name.clone(), item.attempts).with_input(item.part.input);
+    let ctx = Context::new(shared.scope.name.clone(), item.attempts).with_input(item.part.input);
     // The handler sees the decoded payload; the item keeps the original, so
     // a dead letter carries the bytes as they came.
     let mut event = item.event.clone();
@@ -244,10 +230,9 @@ async fn handle(shared: &FunctionShared, item: &mut WorkItem) -> Option<Verdict>
     let started = Instant::now();
     let result = stage::call_handler(&*shared.handler, event, &ctx, shared.retry.timeout).await;
     HandlerRan {
-        metrics: &shared.metrics,
         elapsed: started.elapsed(),
     }
-    .emit();
+    .emit(&shared.scope);
     match result {
         Ok(outputs) => {
             item.state_changes = ctx.take_state_changes();
@@ -294,11 +279,7 @@ async fn route(
 }
 
 fn finished_handled(shared: &FunctionShared, outputs: usize) -> Verdict {
-    EventHandled {
-        metrics: &shared.metrics,
-        tally: &shared.tally,
-    }
-    .emit();
+    EventHandled.emit(&shared.scope);
     Verdict::Finished(Outcome::Handled { outputs })
 }
 
@@ -321,13 +302,11 @@ pub(crate) fn fail(
     failure.message = failed.message;
     failure.last_ms = now;
     AttemptFailed {
-        metrics: &shared.metrics,
-        function: &shared.name,
         attempt: item.attempts,
         error: &failure.message,
         retrying: matches!(next, Next::Retry(_)),
     }
-    .emit();
+    .emit(&shared.scope);
     match next {
         Next::Retry(delay) => {
             item.stage = Stage::Handle;
@@ -344,7 +323,7 @@ pub(crate) fn fail(
 pub fn dead_letter_record(shared: &FunctionShared, item: &WorkItem) -> Record {
     let event = &item.event;
     let mut headers = event.headers.clone();
-    headers.set(dead_letter::FUNCTION, shared.name.to_string());
+    headers.set(dead_letter::FUNCTION, shared.scope.name.to_string());
     let source = shared
         .source_names
         .get(item.part.input)

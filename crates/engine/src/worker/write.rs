@@ -159,11 +159,7 @@ fn stage_dead_letter(
     match shared.dead_letter.check(&record) {
         Ok(()) => {}
         Err(error) if error.is_retryable() => {
-            DeadLetterDeferred {
-                function: &shared.name,
-                error: &error,
-            }
-            .emit();
+            DeadLetterDeferred(&error).emit(&shared.scope);
             return Some(retry_write(shared, item, Stage::DeadLetter(record)));
         }
         Err(error) => return rejected_dead_letter(shared, item, record, &error),
@@ -255,23 +251,17 @@ fn settle(
         match result {
             Ok(()) => acknowledged += 1,
             Err(error) if error.is_retryable() => {
-                OutputWriteFailed {
-                    function: &shared.name,
-                    output: &shared.outputs[index].name,
-                    error: &error,
-                }
-                .emit();
+                let output = &shared.outputs[index].name;
+                OutputWriteFailed(&error).emit(shared.scope.connector(output));
                 failed.push((index, record));
             }
             Err(error) => rejected = Some(error.to_string()),
         }
     }
     OutputsAcknowledged {
-        metrics: &shared.metrics,
-        tally: &shared.tally,
         count: acknowledged,
     }
-    .emit();
+    .emit(&shared.scope);
     if let Some(message) = rejected {
         return fail(
             shared,

@@ -69,7 +69,7 @@ impl Scheduler {
     /// transactional (`delivery: exactly_once` only: see
     /// [`Scheduler::open_committer`]).
     pub(super) async fn open_transactions(&mut self) -> Result<(), EngineError> {
-        let function = self.shared.name.to_string();
+        let function = self.shared.scope.name.to_string();
         let [slot] = self.sources.as_mut_slice() else {
             return Err(EngineError::Plan {
                 function,
@@ -141,7 +141,8 @@ impl Transactions {
         // The session is needed here: let a commit running in the
         // background finish first.
         self.settle(parts).await;
-        let function = parts.shared.name.to_string();
+        let scope = &parts.shared.scope;
+        let function = scope.name.to_string();
         let source = &mut parts.sources[input].source;
         let names: Vec<String> = assigned.iter().map(|p| source.partition_name(*p)).collect();
         let wants_state = parts.shared.handler.state().is_some();
@@ -164,11 +165,10 @@ impl Transactions {
                     let delay =
                         backoff::delay(Duration::from_millis(200), Duration::from_secs(5), attempt);
                     StoredPositionsReadFailed {
-                        function: &function,
                         error: &error,
                         retry_in: delay,
                     }
-                    .emit();
+                    .emit(scope);
                     tokio::time::sleep(delay).await;
                 }
                 Err(error) => {
@@ -196,11 +196,10 @@ impl Transactions {
             for (partition, name) in assigned.iter().zip(&names) {
                 let entries = by_partition.remove(name).unwrap_or_default();
                 HandlerStateRestored {
-                    function: &function,
                     partition: name,
                     keys: entries.len(),
                 }
-                .emit();
+                .emit(scope);
                 state.restore(input, *partition, entries);
             }
         }
@@ -348,13 +347,8 @@ impl Transactions {
                         true
                     }
                     Err(error) => {
-                        PositionsNotStored {
-                            metrics: &parts.shared.metrics,
-                            function: &parts.shared.name,
-                            source: source.name(),
-                            error: &error,
-                        }
-                        .emit();
+                        PositionsNotStored(&error)
+                            .emit(parts.shared.scope.connector(source.name()));
                         self.on_committed(parts, &[], started.elapsed());
                         false
                     }
@@ -375,7 +369,7 @@ impl Transactions {
         took: Duration,
     ) {
         let shared = parts.shared;
-        let (metrics, tally) = (&shared.metrics, &shared.tally);
+        let scope = &shared.scope;
         let (mut outputs, mut released_bytes) = (0u64, 0u64);
         for written in self.open.drain(..) {
             match written.destination {
@@ -385,9 +379,6 @@ impl Transactions {
                     // The dead letter's own headers say which event it is.
                     let header = |name| written.record.headers.get_str(name).unwrap_or("");
                     EventDeadLettered {
-                        metrics,
-                        tally,
-                        function: &shared.name,
                         stream: header(dead_letter::STREAM),
                         partition: written.part.partition,
                         offset: header(dead_letter::OFFSET).parse().unwrap_or_default(),
@@ -396,7 +387,7 @@ impl Transactions {
                             error: header(dead_letter::ERROR),
                         }),
                     }
-                    .emit();
+                    .emit(scope);
                 }
             }
             if written.bytes > 0 {
@@ -414,12 +405,10 @@ impl Transactions {
         self.pacing.committed();
         parts.budget.sub(0, released_bytes);
         TransactionCommitted {
-            metrics,
-            tally,
             elapsed: took,
             outputs,
         }
-        .emit();
+        .emit(scope);
         for (key, next_offset) in positions {
             if let Some(part) = parts.partitions.get_mut(key) {
                 part.committed = Some(*next_offset);
@@ -434,21 +423,18 @@ impl Transactions {
         let shared = parts.shared;
         let fatal = !error.is_abortable();
         TransactionFailed {
-            metrics: &shared.metrics,
-            function: &shared.name,
-            session: &self.name,
             error: &error,
             during,
             fatal,
         }
-        .emit();
+        .emit(shared.scope.connector(&self.name));
         if !fatal {
             return;
         }
         self.dead = true;
         if self.fatal.is_none() {
             self.fatal = Some(EngineError::Transaction {
-                function: shared.name.to_string(),
+                function: shared.scope.name.to_string(),
                 source: error,
             });
         }
@@ -500,10 +486,7 @@ impl Transactions {
             ))
             .await;
         }
-        FinalTransactionNotCommitted {
-            function: &parts.shared.name,
-        }
-        .emit();
+        FinalTransactionNotCommitted.emit(&parts.shared.scope);
     }
 }
 
