@@ -27,11 +27,21 @@ pub fn free_port() -> u16 {
 }
 
 /// Whether something accepts TCP connections at `addr` (`host:port`).
+///
+/// A connection to itself does not count: polling a local port nobody
+/// listens on yet can, on Linux, pick that very port as the probe's own
+/// source port and "connect" (TCP simultaneous open). The probe then holds
+/// the port, and the server meant to bind it cannot.
 pub fn answers(addr: &str) -> bool {
     addr.to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
+        .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).ok())
+        .is_some_and(|stream| !is_self_connection(&stream))
+}
+
+fn is_self_connection(stream: &TcpStream) -> bool {
+    matches!((stream.local_addr(), stream.peer_addr()), (Ok(local), Ok(peer)) if local == peer)
 }
 
 /// Polls `addr` until it [`answers`]; false if `patience` ran out first or
@@ -113,7 +123,10 @@ pub fn start_on_free_port(what: &str, mut spawn: impl FnMut(u16) -> Child) -> (C
 pub fn start_on(port: u16, spawn: impl FnOnce(u16) -> Child) -> Option<ChildGuard> {
     let mut child = ChildGuard::new(spawn(port));
     let addr = format!("127.0.0.1:{port}");
-    wait_until_answering(&addr, START_PATIENCE, || child.exited()).then_some(child)
+    // Answered by our child, not by a process that held the port first
+    // while ours failed to bind it and is exiting.
+    let answered = wait_until_answering(&addr, START_PATIENCE, || child.exited());
+    (answered && !child.exited()).then_some(child)
 }
 
 /// The broker the environment names (`env_var`, a `scheme://host:port` or
