@@ -1,5 +1,5 @@
 //! spate against the raw clients and against the stream processors users
-//! would pick instead, on one machine in one run: the five scenarios of
+//! would pick instead, on one machine in one run: the six scenarios of
 //! `benches/README.md`, every contender a child process measured the same
 //! way, every figure from a run whose output was checked.
 //!
@@ -48,10 +48,48 @@ fn python() -> Result<PathBuf, String> {
 }
 
 fn ratio(rows: &[Row], a: (&str, &str, &str), b: (&str, &str, &str)) -> String {
+    ratio_of(rows, a, b, Row::rate)
+}
+
+/// `a`'s median of `figure` over `b`'s, or "not measured".
+fn ratio_of(
+    rows: &[Row],
+    a: (&str, &str, &str),
+    b: (&str, &str, &str),
+    figure: fn(&Row) -> f64,
+) -> String {
     match (find(rows, a.0, a.1, a.2), find(rows, b.0, b.1, b.2)) {
-        (Some(a), Some(b)) => format!("{:.2}", a.rate() / b.rate()),
+        (Some(a), Some(b)) if (figure(a) / figure(b)).is_finite() => {
+            format!("{:.2}", figure(a) / figure(b))
+        }
         _ => "not measured".to_owned(),
     }
+}
+
+/// The Ratios line of spate's CPU per event over the floor's, for every
+/// (scenario, guarantee) given: the issue's target is at most 1.5×.
+fn cpu_line(rows: &[Row], what: &str, pairs: &[(&str, &str, &str)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .map(|&(scenario, guarantee, floor)| {
+            format!(
+                "{guarantee} {}",
+                ratio_of(
+                    rows,
+                    (scenario, "spate", guarantee),
+                    (scenario, floor, guarantee),
+                    Row::cpu_us_per_event,
+                )
+            )
+        })
+        .collect();
+    if parts.iter().all(|p| p.ends_with("not measured")) {
+        return String::new();
+    }
+    format!(
+        "- {what}: CPU µs per event, spate ÷ raw loop: {} (target ≤ 1.5)\n",
+        parts.join("; ")
+    )
 }
 
 fn notes(rows: &[Row]) -> String {
@@ -70,6 +108,14 @@ fn notes(rows: &[Row]) -> String {
             ratio(rows, eos, (scenario, "Quix Streams", "exactly-once")),
             ratio(rows, alo, (scenario, "Bytewax", "at-least-once (no recovery)")),
         );
+        out.push_str(&cpu_line(
+            rows,
+            scenario,
+            &[
+                (scenario, "at-least-once", "raw rdkafka"),
+                (scenario, "exactly-once", "raw rdkafka"),
+            ],
+        ));
     }
     let js = "2 JetStream";
     let _ = writeln!(
@@ -80,6 +126,16 @@ fn notes(rows: &[Row]) -> String {
         ratio(rows, (js, spate, "exactly-once"), (js, spate, "at-least-once")),
         ratio(rows, ("2 core NATS", spate, "at-most-once"), ("2 core NATS", "raw async-nats", "at-most-once")),
     );
+    out.push_str(&cpu_line(
+        rows,
+        "JetStream and core NATS",
+        &[
+            (js, "at-least-once", "raw async-nats"),
+            (js, "exactly-once", "raw async-nats"),
+            ("2 core NATS", "at-most-once", "raw async-nats"),
+        ],
+    ));
+    out.push_str(&demo_note(rows));
     for row in measured(rows, "3 ") {
         let bound = row.bound.unwrap_or(f64::NAN);
         let mean_us = report::find(rows, &row.scenario, &row.contender, &row.guarantee)
@@ -131,6 +187,29 @@ fn notes(rows: &[Row]) -> String {
     out
 }
 
+/// The Ratios line of scenario 6: spate over the plain loop.
+fn demo_note(rows: &[Row]) -> String {
+    use harness::demo_cases::{PLAIN, SCENARIO};
+    let (Some(spate), Some(plain)) = (
+        rows.iter()
+            .find(|r| r.scenario == SCENARIO && r.contender == "spate"),
+        rows.iter()
+            .find(|r| r.scenario == SCENARIO && r.contender == PLAIN),
+    ) else {
+        return String::new();
+    };
+    let (a, b) = (
+        (SCENARIO, "spate", spate.guarantee.as_str()),
+        (SCENARIO, PLAIN, plain.guarantee.as_str()),
+    );
+    format!(
+        "- demo shape: spate ÷ plain loop = {} (events/s), {} (CPU µs per event), {} (peak RSS)\n",
+        ratio(rows, a, b),
+        ratio_of(rows, a, b, Row::cpu_us_per_event),
+        ratio_of(rows, a, b, |r| r.median_of(|run| run.rss_mib)),
+    )
+}
+
 /// The rows of scenario `number` (`"3 "`, …) that have a figure.
 fn measured<'a>(rows: &'a [Row], number: &'a str) -> impl Iterator<Item = &'a Row> {
     rows.iter()
@@ -151,13 +230,15 @@ fn conditions(config: &Config) -> String {
          - throughput phase: the input preloaded with {events} records (128 B; {events_1k} for 1 KB), timed from the first output to the output completing them (process start and group join excluded for everyone)\n\
          - latency phase: then {lat} more records written at {rate:.0}/s; latency = output arrival at the checker − the time stamped in the record when it was handed to the producer\n\
          - Kafka: Tansu, input 4 partitions, output 1 partition, 1,000 keys; spate `ordering: partition`, `concurrency: {{min: 4, max: 64}}`, `max_in_flight` 5,000, commits/transactions every 100 ms; raw loop and Quix Streams commit every 100 ms too; Bytewax has no recovery store configured (no committed positions)\n\
-         - verified: every record id came out (counts match input); exactly-once: no id twice (Tansu shows aborted transactional records to every reader, so this holds for clean runs without crashes and cannot tell committed from aborted); consumer-group contenders: every input offset committed; JetStream: input consumer fully acked, exactly-once output stream holds exactly one message per input; core NATS: input published with at most {window} outstanding, a loss fails the run\n",
+         - verified: every record id came out (counts match input); exactly-once: no id twice (Tansu shows aborted transactional records to every reader, so this holds for clean runs without crashes and cannot tell committed from aborted); consumer-group contenders: every input offset committed; JetStream: input consumer fully acked, exactly-once output stream holds exactly one message per input; core NATS: input published with at most {window} outstanding, a loss fails the run\n\
+         - demo shape (6): `pipelines/demo.yaml` (count and paths replaced) over {demo} generated events, and a plain Rust loop doing the same work (the generator's code, `serde_json` parse, the filter's predicate, the file sink's envelope encoder, a `BufWriter`); both child processes; throughput phase from the first output line to the line completing the kept events, events/s = generated events ÷ that window; verified: both output files hold exactly the expected kept lines (the same lines, by an order-independent fingerprint) and dead-letter files the malformed ones\n",
         repeat = config.repeat,
         events = report::thousands(config.events as f64),
         events_1k = report::thousands(config.events_1k as f64),
         lat = report::thousands(config.latency_events as f64),
         rate = config.latency_rate,
         window = report::thousands(harness::nats_cases::CORE_WINDOW as f64),
+        demo = report::thousands(config.demo_events as f64),
     )
 }
 
@@ -237,6 +318,9 @@ fn main() {
             harness::dynamics::scenario_5(&ctx, &broker)
         }));
     }
+    if wants(6) {
+        rows.extend(timed(6, &mut || harness::demo_cases::scenario_6(&ctx)));
+    }
     drop(broker);
     let tansu = std::process::Command::new(
         std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".to_owned()),
@@ -273,7 +357,7 @@ fn main() {
             .join(", ")
     );
     md.push_str(&report::table(&rows));
-    let _ = writeln!(md, "\n`÷ raw floor`: events/s over the raw client's under the same guarantee (scenario 3: over the bound). `spate ÷ this`: spate's events/s over this contender's under the same guarantee. `–`: not measured.\n");
+    let _ = writeln!(md, "\n`CPU µs per event`: the contender's CPU seconds over the throughput phase ÷ the events it processed in it, in µs (median of the runs' own figures). `÷ raw floor`: events/s over the raw client's under the same guarantee (scenario 3: over the bound; scenario 6: over the plain loop's). `spate ÷ this`: spate's events/s over this contender's under the same guarantee. `–`: not measured.\n");
     let _ = writeln!(md, "## Ratios\n\n{}", notes(&rows));
     let _ = writeln!(md, "## Conditions\n\n{}", conditions(&config));
     let _ = writeln!(md, "## Machine\n\n{machine}");

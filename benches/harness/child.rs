@@ -11,6 +11,11 @@
 //! - `raw-jetstream <url> <stream> <durable> <output> <alo|eos> <window>
 //!   <max_ack_pending>` and `raw-core <url> <input> <output>`: the loops of
 //!   [`super::raw_nats`].
+//! - `plain-demo <count> <output> <dead_letters>`: the demo's work with no
+//!   engine, [`super::demo_cases::plain_loop`]; then waits for SIGTERM.
+//!
+//! With `SPATE_BENCH_HOLD` set, `spate` too waits for SIGTERM after its
+//! pipeline ends (a bounded source), so the harness samples it past the end.
 //!
 //! `bench-sleep` awaits `SPATE_BENCH_SLEEP_US` microseconds
 //! (`tokio::time::sleep`) and forwards the event unchanged; with
@@ -28,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{raw_kafka, raw_nats, tally};
+use super::{demo_cases, raw_kafka, raw_nats, tally};
 
 static SLEEP_CALLS: AtomicU64 = AtomicU64::new(0);
 static SLEEP_TOTAL_US: AtomicU64 = AtomicU64::new(0);
@@ -104,9 +109,12 @@ pub fn main(args: &[String]) {
                     None => None,
                 };
                 health.set_ready(true);
-                spate.run(specs, stop).await.expect("spate runs");
+                spate.run(specs, stop.clone()).await.expect("spate runs");
                 if let Some(server) = server {
                     server.shutdown().await;
+                }
+                if std::env::var_os(demo_cases::HOLD_ENV).is_some() {
+                    stop.cancelled().await;
                 }
             });
             let calls = SLEEP_CALLS.load(Ordering::Relaxed);
@@ -165,6 +173,13 @@ pub fn main(args: &[String]) {
                 let stop = on_signal();
                 raw_nats::core(url, input, output, stop).await;
             });
+        }
+        "plain-demo" => {
+            let count: u64 = arg(args, 1, "count").parse().expect("count");
+            let (out, dead) = (arg(args, 2, "output"), arg(args, 3, "dead_letters"));
+            demo_cases::plain_loop(count, out.as_ref(), dead.as_ref())
+                .unwrap_or_else(|e| panic!("plain-demo: {e}"));
+            runtime.block_on(on_signal().cancelled());
         }
         other => panic!("compare child: unknown kind `{other}`"),
     }

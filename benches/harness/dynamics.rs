@@ -156,6 +156,7 @@ fn live_run(
         p50_ms: quantile_ms(&tally.latencies_us, 0.5),
         p99_ms: quantile_ms(&tally.latencies_us, 0.99),
         cpu_s: stopped.cpu_between(first, done),
+        events: total,
         rss_mib: stopped.peak_rss_mib(),
         duplicates: tally.duplicates,
         ..Default::default()

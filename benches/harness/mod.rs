@@ -10,6 +10,7 @@
 
 pub mod chart;
 pub mod child;
+pub mod demo_cases;
 pub mod dynamics;
 pub mod kafka;
 pub mod kafka_cases;
@@ -44,6 +45,8 @@ pub struct Config {
     pub backpressure: (u64, f64),
     /// Scenario 5: seconds before and after the step, and the two rates.
     pub step: (u64, u64, f64, f64),
+    /// Scenario 6: events generated per run of the demo's shape.
+    pub demo_events: u64,
     /// Consumer-group session timeout (ms) for every Kafka contender. Tansu
     /// answers a group join after half of it, so it is every run's fixed
     /// start-up cost: 2 s keeps that at 1 s (every contender heartbeats at
@@ -52,9 +55,10 @@ pub struct Config {
     /// `fetch.wait.max.ms` for every Kafka contender's consumer: Tansu
     /// answers a fetch only when this runs out, not when data arrives.
     pub fetch_wait_ms: u32,
-    /// Scenarios to run (1–5), all by default.
+    /// Scenarios to run (1–6), all by default.
     pub scenarios: Vec<u32>,
-    /// Contenders to run (`spate`, `raw`, `quix`, `bytewax`), all by default.
+    /// Contenders to run (`spate`, `raw`, `quix`, `bytewax`), all by default
+    /// (`raw` includes scenario 6's plain loop).
     pub contenders: Vec<String>,
 }
 
@@ -69,10 +73,19 @@ impl Config {
     /// The full run, or the smoke run with `quick`; `SPATE_BENCH_*`
     /// variables override single figures.
     pub fn from_env(quick: bool) -> Self {
-        let (repeat, events, events_1k, latency, parallel, slow, step) = if quick {
-            (1, 20_000, 10_000, 1_000, (5_000, 500), 8, (3, 4))
+        let (repeat, events, events_1k, latency, parallel, slow, step, demo) = if quick {
+            (1, 20_000, 10_000, 1_000, (5_000, 500), 8, (3, 4), 200_000)
         } else {
-            (3, 100_000, 50_000, 2_000, (120_000, 2_000), 60, (8, 15))
+            (
+                3,
+                100_000,
+                50_000,
+                2_000,
+                (120_000, 2_000),
+                60,
+                (8, 15),
+                2_000_000,
+            )
         };
         let list = |name: &str, all: &str| -> Vec<String> {
             std::env::var(name)
@@ -94,9 +107,10 @@ impl Config {
             ),
             backpressure: (env_or("SPATE_BENCH_BACKPRESSURE_SECS", slow), 2_000.0),
             step: (step.0, step.1, 200.0, 4_000.0),
+            demo_events: env_or("SPATE_BENCH_DEMO_EVENTS", demo),
             session_ms: env_or("SPATE_BENCH_SESSION_MS", 2_000),
             fetch_wait_ms: env_or("SPATE_BENCH_FETCH_WAIT_MS", 10),
-            scenarios: list("SPATE_BENCH_SCENARIOS", "1,2,3,4,5")
+            scenarios: list("SPATE_BENCH_SCENARIOS", "1,2,3,4,5,6")
                 .iter()
                 .filter_map(|s| s.parse().ok())
                 .collect(),
@@ -232,6 +246,7 @@ pub fn throughput_run(
         p50_ms: tally::quantile_ms(&tally.latencies_us, 0.5),
         p99_ms: tally::quantile_ms(&tally.latencies_us, 0.99),
         cpu_s: stopped.cpu_between(first, done),
+        events: n,
         rss_mib: stopped.peak_rss_mib(),
         duplicates,
         lost,

@@ -23,6 +23,9 @@ pub struct Run {
     pub p99_ms: f64,
     /// CPU seconds of the contender process over the throughput phase.
     pub cpu_s: f64,
+    /// Events the contender processed in the throughput phase (the
+    /// denominator of `rate` and of [`Run::cpu_us_per_event`]); 0 unknown.
+    pub events: u64,
     /// Peak resident set of the contender process over the run, MiB.
     pub rss_mib: f64,
     /// Outputs whose record id was seen before.
@@ -41,6 +44,16 @@ pub struct Run {
 }
 
 impl Run {
+    /// CPU µs per event over the throughput phase: `cpu_s` ÷ `events`
+    /// (NaN when the run counted no events).
+    pub fn cpu_us_per_event(&self) -> f64 {
+        if self.events == 0 {
+            f64::NAN
+        } else {
+            self.cpu_s * 1e6 / self.events as f64
+        }
+    }
+
     /// A named figure of this run.
     pub fn extra(&self, name: &str) -> Option<f64> {
         self.extra.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
@@ -95,6 +108,11 @@ impl Row {
         self.median_of(|r| r.rate)
     }
 
+    /// Median CPU µs per event (of the runs' own figures).
+    pub fn cpu_us_per_event(&self) -> f64 {
+        self.median_of(Run::cpu_us_per_event)
+    }
+
     /// Whether the row has a figure.
     pub fn measured(&self) -> bool {
         !self.runs.is_empty()
@@ -146,15 +164,26 @@ fn class(guarantee: &str) -> &str {
     guarantee.split(' ').next().unwrap_or(guarantee)
 }
 
-/// The raw floor a row is compared with: the raw client of the same
-/// scenario under the same guarantee.
+/// Whether `contender` is a loop with no engine: the raw clients, and
+/// scenario 6's plain Rust loop.
+pub fn is_floor(contender: &str) -> bool {
+    contender.starts_with("raw") || contender.starts_with("plain")
+}
+
+/// Whether rows `a` and `b` of one scenario compare: the same guarantee,
+/// or one of them is the plain loop (which has no guarantee to match).
+fn comparable(a: &Row, b: &Row) -> bool {
+    a.scenario == b.scenario
+        && (class(&a.guarantee) == class(&b.guarantee)
+            || a.contender.starts_with("plain")
+            || b.contender.starts_with("plain"))
+}
+
+/// The raw floor a row is compared with: the raw client (or plain loop) of
+/// the same scenario under the same guarantee.
 fn floor<'r>(rows: &'r [Row], row: &Row) -> Option<&'r Row> {
-    rows.iter().find(|r| {
-        r.scenario == row.scenario
-            && r.contender.starts_with("raw")
-            && class(&r.guarantee) == class(&row.guarantee)
-            && r.measured()
-    })
+    rows.iter()
+        .find(|r| is_floor(&r.contender) && comparable(r, row) && r.measured())
 }
 
 /// spate's row a peer is compared with: same scenario and guarantee.
@@ -162,33 +191,31 @@ fn spate_peer<'r>(rows: &'r [Row], row: &Row) -> Option<&'r Row> {
     if row.contender == "spate" {
         return None;
     }
-    rows.iter().find(|r| {
-        r.scenario == row.scenario
-            && r.contender == "spate"
-            && class(&r.guarantee) == class(&row.guarantee)
-            && r.measured()
-    })
+    rows.iter()
+        .find(|r| r.contender == "spate" && comparable(r, row) && r.measured())
 }
 
 /// The comparison table (Markdown).
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
-    out.push_str("| scenario | contender | guarantee / ordering | events/s | p50 ms | p99 ms | CPU s | peak RSS MiB | verified runs | ÷ raw floor | spate ÷ this |\n");
-    out.push_str("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n");
+    out.push_str("| scenario | contender | guarantee / ordering | events/s | p50 ms | p99 ms | CPU s | CPU µs per event | peak RSS MiB | verified runs | ÷ raw floor | spate ÷ this |\n");
+    out.push_str(
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n",
+    );
     for row in rows {
         let lead = format!(
             "| {} | {} | {} ",
             row.scenario, row.contender, row.guarantee
         );
         if let Some(reason) = &row.not_run {
-            let _ = writeln!(out, "{lead}| not run: {reason} | | | | | | | |");
+            let _ = writeln!(out, "{lead}| not run: {reason} | | | | | | | | |");
             continue;
         }
         if !row.measured() {
             let why = row.failures.first().cloned().unwrap_or_default();
             let _ = writeln!(
                 out,
-                "{lead}| failed: {} | | | | | 0 of {} | | |",
+                "{lead}| failed: {} | | | | | | 0 of {} | | |",
                 why.replace('|', "/").replace('\n', " "),
                 row.failures.len()
             );
@@ -206,11 +233,12 @@ pub fn table(rows: &[Row]) -> String {
         let total = row.runs.len() + row.failures.len();
         let _ = writeln!(
             out,
-            "{lead}| {} | {} | {} | {} | {} | {} of {total} | {vs_floor} | {vs_spate} |",
+            "{lead}| {} | {} | {} | {} | {} | {} | {} of {total} | {vs_floor} | {vs_spate} |",
             thousands(rate),
             fixed(row.median_of(|r| r.p50_ms), 1),
             fixed(row.median_of(|r| r.p99_ms), 1),
             fixed(row.median_of(|r| r.cpu_s), 2),
+            fixed(row.cpu_us_per_event(), 2),
             fixed(row.median_of(|r| r.rss_mib), 0),
             row.runs.len(),
         );
