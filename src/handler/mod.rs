@@ -10,6 +10,7 @@ pub use spate_handlers::{builtin, expr, http, window};
 
 pub use spate_connector::handler::{
     Context, ErrorKind, FnHandler, Handler, HandlerError, HandlerFn, HandlerState, Output,
+    SyncFnHandler,
 };
 
 pub use crate::registry::Registry;

@@ -223,6 +223,17 @@ pub trait Handler: Send + Sync + 'static {
     fn state(&self) -> Option<&dyn HandlerState> {
         None
     }
+
+    /// True when [`Handler::handle`] only computes: it never waits on I/O,
+    /// a timer or a lock another task holds, so its future is ready when
+    /// first polled. The engine may then run it on the task that already
+    /// holds the event instead of handing the event to a handler task (it
+    /// still does when the handler's measured cost per event is not
+    /// small). The default is false: the handler runs on the task pool,
+    /// whose size follows the load.
+    fn is_cpu_only(&self) -> bool {
+        false
+    }
 }
 
 /// Lets plain `async fn(Event, &Context) -> Result<Vec<Output>, HandlerError>`
@@ -255,5 +266,24 @@ where
 {
     async fn handle(&self, event: Event, ctx: &Context) -> Result<Vec<Output>, HandlerError> {
         self.0.call(event, ctx).await
+    }
+}
+
+/// Adapts a synchronous `Fn(Event, &Context) -> Result<Vec<Output>,
+/// HandlerError>` to [`Handler`]: a CPU-only handler (see
+/// [`Handler::is_cpu_only`]), which the engine may run without a hand-off.
+pub struct SyncFnHandler<F>(pub F);
+
+#[async_trait]
+impl<F> Handler for SyncFnHandler<F>
+where
+    F: Fn(Event, &Context) -> Result<Vec<Output>, HandlerError> + Send + Sync + 'static,
+{
+    async fn handle(&self, event: Event, ctx: &Context) -> Result<Vec<Output>, HandlerError> {
+        (self.0)(event, ctx)
+    }
+
+    fn is_cpu_only(&self) -> bool {
+        true
     }
 }

@@ -37,6 +37,7 @@ pub use factory::{
 };
 pub use handler::{
     Context, ErrorKind, FnHandler, Handler, HandlerError, HandlerFn, HandlerState, Output,
+    SyncFnHandler,
 };
 pub use sink::{PendingWrite, SessionOwner, Sink};
 pub use source::{CommitPosition, Source, SourceMessage, StoredPosition};

@@ -1,7 +1,8 @@
 //! Lanes: the ordering units of a function and the runnable queue.
 //!
 //! Invariant: at most one item of a lane is outside its lane queue (ready,
-//! running, or parked for a retry). A lane's entry exists exactly while it
+//! running, or parked for a retry) — or one run of its consecutive items,
+//! handed to a task together (see [`Lanes::take_following`]). A lane's entry exists exactly while it
 //! has such an item; its queue holds the items waiting behind it, in offset
 //! order. Items without a lane (`ordering: none`) go straight to `ready`.
 
@@ -43,6 +44,25 @@ impl Lanes {
                     self.waiting.remove(lane);
                 }
             }
+        }
+    }
+
+    /// Moves up to `max` items waiting in `lane` behind its runnable item
+    /// into `run`, in order. The lane stays held (by the run) until
+    /// [`Lanes::release`].
+    pub fn take_following(&mut self, lane: &LaneKey, max: usize, run: &mut Vec<WorkItem>) {
+        if let Some(queue) = self.waiting.get_mut(lane) {
+            let take = queue.len().min(max);
+            run.extend(queue.drain(..take));
+        }
+    }
+
+    /// Puts items of a run that were not started back at the head of their
+    /// lane, in order, ahead of the items that came since.
+    pub fn put_back(&mut self, lane: &LaneKey, items: Vec<WorkItem>) {
+        let queue = self.waiting.entry(lane.clone()).or_default();
+        for item in items.into_iter().rev() {
+            queue.push_front(item);
         }
     }
 

@@ -151,3 +151,32 @@ pub struct Completion {
     /// plus output and dead-letter writes): what the scaler plans with.
     pub service_time: Duration,
 }
+
+/// Consecutive runnable items handed to one task together (see
+/// [`RunReport`]).
+#[derive(Debug)]
+pub struct Run {
+    /// The items, in the order they run.
+    pub items: Vec<WorkItem>,
+    /// The function's drain count when the run was handed over
+    /// (`FunctionShared::drains`): once it moved, no further item of the
+    /// run starts.
+    pub drains: u64,
+}
+
+/// What a handler task reports for one run: the completions of the items
+/// it ran, in run order, and the items it gave back without running them.
+///
+/// A run of a lane (`ordering: partition` or `key`) stops at the first item
+/// that has to wait for a retry (or cannot be dead-lettered): the items
+/// behind it in the run are given back untouched, to wait in their lane
+/// behind it. A run also stops once it has held its task for a time slice,
+/// so one partition's run never holds back a drain or another partition
+/// for long.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// One completion per item run, in run order.
+    pub completions: Vec<Completion>,
+    /// Items given back, in run order, not started.
+    pub returned: Vec<WorkItem>,
+}

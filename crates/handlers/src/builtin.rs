@@ -42,6 +42,11 @@ struct Passthrough;
 
 #[async_trait]
 impl Handler for Passthrough {
+    /// Copies the event: computation only.
+    fn is_cpu_only(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, event: Event, _ctx: &Context) -> Result<Vec<Output>, HandlerError> {
         Ok(vec![passthrough_output(event)])
     }
@@ -113,6 +118,11 @@ struct Filter {
 
 #[async_trait]
 impl Handler for Filter {
+    /// Parses and compares: computation only.
+    fn is_cpu_only(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, event: Event, _ctx: &Context) -> Result<Vec<Output>, HandlerError> {
         let document: Value = serde_json::from_slice(&event.payload).map_err(|e| {
             HandlerError::permanent(format!(

@@ -16,6 +16,7 @@ use spate_connector::{Event, Headers, Record};
 pub use builtin::handlers;
 pub use spate_connector::handler::{
     Context, ErrorKind, FnHandler, Handler, HandlerError, HandlerFn, HandlerState, Output,
+    SyncFnHandler,
 };
 pub use spate_connector::handler_factory::HandlerFactory;
 

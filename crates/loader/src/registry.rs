@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use spate_connector::format::FormatFactory;
 use spate_connector::handler_factory::HandlerFactory;
-use spate_connector::{ConnectorFactory, FnHandler, Handler, HandlerFn};
+use spate_connector::{
+    ConnectorFactory, Context, Event, FnHandler, Handler, HandlerError, HandlerFn, Output,
+    SyncFnHandler,
+};
 
 /// A named handler.
 #[derive(Clone)]
@@ -40,6 +43,16 @@ impl Registry {
         F: for<'a> HandlerFn<'a>,
     {
         self.register_handler(name, FnHandler(function))
+    }
+
+    /// Registers a synchronous `Fn(Event, &Context) -> Result<Vec<Output>,
+    /// HandlerError>`: a CPU-only handler the engine may run without
+    /// handing each event to a task (see [`Handler::is_cpu_only`]).
+    pub fn register_sync<F>(&mut self, name: &str, function: F) -> &mut Self
+    where
+        F: Fn(Event, &Context) -> Result<Vec<Output>, HandlerError> + Send + Sync + 'static,
+    {
+        self.register_handler(name, SyncFnHandler(function))
     }
 
     /// Registers any [`Handler`] implementation.

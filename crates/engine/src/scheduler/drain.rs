@@ -4,6 +4,7 @@
 //! uncommitted for the next owner.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Instant;
 
 use spate_connector::PartitionId;
@@ -19,6 +20,8 @@ impl Scheduler {
     /// until the drain deadline.
     pub(super) fn begin_drain(&mut self, keys: &[PartKey], reason: DrainReason) {
         let deadline = Instant::now() + self.drain_timeout;
+        // Runs in tasks stop before their next item (see `FunctionShared::drains`).
+        self.shared.drains.fetch_add(1, AtomicOrdering::AcqRel);
         for key in keys {
             if let Some(part) = self.partitions.get_mut(key) {
                 part.draining = Some((deadline, reason));

@@ -3,7 +3,7 @@
 //! lock. Handler tasks only see work items and send back completions.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering as AtomicOrdering;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +28,7 @@ use partition::PartitionState;
 
 use super::lanes::Lanes;
 use super::scaler::LatencyMean;
-use super::work::{Completion, PartKey, WorkItem};
+use super::work::{Completion, PartKey, Run, RunReport, WorkItem};
 use super::worker::{FunctionShared, Pool, Writer};
 use super::{EngineError, EngineOptions, FunctionPlan, FunctionReport, SessionHost};
 use crate::events::{
@@ -52,15 +52,18 @@ pub struct Scheduler {
     partitions: HashMap<PartKey, PartitionState>,
     lanes: Lanes,
     parked: DelayQueue<WorkItem>,
-    work_tx: async_channel::Sender<WorkItem>,
-    work_rx: async_channel::Receiver<WorkItem>,
-    done_tx: mpsc::Sender<Completion>,
-    done_rx: mpsc::Receiver<Completion>,
-    /// Items whose lane moved on while their output writes await the
-    /// sinks' acknowledgements (at-least-once and at-most-once): polled
-    /// here rather than spawned, so an event costs no task and no channel
-    /// hop for its acks.
-    acks: FuturesUnordered<BoxFuture<'static, Completion>>,
+    work_tx: async_channel::Sender<Run>,
+    work_rx: async_channel::Receiver<Run>,
+    done_tx: mpsc::Sender<RunReport>,
+    done_rx: mpsc::Receiver<RunReport>,
+    /// Runs of items whose lane moved on while their output writes await
+    /// the sinks' acknowledgements (at-least-once and at-most-once):
+    /// polled here rather than spawned, so a run costs no task and no
+    /// channel hop for its acks.
+    acks: FuturesUnordered<BoxFuture<'static, Vec<Completion>>>,
+    /// The handler only computes (see `Handler::is_cpu_only`): cheap runs
+    /// of it run on this task, with no hand-off.
+    cpu_only_handler: bool,
     latency: LatencyMean,
     /// Since when every task has been busy with no event finishing.
     all_busy_since: Option<Instant>,
@@ -111,6 +114,7 @@ impl Scheduler {
                 message: "the handler keeps state per key, and `ordering: none` would run one key's events at the same time and out of order: use `ordering: key` (keys in parallel) or `partition`".to_owned(),
             });
         }
+        let cpu_only_handler = plan.handler.is_cpu_only();
         let shared = Arc::new(FunctionShared {
             scope: Scope::new(plan.name.clone()),
             handler: plan.handler,
@@ -124,8 +128,9 @@ impl Scheduler {
             min_tasks: policy.concurrency.min.min(policy.concurrency.max),
             idle_retire_after: options.scaler.idle_retire_after,
             pool: Pool::default(),
+            drains: AtomicU64::new(0),
         });
-        // The hand-off channel holds at most one item per task; everything
+        // The hand-off channel holds at most one run per task; everything
         // else waits in lanes, bounded by the in-flight limits.
         let (work_tx, work_rx) = async_channel::bounded(policy.concurrency.max);
         let (done_tx, done_rx) = mpsc::channel(policy.concurrency.max.max(16));
@@ -157,6 +162,7 @@ impl Scheduler {
             done_tx,
             done_rx,
             acks: FuturesUnordered::new(),
+            cpu_only_handler,
             latency: LatencyMean::default(),
             all_busy_since: None,
             next_epoch: 0,
@@ -186,22 +192,25 @@ impl Scheduler {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         FunctionStarted.emit(&self.shared.scope);
         loop {
-            self.dispatch();
+            self.dispatch().await;
             if self.is_done() {
                 break;
             }
+            // Ready runs left over after a time slice on this task: look at
+            // everything else first, then run them without waiting.
+            let runnable = self.runs_inline() && !self.lanes.ready.is_empty();
             let intake = !self.stopping && self.sources.iter().any(|s| s.open);
             let maxes = self.intake_room();
             let idle_commit = self.idle_commit_at();
             let committing = self.committer.is_committing();
             tokio::select! {
                 biased;
-                Some(completion) = self.done_rx.recv() => {
-                    self.on_completion(completion);
+                Some(report) = self.done_rx.recv() => {
+                    self.on_run_report(report);
                     self.after_completions().await;
                 }
-                Some(completion) = self.acks.next(), if !self.acks.is_empty() => {
-                    self.on_completion(completion);
+                Some(completions) = self.acks.next(), if !self.acks.is_empty() => {
+                    self.on_acknowledged(completions);
                     self.after_completions().await;
                 }
                 Some(expired) = self.parked.next(), if !self.parked.is_empty() => {
@@ -226,6 +235,7 @@ impl Scheduler {
                 (index, message) = next_message(&mut self.sources, &maxes), if intake => {
                     self.on_message(index, message).await?;
                 }
+                () = std::future::ready(()), if runnable => {}
             }
         }
         self.final_commit().await;
@@ -252,12 +262,12 @@ impl Scheduler {
         self.last_activity = tokio::time::Instant::now();
         loop {
             let mut took = false;
-            while let Ok(completion) = self.done_rx.try_recv() {
-                self.on_completion(completion);
+            while let Ok(report) = self.done_rx.try_recv() {
+                self.on_run_report(report);
                 took = true;
             }
-            while let Some(Some(completion)) = self.acks.next().now_or_never() {
-                self.on_completion(completion);
+            while let Some(Some(completions)) = self.acks.next().now_or_never() {
+                self.on_acknowledged(completions);
                 took = true;
             }
             if !took {

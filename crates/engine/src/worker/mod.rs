@@ -1,6 +1,7 @@
-//! Handler tasks: take a work item, run its stage, report back.
+//! Handler tasks: take a run of work items, run their stages, report back.
 //!
-//! A task runs one event at a time: the handler attempt (with its timeout;
+//! A task takes a run of events (see [`RunReport`]) and runs them one at a
+//! time, in order: the handler attempt (with its timeout;
 //! a panic is caught and becomes a permanent failure), then the writes of
 //! its outputs, then, if it failed for good, its dead letter. A write is
 //! finished only when the sink acknowledged it. Anything that must wait for a
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use spate_connector::{dead_letter, Record, Sink};
 
-use super::work::{Completion, Failure, Outcome, Stage, Verdict, WorkItem};
+use super::work::{Completion, Failure, Outcome, Run, RunReport, Stage, Verdict, WorkItem};
 use crate::events::{
     AttemptFailed, ConcurrencyScaledDown, EventHandled, HandlerRan, HandlerTaskEnded,
     RetryScheduled, Scope,
@@ -27,7 +28,7 @@ mod write;
 
 pub use crate::stage::{panic_message, resolve_outputs};
 pub(crate) use write::retry_write;
-pub use write::{await_acks, Writer};
+pub use write::{await_acks, await_run_acks, Writer};
 
 /// A named output sink.
 #[derive(Clone)]
@@ -102,6 +103,11 @@ pub struct FunctionShared {
     pub idle_retire_after: Duration,
     /// Pool bookkeeping.
     pub pool: Pool,
+    /// Bumped by the scheduler when it begins to drain partitions: a run
+    /// that sees it move stops before its next item and gives the rest
+    /// back, so the items queued behind a running one are left to the
+    /// partition's next owner, as they would be in their lane.
+    pub drains: AtomicU64,
 }
 
 fn now_ms() -> i64 {
@@ -113,21 +119,21 @@ fn now_ms() -> i64 {
 /// Runs until the work channel closes or the task retires for idleness.
 pub async fn run_task(
     shared: Arc<FunctionShared>,
-    work: async_channel::Receiver<WorkItem>,
-    done: tokio::sync::mpsc::Sender<Completion>,
+    work: async_channel::Receiver<Run>,
+    done: tokio::sync::mpsc::Sender<RunReport>,
 ) {
     loop {
-        // An item already waiting is taken without arming the idle timer:
-        // under load that saves a timer entry and a clock read per event.
+        // A run already waiting is taken without arming the idle timer:
+        // under load that saves a timer entry and a clock read per run.
         let received = match work.try_recv() {
-            Ok(item) => Ok(Ok(item)),
+            Ok(run) => Ok(Ok(run)),
             Err(async_channel::TryRecvError::Closed) => break,
             Err(async_channel::TryRecvError::Empty) => {
                 tokio::time::timeout(shared.idle_retire_after, work.recv()).await
             }
         };
-        let item = match received {
-            Ok(Ok(item)) => item,
+        let run = match received {
+            Ok(Ok(run)) => run,
             Ok(Err(_closed)) => break,
             Err(_idle) => {
                 if try_retire(&shared) {
@@ -142,14 +148,46 @@ pub async fn run_task(
             }
         };
         shared.pool.busy.fetch_add(1, AtomicOrdering::Relaxed);
-        let completion = process(&shared, item).await;
+        let report = process_run(&shared, run).await;
         shared.pool.busy.fetch_sub(1, AtomicOrdering::Relaxed);
-        if done.send(completion).await.is_err() {
+        if done.send(report).await.is_err() {
             break;
         }
     }
     shared.pool.alive.fetch_sub(1, AtomicOrdering::Relaxed);
     HandlerTaskEnded.emit(&shared.scope);
+}
+
+/// How long a run may hold its task before the rest of it is given back.
+pub const RUN_TIME_SLICE: Duration = Duration::from_millis(10);
+
+/// Runs the items of a run in order (see [`RunReport`] for where a run
+/// stops early and what it gives back).
+pub async fn process_run(shared: &FunctionShared, run: Run) -> RunReport {
+    let started = Instant::now();
+    let mut report = RunReport {
+        completions: Vec::with_capacity(run.items.len()),
+        returned: Vec::new(),
+    };
+    let mut items = run.items.into_iter();
+    while shared.drains.load(AtomicOrdering::Acquire) == run.drains {
+        let Some(item) = items.next() else {
+            break;
+        };
+        let in_lane = item.lane.is_some();
+        let completion = process(shared, item).await;
+        let stop = match completion.verdict {
+            Verdict::Unwritable(_) => true,
+            Verdict::RetryAfter(_) => in_lane,
+            Verdict::Finished(_) | Verdict::Written(_) => false,
+        };
+        report.completions.push(completion);
+        if stop || started.elapsed() >= RUN_TIME_SLICE {
+            break;
+        }
+    }
+    report.returned.extend(items);
+    report
 }
 
 /// Retires this task if more than `min` remain (the caller emits

@@ -203,14 +203,14 @@ async fn emit(
 /// Waits for the acknowledgements of an item's accepted writes, then
 /// finishes it, retries what failed, or runs its dead letter.
 pub async fn await_acks(
-    shared: Arc<FunctionShared>,
+    shared: &FunctionShared,
     mut item: WorkItem,
     accepted: Accepted,
 ) -> Completion {
     let results = resolve(accepted.0).await;
-    match settle(&shared, &mut item, results) {
+    match settle(shared, &mut item, results) {
         Some(verdict) => {
-            count_retry(&shared, &verdict);
+            count_retry(shared, &verdict);
             Completion {
                 item,
                 verdict,
@@ -220,8 +220,22 @@ pub async fn await_acks(
             }
         }
         // Rejected: the item moved on to its dead letter.
-        None => process(&shared, item).await,
+        None => process(shared, item).await,
     }
+}
+
+/// Waits for the acknowledgements of the written items of one run, in run
+/// order, and reports each as [`await_acks`] does: one future for the run,
+/// not one per event.
+pub async fn await_run_acks(
+    shared: Arc<FunctionShared>,
+    written: Vec<(WorkItem, Accepted)>,
+) -> Vec<Completion> {
+    let mut completions = Vec::with_capacity(written.len());
+    for (item, accepted) in written {
+        completions.push(await_acks(&shared, item, accepted).await);
+    }
+    completions
 }
 
 /// Waits for every accepted write's acknowledgement.

@@ -106,6 +106,11 @@ impl ExprFilter {
 
 #[async_trait]
 impl Handler for ExprFilter {
+    /// Inline when the expression was proven bounded; else it waits for the sandbox.
+    fn is_cpu_only(&self) -> bool {
+        self.expr.is_inline()
+    }
+
     async fn handle(&self, event: Event, _ctx: &Context) -> Result<Vec<Output>, HandlerError> {
         Ok(if self.keeps(&event).await? {
             vec![passthrough_output(event)]
@@ -145,6 +150,11 @@ impl Map {
 
 #[async_trait]
 impl Handler for Map {
+    /// Inline when the expression was proven bounded; else it waits for the sandbox.
+    fn is_cpu_only(&self) -> bool {
+        self.expr.is_inline()
+    }
+
     async fn handle(&self, event: Event, _ctx: &Context) -> Result<Vec<Output>, HandlerError> {
         self.outputs(&event).await
     }
@@ -244,6 +254,11 @@ impl Route {
 
 #[async_trait]
 impl Handler for Route {
+    /// Inline when every expression was proven bounded; else they wait for the sandbox.
+    fn is_cpu_only(&self) -> bool {
+        self.routes.iter().all(|(expr, _)| expr.is_inline())
+    }
+
     async fn handle(&self, event: Event, _ctx: &Context) -> Result<Vec<Output>, HandlerError> {
         Ok(match self.target(&event).await? {
             Some(to) => {

@@ -233,6 +233,11 @@ impl WindowHandler {
 
 #[async_trait]
 impl Handler for WindowHandler {
+    /// Folds events into in-memory windows: computation only.
+    fn is_cpu_only(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, event: Event, ctx: &Context) -> Result<Vec<Output>, HandlerError> {
         let reading = reading::read(&self.settings, &event).map_err(|invalid| {
             HandlerError::permanent(format!("window: {invalid}")).with_reason("invalid")
