@@ -12,7 +12,11 @@
 //!   consumer loop has to do. The engine cases divide by this.
 //! - `engine/<ordering>/<keys>/no_output`: the handler returns no output.
 //! - `engine/<ordering>/<keys>/one_output`: the handler returns one output
-//!   that goes to a `MemorySink` (the realistic path).
+//!   that goes to a `MemorySink` (the realistic path), on the handler
+//!   tasks.
+//! - `engine/<ordering>/<keys>/one_output_cpu_only`: the same handler
+//!   declared CPU-only (as the built-ins are), which the engine runs on the
+//!   scheduler's task: its floor is `floor/one_output`.
 //!
 //! No metrics recorder is installed unless `SPATE_BENCH_PROMETHEUS=1`, in
 //! which case the Prometheus recorder is installed first (as `spate run`
@@ -72,10 +76,26 @@ impl Handler for OneOutput {
     }
 }
 
+/// [`OneOutput`] declared CPU-only: the engine may run it on the
+/// scheduler's task, with no hand-off to a handler task.
+struct OneOutputCpuOnly;
+
+#[async_trait]
+impl Handler for OneOutputCpuOnly {
+    async fn handle(&self, event: Event, ctx: &Context) -> Result<Vec<Output>, HandlerError> {
+        OneOutput.handle(event, ctx).await
+    }
+
+    fn is_cpu_only(&self) -> bool {
+        true
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     NoOutput,
     OneOutput,
+    OneOutputCpuOnly,
 }
 
 impl Kind {
@@ -83,6 +103,7 @@ impl Kind {
         match self {
             Kind::NoOutput => "no_output",
             Kind::OneOutput => "one_output",
+            Kind::OneOutputCpuOnly => "one_output_cpu_only",
         }
     }
 
@@ -90,6 +111,7 @@ impl Kind {
         match self {
             Kind::NoOutput => Arc::new(NoOutput),
             Kind::OneOutput => Arc::new(OneOutput),
+            Kind::OneOutputCpuOnly => Arc::new(OneOutputCpuOnly),
         }
     }
 }
@@ -180,7 +202,7 @@ async fn run_engine(plan: FunctionPlan, leftovers: Leftovers, kind: Kind) -> Lef
         .expect("the bench function runs");
     assert_eq!(report.handled, EVENTS, "every event is handled");
     assert!(leftovers.dlq.is_empty(), "nothing is dead-lettered");
-    if let Kind::OneOutput = kind {
+    if let Kind::OneOutput | Kind::OneOutputCpuOnly = kind {
         assert_eq!(
             leftovers.out.len() as u64,
             EVENTS,
@@ -260,7 +282,7 @@ fn dispatch(c: &mut Criterion) {
         (Ordering::Partition, "partition/1000keys", 1_000),
         (Ordering::None, "none/1000keys", 1_000),
     ];
-    for kind in [Kind::NoOutput, Kind::OneOutput] {
+    for kind in [Kind::NoOutput, Kind::OneOutput, Kind::OneOutputCpuOnly] {
         for (ordering, name, keys) in cases {
             let id = BenchmarkId::new(format!("engine/{name}"), kind.name());
             group.bench_function(id, |b| {

@@ -10,23 +10,29 @@ use tracing::{debug, error, info, warn};
 
 use super::{ConnectorScope, Scope};
 
-/// An event was read and admitted: it is in flight until it finishes.
+/// Events of one batch were read and admitted: they are in flight until
+/// they finish.
 ///
-/// Counts [`EVENTS_IN`](crate::metrics::EVENTS_IN), raises
-/// [`IN_FLIGHT`](crate::metrics::IN_FLIGHT) by one and the scheduler's
+/// Counts [`EVENTS_IN`](crate::metrics::EVENTS_IN) by `count`, raises
+/// [`IN_FLIGHT`](crate::metrics::IN_FLIGHT) by as many and the scheduler's
 /// count of events read (the report's `events_in`). No log line.
-pub struct EventRead<'a> {
+pub struct EventsRead<'a> {
     /// The scheduler's count of events read.
     pub read: &'a mut u64,
+    /// Events admitted.
+    pub count: u64,
 }
 
-impl EventRead<'_> {
-    /// Counts the event.
+impl EventsRead<'_> {
+    /// Counts the events.
     #[inline]
     pub fn emit(self, scope: &Scope) {
-        *self.read += 1;
-        scope.metrics.events_in.increment(1);
-        scope.metrics.in_flight.increment(1.0);
+        if self.count == 0 {
+            return;
+        }
+        *self.read += self.count;
+        scope.metrics.events_in.increment(self.count);
+        scope.metrics.in_flight.increment(self.count as f64);
     }
 }
 

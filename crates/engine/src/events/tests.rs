@@ -72,7 +72,7 @@ fn an_event_read_then_finished_counts_in_and_leaves_nothing_in_flight() {
     let (got, _) = moved(|scope| {
         for _ in 0..3 {
             let read = &mut read;
-            EventRead { read }.emit(scope);
+            EventsRead { read, count: 1 }.emit(scope);
         }
         EventFinished.emit(scope);
         EventsAbandoned { count: 1 }.emit(scope);

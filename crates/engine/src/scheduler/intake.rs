@@ -13,7 +13,7 @@ use super::partition::{DrainReason, PartitionState};
 use super::Scheduler;
 use crate::backoff;
 use crate::events::{
-    EventLeftForNextOwner, EventRead, PartitionsAssigned, PartitionsPaused, PartitionsResumed,
+    EventLeftForNextOwner, EventsRead, PartitionsAssigned, PartitionsPaused, PartitionsResumed,
     PartitionsRevoked, PausedPartitions, SourceEnded, SourceFailed, SourceReadFailed,
     SourceRecovered,
 };
@@ -125,10 +125,24 @@ impl Scheduler {
         self.last_activity = tokio::time::Instant::now();
         let span = info_span!("batch", function = %self.shared.scope.name, events = events.len());
         let _entered = span.enter();
+        let mut admitted = 0;
+        let mut broken = Ok(());
         for event in events {
-            self.admit(index, event)?;
+            match self.admit(index, event) {
+                Ok(taken) => admitted += u64::from(taken),
+                Err(error) => {
+                    broken = Err(error);
+                    break;
+                }
+            }
         }
+        EventsRead {
+            read: &mut self.events_in,
+            count: admitted,
+        }
+        .emit(&self.shared.scope);
         drop(_entered);
+        broken?;
         if self.committer.commits_on_receipt() {
             self.commit(None).await;
         }
@@ -214,7 +228,9 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn admit(&mut self, input: usize, event: Event) -> Result<(), EngineError> {
+    /// Admits one event; says whether it was (an event of a partition being
+    /// drained is left for the next owner).
+    pub(super) fn admit(&mut self, input: usize, event: Event) -> Result<bool, EngineError> {
         let key = PartKey {
             input,
             partition: event.position.partition,
@@ -227,14 +243,14 @@ impl Scheduler {
                 .insert(key, PartitionState::new(self.next_epoch));
         }
         let Some(part) = self.partitions.get_mut(&key) else {
-            return Ok(());
+            return Ok(false);
         };
         if part.draining.is_some() {
             EventLeftForNextOwner {
                 partition: key.partition,
             }
             .emit(&self.shared.scope);
-            return Ok(());
+            return Ok(false);
         }
         part.watermark
             .receive(event.position.offset, event.timestamp_ms)
@@ -248,10 +264,6 @@ impl Scheduler {
         part.unfinished += 1;
         part.bytes += bytes;
         self.options.budget.add(bytes);
-        EventRead {
-            read: &mut self.events_in,
-        }
-        .emit(&self.shared.scope);
         let lane = match self.ordering {
             Ordering::Partition => Some(LaneKey::Partition(key)),
             Ordering::Key => Some(LaneKey::Key(key, event.key.clone())),
@@ -269,7 +281,7 @@ impl Scheduler {
             failure: None,
             state_changes: Vec::new(),
         });
-        Ok(())
+        Ok(true)
     }
 
     /// How many events each source may be asked for now: `max_batch`, cut

@@ -179,12 +179,18 @@ async fn emit(
     item: &mut WorkItem,
     pending: Vec<(usize, Record)>,
 ) -> Option<Verdict> {
-    let sends = futures::future::join_all(
-        pending
-            .iter()
-            .map(|(index, record)| shared.outputs[*index].sink.send(record.clone())),
-    )
-    .await;
+    let sends = match pending.as_slice() {
+        // The common case, one output: no join over one future.
+        [(index, record)] => vec![shared.outputs[*index].sink.send(record.clone()).await],
+        _ => {
+            futures::future::join_all(
+                pending
+                    .iter()
+                    .map(|(index, record)| shared.outputs[*index].sink.send(record.clone())),
+            )
+            .await
+        }
+    };
     let mut accepted = Vec::with_capacity(pending.len());
     let mut results = Vec::new();
     for ((index, record), sent) in pending.into_iter().zip(sends) {
@@ -242,6 +248,13 @@ pub async fn await_run_acks(
 async fn resolve(
     accepted: Vec<(usize, Record, PendingWrite)>,
 ) -> Vec<(usize, Record, Result<(), SinkError>)> {
+    if accepted.len() == 1 {
+        let mut results = Vec::with_capacity(1);
+        for (index, record, ack) in accepted {
+            results.push((index, record, ack.await));
+        }
+        return results;
+    }
     futures::future::join_all(
         accepted
             .into_iter()
