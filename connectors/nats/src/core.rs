@@ -50,7 +50,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::connection::ConnectSettings;
-use crate::{error_mark, event_headers, has_new_errors, nats_headers, read_sink};
+use crate::{error_mark, event_headers, has_new_errors, nats_headers, read_sink, SubjectBytes};
 
 /// What core NATS sources promise: nothing durable.
 pub const SOURCE_CAPABILITIES: Capabilities = Capabilities::NONE;
@@ -127,6 +127,7 @@ impl SourceBuilder for NatsSourceBuilder {
             assigned: false,
             paused: false,
             next_offset: 0,
+            subject_bytes: SubjectBytes::default(),
         }))
     }
 
@@ -145,11 +146,14 @@ pub struct NatsSource {
     assigned: bool,
     paused: bool,
     next_offset: u64,
+    subject_bytes: SubjectBytes,
 }
 
 impl NatsSource {
-    fn make_event(&mut self, message: async_nats::Message) -> Event {
-        let (key, headers) = event_headers(message.subject.as_str(), message.headers.as_ref());
+    /// An event of `message`, received at `now_ms`.
+    fn make_event(&mut self, message: async_nats::Message, now_ms: Option<i64>) -> Event {
+        let subject = self.subject_bytes.get(message.subject.as_str());
+        let (key, headers) = event_headers(subject, message.headers.as_ref());
         let offset = self.next_offset;
         self.next_offset += 1;
         Event {
@@ -157,7 +161,7 @@ impl NatsSource {
             payload: message.payload,
             headers,
             // Core NATS messages carry no time; use the receive time.
-            timestamp_ms: Event::receive_time_ms(),
+            timestamp_ms: now_ms,
             position: Position {
                 stream: self.stream.clone(),
                 partition: 0,
@@ -189,13 +193,17 @@ impl Source for NatsSource {
                 message: "the NATS subscription was closed".to_owned(),
             });
         };
+        // Everything the subscription has ready goes in this batch (up to
+        // `max_events`); nothing waits for more to arrive. The messages
+        // received together share one receive time.
+        let now_ms = Event::receive_time_ms();
         let max_events = max_events.max(1);
         let mut events = Vec::with_capacity(max_events.min(256));
-        events.push(self.make_event(first));
+        events.push(self.make_event(first, now_ms));
         while events.len() < max_events {
             match self.subscriber.next().now_or_never() {
                 Some(Some(message)) => {
-                    let event = self.make_event(message);
+                    let event = self.make_event(message, now_ms);
                     events.push(event);
                 }
                 _ => break,
@@ -240,7 +248,7 @@ impl SinkBuilder for NatsSinkBuilder {
     async fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
         let name = format!("nats:{}", self.subject);
         let client = self.connect.connect_sink(&name).await?;
-        let flushes = Flushes::start(client.clone());
+        let flushes = Flushes::start(client.clone(), Arc::from(name.as_str()));
         Ok(Box::new(NatsSink {
             name,
             subject: async_nats::Subject::from(self.subject.as_str()),
@@ -262,65 +270,101 @@ impl SinkBuilder for NatsSinkBuilder {
 /// client keeps the messages and sends them once reconnected.
 struct Flushes {
     state: Arc<FlushState>,
-    flushed: watch::Receiver<u64>,
     task: JoinHandle<()>,
 }
 
+/// What the flusher task and every pending write share.
 struct FlushState {
+    /// The sink's name, for the error of a write the sink outlived.
+    name: Arc<str>,
+    /// Publishes numbered so far.
     published: AtomicU64,
+    /// The highest publish number a flush covered (what `changes` last
+    /// announced), read without touching the channel.
+    flushed: AtomicU64,
     wake: Notify,
+    /// Announces `flushed`; closed once the flusher task stopped.
+    changes: watch::Receiver<u64>,
 }
 
 impl Flushes {
-    fn start(client: async_nats::Client) -> Arc<Flushes> {
-        let (flushed_tx, flushed) = watch::channel(0);
+    fn start(client: async_nats::Client, name: Arc<str>) -> Flushes {
+        let (flushed_tx, changes) = watch::channel(0);
         let state = Arc::new(FlushState {
+            name,
             published: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
             wake: Notify::new(),
+            changes,
         });
-        let shared = state.clone();
-        let task = tokio::spawn(async move {
-            let mut done = 0;
-            loop {
-                let target = shared.published.load(AtomicOrdering::Acquire);
-                if target == done {
-                    // `notify_one` keeps a permit when nobody waits, so a
-                    // publish between the load and here is not missed.
-                    shared.wake.notified().await;
-                    continue;
-                }
-                match client.flush().await {
-                    Ok(()) => {
-                        done = target;
-                        let _ = flushed_tx.send(done);
-                    }
-                    Err(e) => {
-                        spate_connector::internal_events::ProduceError {
-                            connector: "nats",
-                            name: "flush",
-                            error: &e,
-                            context: "flush failed; trying again",
-                        }
-                        .emit();
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        });
-        Arc::new(Flushes {
-            state,
-            flushed,
-            task,
-        })
+        let task = tokio::spawn(flush_loop(client, state.clone(), flushed_tx));
+        Flushes { state, task }
     }
 
-    /// Numbers a publish just made and returns when a flush covered it:
-    /// true, or false if the sink closed first.
-    fn covered(&self) -> impl std::future::Future<Output = bool> + Send + 'static {
+    /// Numbers a publish just made; the returned write resolves once a
+    /// flush covered it, or fails if the sink closed first.
+    fn covered(&self) -> PendingWrite {
         let number = self.state.published.fetch_add(1, AtomicOrdering::AcqRel) + 1;
         self.state.wake.notify_one();
-        let mut flushed = self.flushed.clone();
-        async move { flushed.wait_for(|done| *done >= number).await.is_ok() }
+        let state = self.state.clone();
+        Box::pin(async move { state.wait_covered(number).await })
+    }
+}
+
+impl FlushState {
+    /// Waits until a flush covered publish `number`. A write the flusher
+    /// already covered resolves at its first poll, without a wake-up.
+    async fn wait_covered(&self, number: u64) -> Result<(), SinkError> {
+        if self.flushed.load(AtomicOrdering::Acquire) >= number {
+            return Ok(());
+        }
+        let mut changes = self.changes.clone();
+        let covered = changes.wait_for(|done| *done >= number).await.is_ok();
+        if covered {
+            Ok(())
+        } else {
+            Err(SinkError::Unavailable {
+                sink_name: self.name.to_string(),
+                message: "the sink closed before the message was flushed".to_owned(),
+            })
+        }
+    }
+}
+
+/// The flusher task: flushes whenever publishes are waiting, then
+/// announces what the flush covered (the atomic first, so a write polled
+/// after the announcement never waits).
+async fn flush_loop(
+    client: async_nats::Client,
+    shared: Arc<FlushState>,
+    flushed_tx: watch::Sender<u64>,
+) {
+    let mut done = 0;
+    loop {
+        let target = shared.published.load(AtomicOrdering::Acquire);
+        if target == done {
+            // `notify_one` keeps a permit when nobody waits, so a
+            // publish between the load and here is not missed.
+            shared.wake.notified().await;
+            continue;
+        }
+        match client.flush().await {
+            Ok(()) => {
+                done = target;
+                shared.flushed.store(done, AtomicOrdering::Release);
+                let _ = flushed_tx.send(done);
+            }
+            Err(e) => {
+                spate_connector::internal_events::ProduceError {
+                    connector: "nats",
+                    name: "flush",
+                    error: &e,
+                    context: "flush failed; trying again",
+                }
+                .emit();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 
@@ -335,17 +379,10 @@ pub struct NatsSink {
     name: String,
     subject: async_nats::Subject,
     client: async_nats::Client,
-    flushes: Arc<Flushes>,
+    flushes: Flushes,
 }
 
 impl NatsSink {
-    fn closed(&self) -> SinkError {
-        SinkError::Unavailable {
-            sink_name: self.name.clone(),
-            message: "the sink closed before the message was flushed".to_owned(),
-        }
-    }
-
     async fn publish(&self, record: Record) -> Result<(), SinkError> {
         let headers = nats_headers(record.key.as_ref(), &record.headers).map_err(|message| {
             SinkError::Rejected {
@@ -397,26 +434,14 @@ impl Sink for NatsSink {
 
     async fn write(&self, record: Record) -> Result<(), SinkError> {
         self.publish(record).await?;
-        if self.flushes.covered().await {
-            Ok(())
-        } else {
-            Err(self.closed())
-        }
+        self.flushes.covered().await
     }
 
     /// Publishes now (the client keeps publish order); resolves once a
     /// flush covered the message.
     async fn send(&self, record: Record) -> Result<PendingWrite, SinkError> {
         self.publish(record).await?;
-        let covered = self.flushes.covered();
-        let closed = self.closed();
-        Ok(Box::pin(async move {
-            if covered.await {
-                Ok(())
-            } else {
-                Err(closed)
-            }
-        }))
+        Ok(self.flushes.covered())
     }
 
     async fn flush(&self) -> Result<(), SinkError> {

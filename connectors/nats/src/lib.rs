@@ -90,14 +90,31 @@ fn read_sink<T>(
     Some((subject?, own, connect))
 }
 
-/// Converts an incoming NATS message's headers and subject to event headers
-/// and key.
+/// The bytes of the subject messages last came on: a source whose
+/// messages share a subject copies it once, not once per message.
+#[derive(Debug, Default)]
+struct SubjectBytes(Bytes);
+
+impl SubjectBytes {
+    /// `subject` as shared bytes (a copy only when it changed).
+    fn get(&mut self, subject: &str) -> Bytes {
+        if self.0 != subject.as_bytes() {
+            self.0 = Bytes::copy_from_slice(subject.as_bytes());
+        }
+        self.0.clone()
+    }
+}
+
+/// Converts an incoming NATS message's headers and subject (as shared
+/// bytes, see [`SubjectBytes`]) to event headers and key. A message
+/// without headers costs one header: the subject.
 fn event_headers(
-    subject: &str,
+    subject: Bytes,
     headers: Option<&async_nats::HeaderMap>,
 ) -> (Option<Bytes>, Headers) {
     let mut out = Headers::new();
-    if let Some(map) = headers {
+    let mut key = None;
+    if let Some(map) = headers.filter(|map| !map.is_empty()) {
         // HashMap order: sort names so the result is at least deterministic.
         let mut names: Vec<_> = map.iter().collect();
         names.sort_by(|a, b| {
@@ -114,14 +131,15 @@ fn event_headers(
                 );
             }
         }
+        key = out.get(KEY_HEADER).cloned();
     }
-    out.push(SUBJECT_HEADER, Bytes::copy_from_slice(subject.as_bytes()));
-    let key = out.get(KEY_HEADER).cloned();
+    out.push(SUBJECT_HEADER, subject);
     (key, out)
 }
 
-/// Converts a record's headers and key to a NATS header map, or says why it
-/// cannot be written.
+/// Converts a record's headers and key to a NATS header map (`None` when
+/// there is nothing to write but spate's own subject header, so the message
+/// goes out without headers), or says why it cannot be written.
 fn nats_headers(
     key: Option<&Bytes>,
     headers: &Headers,
@@ -143,7 +161,8 @@ fn nats_headers(
     if let Some(key) = key {
         map.insert(KEY_HEADER, header_text(KEY_HEADER, key)?);
     }
-    Ok(Some(map))
+    // Only spate's own subject header: publish without headers at all.
+    Ok((!map.is_empty()).then_some(map))
 }
 
 fn header_text<'v>(name: &str, value: &'v Bytes) -> Result<&'v str, String> {
@@ -169,7 +188,7 @@ mod tests {
         headers.push("b", Bytes::from_static(b"x"));
         let key = Bytes::from_static(b"device-7");
         let map = nats_headers(Some(&key), &headers).unwrap().unwrap();
-        let (back_key, back) = event_headers("t.1", Some(&map));
+        let (back_key, back) = event_headers(Bytes::from_static(b"t.1"), Some(&map));
         assert_eq!(back_key, Some(key));
         let a: Vec<&Bytes> = back
             .iter()
@@ -182,6 +201,27 @@ mod tests {
         );
         assert_eq!(back.get_str("b"), Some("x"));
         assert_eq!(back.get_str(SUBJECT_HEADER), Some("t.1"));
+    }
+
+    #[test]
+    fn only_the_subject_header_publishes_without_headers() {
+        let (key, headers) = event_headers(Bytes::from_static(b"t.1"), None);
+        assert_eq!(key, None);
+        assert!(matches!(nats_headers(None, &headers), Ok(None)));
+        let mut with_key = headers.clone();
+        with_key.push(KEY_HEADER, Bytes::from_static(b"k"));
+        let map = nats_headers(None, &with_key).unwrap().unwrap();
+        assert_eq!(map.get(KEY_HEADER).map(|v| v.as_str()), Some("k"));
+        assert!(map.get(SUBJECT_HEADER).is_none());
+    }
+
+    #[test]
+    fn subject_bytes_are_copied_only_when_the_subject_changes() {
+        let mut subjects = SubjectBytes::default();
+        let first = subjects.get("a.b");
+        let again = subjects.get("a.b");
+        assert_eq!(first.as_ptr(), again.as_ptr());
+        assert_eq!(subjects.get("a.c"), Bytes::from_static(b"a.c"));
     }
 
     #[test]

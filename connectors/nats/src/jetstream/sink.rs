@@ -1,6 +1,7 @@
 //! The JetStream sink: publishes that resolve on the stream's publish
 //! acknowledgement.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream as js;
@@ -26,7 +27,7 @@ impl SinkBuilder for JetStreamSinkBuilder {
             .timeout(self.ack_timeout)
             .build(client);
         Ok(Box::new(JetStreamSink {
-            name,
+            name: Arc::from(name),
             cluster: self.connect.display_url(),
             subject: async_nats::Subject::from(self.subject.as_str()),
             context,
@@ -67,7 +68,8 @@ impl SinkBuilder for JetStreamSinkBuilder {
 
 /// Publishes records to one subject captured by a JetStream stream.
 pub struct JetStreamSink {
-    name: String,
+    /// Shared with every pending publish ack (no copy per record).
+    name: Arc<str>,
     /// The server URL as configured, naming the cluster for exactly-once.
     cluster: String,
     subject: async_nats::Subject,
@@ -158,7 +160,7 @@ impl Sink for JetStreamSink {
     async fn send(&self, record: Record) -> Result<PendingWrite, SinkError> {
         let headers = nats_headers(record.key.as_ref(), &record.headers).map_err(|message| {
             SinkError::Rejected {
-                sink_name: self.name.clone(),
+                sink_name: self.name.to_string(),
                 message,
             }
         })?;

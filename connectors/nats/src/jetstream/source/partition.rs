@@ -19,8 +19,8 @@ use spate_connector::{Event, PartitionId, Position};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::event_headers;
 use crate::jetstream::leases::LeaseValidity;
+use crate::{event_headers, SubjectBytes};
 
 /// How long before its lease can end a leased partition's pull request
 /// must be over.
@@ -101,6 +101,8 @@ pub(super) struct PartitionReader {
     /// A leased partition's lease (`None` for the shared durable): nothing
     /// is fetched or handed out past its end.
     pub(super) validity: Option<LeaseValidity>,
+    /// The subject of the last message received, as shared bytes.
+    subject_bytes: SubjectBytes,
 }
 
 impl PartitionReader {
@@ -140,6 +142,7 @@ impl PartitionReader {
             keep_after_release: true,
             lag: None,
             validity,
+            subject_bytes: SubjectBytes::default(),
         }
     }
 
@@ -195,7 +198,8 @@ impl PartitionReader {
                 return;
             }
         }
-        let (mut key, headers) = event_headers(message.subject.as_str(), message.headers.as_ref());
+        let subject = self.subject_bytes.get(message.subject.as_str());
+        let (mut key, headers) = event_headers(subject, message.headers.as_ref());
         if let Some(token) = keys.key_token {
             if let Some(part) = message.subject.as_str().split('.').nth(token - 1) {
                 key = Some(bytes::Bytes::copy_from_slice(part.as_bytes()));
