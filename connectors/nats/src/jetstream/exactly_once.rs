@@ -3,7 +3,12 @@
 //! id (`stream/partition/sequence/n`, see
 //! [`spate_connector::RECORD_ID_HEADER`]), and the input
 //! is acknowledged — with a double ack that waits for the server's
-//! confirmation — only after every output's publish ack.
+//! confirmation — only after every output's publish ack. Both happen in the
+//! session's commit, which the engine runs off its scheduler: the publish
+//! acks are awaited, then every input message the committed positions cover
+//! is double-acked at once (see [`AckLedger`]), and the commit succeeds
+//! only once the server confirmed them all; the source's own `commit` that
+//! follows then only forgets them.
 //!
 //! JetStream has no transactions, so this is not all-or-nothing: after a
 //! crash between the publish acks and the input acks, the input is
@@ -20,24 +25,33 @@
 
 use std::collections::HashSet;
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::context::{PublishAckFuture, PublishError};
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self as js};
 use async_trait::async_trait;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use spate_connector::{
     CommitPosition, Record, StoredPosition, TransactionError, TransactionSession,
     TransactionalTarget, RECORD_ID_HEADER,
 };
 
+use super::ack_ledger::AckLedger;
 use crate::nats_headers;
 
-/// Unacknowledged publishes a transaction holds before it waits for their
-/// acks. async-nats lets a context have 5,000 publishes awaiting their ack
-/// and blocks the next publish until one is awaited; a transaction holding
-/// every ack until its commit would wait on itself past that, so acks are
-/// settled as they pile up (and a failed one fails the commit).
-const SETTLE_AT: usize = 1024;
+/// Unacknowledged publishes a transaction holds before a write waits for
+/// the oldest acks. async-nats lets a context have 5,000 publishes awaiting
+/// their ack and blocks the next publish until one is awaited; a
+/// transaction holding every ack until its commit would wait on itself past
+/// that, so acks that arrived are taken in as writes go (a failed one fails
+/// the commit), and a write waits only while this many are outstanding.
+const SETTLE_AT: usize = 4096;
+
+/// A publish ack on its way.
+type AckFuture = <PublishAckFuture as IntoFuture>::IntoFuture;
 
 /// The header JetStream de-duplicates publishes by.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
@@ -46,10 +60,14 @@ pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 pub struct JetStreamTransaction {
     name: String,
     cluster: String,
+    client: async_nats::Client,
     context: js::Context,
+    /// The source's handed-out input messages, double-acked at commit.
+    inputs: Arc<AckLedger>,
     /// The input's redelivery time (see the module docs).
     redelivery_after: Duration,
-    pending: Vec<PublishAckFuture>,
+    /// Publish acks not yet taken in, polled as they arrive.
+    pending: FuturesUnordered<AckFuture>,
     /// The first publish of the open transaction that was not acknowledged
     /// (found while settling acks early); the commit fails with it.
     failed: Option<String>,
@@ -60,35 +78,49 @@ pub struct JetStreamTransaction {
 impl JetStreamTransaction {
     /// Waits for every pending publish ack, remembering the first failure.
     async fn settle(&mut self) {
-        let acks = futures_util::future::join_all(
-            std::mem::take(&mut self.pending)
-                .into_iter()
-                .map(IntoFuture::into_future),
-        )
-        .await;
-        for ack in acks {
-            if let Err(e) = ack {
-                self.failed.get_or_insert_with(|| e.to_string());
+        self.settle_to(0).await;
+    }
+
+    /// Takes in the publish acks that arrived, then waits for more until
+    /// fewer than `most` are outstanding, remembering the first failure.
+    async fn settle_to(&mut self, most: usize) {
+        while let Some(Some(ack)) = self.pending.next().now_or_never() {
+            self.take_in(ack);
+        }
+        while self.pending.len() > most {
+            match self.pending.next().await {
+                Some(ack) => self.take_in(ack),
+                None => break,
             }
+        }
+    }
+
+    fn take_in(&mut self, ack: Result<PublishAck, PublishError>) {
+        if let Err(e) = ack {
+            self.failed.get_or_insert_with(|| e.to_string());
         }
     }
 
     /// A session publishing through `client` to streams on `cluster` (the
     /// server URL as configured), for an input that delivers an unfinished
     /// message again at most `redelivery_after` after it was first
-    /// delivered (the larger of `ack_wait` and `lease_ttl`).
+    /// delivered (the larger of `ack_wait` and `lease_ttl`), and whose
+    /// handed-out messages are filed in `inputs`.
     pub fn new(
         name: String,
         cluster: String,
         client: async_nats::Client,
         redelivery_after: Duration,
+        inputs: Arc<AckLedger>,
     ) -> Self {
         Self {
             name,
             cluster,
-            context: js::new(client),
+            context: js::new(client.clone()),
+            client,
+            inputs,
             redelivery_after,
-            pending: Vec::new(),
+            pending: FuturesUnordered::new(),
             failed: None,
             checked: HashSet::new(),
         }
@@ -214,9 +246,7 @@ impl TransactionSession for JetStreamTransaction {
             })?
             .unwrap_or_default();
         headers.insert(MSG_ID_HEADER, id.as_str());
-        if self.pending.len() >= SETTLE_AT {
-            self.settle().await;
-        }
+        self.settle_to(SETTLE_AT - 1).await;
         let ack = self
             .context
             .publish_with_headers(target.destination.clone(), headers, record.payload)
@@ -224,24 +254,29 @@ impl TransactionSession for JetStreamTransaction {
             .map_err(|e| {
                 self.abortable(format!("publish to `{}` failed: {e}", target.destination))
             })?;
-        self.pending.push(ack);
+        self.pending.push(ack.into_future());
         Ok(())
     }
 
     async fn commit(
         &mut self,
-        _positions: &[CommitPosition],
+        positions: &[CommitPosition],
         _stored: &[StoredPosition],
     ) -> Result<(), TransactionError> {
-        // The positions are acknowledged by the source's `commit`, which the
-        // engine calls once this returns `Ok`.
+        // The outputs first, then the inputs they came from: this runs off
+        // the engine's scheduler, and the source's `commit`, which the
+        // engine calls once this returns `Ok`, only forgets the acked.
         let timer = spate_connector::internal_events::CommitTimer::start("jetstream");
         self.settle().await;
         let outcome = match self.failed.take() {
             Some(first) => Err(self.abortable(format!(
                 "a publish of this transaction was not acknowledged: {first}"
             ))),
-            None => Ok(()),
+            None => self
+                .inputs
+                .double_ack(&self.client, positions)
+                .await
+                .map_err(|message| self.abortable(message)),
         };
         timer.finish(&self.name, &outcome, "JetStream exactly-once commit failed");
         outcome
@@ -250,7 +285,7 @@ impl TransactionSession for JetStreamTransaction {
     async fn abort(&mut self) -> Result<(), TransactionError> {
         // Published records cannot be taken back; the engine publishes them
         // again with the same ids, which the stream drops as duplicates.
-        self.pending.clear();
+        self.pending = FuturesUnordered::new();
         self.failed = None;
         Ok(())
     }

@@ -49,6 +49,9 @@
 //!   engine and its ack handle held (ordered by sequence). Only
 //!   [`Source::commit`] acks, and it acks exactly the held messages below the
 //!   committed position (`AckKind::Ack`, in sequence order, then a flush).
+//!   Under `exactly_once` the session's commit double-acks them instead,
+//!   after its publish acks and off the engine's scheduler (see
+//!   [`ack_ledger`]), and `Source::commit` only forgets them.
 //!   JetStream acks are per message, so acking never covers a message the
 //!   engine did not finish.
 //! * **Long handlers.** Every held (or received but not yet handed out)
@@ -118,6 +121,7 @@
 //! [`SourceMessage::Assigned`]: spate_connector::SourceMessage::Assigned
 //! [`SourceMessage::Revoked`]: spate_connector::SourceMessage::Revoked
 
+pub mod ack_ledger;
 pub mod exactly_once;
 pub mod leases;
 mod sink;

@@ -1,11 +1,14 @@
 //! Acknowledging what the engine committed: every held sequence below a
 //! committed position is acked (terminated if it was dead-lettered), then
-//! the acks are flushed. Inside an exactly-once session all of a
-//! partition's acks go at once and each waits for the server's
-//! confirmation, so a committed position is stored before the engine goes
-//! on; acked messages are forgotten even if others fail.
+//! the acks are flushed. Inside an exactly-once session the session's
+//! commit already double-acked them (off the engine's scheduler, see
+//! [`AckLedger`](crate::jetstream::ack_ledger::AckLedger)), each confirmed
+//! by the server; here they are only forgotten, after double-acking any the
+//! session did not (normally none), so a committed position is stored
+//! before the engine goes on; acked messages are forgotten even if others
+//! fail.
 
-use spate_connector::{CommitPosition, PartitionId, SourceError};
+use spate_connector::{CommitPosition, SourceError};
 
 use super::JetStreamSource;
 
@@ -15,25 +18,19 @@ impl JetStreamSource {
         &mut self,
         positions: &[CommitPosition],
     ) -> Result<(), SourceError> {
+        if self.exactly_once {
+            return self.double_ack(positions).await;
+        }
         for position in positions {
             let Some(reader) = self.readers.get_mut(&position.partition) else {
                 continue;
             };
-            let sequences: Vec<u64> = reader
-                .held
-                .range(..position.next_offset)
-                .map(|(s, _)| *s)
-                .collect();
-            if self.exactly_once {
-                self.double_ack(position.partition, &sequences).await?;
-                continue;
-            }
-            for sequence in sequences {
-                let acked = match reader.held.get(&sequence) {
-                    Some(entry) => entry.acker.ack_with(reader.ack_kind(sequence)).await,
-                    None => continue,
-                };
-                if let Err(e) = acked {
+            let mut below = reader.take_held_below(position.next_offset).into_iter();
+            while let Some((sequence, entry)) = below.next() {
+                if let Err(e) = entry.acker.ack_with(reader.ack_kind(sequence)).await {
+                    // Not acked: this one and the rest stay held.
+                    reader.held.insert(sequence, entry);
+                    reader.held.extend(below);
                     return Err(SourceError::Unavailable {
                         source_name: self.name.clone(),
                         message: format!(
@@ -42,11 +39,8 @@ impl JetStreamSource {
                         ),
                     });
                 }
-                reader.acked(sequence);
+                reader.terminated.remove(&sequence);
             }
-        }
-        if self.exactly_once {
-            return Ok(());
         }
         self.client
             .flush()
@@ -57,41 +51,27 @@ impl JetStreamSource {
             })
     }
 
-    /// Exactly-once acks: all at once, each waiting for the server's
-    /// confirmation, so a committed position is really stored before the
-    /// engine goes on. Acked messages are forgotten even if others fail.
-    async fn double_ack(
-        &mut self,
-        partition: PartitionId,
-        sequences: &[u64],
-    ) -> Result<(), SourceError> {
-        let Some(reader) = self.readers.get_mut(&partition) else {
-            return Ok(());
-        };
-        let acks = futures_util::future::join_all(sequences.iter().filter_map(|s| {
-            reader
-                .held
-                .get(s)
-                .map(|entry| entry.acker.double_ack_with(reader.ack_kind(*s)))
-        }))
-        .await;
-        let mut first_error = None;
-        for (sequence, result) in sequences.iter().zip(acks) {
-            match result {
-                Ok(()) => reader.acked(*sequence),
-                Err(e) => {
-                    first_error.get_or_insert(format!(
-                        "ack of partition {partition} sequence {sequence} failed: {e}"
-                    ));
+    /// Exactly-once: double-acks, all at once and each confirmed, what the
+    /// session's commit left in the ledger below the positions (normally
+    /// nothing), then forgets every held message below them. Nothing is
+    /// forgotten if an ack failed.
+    async fn double_ack(&mut self, positions: &[CommitPosition]) -> Result<(), SourceError> {
+        if let Some(ledger) = &self.ledger {
+            ledger
+                .double_ack(&self.client, positions)
+                .await
+                .map_err(|message| SourceError::Unavailable {
+                    source_name: self.name.clone(),
+                    message,
+                })?;
+        }
+        for position in positions {
+            if let Some(reader) = self.readers.get_mut(&position.partition) {
+                for sequence in reader.take_held_below(position.next_offset).keys() {
+                    reader.terminated.remove(sequence);
                 }
             }
         }
-        match first_error {
-            None => Ok(()),
-            Some(message) => Err(SourceError::Unavailable {
-                source_name: self.name.clone(),
-                message,
-            }),
-        }
+        Ok(())
     }
 }

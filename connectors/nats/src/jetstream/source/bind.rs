@@ -190,6 +190,7 @@ impl JetStreamSourceBuilder {
             cluster: self.connect.display_url(),
             redelivery_after: self.redelivery_after(),
             exactly_once: false,
+            ledger: None,
         }))
     }
 }

@@ -25,13 +25,14 @@ impl JetStreamSource {
         match event {
             LeaseEvent::Claimed(partition, consumer, validity) => {
                 if !self.readers.contains_key(&partition) {
-                    let reader = PartitionReader::start(
+                    let mut reader = PartitionReader::start(
                         partition,
                         *consumer,
                         self.fetch_wait,
                         self.feed_tx.clone(),
                         Some(validity),
                     );
+                    reader.ledger = self.ledger.clone();
                     self.readers.insert(partition, reader);
                 }
             }
@@ -100,13 +101,14 @@ impl JetStreamSource {
         }
         match binder.bind_from_ack_floor(partition).await {
             Ok(consumer) => {
-                let reader = PartitionReader::start(
+                let mut reader = PartitionReader::start(
                     partition,
                     consumer,
                     self.fetch_wait,
                     self.feed_tx.clone(),
                     validity,
                 );
+                reader.ledger = self.ledger.clone();
                 self.readers.insert(partition, reader);
             }
             Err(e) => {

@@ -31,6 +31,7 @@ use spate_connector::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::ack_ledger::AckLedger;
 use super::leases::{LeaseCommand, LeaseEvent};
 use super::JetStreamTransaction;
 use crate::connection::ConnectSettings;
@@ -127,8 +128,12 @@ pub struct JetStreamSource {
     /// (`ack_wait`, or `lease_ttl` if larger with partitions).
     cluster: String,
     redelivery_after: Duration,
-    /// An exactly-once session is open: acks wait for the server's reply.
+    /// An exactly-once session is open: acks wait for the server's reply,
+    /// and the session's commit sends them (see [`AckLedger`]).
     exactly_once: bool,
+    /// Under `exactly_once`: the handed-out messages, shared with the
+    /// session.
+    ledger: Option<Arc<AckLedger>>,
 }
 
 impl JetStreamSource {
@@ -318,17 +323,26 @@ impl Source for JetStreamSource {
         if let Some(reader) = self.readers.get_mut(&partition) {
             if reader.held.contains_key(&offset) {
                 reader.terminated.insert(offset);
+                if let Some(ledger) = &reader.ledger {
+                    ledger.terminate(partition, offset);
+                }
             }
         }
     }
 
     async fn begin_exactly_once(&mut self) -> Result<Box<dyn TransactionSession>, SourceError> {
         self.exactly_once = true;
+        let ledger = Arc::new(AckLedger::default());
+        for reader in self.readers.values_mut() {
+            reader.ledger = Some(ledger.clone());
+        }
+        self.ledger = Some(ledger.clone());
         Ok(Box::new(JetStreamTransaction::new(
             format!("{}:exactly-once", self.name),
             self.cluster.clone(),
             self.client.clone(),
             self.redelivery_after,
+            ledger,
         )))
     }
 

@@ -19,6 +19,9 @@ use spate_connector::{Event, PartitionId, Position};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use async_nats::Subject;
+
+use crate::jetstream::ack_ledger::AckLedger;
 use crate::jetstream::leases::LeaseValidity;
 use crate::{event_headers, SubjectBytes};
 
@@ -57,10 +60,12 @@ pub(super) enum Phase {
     Revoked,
 }
 
-/// A received message: the event (while not handed out) and its ack handle.
+/// A received message: the event (while not handed out), its ack handle
+/// and its ack subject (filed in the exactly-once ack ledger).
 pub(super) struct Pending {
     pub(super) event: Option<Event>,
     pub(super) acker: Acker,
+    pub(super) reply: Option<Subject>,
     pub(super) touched: Instant,
 }
 
@@ -103,6 +108,9 @@ pub(super) struct PartitionReader {
     pub(super) validity: Option<LeaseValidity>,
     /// The subject of the last message received, as shared bytes.
     subject_bytes: SubjectBytes,
+    /// Under `exactly_once`: where handed-out messages are filed for the
+    /// session's commit to double-ack (see [`AckLedger`]).
+    pub(super) ledger: Option<Arc<AckLedger>>,
 }
 
 impl PartitionReader {
@@ -143,6 +151,7 @@ impl PartitionReader {
             lag: None,
             validity,
             subject_bytes: SubjectBytes::default(),
+            ledger: None,
         }
     }
 
@@ -187,12 +196,19 @@ impl PartitionReader {
             }
         };
         self.lag = Some(pending);
+        let reply = message.message.reply.clone();
         let (message, acker) = message.split();
         let now = Instant::now();
+        if let (Some(ledger), Some(reply)) = (&self.ledger, &reply) {
+            if self.held.contains_key(&sequence) {
+                ledger.renew(self.id, self.serial, sequence, reply.clone());
+            }
+        }
         // A redelivery of something held or waiting: keep the newest handle.
         for map in [&mut self.held, &mut self.staged, &mut self.out_of_order] {
             if let Some(entry) = map.get_mut(&sequence) {
                 entry.acker = acker;
+                entry.reply = reply;
                 entry.touched = now;
                 tracing::debug!(source = %source_name, sequence, "duplicate delivery dropped");
                 return;
@@ -219,6 +235,7 @@ impl PartitionReader {
         let entry = Pending {
             event: Some(event),
             acker,
+            reply,
             touched: now,
         };
         if sequence > self.last_handed {
@@ -244,8 +261,10 @@ impl PartitionReader {
     }
 
     /// Moves up to `max` staged events, in sequence order, into `events`.
+    /// Under `exactly_once` they are filed in the ack ledger too.
     pub(super) fn hand_out(&mut self, max: usize, events: &mut Vec<Event>) {
         let mut taken = 0;
+        let mut filed = Vec::new();
         while taken < max {
             let Some((sequence, mut entry)) = self.staged.pop_first() else {
                 break;
@@ -254,8 +273,22 @@ impl PartitionReader {
                 events.push(event);
                 taken += 1;
             }
+            if let (Some(_), Some(reply)) = (&self.ledger, &entry.reply) {
+                filed.push((sequence, reply.clone()));
+            }
             self.last_handed = sequence;
             self.held.insert(sequence, entry);
+        }
+        if let Some(ledger) = self.ledger.as_ref().filter(|_| !filed.is_empty()) {
+            ledger.file(self.id, self.serial, filed);
+        }
+    }
+
+    /// Forgets what this reader filed in the ack ledger: its messages go
+    /// back to the server.
+    fn forget_filed(&self) {
+        if let Some(ledger) = &self.ledger {
+            ledger.forget(self.id, self.serial);
         }
     }
 
@@ -269,10 +302,11 @@ impl PartitionReader {
         }
     }
 
-    /// Forgets an acknowledged sequence.
-    pub(super) fn acked(&mut self, sequence: u64) {
-        self.held.remove(&sequence);
-        self.terminated.remove(&sequence);
+    /// Takes the held messages below `next_offset` out, in sequence order
+    /// (to be acked, or forgotten once acked).
+    pub(super) fn take_held_below(&mut self, next_offset: u64) -> BTreeMap<u64, Pending> {
+        let above = self.held.split_off(&next_offset);
+        std::mem::replace(&mut self.held, above)
     }
 
     /// Sends in-progress acks for everything that waited `every`.
@@ -300,6 +334,7 @@ impl PartitionReader {
     /// Hands back, for redelivery after `delay`, every message not acked,
     /// and clears the partition's state.
     pub(super) async fn nak_all(&mut self, source_name: &str, delay: Option<Duration>) {
+        self.forget_filed();
         for map in [&mut self.held, &mut self.staged, &mut self.out_of_order] {
             for (sequence, entry) in std::mem::take(map) {
                 nak(self.id, sequence, entry, delay, source_name).await;
@@ -311,6 +346,7 @@ impl PartitionReader {
     /// Starts the partition afresh after a release it keeps: unfinished
     /// held messages go back to the server, the waiting redeliveries first.
     pub(super) async fn restart(&mut self, source_name: &str) {
+        self.forget_filed();
         for (sequence, entry) in std::mem::take(&mut self.held) {
             nak(self.id, sequence, entry, None, source_name).await;
         }
@@ -344,6 +380,7 @@ async fn nak(
 
 impl Drop for PartitionReader {
     fn drop(&mut self) {
+        self.forget_filed();
         self.task.abort();
     }
 }
