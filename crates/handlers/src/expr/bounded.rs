@@ -242,6 +242,12 @@ impl<'s> Walk<'s> {
                     .map_or(CONSTANT, |(_, cost)| *cost),
             ),
             Term::Path(base, path) => {
+                // Each part is a term: jaq evaluates a path part by part,
+                // one frame deeper per part.
+                self.nodes = self.nodes.saturating_add(path.0.len());
+                if self.nodes > MAX_INLINE_NODES {
+                    return None;
+                }
                 let base = self.term(base, d)?;
                 let iterates = literal_path(path)?;
                 Some(Cost {

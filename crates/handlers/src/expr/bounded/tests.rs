@@ -89,3 +89,16 @@ fn depth_beyond_the_limit_finds_a_term_there() {
             .unwrap_or_default()
     ));
 }
+
+#[test]
+fn a_path_longer_than_the_term_limit_goes_to_the_sandbox() {
+    // jaq evaluates a path one frame per part: a path of thousands of
+    // parts overflowed the handler task's stack when it ran inline.
+    let short = format!("{}.amount >= 0", ".a".repeat(8));
+    assert!(bounded(&short), "{short} should run inline");
+    let long = format!("{}.amount >= 0", ".a".repeat(MAX_INLINE_NODES));
+    assert!(
+        !bounded(&long),
+        "a path of {MAX_INLINE_NODES} parts should go to the sandbox"
+    );
+}
