@@ -117,6 +117,35 @@ async fn a_write_resolves_only_once_its_line_is_in_the_file() {
     }
 }
 
+#[tokio::test]
+async fn sends_queue_in_order_and_each_resolves_once_its_line_is_in_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("out.jsonl");
+    let sink = sink("file", &[("path", path_str(&path))]).await;
+    // Sent one after another without waiting: the sink groups them.
+    let mut pending = Vec::new();
+    for i in 0..500 {
+        let write = sink
+            .send(Record::from_payload(format!("record {i}")))
+            .await
+            .expect("accepted");
+        pending.push((i, write));
+    }
+    for (i, write) in pending {
+        write.await.expect("acknowledged");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            text.contains(&format!("{{\"payload\":\"record {i}\"}}\n")),
+            "acknowledged record {i} must be in the file"
+        );
+    }
+    let text = std::fs::read_to_string(&path).expect("read");
+    let expected: String = (0..500)
+        .map(|i| format!("{{\"payload\":\"record {i}\"}}\n"))
+        .collect();
+    assert_eq!(text, expected, "every line once, in the order sent");
+}
+
 /// Writes one record of `payload` through a file sink of `entries`.
 async fn write_one(entries: &[(&str, &str)], payload: &'static str) {
     sink("file", entries)

@@ -1,8 +1,9 @@
 //! The `file` sink: records appended to a JSON Lines file as [`envelope`]
 //! lines, with group commit.
 //!
-//! Every [`Sink::write`] encodes its record in the caller's task and sends
-//! the line over a bounded queue to one writer task. The writer takes
+//! Every [`Sink::send`] (and [`Sink::write`]) encodes its record in the
+//! caller's task and sends the line over a bounded queue to one writer task;
+//! `send` returns once the line is queued. The writer takes
 //! everything queued, writes it with one system call, flushes (the file has
 //! no user-space buffer, so the data is with the OS once written), calls
 //! `sync_data` when `fsync` is on, and only then completes each write: a
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use spate_connector::{Record, Sink, SinkError};
+use spate_connector::{PendingWrite, Record, Sink, SinkError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::envelope;
@@ -98,20 +99,36 @@ impl FileSink {
         }
     }
 
-    async fn send(
+    /// Queues `command` (in order with every other) and returns what
+    /// resolves once the writer task answered it.
+    async fn enqueue(
         &self,
         command: Command,
         done: oneshot::Receiver<Result<(), Arc<str>>>,
-    ) -> Result<(), SinkError> {
+    ) -> Result<PendingWrite, SinkError> {
         self.queue.send(command).await.map_err(|_| self.stopped())?;
-        match done.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(SinkError::Unavailable {
-                sink_name: self.name.clone(),
-                message: message.to_string(),
-            }),
-            Err(_) => Err(self.stopped()),
-        }
+        let name = self.name.clone();
+        Ok(Box::pin(async move {
+            match done.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(message)) => Err(SinkError::Unavailable {
+                    sink_name: name,
+                    message: message.to_string(),
+                }),
+                Err(_) => Err(SinkError::Unavailable {
+                    sink_name: name,
+                    message: "the file writer stopped".to_owned(),
+                }),
+            }
+        }))
+    }
+
+    /// Encodes `record` as its line and queues it.
+    async fn enqueue_record(&self, record: &Record) -> Result<PendingWrite, SinkError> {
+        let mut line = Vec::with_capacity(record.payload.len() + 64);
+        envelope::encode(record, &mut line);
+        let (ack, done) = oneshot::channel();
+        self.enqueue(Command::Write { line, ack }, done).await
     }
 }
 
@@ -138,15 +155,19 @@ impl Sink for FileSink {
     }
 
     async fn write(&self, record: Record) -> Result<(), SinkError> {
-        let mut line = Vec::with_capacity(record.payload.len() + 64);
-        envelope::encode(&record, &mut line);
-        let (ack, done) = oneshot::channel();
-        self.send(Command::Write { line, ack }, done).await
+        self.enqueue_record(&record).await?.await
+    }
+
+    /// Queues the line and returns at once: lines sent one after another
+    /// are written together, in the order sent, and each resolves once its
+    /// group is in the file.
+    async fn send(&self, record: Record) -> Result<PendingWrite, SinkError> {
+        self.enqueue_record(&record).await
     }
 
     async fn flush(&self) -> Result<(), SinkError> {
         let (ack, done) = oneshot::channel();
-        self.send(Command::Flush { ack }, done).await
+        self.enqueue(Command::Flush { ack }, done).await?.await
     }
 }
 
