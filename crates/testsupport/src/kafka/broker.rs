@@ -128,9 +128,11 @@ pub struct ReadBack {
 }
 
 /// Reads every partition of `topic` from the beginning (assigned, not
-/// subscribed: no group join),
-/// until `expect` records arrived and then `quiet` passes with nothing new
-/// (or 20 s in all). Reads committed data only when `read_committed`.
+/// subscribed: no group join), at least up to the end each partition had
+/// when the read began, then until `expect` records arrived and `quiet`
+/// passes with nothing new. Reads committed data only when
+/// `read_committed`. Panics if the end is not reached within
+/// [`READ_LIMIT`]: a partial read would pass for lost records.
 pub fn read_topic(
     bootstrap: &str,
     topic: &str,
@@ -168,13 +170,34 @@ pub fn read_topic(
             .expect("offset");
     }
     consumer.assign(&tpl).expect("assign");
+    // Where each partition ended when the read began: everything below is
+    // read (or, under `read_committed`, skipped by the consumer) before
+    // the read may end.
+    let ends: Vec<i64> = (0..partitions as i32)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map_or(0, |(_, high)| high)
+        })
+        .collect();
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + READ_LIMIT;
     // The first fetch needs a connection, metadata and a ListOffsets round
     // trip: give it 3 s more than `quiet`.
     let mut last = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if out.len() >= expect && Instant::now().saturating_duration_since(last) >= quiet {
+    loop {
+        let quiet_now = Instant::now().saturating_duration_since(last) >= quiet;
+        if quiet_now && out.len() >= expect && reached(&consumer, topic, &ends) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            // What other tests read as "nothing more came" (fewer than
+            // `expect`) is theirs to judge; stopping short of the end is not.
+            assert!(
+                reached(&consumer, topic, &ends),
+                "reading {topic} back: {} records in {READ_LIMIT:?}, short of the end {ends:?} it had when the read began",
+                out.len()
+            );
             break;
         }
         match consumer.poll(Duration::from_millis(50)) {
@@ -201,6 +224,24 @@ pub fn read_topic(
         }
     }
     out
+}
+
+/// Longest a [`read_topic`] may take.
+pub const READ_LIMIT: Duration = Duration::from_secs(120);
+
+/// Whether the consumer's position on every partition of `topic` is at or
+/// past `ends`.
+fn reached(consumer: &BaseConsumer, topic: &str, ends: &[i64]) -> bool {
+    let Ok(positions) = consumer.position() else {
+        return false;
+    };
+    ends.iter().enumerate().all(|(p, end)| {
+        *end <= 0
+            || matches!(
+                positions.find_partition(topic, p as i32).map(|e| e.offset()),
+                Some(Offset::Offset(at)) if at >= *end
+            )
+    })
 }
 
 /// The committed offset of each partition of `topic` for `group`
