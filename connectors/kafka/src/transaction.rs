@@ -346,9 +346,10 @@ impl TransactionSession for KafkaTransaction {
                 ),
             })?;
         self.begin()?;
-        let mut base = BaseRecord::to(prepared.topic)
-            .payload(record.payload.as_ref())
-            .headers(prepared.headers);
+        let mut base = BaseRecord::to(prepared.topic).payload(record.payload.as_ref());
+        if let Some(headers) = prepared.headers {
+            base = base.headers(headers);
+        }
         if let Some(key) = record.key.as_deref() {
             base = base.key(key);
         }

@@ -215,9 +215,10 @@ impl Sink for KafkaSink {
             self.replace_if_fatal(&producer);
             producer = self.producer();
         }
-        let mut future = FutureRecord::to(prepared.topic)
-            .payload(record.payload.as_ref())
-            .headers(prepared.headers);
+        let mut future = FutureRecord::to(prepared.topic).payload(record.payload.as_ref());
+        if let Some(headers) = prepared.headers {
+            future = future.headers(headers);
+        }
         if let Some(key) = record.key.as_deref() {
             future = future.key(key);
         }

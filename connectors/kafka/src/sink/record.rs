@@ -12,10 +12,11 @@ use crate::error::Failure;
 /// Header that sends one record to another topic than the sink's `topic`.
 pub const TOPIC_HEADER: &str = "spate-kafka-topic";
 /// A record's destination topic (borrowed from the record's override
-/// header or the default: no copy per record) and Kafka headers.
+/// header or the default: no copy per record) and Kafka headers (`None`
+/// when there is none to write: librdkafka then builds no header list).
 pub(crate) struct Prepared<'a> {
     pub topic: &'a str,
-    pub headers: OwnedHeaders,
+    pub headers: Option<OwnedHeaders>,
 }
 
 /// Picks the topic (the override header or `default_topic`) and converts
@@ -35,7 +36,18 @@ pub(crate) fn prepare<'a>(
             topic
         }
     };
-    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    let written = record
+        .headers
+        .iter()
+        .filter(|(name, _)| *name != TOPIC_HEADER)
+        .count();
+    if written == 0 {
+        return Ok(Prepared {
+            topic,
+            headers: None,
+        });
+    }
+    let mut headers = OwnedHeaders::new_with_capacity(written);
     for (name, value) in record.headers.iter() {
         if name == TOPIC_HEADER {
             continue;
@@ -45,5 +57,8 @@ pub(crate) fn prepare<'a>(
             value: Some(value.as_ref()),
         });
     }
-    Ok(Prepared { topic, headers })
+    Ok(Prepared {
+        topic,
+        headers: Some(headers),
+    })
 }

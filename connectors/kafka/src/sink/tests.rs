@@ -19,6 +19,7 @@ fn the_topic_header_overrides_and_is_not_written() {
     assert_eq!(prepared.topic, "other");
     let written: Vec<(String, Vec<u8>)> = prepared
         .headers
+        .expect("the other headers are written")
         .iter()
         .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
         .collect();
@@ -26,7 +27,23 @@ fn the_topic_header_overrides_and_is_not_written() {
         written,
         vec![("a".into(), b"1".to_vec()), ("a".into(), b"2".to_vec())]
     );
-    assert_eq!(prepare(&Record::default(), "main").unwrap().topic, "main");
+    let record = Record::default();
+    let plain = prepare(&record, "main").unwrap();
+    assert_eq!(plain.topic, "main");
+    assert!(plain.headers.is_none(), "no header list without headers");
+}
+
+#[test]
+fn a_record_with_only_the_topic_header_gets_no_header_list() {
+    let mut headers = Headers::new();
+    headers.push(TOPIC_HEADER, Bytes::from_static(b"other"));
+    let record = Record {
+        headers,
+        ..Record::default()
+    };
+    let prepared = prepare(&record, "main").unwrap();
+    assert_eq!(prepared.topic, "other");
+    assert!(prepared.headers.is_none());
 }
 
 #[test]
