@@ -5,11 +5,12 @@
 //!
 //! One dedicated thread per source calls `BaseConsumer::poll` every 100 ms.
 //! librdkafka runs rebalance callbacks, statistics and error events on that
-//! thread. Everything it receives goes, converted to owned values, into a
-//! bounded channel the source reads in `next` (cancel safe: a channel
-//! receive). The source calls `commit`, `pause` and `resume` on the same
-//! consumer from the engine's task (librdkafka's API is thread safe; a
-//! commit runs on tokio's blocking pool).
+//! thread. Everything it receives goes, converted to owned values (the
+//! messages one poll round finds ready as one batch), into a bounded
+//! channel the source reads in `next` (cancel safe: a channel receive). The
+//! source calls `commit`, `pause` and `resume` on the same consumer from the
+//! engine's task (librdkafka's API is thread safe; a commit runs on tokio's
+//! blocking pool).
 //!
 //! # Hand-over
 //!
@@ -52,7 +53,7 @@ mod shared;
 mod tests;
 
 pub use interner::Interner;
-pub use poll::poll_loop;
+pub use poll::{poll_loop, BATCH_BYTES, BATCH_EVENTS};
 pub use rebalance::SpateContext;
 pub use shared::{PartitionOffsets, Shared};
 
@@ -62,8 +63,8 @@ pub type KafkaConsumer = BaseConsumer<SpateContext>;
 /// What the poll thread hands the source.
 #[derive(Debug)]
 pub enum Item {
-    /// A message, converted.
-    Event(Event),
+    /// Messages, converted, in the order librdkafka handed them.
+    Events(Vec<Event>),
     /// Partitions now assigned (their events follow).
     Assigned(Vec<PartitionId>),
     /// Partitions being revoked; the callback waits for their release.

@@ -2,8 +2,13 @@
 //! only because the partition is not fetching yet is tried again after the
 //! next poll), polls librdkafka every [`POLL_INTERVAL`] and converts each
 //! message into an owned [`Event`] (headers read without panicking on names
-//! that are not UTF-8). It ends on shutdown or when the source is gone, and
-//! closes the consumer off the async runtime.
+//! that are not UTF-8). Everything librdkafka has ready goes to the source
+//! as one batch (at most [`BATCH_EVENTS`] events; it ends once it holds
+//! [`BATCH_BYTES`] bytes), in librdkafka's order, without waiting once a
+//! first message is there; events polled before anything else the thread
+//! sends (an error, a rebalance callback's item) are sent before it, so the
+//! source sees items in the order they happened. It ends on shutdown or
+//! when the source is gone, and closes the consumer off the async runtime.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +25,12 @@ use super::{lock, Item, KafkaConsumer, Shared};
 /// How long one `poll` call waits; also how quickly the thread notices
 /// shutdown.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Most events one batch holds.
+pub const BATCH_EVENTS: usize = 1024;
+/// A batch ends once its events hold this many bytes (so it holds at most
+/// this plus one message).
+pub const BATCH_BYTES: usize = 1 << 20;
 
 /// Polls until shutdown or until the source is gone, forwarding everything.
 /// The thread's `Arc` of the consumer is usually the last one, so closing
@@ -79,18 +90,36 @@ fn poll_until_shutdown(consumer: &KafkaConsumer, shared: &Shared) {
                 return;
             }
         }
-        let item = match consumer.poll(POLL_INTERVAL) {
-            None => continue,
-            Some(Ok(message)) => {
-                let (id, topic) = shared.interner().id(message.topic(), message.partition());
-                Item::Event(to_event(&message, id, topic))
-            }
-            Some(Err(error)) => Item::Error(error),
-        };
-        if !shared.send(item) {
+        if !poll_batch(consumer, shared) {
             break;
         }
     }
+}
+
+/// Waits up to [`POLL_INTERVAL`] for the first message, then takes what
+/// else librdkafka has ready without waiting, and sends it as one batch.
+/// Events wait in [`Shared`] meanwhile, so that anything else sent (a
+/// rebalance callback's item during a poll, an error) goes after the events
+/// polled before it. False when the source is gone.
+fn poll_batch(consumer: &KafkaConsumer, shared: &Shared) -> bool {
+    let mut count = 0;
+    let mut bytes = 0;
+    let mut timeout = POLL_INTERVAL;
+    while count < BATCH_EVENTS && bytes < BATCH_BYTES {
+        match consumer.poll(timeout) {
+            None => break,
+            Some(Ok(message)) => {
+                let (id, topic) = shared.interner().id(message.topic(), message.partition());
+                let event = to_event(&message, id, topic);
+                count += 1;
+                bytes += event.byte_len();
+                shared.stage(event);
+            }
+            Some(Err(error)) => return shared.send(Item::Error(error)),
+        }
+        timeout = Duration::ZERO;
+    }
+    shared.flush()
 }
 
 /// What a seek's error says (`BaseConsumer::seek` gives librdkafka's

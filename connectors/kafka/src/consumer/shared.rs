@@ -2,14 +2,16 @@
 //! the interner, the channel to the source, the hand-over of revoked
 //! partitions (a revocation waits until the engine releases them, the source
 //! shuts down, or the hand-over limit passes), the seeks the poll thread is
-//! to do and the partitions' offsets from librdkafka's statistics.
+//! to do, the partitions' offsets from librdkafka's statistics, and the
+//! batch of events the poll thread is filling (sent before any other item,
+//! so items keep the order they happened in).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use spate_connector::PartitionId;
+use spate_connector::{Event, PartitionId};
 use tokio::sync::mpsc;
 
 use super::{lock, Interner, Item};
@@ -48,6 +50,8 @@ pub struct Shared {
     pub(super) read_committed: bool,
     /// For log lines.
     pub(super) name: String,
+    /// Events polled and not sent yet (only the poll thread touches it).
+    staged: Mutex<Vec<Event>>,
 }
 
 impl Shared {
@@ -71,6 +75,7 @@ impl Shared {
             seeks: Mutex::new(Vec::new()),
             read_committed,
             name,
+            staged: Mutex::new(Vec::new()),
         }
     }
 
@@ -115,8 +120,25 @@ impl Shared {
         lock(&self.offsets).get(&id).copied()
     }
 
-    /// Sends from the poll thread; false when the source is gone.
+    /// Sends from the poll thread, after the events staged before it;
+    /// false when the source is gone.
     pub(super) fn send(&self, item: Item) -> bool {
+        self.flush() && self.send_now(item)
+    }
+
+    /// Adds a polled event to the batch [`Shared::flush`] sends.
+    pub(super) fn stage(&self, event: Event) {
+        lock(&self.staged).push(event);
+    }
+
+    /// Sends the staged events as one batch (nothing if none); false when
+    /// the source is gone.
+    pub(super) fn flush(&self) -> bool {
+        let batch = std::mem::take(&mut *lock(&self.staged));
+        batch.is_empty() || self.send_now(Item::Events(batch))
+    }
+
+    fn send_now(&self, item: Item) -> bool {
         if self.is_shut_down() {
             return false;
         }

@@ -81,3 +81,50 @@ fn release_unblocks_a_waiting_revocation_and_shutdown_always_does() {
     shared.shut_down();
     waiter.join().unwrap();
 }
+
+fn event(offset: u64) -> spate_connector::Event {
+    spate_connector::Event {
+        key: None,
+        payload: bytes::Bytes::from_static(b"x"),
+        headers: spate_connector::Headers::new(),
+        timestamp_ms: None,
+        position: spate_connector::Position {
+            stream: "t".into(),
+            partition: 0,
+            offset,
+        },
+    }
+}
+
+fn offsets(item: Item) -> Vec<u64> {
+    match item {
+        Item::Events(events) => events.iter().map(|e| e.position.offset).collect(),
+        other => panic!("expected events, got {other:?}"),
+    }
+}
+
+#[test]
+fn staged_events_go_out_as_one_batch_before_any_later_item() {
+    let (tx, mut rx) = mpsc::channel(4);
+    let shared = Shared::new(
+        "test".into(),
+        Interner::new(None),
+        tx,
+        Duration::from_secs(30),
+        true,
+    );
+    assert!(shared.flush(), "nothing staged: nothing to send");
+    assert!(rx.try_recv().is_err(), "an empty batch is not sent");
+    shared.stage(event(1));
+    shared.stage(event(2));
+    assert!(shared.send(Item::Assigned(vec![3])));
+    shared.stage(event(3));
+    assert!(shared.flush());
+    assert_eq!(offsets(rx.try_recv().unwrap()), vec![1, 2]);
+    assert!(matches!(rx.try_recv().unwrap(), Item::Assigned(ids) if ids == vec![3]));
+    assert_eq!(offsets(rx.try_recv().unwrap()), vec![3]);
+    assert!(rx.try_recv().is_err());
+    shared.shut_down();
+    shared.stage(event(4));
+    assert!(!shared.flush(), "the source is gone");
+}

@@ -55,9 +55,10 @@
 //!    pausing librdkafka drops what it had prefetched, so pausing it on every
 //!    engine pause made each pause/resume cycle fetch the same records again
 //!    (a 3.3× throughput loss at a 5,000-event bound in `benches/kafka_e2e`).
-//!    Memory per partition stays bounded by `HOLD_BYTES` plus one channel of
-//!    events. librdkafka resumes fetching after the last message it handed
-//!    to the poll thread, so nothing is lost or repeated.
+//!    Memory stays bounded by `HOLD_BYTES` per partition plus one channel
+//!    of batches (8 batches of at most 1 MiB plus one message each).
+//!    librdkafka resumes fetching after the last message it handed to the
+//!    poll thread, so nothing is lost or repeated.
 //! 4. **Revocation is a hand-over.** The rebalance callback returns
 //!    [`SourceMessage::Revoked`] and holds the rebalance until
 //!    [`Source::release`]; see [`consumer`](crate::consumer). Held events of
@@ -106,8 +107,10 @@ mod settings;
 
 pub use settings::{Assignment, SourceSettings, Subscription, DEFAULT_COMMIT_TIMEOUT};
 
-/// Items the poll thread may queue ahead of the source.
-const CHANNEL_CAPACITY: usize = 512;
+/// Items (most of them batches of events, see
+/// [`BATCH_EVENTS`](crate::consumer::BATCH_EVENTS)) the poll thread may
+/// queue ahead of the source.
+const CHANNEL_CAPACITY: usize = 8;
 
 /// Bytes of fetched events a partition may hold in the source before
 /// fetching it is paused in librdkafka (resumed at half).
@@ -276,7 +279,11 @@ impl KafkaSource {
     /// Files one item from the poll thread.
     fn accept(&mut self, item: Item) {
         match item {
-            Item::Event(event) => self.hold(event),
+            Item::Events(events) => {
+                for event in events {
+                    self.hold(event);
+                }
+            }
             Item::Assigned(ids) => self.assigned(ids),
             Item::Revoked(ids) => self.revoked(ids),
             Item::Error(error) => {
