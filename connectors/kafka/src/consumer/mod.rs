@@ -9,8 +9,7 @@
 //! messages one poll round finds ready as one batch), into a bounded
 //! channel the source reads in `next` (cancel safe: a channel receive). The
 //! source calls `commit`, `pause` and `resume` on the same consumer from the
-//! engine's task (librdkafka's API is thread safe; a commit runs on tokio's
-//! blocking pool).
+//! engine's task (librdkafka's API is thread safe).
 //!
 //! # Hand-over
 //!
@@ -34,6 +33,7 @@
 //!
 //! # Modules
 //!
+//! `commit_queue` carries the source's group commits and their outcomes,
 //! `interner` hands out the partition ids, `shared` holds what the poll
 //! thread, the source and its transaction session share (the hand-over
 //! among it), `rebalance` is the consumer context librdkafka calls back,
@@ -45,6 +45,7 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use spate_connector::{Event, PartitionId};
 
+mod commit_queue;
 mod interner;
 mod poll;
 mod rebalance;
@@ -52,6 +53,7 @@ mod shared;
 #[cfg(test)]
 mod tests;
 
+pub use commit_queue::CommitQueue;
 pub use interner::Interner;
 pub use poll::{poll_loop, BATCH_BYTES, BATCH_EVENTS};
 pub use rebalance::SpateContext;

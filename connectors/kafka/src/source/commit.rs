@@ -1,10 +1,13 @@
 //! The commit path outside exactly-once sessions: the positions the engine
-//! gives are committed to the group synchronously on tokio's blocking pool,
-//! waiting at most `commit_timeout`, with never more than one commit
-//! waiting for the group coordinator at a time. Inside a session the
-//! session's transactions carry the offsets and this does nothing.
+//! gives are committed to the group asynchronously through the source's
+//! [`CommitQueue`](crate::consumer::CommitQueue), whose reply says whether
+//! the group coordinator confirmed them; `commit` waits at most
+//! `commit_timeout` for it, and never sends a second commit while an
+//! earlier one's outcome is still outstanding (it waits for that first). No
+//! thread blocks on the coordinator. Inside a session the session's
+//! transactions carry the offsets and this does nothing.
 
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::Offset;
 use spate_connector::internal_events::CommitTimer;
 use spate_connector::{CommitPosition, SourceError};
@@ -47,46 +50,40 @@ impl KafkaSource {
         if tpl.count() == 0 {
             return Ok(());
         }
-        // librdkafka waits for the group coordinator without limit; wait at
-        // most `commit_timeout` here, and never start a second commit while
-        // an earlier one still waits (so at most one blocking thread).
         let timeout = self.settings.commit_timeout;
-        if let Some(earlier) = self.pending_commit.as_mut() {
-            if tokio::time::timeout(timeout, earlier).await.is_err() {
-                return Err(self.commit_unavailable(
-                    "an earlier commit is still waiting for the group coordinator".to_owned(),
-                ));
-            }
-            // Its outcome was reported (as not confirmed) already.
-            self.pending_commit = None;
-        }
-        let consumer = self.consumer()?.clone();
-        let task = self
-            .pending_commit
-            .insert(tokio::task::spawn_blocking(move || {
-                consumer.commit(&tpl, CommitMode::Sync)
-            }));
-        let committed = match tokio::time::timeout(timeout, task).await {
-            Err(_) => {
-                return Err(self.commit_unavailable(format!(
-                    "the group coordinator did not confirm the commit within {timeout:?} (`commit_timeout`)"
-                )))
-            }
-            Ok(joined) => {
-                self.pending_commit = None;
-                joined.map_err(|e| SourceError::Fatal {
-                    source_name: self.name.clone(),
-                    message: format!("the commit task failed: {e}"),
-                })?
-            }
+        let Some(commits) = self.commits.as_mut() else {
+            return Err(SourceError::Fatal {
+                source_name: self.name.clone(),
+                message: "the source is closed".to_owned(),
+            });
         };
-        match committed {
-            Ok(()) => Ok(()),
-            Err(error) if code_of(&error).is_some_and(is_auth_error) => {
-                Err(consumer_failure(&error, self.servers()).into_source(&self.name))
-            }
-            Err(error) => Err(self.commit_unavailable(format!("{error}"))),
+        // An earlier commit whose wait ran out: its outcome was reported (as
+        // not confirmed) already; only its end is awaited here.
+        if commits.is_waiting() && commits.outcome(timeout).await.is_none() {
+            return Err(self.commit_unavailable(
+                "an earlier commit is still waiting for the group coordinator".to_owned(),
+            ));
         }
+        let outcome = match commits.start(&tpl) {
+            Ok(()) => commits.outcome(timeout).await,
+            Err(error) => Some(Err(error)),
+        };
+        match outcome {
+            None => Err(self.commit_unavailable(format!(
+                "the group coordinator did not confirm the commit within {timeout:?} (`commit_timeout`)"
+            ))),
+            Some(Ok(())) => Ok(()),
+            Some(Err(error)) => Err(self.commit_failure(&error)),
+        }
+    }
+
+    /// A refused or failed commit: an authorization refusal as the
+    /// consumer reports it, anything else retryable.
+    fn commit_failure(&self, error: &KafkaError) -> SourceError {
+        if code_of(error).is_some_and(is_auth_error) {
+            return consumer_failure(error, self.servers()).into_source(&self.name);
+        }
+        self.commit_unavailable(format!("{error}"))
     }
 
     fn commit_unavailable(&self, why: String) -> SourceError {

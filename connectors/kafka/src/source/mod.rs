@@ -38,8 +38,9 @@
 //!
 //! 1. **Stage on read, apply on commit.** `enable.auto.commit` and
 //!    `enable.auto.offset.store` are off; [`Source::commit`] commits exactly
-//!    the positions the engine gives (synchronously, on tokio's blocking
-//!    pool). A committed offset is "the next offset to read", as in
+//!    the positions the engine gives (asynchronously, reporting success
+//!    only once the group coordinator confirmed them; no thread waits for
+//!    it). A committed offset is "the next offset to read", as in
 //!    [`CommitPosition`]. Once an exactly-once session is open,
 //!    [`Source::commit`] does nothing: the session's transactions carry the
 //!    offsets.
@@ -94,7 +95,9 @@ use spate_connector::{
 };
 use tokio::sync::mpsc;
 
-use crate::consumer::{poll_loop, Interner, Item, KafkaConsumer, Shared, SpateContext};
+use crate::consumer::{
+    poll_loop, CommitQueue, Interner, Item, KafkaConsumer, Shared, SpateContext,
+};
 use crate::error::{consumer_failure, Failure};
 use crate::probe;
 use crate::transaction::KafkaTransaction;
@@ -188,8 +191,9 @@ pub struct KafkaSource {
     handed: HashMap<PartitionId, u64>,
     /// Where the next batch starts its round over the partitions.
     cursor: PartitionId,
-    /// A commit still waiting for the group coordinator.
-    pending_commit: Option<tokio::task::JoinHandle<rdkafka::error::KafkaResult<()>>>,
+    /// Group commits and their outcomes (`None` once stopped: it must go
+    /// before the consumer does).
+    commits: Option<CommitQueue>,
     /// An exactly-once session is open: its transactions commit the
     /// offsets, and [`Source::commit`] does nothing.
     exactly_once: bool,
@@ -241,6 +245,7 @@ impl KafkaSource {
                     message: format!("cannot start the poll thread: {e}"),
                 })?
         };
+        let commits = CommitQueue::new(consumer.clone());
         Ok(Self {
             name,
             settings,
@@ -257,7 +262,7 @@ impl KafkaSource {
             last_offset: HashMap::new(),
             handed: HashMap::new(),
             cursor: 0,
-            pending_commit: None,
+            commits: Some(commits),
             exactly_once: false,
             fresh: BTreeSet::new(),
             seeking: HashMap::new(),
@@ -316,6 +321,7 @@ impl KafkaSource {
     fn stop(&mut self) -> Option<(Arc<KafkaConsumer>, JoinHandle<()>)> {
         self.shared.shut_down();
         self.rx.close();
+        self.commits = None;
         let consumer = self.consumer.take()?;
         let thread = self.thread.take()?;
         Some((consumer, thread))
