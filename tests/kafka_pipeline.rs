@@ -29,6 +29,10 @@ const PARTITIONS: i32 = 4;
 /// Orders loaded at the start (the kill tests load more batches of the same
 /// size when a run gets through everything before its kill).
 const ORDERS_BATCH: usize = 12_000;
+/// Batches of the exactly-once kill test: transactions commit less often
+/// than at-least-once commits, and a run that gets through a whole batch
+/// within its first transactions leaves no kill point mid-stream.
+const ORDERS_BATCH_EOS: usize = 48_000;
 /// Orders of the group test, enough for the kill to land mid-stream.
 const ORDERS_GROUP: usize = 40_000;
 
@@ -307,7 +311,7 @@ fn at_least_once_survives_kill_9_and_loses_nothing() {
 
 #[test]
 fn exactly_once_commits_offsets_only_with_their_outputs_across_kill_points() {
-    let (broker, names, dir) = setup("eos", ORDERS_BATCH);
+    let (broker, names, dir) = setup("eos", ORDERS_BATCH_EOS);
     let file = pipeline(dir.path(), &broker, &names, "exactly_once");
     // Outputs seen above the committed offsets at a kill: a real broker
     // hides them (their transaction never committed), Tansu does not.
