@@ -15,7 +15,7 @@ use spate::Event;
 use spate_connector::testkit::{MemoryLog, MemorySink};
 use spate_connector::{PendingWrite, Record, Sink, SinkError};
 use spate_testsupport::engine::{options, plan, wait_for, Running};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
 /// Accepts records in order at once; each acknowledgement waits until the
 /// test releases it (or fails it).
@@ -138,5 +138,137 @@ async fn a_partition_moves_on_when_outputs_are_accepted_and_commits_when_acknowl
     assert_eq!(
         report.handled, 20,
         "no handler ran twice for a failed acknowledgement"
+    );
+}
+
+/// Accepts a record only with one of a few permits, which its pending write
+/// gives back once polled to its end (not at its first poll): like a JetStream context, whose
+/// publishes wait for acknowledgement permits.
+struct Permits {
+    permits: Arc<Semaphore>,
+    accepted: AtomicUsize,
+}
+
+#[async_trait]
+impl Sink for Permits {
+    fn name(&self) -> &str {
+        "permits"
+    }
+
+    async fn write(&self, record: Record) -> Result<(), SinkError> {
+        self.send(record).await?.await
+    }
+
+    async fn send(&self, _record: Record) -> Result<PendingWrite, SinkError> {
+        let permit = self.permits.clone().acquire_owned().await;
+        self.accepted.fetch_add(1, AtomicOrdering::SeqCst);
+        Ok(Box::pin(async move {
+            // Not acknowledged at the first poll: only whoever drives the
+            // pending writes afterwards gives the permit back.
+            tokio::task::yield_now().await;
+            drop(permit);
+            Ok(())
+        }))
+    }
+}
+
+/// [`Echo`], declared CPU-only: the engine runs it on its scheduler's task.
+struct CpuOnlyEcho;
+
+#[async_trait]
+impl Handler for CpuOnlyEcho {
+    async fn handle(&self, event: Event, ctx: &Context) -> Result<Vec<Output>, HandlerError> {
+        Echo.handle(event, ctx).await
+    }
+
+    fn is_cpu_only(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_waiting_for_room_that_earlier_acks_free_does_not_wedge_an_inline_run() {
+    // More events than permits, in runs of consecutive events of one
+    // partition: a run's writes wait for permits only earlier runs'
+    // acknowledgements give back, and those are driven by the same task.
+    const EVENTS: u64 = 4_000;
+    let log = spate_testsupport::engine::numbered_log("readings", EVENTS, |_| None);
+    let sink = Arc::new(Permits {
+        permits: Arc::new(Semaphore::new(600)),
+        accepted: AtomicUsize::new(0),
+    });
+    let (out, dlq) = (MemorySink::new("unused"), MemorySink::new("dlq"));
+    let mut plan = plan(&log, Arc::new(CpuOnlyEcho), Ordering::Partition, &out, &dlq);
+    plan.outputs = vec![NamedSink {
+        name: Arc::from("out"),
+        sink: sink.clone(),
+        encoder: None,
+    }];
+    let run = Running::start(plan, options());
+    wait_for("every event committed", || log.committed(0) == Some(EVENTS)).await;
+    let report = run.stop().await;
+    assert_eq!(report.outputs, EVENTS);
+    assert_eq!(sink.accepted.load(AtomicOrdering::SeqCst), EVENTS as usize);
+}
+
+/// Each record's first acknowledgement times out (after a while, counted
+/// from when it is first waited on, as a JetStream publish ack's); the
+/// next try of the same record is acknowledged at once.
+#[derive(Default)]
+struct LostFirstAcks {
+    tried: Mutex<std::collections::HashSet<bytes::Bytes>>,
+    accepted: AtomicUsize,
+}
+
+#[async_trait]
+impl Sink for LostFirstAcks {
+    fn name(&self) -> &str {
+        "lost-first-acks"
+    }
+
+    async fn write(&self, record: Record) -> Result<(), SinkError> {
+        self.send(record).await?.await
+    }
+
+    async fn send(&self, record: Record) -> Result<PendingWrite, SinkError> {
+        let first = self.tried.lock().unwrap().insert(record.payload.clone());
+        self.accepted.fetch_add(1, AtomicOrdering::SeqCst);
+        Ok(Box::pin(async move {
+            if first {
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                return Err(SinkError::Unavailable {
+                    sink_name: "lost-first-acks".to_owned(),
+                    message: "timed out: didn't receive ack in time".to_owned(),
+                });
+            }
+            Ok(())
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acknowledgements_of_a_run_time_out_together_not_one_after_another() {
+    // Every first ack lost, timing out 3 s after it is waited on: a run's
+    // acks waited on together time out after one timeout and are written
+    // again; one after another they would take one timeout per event of
+    // the run, far past `wait_for`'s 10 s.
+    const EVENTS: u64 = 100;
+    let log = spate_testsupport::engine::numbered_log("readings", EVENTS, |_| None);
+    let sink = Arc::new(LostFirstAcks::default());
+    let (out, dlq) = (MemorySink::new("unused"), MemorySink::new("dlq"));
+    let mut plan = plan(&log, Arc::new(CpuOnlyEcho), Ordering::Partition, &out, &dlq);
+    plan.outputs = vec![NamedSink {
+        name: Arc::from("out"),
+        sink: sink.clone(),
+        encoder: None,
+    }];
+    let run = Running::start(plan, options());
+    wait_for("every event committed", || log.committed(0) == Some(EVENTS)).await;
+    let report = run.stop().await;
+    assert_eq!(report.outputs, EVENTS);
+    assert_eq!(
+        sink.accepted.load(AtomicOrdering::SeqCst),
+        2 * EVENTS as usize,
+        "each record written twice: the lost try and the acknowledged one"
     );
 }

@@ -7,6 +7,8 @@
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use super::partition::PartitionState;
 use super::Scheduler;
 use crate::events::{ConcurrencyScaledUp, DeadLetterUnwritable, EventFinished, EventsAbandoned};
@@ -57,13 +59,34 @@ impl Scheduler {
     }
 
     /// Runs ready runs on this task for up to one time slice.
+    ///
+    /// While a run waits (a sink's `send` may wait for room that only
+    /// resolving earlier writes frees, as a JetStream context's
+    /// acknowledgement permits), the pending acknowledgements are driven
+    /// too: waiting on them from the task that alone polls them would
+    /// never end.
     async fn dispatch_inline(&mut self) {
         let started = Instant::now();
+        let mut acknowledged = Vec::new();
         while let Some(run) = self.next_run(MAX_RUN) {
             self.count_running(&run);
             let drains = self.shared.drains.load(AtomicOrdering::Acquire);
-            let report = worker::process_run(&self.shared, Run { items: run, drains }).await;
+            let shared = self.shared.clone();
+            let mut processing =
+                std::pin::pin!(worker::process_run(&shared, Run { items: run, drains }));
+            let report = loop {
+                tokio::select! {
+                    biased;
+                    report = &mut processing => break report,
+                    Some(completions) = self.acks.next(), if !self.acks.is_empty() => {
+                        acknowledged.push(completions);
+                    }
+                }
+            };
             self.on_run_report(report);
+            for completions in acknowledged.drain(..) {
+                self.on_acknowledged(completions);
+            }
             if started.elapsed() >= RUN_TIME_SLICE {
                 break;
             }

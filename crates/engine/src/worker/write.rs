@@ -230,18 +230,23 @@ pub async fn await_acks(
     }
 }
 
-/// Waits for the acknowledgements of the written items of one run, in run
-/// order, and reports each as [`await_acks`] does: one future for the run,
-/// not one per event.
+/// Waits for the acknowledgements of the written items of one run, all at
+/// once, and reports each as [`await_acks`] does, in run order: one future
+/// for the run, not one per event. The items wait together, not one after
+/// another: a sink's acknowledgement may time out only once waited on (a
+/// JetStream publish ack does), and after a lost connection each would
+/// otherwise time out in turn, holding the run for the sum of the timeouts.
 pub async fn await_run_acks(
     shared: Arc<FunctionShared>,
     written: Vec<(WorkItem, Accepted)>,
 ) -> Vec<Completion> {
-    let mut completions = Vec::with_capacity(written.len());
-    for (item, accepted) in written {
-        completions.push(await_acks(&shared, item, accepted).await);
-    }
-    completions
+    let shared = &shared;
+    futures::future::join_all(
+        written
+            .into_iter()
+            .map(|(item, accepted)| await_acks(shared, item, accepted)),
+    )
+    .await
 }
 
 /// Waits for every accepted write's acknowledgement.
