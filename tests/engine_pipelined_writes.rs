@@ -186,27 +186,33 @@ impl Handler for CpuOnlyEcho {
     }
 }
 
+/// Runs `events` numbered events of one partition through [`CpuOnlyEcho`]
+/// (on the scheduler's task) into `sink`, until every one is committed.
+async fn run_inline_into(sink: Arc<dyn Sink>, events: u64) -> spate::engine::FunctionReport {
+    let log = spate_testsupport::engine::numbered_log("readings", events, |_| None);
+    let (out, dlq) = (MemorySink::new("unused"), MemorySink::new("dlq"));
+    let mut plan = plan(&log, Arc::new(CpuOnlyEcho), Ordering::Partition, &out, &dlq);
+    plan.outputs = vec![NamedSink {
+        name: Arc::from("out"),
+        sink,
+        encoder: None,
+    }];
+    let run = Running::start(plan, options());
+    wait_for("every event committed", || log.committed(0) == Some(events)).await;
+    run.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_waiting_for_room_that_earlier_acks_free_does_not_wedge_an_inline_run() {
     // More events than permits, in runs of consecutive events of one
     // partition: a run's writes wait for permits only earlier runs'
     // acknowledgements give back, and those are driven by the same task.
     const EVENTS: u64 = 4_000;
-    let log = spate_testsupport::engine::numbered_log("readings", EVENTS, |_| None);
     let sink = Arc::new(Permits {
         permits: Arc::new(Semaphore::new(600)),
         accepted: AtomicUsize::new(0),
     });
-    let (out, dlq) = (MemorySink::new("unused"), MemorySink::new("dlq"));
-    let mut plan = plan(&log, Arc::new(CpuOnlyEcho), Ordering::Partition, &out, &dlq);
-    plan.outputs = vec![NamedSink {
-        name: Arc::from("out"),
-        sink: sink.clone(),
-        encoder: None,
-    }];
-    let run = Running::start(plan, options());
-    wait_for("every event committed", || log.committed(0) == Some(EVENTS)).await;
-    let report = run.stop().await;
+    let report = run_inline_into(sink.clone(), EVENTS).await;
     assert_eq!(report.outputs, EVENTS);
     assert_eq!(sink.accepted.load(AtomicOrdering::SeqCst), EVENTS as usize);
 }
@@ -253,18 +259,8 @@ async fn the_acknowledgements_of_a_run_time_out_together_not_one_after_another()
     // again; one after another they would take one timeout per event of
     // the run, far past `wait_for`'s 10 s.
     const EVENTS: u64 = 100;
-    let log = spate_testsupport::engine::numbered_log("readings", EVENTS, |_| None);
     let sink = Arc::new(LostFirstAcks::default());
-    let (out, dlq) = (MemorySink::new("unused"), MemorySink::new("dlq"));
-    let mut plan = plan(&log, Arc::new(CpuOnlyEcho), Ordering::Partition, &out, &dlq);
-    plan.outputs = vec![NamedSink {
-        name: Arc::from("out"),
-        sink: sink.clone(),
-        encoder: None,
-    }];
-    let run = Running::start(plan, options());
-    wait_for("every event committed", || log.committed(0) == Some(EVENTS)).await;
-    let report = run.stop().await;
+    let report = run_inline_into(sink.clone(), EVENTS).await;
     assert_eq!(report.outputs, EVENTS);
     assert_eq!(
         sink.accepted.load(AtomicOrdering::SeqCst),
